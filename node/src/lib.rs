@@ -1,0 +1,3 @@
+//! kache-node: one cache node.
+pub mod clock;
+pub mod store;

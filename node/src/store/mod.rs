@@ -1,0 +1,454 @@
+//! The partitioned in-memory store: versions, TTLs, tombstones and a hard memory bound.
+//!
+//! Layout:
+//! - [`entry`]: one entry packed into a single allocation.
+//! - [`partition`]: one partition's map (dense slots plus a hash index).
+//! - [`eviction`]: sampled LRU/LFU.
+//! - [`expiry`]: the bounded background sweep that removes expired entries.
+//!
+//! `partition = xxh3_64(key) % partitions` is protocol and never changes: partitions are
+//! the unit that later moves between nodes. Each partition has its own lock, so with 271
+//! partitions two cores almost never contend, and there is no global lock on the hot path.
+//! The only shared atomic a write touches is the memory counter.
+
+pub mod entry;
+mod eviction;
+mod expiry;
+mod partition;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::clock::{Clock, Hlc, Version};
+use entry::{Entry, EntryMeta};
+pub use eviction::EvictionPolicy;
+pub use expiry::ActiveExpiry;
+use partition::{PartitionMap, key_hash};
+
+/// How often a write retries after eviction made room that a concurrent writer took.
+const WRITE_ATTEMPTS: usize = 4;
+/// Upper bound on entries evicted for one write (a 1 MiB value over 100-byte entries
+/// needs about 6,000). Bounds the work one request can trigger.
+const MAX_EVICTIONS_PER_WRITE: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub node_id: String,
+    pub partitions: u32,
+    /// Hard bound on the bytes charged for entries (see [`entry::ENTRY_OVERHEAD`]).
+    pub max_memory: usize,
+    pub eviction: EvictionPolicy,
+    /// How long a delete's tombstone outlives it, so replicas cannot resurrect the key.
+    pub tombstone_ttl: Duration,
+}
+
+/// A cheap, cloneable handle on the store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// A plain mutex per partition, never held across `.await`: reads update eviction
+    /// metadata, so a read lock would not help, and critical sections are a hash probe
+    /// and a copy.
+    partitions: Box<[Mutex<PartitionMap>]>,
+    used_bytes: AtomicUsize,
+    config: StoreConfig,
+    clock: Clock,
+    hlc: Hlc,
+}
+
+/// A live entry as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub data: Bytes,
+    pub version: Version,
+    /// Remaining time to live, if the entry expires.
+    pub ttl: Option<Duration>,
+}
+
+/// A write's condition on the current live entry, checked atomically with the write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Precondition {
+    #[default]
+    None,
+    /// `If-Match: *`
+    Exists,
+    /// `If-None-Match: *`
+    Absent,
+    /// `If-Match: <etags>`: the current version is one of these.
+    VersionIn(Vec<Version>),
+    /// `If-None-Match: <etags>`: absent, or the current version is none of these.
+    VersionNotIn(Vec<Version>),
+}
+
+impl Precondition {
+    fn check(&self, current: Option<Version>) -> Result<(), StoreError> {
+        let holds = match (self, current) {
+            (Self::None, _) => true,
+            (Self::Exists, current) => current.is_some(),
+            (Self::Absent, current) => current.is_none(),
+            (Self::VersionIn(tags), Some(v)) => tags.contains(&v),
+            (Self::VersionIn(_), None) => false,
+            (Self::VersionNotIn(tags), Some(v)) => !tags.contains(&v),
+            (Self::VersionNotIn(_), None) => true,
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(StoreError::PreconditionFailed)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub version: Version,
+    /// No live entry existed before this write.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("the key's current version does not satisfy the request's precondition")]
+    PreconditionFailed,
+    #[error("key not found")]
+    NotFound,
+    #[error("entry needs {needed} bytes but max memory is {max_memory} bytes")]
+    EntryTooLarge { needed: usize, max_memory: usize },
+    #[error(
+        "out of memory: {used} of {max_memory} bytes in use, {needed} more needed, and eviction {policy}"
+    )]
+    OutOfMemory {
+        needed: usize,
+        used: usize,
+        max_memory: usize,
+        policy: &'static str,
+    },
+}
+
+/// Point-in-time counters, summed over partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Entries that are not tombstones (expired entries not yet swept included).
+    pub keys: u64,
+    pub tombstones: u64,
+    pub bytes: u64,
+    pub max_memory: u64,
+    pub partitions: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        let partitions = (0..config.partitions.max(1))
+            .map(|_| Mutex::new(PartitionMap::default()))
+            .collect();
+        let hlc = Hlc::new(&config.node_id);
+        Self {
+            shared: Arc::new(Shared {
+                partitions,
+                used_bytes: AtomicUsize::new(0),
+                config,
+                clock: Clock::new(),
+                hlc,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The partition a key lives in. Protocol: never change this function.
+    pub fn partition_of(&self, key: &[u8]) -> u32 {
+        // Fewer than 2^32 partitions by construction (the count is a u32).
+        u32::try_from(self.partition_index(key_hash(key))).unwrap_or(u32::MAX)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Value> {
+        let hash = key_hash(key);
+        let now = self.shared.clock.now_ms();
+        let policy = self.shared.config.eviction;
+        let mut part = self.lock(hash);
+        let Some(slot) = part.find(hash, key) else {
+            part.counters.misses += 1;
+            return None;
+        };
+        let tick = part.next_tick();
+        let entry = part.slot_mut(slot);
+        if entry.is_live(now) {
+            entry.set_eviction(policy.on_access(entry.eviction(), now, tick));
+            let value = Value {
+                data: Bytes::copy_from_slice(entry.value()),
+                version: entry.version(),
+                ttl: entry
+                    .expires_at_ms()
+                    .map(|at| Duration::from_millis(at - now)),
+            };
+            part.counters.hits += 1;
+            return Some(value);
+        }
+        let expired = entry.is_expired(now);
+        part.counters.misses += 1;
+        if expired {
+            let removed = part.remove(slot);
+            count_removal(&mut part, &removed, Removal::Expired);
+            drop(part);
+            self.release(removed.charge());
+        }
+        None
+    }
+
+    /// Writes `value` under `key` if `precondition` holds, evicting if the policy allows.
+    pub fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        precondition: &Precondition,
+    ) -> Result<Written, StoreError> {
+        let hash = key_hash(key);
+        let charge = Entry::charge_for(key.len(), value.len());
+        let max_memory = self.shared.config.max_memory;
+        if charge > max_memory {
+            return Err(StoreError::EntryTooLarge {
+                needed: charge,
+                max_memory,
+            });
+        }
+        let policy = self.shared.config.eviction;
+        for _ in 0..WRITE_ATTEMPTS {
+            let now = self.shared.clock.now_ms();
+            let mut part = self.lock(hash);
+            let found = part.find(hash, key);
+            let live = found
+                .map(|slot| part.slot(slot))
+                .filter(|entry| entry.is_live(now))
+                .map(Entry::version);
+            precondition.check(live)?;
+            let freed = found.map_or(0, |slot| part.slot(slot).charge());
+            let grow = charge.saturating_sub(freed);
+            if grow > 0 && !self.try_reserve(grow) {
+                drop(part);
+                self.evict_for(grow)?;
+                continue;
+            }
+            let version = self.shared.hlc.next(now);
+            let tick = part.next_tick();
+            let expires_at_ms = ttl.map_or(0, |ttl| now.saturating_add(millis(ttl)));
+            let entry = Entry::new(
+                key,
+                value,
+                EntryMeta {
+                    version,
+                    expires_at_ms,
+                    eviction: policy.on_insert(now, tick),
+                    tombstone: false,
+                },
+            );
+            match found {
+                Some(slot) => {
+                    let old = part.replace(slot, entry);
+                    if live.is_none() {
+                        count_removal(&mut part, &old, Removal::Expired);
+                    }
+                }
+                None => part.insert_new(hash, entry),
+            }
+            drop(part);
+            self.release(freed.saturating_sub(charge));
+            return Ok(Written {
+                version,
+                created: live.is_none(),
+            });
+        }
+        Err(self.out_of_memory(charge))
+    }
+
+    /// Deletes a live key, leaving a tombstone for the configured grace period.
+    pub fn delete(&self, key: &[u8], precondition: &Precondition) -> Result<Version, StoreError> {
+        let hash = key_hash(key);
+        let now = self.shared.clock.now_ms();
+        let mut part = self.lock(hash);
+        let found = part.find(hash, key);
+        let live = found
+            .map(|slot| part.slot(slot))
+            .filter(|entry| entry.is_live(now))
+            .map(Entry::version);
+        precondition.check(live)?;
+        let (Some(slot), Some(_)) = (found, live) else {
+            return Err(StoreError::NotFound);
+        };
+        let version = self.shared.hlc.next(now);
+        let grace = millis(self.shared.config.tombstone_ttl);
+        let (old, kept) = if grace == 0 {
+            (part.remove(slot), 0)
+        } else {
+            let tombstone = Entry::new(
+                key,
+                &[],
+                EntryMeta {
+                    version,
+                    expires_at_ms: now.saturating_add(grace),
+                    eviction: self.shared.config.eviction.on_insert(now, part.tick()),
+                    tombstone: true,
+                },
+            );
+            let kept = tombstone.charge();
+            part.counters.tombstones += 1;
+            (part.replace(slot, tombstone), kept)
+        };
+        drop(part);
+        self.release(old.charge() - kept);
+        Ok(version)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            bytes: self.shared.used_bytes.load(Ordering::Relaxed) as u64,
+            max_memory: self.shared.config.max_memory as u64,
+            partitions: self.shared.partitions.len() as u64,
+            ..StoreStats::default()
+        };
+        for part in &self.shared.partitions {
+            let part = part.lock();
+            let c = part.counters;
+            stats.keys += part.len() as u64 - c.tombstones;
+            stats.tombstones += c.tombstones;
+            stats.hits += c.hits;
+            stats.misses += c.misses;
+            stats.evictions += c.evictions;
+            stats.expirations += c.expirations;
+        }
+        stats
+    }
+
+    fn partition_index(&self, hash: u64) -> usize {
+        usize::try_from(hash % self.shared.partitions.len() as u64).unwrap_or(0)
+    }
+
+    fn lock(&self, hash: u64) -> MutexGuard<'_, PartitionMap> {
+        self.shared.partitions[self.partition_index(hash)].lock()
+    }
+
+    /// Claims `bytes` of the budget if they fit, all or nothing.
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let max = self.shared.config.max_memory;
+        self.shared
+            .used_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts until `needed` more bytes fit, or fails with a clear reason.
+    /// Called with no partition lock held, so it may lock any partition.
+    fn evict_for(&self, needed: usize) -> Result<(), StoreError> {
+        if self.shared.config.eviction == EvictionPolicy::None {
+            return Err(self.out_of_memory(needed));
+        }
+        let max = self.shared.config.max_memory;
+        for _ in 0..MAX_EVICTIONS_PER_WRITE {
+            if self.shared.used_bytes.load(Ordering::Relaxed) + needed <= max {
+                return Ok(());
+            }
+            if !self.evict_one() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Samples a random non-empty partition and removes its least valuable entry.
+    /// Expired entries go first. Returns false when the store is empty.
+    fn evict_one(&self) -> bool {
+        let partitions = self.shared.partitions.len();
+        let policy = self.shared.config.eviction;
+        let start = fastrand::usize(..partitions);
+        for offset in 0..partitions {
+            let mut part = self.shared.partitions[(start + offset) % partitions].lock();
+            if part.len() == 0 {
+                continue;
+            }
+            let now = self.shared.clock.now_ms();
+            let tick = part.tick();
+            let victim = (0..eviction::SAMPLES)
+                .map(|_| fastrand::usize(..part.len()))
+                .min_by_key(|&slot| {
+                    let entry = part.slot(slot);
+                    if entry.is_expired(now) {
+                        0
+                    } else {
+                        1 + policy.keep_score(entry.eviction(), now, tick)
+                    }
+                })
+                .unwrap_or(0);
+            let removed = part.remove(victim);
+            let why = if removed.is_expired(now) {
+                Removal::Expired
+            } else {
+                Removal::Evicted
+            };
+            count_removal(&mut part, &removed, why);
+            drop(part);
+            self.release(removed.charge());
+            return true;
+        }
+        false
+    }
+
+    fn out_of_memory(&self, needed: usize) -> StoreError {
+        StoreError::OutOfMemory {
+            needed,
+            used: self.shared.used_bytes.load(Ordering::Relaxed),
+            max_memory: self.shared.config.max_memory,
+            policy: match self.shared.config.eviction {
+                EvictionPolicy::None => "is off",
+                EvictionPolicy::Lru | EvictionPolicy::Lfu => "could not free enough",
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    Expired,
+    Evicted,
+}
+
+/// Keeps the partition's counters true after an entry leaves it.
+fn count_removal(part: &mut PartitionMap, removed: &Entry, why: Removal) {
+    let counters = &mut part.counters;
+    if removed.is_tombstone() {
+        counters.tombstones -= 1;
+        return;
+    }
+    match why {
+        Removal::Expired => counters.expirations += 1,
+        Removal::Evicted => counters.evictions += 1,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! Store behaviour: versions, preconditions, tombstones, TTL (on paused time), the
+//! active sweep, eviction under the memory bound, and exact byte accounting.
+
+use std::time::Duration;
+
+use super::*;
+
+fn config(max_memory: usize, eviction: EvictionPolicy) -> StoreConfig {
+    StoreConfig {
+        node_id: "test".into(),
+        partitions: 16,
+        max_memory,
+        eviction,
+        tombstone_ttl: Duration::from_secs(60),
+    }
+}
+
+fn store() -> Store {
+    Store::new(config(64 << 20, EvictionPolicy::Lru))
+}
+
+impl Store {
+    /// Recomputes the charged bytes from the entries themselves.
+    fn recount_bytes(&self) -> usize {
+        self.shared
+            .partitions
+            .iter()
+            .map(|part| {
+                let part = part.lock();
+                (0..part.len())
+                    .map(|slot| part.slot(slot).charge())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn used(&self) -> usize {
+        self.shared.used_bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn put(store: &Store, key: &str, value: &str) -> Written {
+    store
+        .put(key.as_bytes(), value.as_bytes(), None, &Precondition::None)
+        .expect("put")
+}
+
+fn get(store: &Store, key: &str) -> Option<String> {
+    store
+        .get(key.as_bytes())
+        .map(|v| String::from_utf8(v.data.to_vec()).expect("utf8"))
+}
+
+#[test]
+fn put_then_get_returns_the_latest_value_and_version() {
+    let store = store();
+    let first = put(&store, "a", "1");
+    assert!(first.created);
+    let second = put(&store, "a", "2");
+    assert!(!second.created);
+    assert!(second.version > first.version);
+    let value = store.get(b"a").expect("present");
+    assert_eq!(value.data.as_ref(), b"2");
+    assert_eq!(value.version, second.version);
+    assert_eq!(value.ttl, None);
+    assert_eq!(get(&store, "missing"), None);
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.hits, stats.misses), (1, 1, 1));
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn keys_are_arbitrary_bytes() {
+    let store = store();
+    let key = [0u8, 255, b'/', b'%', 10];
+    store
+        .put(&key, &[1, 2, 3], None, &Precondition::None)
+        .expect("put");
+    assert_eq!(store.get(&key).expect("present").data.as_ref(), &[1, 2, 3]);
+    assert!(store.partition_of(&key) < 16);
+}
+
+#[test]
+fn preconditions_are_checked_against_the_live_entry() {
+    let store = store();
+    let absent = Precondition::Absent;
+    let v1 = store.put(b"k", b"1", None, &absent).expect("absent holds");
+    assert_eq!(
+        store.put(b"k", b"2", None, &absent),
+        Err(StoreError::PreconditionFailed)
+    );
+    assert_eq!(
+        store.put(b"other", b"x", None, &Precondition::Exists),
+        Err(StoreError::PreconditionFailed)
+    );
+    let stale = Precondition::VersionIn(vec![Version { hlc: 1, node: 1 }]);
+    assert_eq!(
+        store.put(b"k", b"3", None, &stale),
+        Err(StoreError::PreconditionFailed)
+    );
+    let current = Precondition::VersionIn(vec![v1.version]);
+    store.put(b"k", b"4", None, &current).expect("matches");
+    assert_eq!(get(&store, "k").as_deref(), Some("4"));
+    assert_eq!(get(&store, "other"), None, "failed writes change nothing");
+    assert_eq!(
+        store.put(b"k", b"5", None, &current),
+        Err(StoreError::PreconditionFailed),
+        "the old etag no longer matches"
+    );
+}
+
+#[test]
+fn delete_leaves_a_tombstone_that_reads_as_absent() {
+    let store = store();
+    let written = put(&store, "k", "v");
+    let deleted = store.delete(b"k", &Precondition::None).expect("delete");
+    assert!(deleted > written.version);
+    assert_eq!(get(&store, "k"), None);
+    assert_eq!(
+        store.delete(b"k", &Precondition::None),
+        Err(StoreError::NotFound)
+    );
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.tombstones), (0, 1));
+    assert_eq!(store.used(), store.recount_bytes());
+    assert!(put(&store, "k", "again").created);
+    assert_eq!(store.stats().tombstones, 0);
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn conditional_delete_refuses_a_stale_version() {
+    let store = store();
+    put(&store, "k", "v");
+    let stale = Precondition::VersionIn(vec![Version { hlc: 1, node: 1 }]);
+    assert_eq!(
+        store.delete(b"k", &stale),
+        Err(StoreError::PreconditionFailed)
+    );
+    assert_eq!(get(&store, "k").as_deref(), Some("v"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_expires_lazily_on_read() {
+    let store = store();
+    store
+        .put(
+            b"k",
+            b"v",
+            Some(Duration::from_secs(10)),
+            &Precondition::None,
+        )
+        .expect("put");
+    tokio::time::advance(Duration::from_secs(9)).await;
+    let value = store.get(b"k").expect("not yet expired");
+    assert_eq!(value.ttl, Some(Duration::from_secs(1)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(store.get(b"k"), None);
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.expirations, stats.bytes), (0, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_key_counts_as_absent_for_preconditions() {
+    let store = store();
+    store
+        .put(
+            b"k",
+            b"v",
+            Some(Duration::from_secs(1)),
+            &Precondition::None,
+        )
+        .expect("put");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let written = store
+        .put(b"k", b"new", None, &Precondition::Absent)
+        .expect("expired key is absent");
+    assert!(written.created);
+    assert_eq!(store.stats().expirations, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_sweep_removes_expired_entries_nobody_reads() {
+    let store = store();
+    for i in 0..2_000 {
+        let ttl = (i % 2 == 0).then_some(Duration::from_secs(5));
+        store
+            .put(format!("k{i}").as_bytes(), b"v", ttl, &Precondition::None)
+            .expect("put");
+    }
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let mut cursor = expiry::SweepCursor::default();
+    let mut removed = 0;
+    for _ in 0..10 {
+        removed += store.sweep_expired(&mut cursor, 300);
+    }
+    assert_eq!(removed, 1_000);
+    let stats = store.stats();
+    assert_eq!((stats.keys, stats.expirations), (1_000, 1_000));
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_expiry_runs_and_tombstones_expire_after_their_grace() {
+    let store = store();
+    put(&store, "gone", "v");
+    store.delete(b"gone", &Precondition::None).expect("delete");
+    store
+        .put(
+            b"short",
+            b"v",
+            Some(Duration::from_secs(1)),
+            &Precondition::None,
+        )
+        .expect("put");
+    let _sweeper = store.spawn_active_expiry();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(store.stats().keys, 0, "the expired key was swept");
+    assert_eq!(
+        store.stats().tombstones,
+        1,
+        "the tombstone is still in its grace"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = store.stats();
+    assert_eq!((stats.tombstones, stats.bytes), (0, 0));
+}
+
+#[test]
+fn lru_eviction_keeps_memory_under_the_bound_and_keeps_hot_keys() {
+    let max = 200 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::Lru));
+    put(&store, "hot", "h");
+    let value = "x".repeat(100);
+    for i in 0..20_000 {
+        put(&store, &format!("cold-{i}"), &value);
+        assert!(store.used() <= max, "used {} > max {max}", store.used());
+        assert_eq!(get(&store, "hot").as_deref(), Some("h"), "after {i} writes");
+    }
+    let stats = store.stats();
+    assert!(stats.evictions > 15_000, "evictions {}", stats.evictions);
+    assert!(
+        stats.keys > 1_000,
+        "the cache stays full: {} keys",
+        stats.keys
+    );
+    assert_eq!(store.used(), store.recount_bytes());
+    assert_eq!(
+        get(&store, "cold-19999").as_deref(),
+        Some(value.as_str()),
+        "the newest write is admitted"
+    );
+}
+
+#[test]
+fn lfu_eviction_keeps_frequently_read_keys() {
+    let max = 200 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::Lfu));
+    put(&store, "popular", "p");
+    for _ in 0..1_000 {
+        get(&store, "popular");
+    }
+    let value = "x".repeat(100);
+    for i in 0..20_000 {
+        put(&store, &format!("once-{i}"), &value);
+    }
+    assert_eq!(get(&store, "popular").as_deref(), Some("p"));
+    assert!(store.used() <= max);
+    assert!(store.stats().evictions > 15_000);
+}
+
+#[test]
+fn without_eviction_a_write_that_does_not_fit_changes_nothing() {
+    let max = 50 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::None));
+    let value = "x".repeat(100);
+    let mut written = 0;
+    let refused = loop {
+        match store.put(
+            format!("k{written}").as_bytes(),
+            value.as_bytes(),
+            None,
+            &Precondition::None,
+        ) {
+            Ok(_) => written += 1,
+            Err(err) => break err,
+        }
+        assert!(written < 10_000, "the bound must stop writes");
+    };
+    assert!(
+        matches!(refused, StoreError::OutOfMemory { .. }),
+        "{refused}"
+    );
+    let before = store.stats();
+    assert_eq!(before.keys, written);
+    assert!(
+        store
+            .put(b"one-more", value.as_bytes(), None, &Precondition::None)
+            .is_err()
+    );
+    assert_eq!(store.stats(), before, "a refused write changes nothing");
+    // Overwriting with a value of the same size needs no new memory.
+    put(&store, "k0", &"y".repeat(100));
+    assert_eq!(get(&store, "k0"), Some("y".repeat(100)));
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn an_entry_larger_than_memory_is_refused_up_front() {
+    let store = Store::new(config(1024, EvictionPolicy::Lru));
+    put(&store, "small", "v");
+    let err = store
+        .put(b"big", &[0; 2048], None, &Precondition::None)
+        .expect_err("too big");
+    assert!(matches!(err, StoreError::EntryTooLarge { .. }));
+    assert_eq!(
+        get(&store, "small").as_deref(),
+        Some("v"),
+        "nothing was evicted"
+    );
+}
+
+#[test]
+fn concurrent_writers_and_readers_keep_exact_accounting() {
+    let store = Store::new(config(1 << 20, EvictionPolicy::Lru));
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = store.clone();
+            scope.spawn(move || {
+                for i in 0..20_000 {
+                    let key = format!("t{t}-{}", i % 3_000);
+                    let value = vec![b'v'; i % 200];
+                    store
+                        .put(key.as_bytes(), &value, None, &Precondition::None)
+                        .expect("put");
+                    store.get(key.as_bytes());
+                    if i % 7 == 0 {
+                        let _ = store.delete(key.as_bytes(), &Precondition::None);
+                    }
+                }
+            });
+        }
+    });
+    assert!(store.used() <= 1 << 20);
+    assert_eq!(store.used(), store.recount_bytes());
+}
