@@ -1,1 +1,84 @@
-fn main() {}
+//! The `kache-node` binary: parse flags, set up logging, bind, and run the node.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use kache_node::config::{Cli, NodeConfig};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Configuration errors are one clear line on stderr and exit code 2.
+#[allow(clippy::print_stderr)]
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    let http_addr = cli.http_addr;
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match serve(http_addr, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {http_addr}"))?;
+        let bound = listener.local_addr().context("listener has no address")?;
+        tracing::info!(
+            http_addr = %bound,
+            node_id = %config.store.node_id,
+            partitions = config.store.partitions,
+            max_memory = config.store.max_memory,
+            eviction = ?config.store.eviction,
+            "listening"
+        );
+        kache_node::run(listener, config, kache_node::shutdown::signal_received()).await?;
+        Ok(())
+    })
+}

@@ -29,8 +29,9 @@ pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
 use partition::{PartitionMap, key_hash};
 
-/// How often a write retries after eviction made room that a concurrent writer took.
-const WRITE_ATTEMPTS: usize = 4;
+/// How often a write looks again at its key after making room (the key can change
+/// while the write waits unlocked for eviction).
+const WRITE_ATTEMPTS: usize = 8;
 /// Upper bound on entries evicted for one write (a 1 MiB value over 100-byte entries
 /// needs about 6,000). Bounds the work one request can trigger.
 const MAX_EVICTIONS_PER_WRITE: usize = 100_000;
@@ -227,6 +228,9 @@ impl Store {
             });
         }
         let policy = self.shared.config.eviction;
+        // Bytes already added to `used_bytes` for this write. Held across retries, so
+        // room that eviction made for this write cannot be taken by another one.
+        let mut reserved = 0;
         for _ in 0..WRITE_ATTEMPTS {
             let now = self.shared.clock.now_ms();
             let mut part = self.lock(hash);
@@ -235,13 +239,26 @@ impl Store {
                 .map(|slot| part.slot(slot))
                 .filter(|entry| entry.is_live(now))
                 .map(Entry::version);
-            precondition.check(live)?;
-            let freed = found.map_or(0, |slot| part.slot(slot).charge());
-            let grow = charge.saturating_sub(freed);
-            if grow > 0 && !self.try_reserve(grow) {
+            if let Err(err) = precondition.check(live) {
                 drop(part);
-                self.evict_for(grow)?;
-                continue;
+                self.release(reserved);
+                return Err(err);
+            }
+            let freed = found.map_or(0, |slot| part.slot(slot).charge());
+            let needed = charge.saturating_sub(freed);
+            if needed > reserved {
+                if self.try_reserve(needed - reserved) {
+                    reserved = needed;
+                } else {
+                    drop(part);
+                    if let Err(err) = self.evict_and_reserve(needed - reserved) {
+                        self.release(reserved);
+                        return Err(err);
+                    }
+                    reserved = needed;
+                    // The key may have changed while unlocked: look again.
+                    continue;
+                }
             }
             let version = self.shared.hlc.next(now);
             let tick = part.next_tick();
@@ -266,12 +283,14 @@ impl Store {
                 None => part.insert_new(hash, entry),
             }
             drop(part);
-            self.release(freed.saturating_sub(charge));
+            // Net effect on `used_bytes`: exactly `charge - freed`.
+            self.release(reserved - needed + freed.saturating_sub(charge));
             return Ok(Written {
                 version,
                 created: live.is_none(),
             });
         }
+        self.release(reserved);
         Err(self.out_of_memory(charge))
     }
 
@@ -358,30 +377,36 @@ impl Store {
         }
     }
 
-    /// Evicts until `needed` more bytes fit, or fails with a clear reason.
-    /// Called with no partition lock held, so it may lock any partition.
-    fn evict_for(&self, needed: usize) -> Result<(), StoreError> {
+    /// Evicts until `bytes` more fit, and claims them. Called with no partition lock
+    /// held, so it may lock any partition.
+    fn evict_and_reserve(&self, bytes: usize) -> Result<(), StoreError> {
         if self.shared.config.eviction == EvictionPolicy::None {
-            return Err(self.out_of_memory(needed));
+            return Err(self.out_of_memory(bytes));
         }
-        let max = self.shared.config.max_memory;
         for _ in 0..MAX_EVICTIONS_PER_WRITE {
-            if self.shared.used_bytes.load(Ordering::Relaxed) + needed <= max {
+            if self.try_reserve(bytes) {
                 return Ok(());
             }
             if !self.evict_one() {
                 break;
             }
         }
-        Ok(())
+        Err(self.out_of_memory(bytes))
     }
 
-    /// Samples a random non-empty partition and removes its least valuable entry.
-    /// Expired entries go first. Returns false when the store is empty.
+    /// Removes the least valuable of a few sampled entries, expired ones first.
+    /// Returns false when the store is empty.
+    ///
+    /// The partition is the fuller of two random ones ("power of two choices"). Writes
+    /// land in partitions in proportion to keys; evicting from one uniformly random
+    /// partition would let partition sizes random-walk until some partition, and every
+    /// hot key in it, is drained to nothing.
     fn evict_one(&self) -> bool {
         let partitions = self.shared.partitions.len();
         let policy = self.shared.config.eviction;
-        let start = fastrand::usize(..partitions);
+        let (a, b) = (fastrand::usize(..partitions), fastrand::usize(..partitions));
+        let len = |p: usize| self.shared.partitions[p].lock().len();
+        let start = if len(a) >= len(b) { a } else { b };
         for offset in 0..partitions {
             let mut part = self.shared.partitions[(start + offset) % partitions].lock();
             if part.len() == 0 {

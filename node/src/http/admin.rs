@@ -1,0 +1,171 @@
+//! Operational endpoints: stats, Prometheus metrics, health, readiness and the OpenAPI
+//! document.
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::AppError;
+use crate::store::StoreStats;
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Debug, Serialize)]
+pub struct StatsBody {
+    node_id: String,
+    uptime_seconds: u64,
+    /// Resident set size of the process, from /proc (absent where /proc is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resident_memory_bytes: Option<u64>,
+    #[serde(flatten)]
+    store: StoreStats,
+}
+
+pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    Json(StatsBody {
+        node_id: state.store.config().node_id.clone(),
+        uptime_seconds: state.uptime().as_secs(),
+        resident_memory_bytes: resident_memory_bytes(),
+        store: state.store.stats(),
+    })
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.store.stats();
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "kache_keys",
+        "gauge",
+        "Keys held, including expired keys not yet swept.",
+        stats.keys,
+    );
+    metric(
+        "kache_tombstones",
+        "gauge",
+        "Tombstones of deleted keys still in their grace period.",
+        stats.tombstones,
+    );
+    metric(
+        "kache_memory_used_bytes",
+        "gauge",
+        "Bytes charged against max memory.",
+        stats.bytes,
+    );
+    metric(
+        "kache_memory_max_bytes",
+        "gauge",
+        "The max memory bound.",
+        stats.max_memory,
+    );
+    metric(
+        "kache_partitions",
+        "gauge",
+        "Number of partitions.",
+        stats.partitions,
+    );
+    metric(
+        "kache_hits_total",
+        "counter",
+        "Reads that found a live key.",
+        stats.hits,
+    );
+    metric(
+        "kache_misses_total",
+        "counter",
+        "Reads that found no live key.",
+        stats.misses,
+    );
+    metric(
+        "kache_evictions_total",
+        "counter",
+        "Keys evicted to stay under max memory.",
+        stats.evictions,
+    );
+    metric(
+        "kache_expirations_total",
+        "counter",
+        "Keys removed because their TTL passed.",
+        stats.expirations,
+    );
+    metric(
+        "kache_ready",
+        "gauge",
+        "1 when the node accepts traffic.",
+        u64::from(state.is_ready()),
+    );
+    if let Some(rss) = resident_memory_bytes() {
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kache_http_responses_total HTTP responses by status class.\n# TYPE kache_http_responses_total counter"
+    );
+    for (class, count) in state.responses_by_class() {
+        let _ = writeln!(
+            out,
+            "kache_http_responses_total{{class=\"{class}\"}} {count}"
+        );
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    if state.is_ready() {
+        Ok(Json(serde_json::json!({ "status": "ready" })))
+    } else {
+        Err(AppError::ShuttingDown)
+    }
+}
+
+pub async fn openapi() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub async fn no_route(uri: axum::http::Uri) -> AppError {
+    AppError::NoRoute(uri.path().to_owned())
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+/// Current RSS from /proc/self/status.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Kept so a status code in a log line reads the same as in a metric.
+pub fn status_class(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}

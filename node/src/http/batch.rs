@@ -1,0 +1,251 @@
+//! `/v1/batch/get` and `/v1/batch/put`: many keys in one request.
+//!
+//! Keys and values travel as JSON strings, either as UTF-8 text (the default) or base64
+//! (`"encoding": "base64"`) for binary data. A batch is validated whole before any item
+//! is applied, so a malformed batch changes nothing. Items then succeed or fail one by
+//! one (a full node can refuse some writes), and each item reports its own status.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{AppError, ErrorDetail};
+use super::keys::{KeyError, MAX_TTL_SECS, ceil_secs, check_key, read_body, ttl_from_secs};
+
+/// The most items one batch may carry.
+pub const MAX_BATCH_ITEMS: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGetRequest {
+    keys: Vec<String>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPutRequest {
+    items: Vec<PutItem>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutItem {
+    key: String,
+    value: String,
+    /// Seconds; the node's default TTL applies when absent.
+    ttl: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchResponse<T> {
+    items: Vec<T>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GotItem {
+    key: String,
+    found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PutResult {
+    key: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+pub async fn get_many(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse<GotItem>>, AppError> {
+    let request: BatchGetRequest = parse_json(&state, &headers, body).await?;
+    check_count(request.keys.len())?;
+    let max_key = state.limits().max_key_bytes;
+    let keys = request
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| decode_key(key, request.encoding, max_key, &format!("keys[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let items = request
+        .keys
+        .into_iter()
+        .zip(keys)
+        .map(|(name, key)| match state.store.get(&key) {
+            None => GotItem {
+                key: name,
+                found: false,
+                value: None,
+                etag: None,
+                ttl: None,
+                error: None,
+            },
+            Some(value) => {
+                let (text, error) = match encode_value(&value.data, request.encoding) {
+                    Ok(text) => (Some(text), None),
+                    Err(err) => (None, Some(err.body())),
+                };
+                GotItem {
+                    key: name,
+                    found: true,
+                    value: text,
+                    etag: Some(value.version.etag()),
+                    ttl: value.ttl.map(ceil_secs),
+                    error,
+                }
+            }
+        })
+        .collect();
+    Ok(Json(BatchResponse { items }))
+}
+
+pub async fn put_many(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse<PutResult>>, AppError> {
+    let request: BatchPutRequest = parse_json(&state, &headers, body).await?;
+    check_count(request.items.len())?;
+    let limits = state.limits();
+    let mut decoded = Vec::with_capacity(request.items.len());
+    for (i, item) in request.items.iter().enumerate() {
+        let key = decode_key(
+            &item.key,
+            request.encoding,
+            limits.max_key_bytes,
+            &format!("items[{i}].key"),
+        )?;
+        let value = decode(&item.value, request.encoding, &format!("items[{i}].value"))?;
+        if value.len() > limits.max_value_bytes {
+            return Err(AppError::PayloadTooLarge {
+                what: format!("items[{i}].value"),
+                max: limits.max_value_bytes,
+            });
+        }
+        let ttl = match item.ttl {
+            Some(secs) => Some(ttl_from_secs(secs).ok_or_else(|| {
+                AppError::bad_request(
+                    "bad_ttl",
+                    format!("items[{i}].ttl must be from 1 to {MAX_TTL_SECS} seconds, got {secs}"),
+                )
+            })?),
+            None => state.default_ttl(),
+        };
+        decoded.push((key, value, ttl));
+    }
+    let items = request
+        .items
+        .into_iter()
+        .zip(decoded)
+        .map(|(item, (key, value, ttl))| {
+            match state
+                .store
+                .put(&key, &value, ttl, &crate::store::Precondition::None)
+            {
+                Ok(written) => PutResult {
+                    key: item.key,
+                    status: if written.created { 201 } else { 204 },
+                    etag: Some(written.version.etag()),
+                    error: None,
+                },
+                Err(err) => {
+                    let err = AppError::from(err);
+                    PutResult {
+                        key: item.key,
+                        status: err.status().as_u16(),
+                        etag: None,
+                        error: Some(err.body()),
+                    }
+                }
+            }
+        })
+        .collect();
+    Ok(Json(BatchResponse { items }))
+}
+
+async fn parse_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, AppError> {
+    let bytes = read_body(body, headers, state.limits().max_batch_bytes, "batch body").await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| AppError::bad_request("bad_json", format!("invalid batch request: {err}")))
+}
+
+fn check_count(count: usize) -> Result<(), AppError> {
+    if count > MAX_BATCH_ITEMS {
+        return Err(AppError::bad_request(
+            "too_many_items",
+            format!("a batch holds at most {MAX_BATCH_ITEMS} items, got {count}"),
+        ));
+    }
+    Ok(())
+}
+
+fn decode(text: &str, encoding: Encoding, field: &str) -> Result<Vec<u8>, AppError> {
+    match encoding {
+        Encoding::Utf8 => Ok(text.as_bytes().to_vec()),
+        Encoding::Base64 => BASE64.decode(text).map_err(|err| {
+            AppError::bad_request("bad_base64", format!("{field} is not valid base64: {err}"))
+        }),
+    }
+}
+
+fn decode_key(
+    text: &str,
+    encoding: Encoding,
+    max: usize,
+    field: &str,
+) -> Result<Vec<u8>, AppError> {
+    let key = decode(text, encoding, field)?;
+    check_key(&key, max).map_err(|err| match err {
+        KeyError::Empty => AppError::bad_request("empty_key", format!("{field} is empty")),
+        KeyError::TooLong { len, max } => AppError::bad_request(
+            "key_too_long",
+            format!("{field} is {len} bytes; the limit is {max} bytes"),
+        ),
+    })?;
+    Ok(key)
+}
+
+fn encode_value(value: &[u8], encoding: Encoding) -> Result<String, AppError> {
+    match encoding {
+        Encoding::Base64 => Ok(BASE64.encode(value)),
+        Encoding::Utf8 => String::from_utf8(value.to_vec()).map_err(|_| {
+            AppError::bad_request(
+                "not_utf8",
+                "the value is not valid UTF-8; ask with \"encoding\": \"base64\"",
+            )
+        }),
+    }
+}

@@ -1,0 +1,121 @@
+//! The client HTTP API (axum): routes, shared request state and response accounting.
+//!
+//! Layout:
+//! - [`keys`]: `/v1/keys/{key}` GET, HEAD, PUT, DELETE.
+//! - [`batch`]: `/v1/batch/get` and `/v1/batch/put`.
+//! - [`admin`]: stats, metrics, health, readiness, OpenAPI.
+//! - [`error`]: the JSON error type every handler returns.
+//!
+//! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
+
+pub mod admin;
+pub mod batch;
+pub mod error;
+pub mod keys;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware::map_response_with_state;
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use tokio::time::Instant;
+
+use crate::config::{Limits, NodeConfig};
+use crate::store::Store;
+
+/// Per-request state: the store plus what the handlers need of the config.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: Limits,
+    default_ttl: Option<Duration>,
+    started: Instant,
+    ready: AtomicBool,
+    /// Responses by status class (1xx..5xx), for `/metrics`.
+    responses: [AtomicU64; 5],
+}
+
+impl AppState {
+    pub fn new(store: Store, config: &NodeConfig) -> Self {
+        Self {
+            store,
+            shared: Arc::new(Shared {
+                limits: config.limits,
+                default_ttl: config.default_ttl,
+                started: Instant::now(),
+                ready: AtomicBool::new(true),
+                responses: Default::default(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    pub fn default_ttl(&self) -> Option<Duration> {
+        self.shared.default_ttl
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the node not ready, so load balancers stop sending it traffic.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    pub fn responses_by_class(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .into_iter()
+            .zip(&self.shared.responses)
+            .map(|(class, count)| (class, count.load(Ordering::Relaxed)))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/keys/", any(keys::empty_key))
+        .route(
+            "/v1/keys/{*key}",
+            get(keys::get_key)
+                .put(keys::put_key)
+                .delete(keys::delete_key),
+        )
+        .route("/v1/batch/get", post(batch::get_many))
+        .route("/v1/batch/put", post(batch::put_many))
+        .route("/v1/stats", get(admin::stats))
+        .route("/v1/openapi.json", get(admin::openapi))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(admin::no_route)
+        .method_not_allowed_fallback(admin::method_not_allowed)
+        // Bodies are read with explicit per-route limits (see `keys::read_body`).
+        .layer(DefaultBodyLimit::disable())
+        .layer(map_response_with_state(state.clone(), count_response))
+        .with_state(state)
+}
+
+async fn count_response(State(state): State<AppState>, response: Response) -> Response {
+    let class = admin::status_class(response.status());
+    state.shared.responses[class].fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+#[cfg(test)]
+mod tests;

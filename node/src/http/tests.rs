@@ -1,0 +1,602 @@
+//! The router, driven in memory with `oneshot`: every route, every bad input (each one a
+//! clear JSON error that leaves the store unchanged), conditional requests and batches.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value as Json, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::{Limits, NodeConfig};
+use crate::store::{EvictionPolicy, StoreConfig, StoreStats};
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        store: StoreConfig {
+            node_id: "test".into(),
+            partitions: 8,
+            max_memory: 1 << 20,
+            eviction: EvictionPolicy::Lru,
+            tombstone_ttl: Duration::from_secs(60),
+        },
+        limits: Limits {
+            max_key_bytes: 16,
+            max_value_bytes: 64,
+            max_batch_bytes: 4096,
+        },
+        default_ttl: None,
+        shutdown_grace: Duration::from_secs(1),
+    }
+}
+
+struct Api {
+    router: Router,
+    state: AppState,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Json {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .expect("error code")
+            .to_owned()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("ascii"))
+    }
+}
+
+impl Api {
+    fn new(config: &NodeConfig) -> Self {
+        let state = AppState::new(Store::new(config.store.clone()), config);
+        Self {
+            router: router(state.clone()),
+            state,
+        }
+    }
+
+    async fn call(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn send(&self, method: Method, uri: &str, body: impl Into<Body>) -> Reply {
+        self.call(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(body.into())
+                .expect("request"),
+        )
+        .await
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.send(Method::GET, uri, Body::empty()).await
+    }
+
+    async fn put(&self, uri: &str, body: &str) -> Reply {
+        self.send(Method::PUT, uri, body.to_owned()).await
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.state.store.stats()
+    }
+}
+
+#[tokio::test]
+async fn put_get_head_delete_round_trip() {
+    let api = Api::new(&config());
+    let put = api.put("/v1/keys/a", "hello").await;
+    assert_eq!(put.status, StatusCode::CREATED);
+    let etag = put.header("etag").expect("etag").to_owned();
+
+    let got = api.get("/v1/keys/a").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, b"hello");
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    assert_eq!(got.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(got.header("x-kache-ttl"), None, "no TTL, no header");
+
+    let head = api.send(Method::HEAD, "/v1/keys/a", Body::empty()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+
+    let replaced = api.put("/v1/keys/a", "again").await;
+    assert_eq!(replaced.status, StatusCode::NO_CONTENT);
+    assert_ne!(replaced.header("etag"), Some(etag.as_str()));
+
+    let deleted = api.send(Method::DELETE, "/v1/keys/a", Body::empty()).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v1/keys/a").await.status, StatusCode::NOT_FOUND);
+    let again = api.send(Method::DELETE, "/v1/keys/a", Body::empty()).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.error_code(), "key_not_found");
+}
+
+#[tokio::test]
+async fn binary_keys_round_trip_percent_encoded() {
+    let api = Api::new(&config());
+    assert_eq!(
+        api.put("/v1/keys/%00%FF%2Fx", "bin").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(api.get("/v1/keys/%00%FF%2Fx").await.body, b"bin");
+    assert!(
+        api.state.store.get(b"\x00\xff/x").is_some(),
+        "stored under the decoded bytes"
+    );
+    assert_eq!(
+        api.put("/v1/keys/a/b", "slash").await.status,
+        StatusCode::CREATED
+    );
+    assert!(
+        api.state.store.get(b"a/b").is_some(),
+        "unencoded slashes are part of the key"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_is_reported_and_enforced() {
+    let api = Api::new(&config());
+    assert_eq!(
+        api.put("/v1/keys/t?ttl=30", "v").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.get("/v1/keys/t").await.header("x-kache-ttl"),
+        Some("30")
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(api.get("/v1/keys/t").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_ttl_applies_when_the_request_sets_none() {
+    let mut config = config();
+    config.default_ttl = Some(Duration::from_secs(10));
+    let api = Api::new(&config);
+    api.put("/v1/keys/d", "v").await;
+    assert_eq!(
+        api.get("/v1/keys/d").await.header("x-kache-ttl"),
+        Some("10")
+    );
+}
+
+#[tokio::test]
+async fn conditional_writes_use_etags() {
+    let api = Api::new(&config());
+    let create = |tag: &'static str| {
+        Request::put("/v1/keys/c")
+            .header(header::IF_NONE_MATCH, tag)
+            .body(Body::from("1"))
+            .expect("request")
+    };
+    let first = api.call(create("*")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let etag = first.header("etag").expect("etag").to_owned();
+    let second = api.call(create("*")).await;
+    assert_eq!(second.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(second.error_code(), "precondition_failed");
+
+    let if_match = |tag: &str, body: &'static str| {
+        Request::put("/v1/keys/c")
+            .header(header::IF_MATCH, tag)
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let stale = "\"0000000000000001-0000000000000001\"";
+    assert_eq!(
+        api.call(if_match(stale, "x")).await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        api.get("/v1/keys/c").await.body,
+        b"1",
+        "a failed condition changes nothing"
+    );
+    assert_eq!(
+        api.call(if_match(&etag, "2")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get("/v1/keys/c").await.body, b"2");
+
+    let missing = Request::put("/v1/keys/never")
+        .header(header::IF_MATCH, "*")
+        .body(Body::from("x"))
+        .expect("request");
+    assert_eq!(
+        api.call(missing).await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        api.get("/v1/keys/never").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn get_with_matching_if_none_match_is_not_modified() {
+    let api = Api::new(&config());
+    let etag = api
+        .put("/v1/keys/n", "v")
+        .await
+        .header("etag")
+        .expect("etag")
+        .to_owned();
+    let request = Request::get("/v1/keys/n")
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .expect("request");
+    let reply = api.call(request).await;
+    assert_eq!(reply.status, StatusCode::NOT_MODIFIED);
+    assert!(reply.body.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let api = Api::new(&config());
+    api.put("/v1/keys/keep", "v").await;
+    let before = api.stats();
+    let long_key = format!("/v1/keys/{}", "k".repeat(17));
+    let cases: Vec<(Method, String, Body, StatusCode, &str)> = vec![
+        (
+            Method::PUT,
+            "/v1/keys/".into(),
+            "v".into(),
+            StatusCode::BAD_REQUEST,
+            "empty_key",
+        ),
+        (
+            Method::GET,
+            "/v1/keys/".into(),
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "empty_key",
+        ),
+        (
+            Method::PUT,
+            long_key.clone(),
+            "v".into(),
+            StatusCode::URI_TOO_LONG,
+            "key_too_long",
+        ),
+        (
+            Method::GET,
+            long_key,
+            Body::empty(),
+            StatusCode::URI_TOO_LONG,
+            "key_too_long",
+        ),
+        (
+            Method::PUT,
+            "/v1/keys/big".into(),
+            "v".repeat(65).into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Method::PUT,
+            "/v1/keys/t?ttl=0".into(),
+            "v".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+        ),
+        (
+            Method::PUT,
+            "/v1/keys/t?ttl=-5".into(),
+            "v".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+        ),
+        (
+            Method::PUT,
+            "/v1/keys/t?ttl=1.5".into(),
+            "v".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+        ),
+        (
+            Method::PUT,
+            "/v1/keys/t?expire=5".into(),
+            "v".into(),
+            StatusCode::BAD_REQUEST,
+            "unknown_parameter",
+        ),
+        (
+            Method::GET,
+            "/v1/nothing".into(),
+            Body::empty(),
+            StatusCode::NOT_FOUND,
+            "no_route",
+        ),
+        (
+            Method::PATCH,
+            "/v1/keys/keep".into(),
+            "v".into(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/batch/get".into(),
+            Body::empty(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            r#"{"items":[{"key":"a","value":"1"},{"key":"","value":"2"}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "empty_key",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            r#"{"items":[{"key":"a","value":"1","ttl":0}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "bad_ttl",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            format!(
+                r#"{{"items":[{{"key":"a","value":"1"}},{{"key":"b","value":"{}"}}]}}"#,
+                "x".repeat(65)
+            )
+            .into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            r#"{"items":[{"key":"a","value":"%%%"}],"encoding":"base64"}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "bad_base64",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/put".into(),
+            r#"{"items":[],"extra":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            Method::POST,
+            "/v1/batch/get".into(),
+            "x".repeat(5000).into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let label = format!("{method} {uri}");
+        let reply = api.send(method, &uri, body).await;
+        assert_eq!(reply.status, status, "{label}");
+        assert_eq!(reply.error_code(), code, "{label}");
+        assert!(
+            !reply.json()["error"]["message"]
+                .as_str()
+                .expect("message")
+                .is_empty(),
+            "{label}"
+        );
+    }
+    let after = api.stats();
+    assert_eq!(
+        (after.keys, after.bytes),
+        (before.keys, before.bytes),
+        "nothing changed"
+    );
+    assert_eq!(api.get("/v1/keys/keep").await.body, b"v");
+}
+
+#[tokio::test]
+async fn a_full_node_without_eviction_answers_507() {
+    let mut config = config();
+    config.store.max_memory = 1024;
+    config.store.eviction = EvictionPolicy::None;
+    let api = Api::new(&config);
+    let value = "v".repeat(60);
+    let mut status = StatusCode::CREATED;
+    for i in 0..20 {
+        status = api.put(&format!("/v1/keys/k{i}"), &value).await.status;
+        if status != StatusCode::CREATED {
+            break;
+        }
+    }
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    let before = api.stats();
+    let refused = api.put("/v1/keys/more", &value).await;
+    assert_eq!(refused.error_code(), "insufficient_storage");
+    assert_eq!(api.stats(), before);
+}
+
+#[tokio::test]
+async fn batch_put_then_get_in_utf8_and_base64() {
+    let api = Api::new(&config());
+    let put = api
+        .send(
+            Method::POST,
+            "/v1/batch/put",
+            json!({"items": [{"key": "a", "value": "1"}, {"key": "b", "value": "2", "ttl": 60}]})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let items = put.json()["items"].clone();
+    assert_eq!(items[0]["status"], 201);
+    assert!(items[1]["etag"].as_str().is_some());
+
+    let binary = api
+        .send(
+            Method::POST,
+            "/v1/batch/put",
+            json!({"items": [{"key": "AP8=", "value": "AAEC"}], "encoding": "base64"}).to_string(),
+        )
+        .await;
+    assert_eq!(binary.status, StatusCode::OK);
+    assert_eq!(
+        api.state
+            .store
+            .get(b"\x00\xff")
+            .expect("stored")
+            .data
+            .as_ref(),
+        b"\x00\x01\x02"
+    );
+
+    let got = api
+        .send(
+            Method::POST,
+            "/v1/batch/get",
+            json!({"keys": ["a", "b", "zz"]}).to_string(),
+        )
+        .await
+        .json();
+    assert_eq!(got["items"][0]["value"], "1");
+    assert_eq!(got["items"][1]["ttl"], 60);
+    assert_eq!(got["items"][2]["found"], false);
+
+    let got = api
+        .send(
+            Method::POST,
+            "/v1/batch/get",
+            json!({"keys": ["AP8="], "encoding": "base64"}).to_string(),
+        )
+        .await
+        .json();
+    assert_eq!(got["items"][0]["value"], "AAEC");
+    let not_text = api
+        .send(
+            Method::POST,
+            "/v1/batch/get",
+            json!({"keys": ["\u{0}\u{ff}"]}).to_string(),
+        )
+        .await
+        .json();
+    // "\u{ff}" is two UTF-8 bytes, so this is a different key: absent.
+    assert_eq!(not_text["items"][0]["found"], false);
+}
+
+#[tokio::test]
+async fn batches_are_limited_in_item_count() {
+    let api = Api::new(&NodeConfig {
+        limits: Limits {
+            max_batch_bytes: 1 << 20,
+            ..config().limits
+        },
+        ..config()
+    });
+    let keys: Vec<String> = (0..1_001).map(|i| i.to_string()).collect();
+    let reply = api
+        .send(
+            Method::POST,
+            "/v1/batch/get",
+            json!({ "keys": keys }).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), "too_many_items");
+}
+
+#[tokio::test]
+async fn stats_metrics_health_and_readiness() {
+    let api = Api::new(&config());
+    api.put("/v1/keys/a", "v").await;
+    api.get("/v1/keys/a").await;
+    api.get("/v1/keys/missing").await;
+    let stats = api.get("/v1/stats").await.json();
+    assert_eq!(stats["keys"], 1);
+    assert_eq!(stats["hits"], 1);
+    assert_eq!(stats["misses"], 1);
+    assert_eq!(stats["node_id"], "test");
+
+    let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
+    assert!(metrics.contains("kache_keys 1\n"), "{metrics}");
+    assert!(metrics.contains("kache_misses_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("kache_http_responses_total{class=\"4xx\"} 1\n"),
+        "{metrics}"
+    );
+
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
+    api.state.set_ready(false);
+    let not_ready = api.get("/readyz").await;
+    assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(not_ready.error_code(), "shutting_down");
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route() {
+    let api = Api::new(&config());
+    let spec = api.get("/v1/openapi.json").await.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v1/keys/{key}", &["get", "head", "put", "delete"][..]),
+        ("/v1/batch/get", &["post"]),
+        ("/v1/batch/put", &["post"]),
+        ("/v1/stats", &["get"]),
+        ("/metrics", &["get"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/v1/openapi.json", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} is documented"
+            );
+        }
+    }
+}
