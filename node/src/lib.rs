@@ -18,6 +18,7 @@ pub mod store;
 
 use std::future::{Future, IntoFuture};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -72,6 +73,13 @@ pub async fn run(
             tokio::time::sleep(grace).await;
         }
     };
+    // Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's
+    // algorithm and the client's delayed ACK: a 40 ms tail on every request/response.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .into_future();

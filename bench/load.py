@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Loads N keys key:%012d with VALUE_BYTES-byte values into kache (batch API) or Redis (RESP pipe).
+
+usage: load.py kache HOST:PORT N [VALUE_BYTES]
+       load.py resp N [VALUE_BYTES]        # writes a RESP stream to stdout for redis-cli --pipe
+"""
+import http.client
+import json
+import sys
+
+
+def kache(addr, n, size):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port))
+    value = "x" * size
+    batch = 1000
+    for start in range(0, n, batch):
+        items = [{"key": "key:%012d" % i, "value": value} for i in range(start, min(n, start + batch))]
+        conn.request("POST", "/v1/batch/put", json.dumps({"items": items}), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            sys.exit("batch put failed: %d %s" % (resp.status, body[:200]))
+        failed = [item for item in json.loads(body)["items"] if item["status"] >= 300]
+        if failed:
+            sys.exit("batch put refused items: %s" % failed[:3])
+
+
+def resp(n, size):
+    out = sys.stdout.buffer
+    value = b"x" * size
+    chunk = []
+    for i in range(n):
+        key = b"key:%012d" % i
+        chunk.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value))
+        if len(chunk) == 10000:
+            out.write(b"".join(chunk))
+            chunk = []
+    out.write(b"".join(chunk))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "kache":
+        kache(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 100)
+    elif sys.argv[1] == "resp":
+        resp(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 100)
+    else:
+        sys.exit(__doc__)
