@@ -42,8 +42,12 @@ k8s_ok() {
 }
 etcd_ok() {
   [[ -x "${BIN_DIR}/etcd" && -x "${BIN_DIR}/etcdctl" ]] || return 1
-  "${BIN_DIR}/etcd" --version 2>/dev/null | grep -qx "etcd Version: ${ETCD_VERSION#v}" || return 1
-  "${BIN_DIR}/etcdctl" version 2>/dev/null | grep -qx "etcdctl version: ${ETCD_VERSION#v}" || return 1
+  # Capture first: `cmd | grep -q` trips pipefail when grep exits early (SIGPIPE).
+  local out
+  out="$("${BIN_DIR}/etcd" --version 2>/dev/null)" || return 1
+  [[ "${out}" == "etcd Version: ${ETCD_VERSION#v}"$'\n'* ]] || return 1
+  out="$("${BIN_DIR}/etcdctl" version 2>/dev/null)" || return 1
+  [[ "${out}" == "etcdctl version: ${ETCD_VERSION#v}"$'\n'* ]] || return 1
 }
 helm_ok() {
   [[ -x "${BIN_DIR}/helm" ]] || return 1
