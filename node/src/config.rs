@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, env = "KACHE_TOMBSTONE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
 
+    /// Threads serving requests; defaults to the CPUs available. Set it to the pod's CPU
+    /// limit, since more threads than cores only adds context switches.
+    #[arg(long, env = "KACHE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "KACHE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -72,6 +77,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub default_ttl: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// `None`: one per available CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// Request limits enforced before anything reaches the store.
@@ -101,6 +108,8 @@ pub enum ConfigError {
     MaxBatchBytes(usize),
     #[error("--default-ttl must be at least 1s when set")]
     DefaultTtl,
+    #[error("--worker-threads must be between 1 and 1024, got {0}")]
+    WorkerThreads(usize),
     #[error("--node-id is required when the host name cannot be read")]
     NodeId,
 }
@@ -131,6 +140,9 @@ impl Cli {
         {
             return Err(ConfigError::DefaultTtl);
         }
+        if let Some(threads) = self.worker_threads.filter(|t| !(1..=1024).contains(t)) {
+            return Err(ConfigError::WorkerThreads(threads));
+        }
         let node_id = match self.node_id.filter(|id| !id.trim().is_empty()) {
             Some(id) => id,
             None => host_name().ok_or(ConfigError::NodeId)?,
@@ -151,6 +163,7 @@ impl Cli {
             },
             default_ttl: self.default_ttl,
             shutdown_grace: self.shutdown_grace,
+            worker_threads: self.worker_threads,
         })
     }
 }
@@ -289,5 +302,7 @@ mod tests {
         assert!(err.contains("random"), "{err}");
         let err = parse(&["--default-ttl", "500ms"]).expect_err("sub-second ttl");
         assert!(err.contains("--default-ttl"), "{err}");
+        let err = parse(&["--worker-threads", "0"]).expect_err("no threads");
+        assert!(err.contains("--worker-threads"), "{err}");
     }
 }

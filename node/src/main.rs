@@ -9,9 +9,6 @@ use kache_node::config::{Cli, NodeConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Configuration errors are one clear line on stderr and exit code 2.
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
@@ -61,7 +58,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -31,6 +31,7 @@ fn config() -> NodeConfig {
         },
         default_ttl: None,
         shutdown_grace: Duration::from_secs(1),
+        worker_threads: None,
     }
 }
 
