@@ -45,7 +45,7 @@ pub async fn run(
     let store = Store::new(config.store.clone());
     let _sweeper = store.spawn_active_expiry();
     let state = AppState::new(store, &config);
-    let app = http::router(state.clone());
+    let app = http::app(state.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -80,7 +80,7 @@ pub async fn run(
             tracing::warn!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app)
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(graceful)
         .into_future();
     tokio::select! {

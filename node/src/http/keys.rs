@@ -219,7 +219,7 @@ fn header_str<'h>(
 }
 
 fn etag_header(version: Version) -> Result<HeaderValue, AppError> {
-    HeaderValue::try_from(version.etag()).map_err(|e| AppError::Internal(Box::new(e)))
+    HeaderValue::from_bytes(&version.etag_bytes()).map_err(|e| AppError::Internal(Box::new(e)))
 }
 
 pub fn ceil_secs(ttl: Duration) -> u64 {

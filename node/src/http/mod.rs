@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::middleware::map_response_with_state;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use tokio::time::Instant;
+use tower::{Service, ServiceExt};
 
 use crate::config::{Limits, NodeConfig};
 use crate::store::Store;
@@ -87,7 +89,27 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The node's HTTP service: the routes, wrapped in response accounting.
+///
+/// Responses are counted by a `map_response` around the whole router rather than an axum
+/// layer: an axum layer re-boxes every route and ran about 700 ns per request, a third
+/// of a whole GET (measured in-process with `oneshot`).
+pub fn app(
+    state: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    let counters = state.shared.clone();
+    ServiceExt::<Request>::map_response(router(state), move |response: Response| {
+        let class = admin::status_class(response.status());
+        counters.responses[class].fetch_add(1, Ordering::Relaxed);
+        response
+    })
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/keys/", any(keys::empty_key))
         .route(
@@ -107,14 +129,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(admin::method_not_allowed)
         // Bodies are read with explicit per-route limits (see `keys::read_body`).
         .layer(DefaultBodyLimit::disable())
-        .layer(map_response_with_state(state.clone(), count_response))
         .with_state(state)
-}
-
-async fn count_response(State(state): State<AppState>, response: Response) -> Response {
-    let class = admin::status_class(response.status());
-    state.shared.responses[class].fetch_add(1, Ordering::Relaxed);
-    response
 }
 
 #[cfg(test)]

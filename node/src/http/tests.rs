@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value as Json, json};
 use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use super::*;
 use crate::config::{Limits, NodeConfig};
@@ -36,7 +36,7 @@ fn config() -> NodeConfig {
 }
 
 struct Api {
-    router: Router,
+    app: BoxCloneSyncService<Request<Body>, axum::response::Response, std::convert::Infallible>,
     state: AppState,
 }
 
@@ -72,18 +72,13 @@ impl Api {
     fn new(config: &NodeConfig) -> Self {
         let state = AppState::new(Store::new(config.store.clone()), config);
         Self {
-            router: router(state.clone()),
+            app: BoxCloneSyncService::new(app(state.clone())),
             state,
         }
     }
 
     async fn call(&self, request: Request<Body>) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
