@@ -6,9 +6,7 @@
 //! one (a full node can refuse some writes), and each item reports its own status.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
@@ -84,10 +82,9 @@ pub struct PutResult {
 
 pub async fn get_many(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<BatchResponse<GotItem>>, AppError> {
-    let request: BatchGetRequest = parse_json(&state, &headers, body).await?;
+    let request: BatchGetRequest = parse_json(&state, request).await?;
     check_count(request.keys.len())?;
     let max_key = state.limits().max_key_bytes;
     let keys = request
@@ -130,10 +127,9 @@ pub async fn get_many(
 
 pub async fn put_many(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<BatchResponse<PutResult>>, AppError> {
-    let request: BatchPutRequest = parse_json(&state, &headers, body).await?;
+    let request: BatchPutRequest = parse_json(&state, request).await?;
     check_count(request.items.len())?;
     let limits = state.limits();
     let mut decoded = Vec::with_capacity(request.items.len());
@@ -194,10 +190,11 @@ pub async fn put_many(
 
 async fn parse_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<T, AppError> {
-    let bytes = read_body(body, headers, state.limits().max_batch_bytes, "batch body").await?;
+    let (parts, body) = request.into_parts();
+    let max = state.limits().max_batch_bytes;
+    let bytes = read_body(body, &parts.headers, max, "batch body").await?;
     serde_json::from_slice(&bytes)
         .map_err(|err| AppError::bad_request("bad_json", format!("invalid batch request: {err}")))
 }

@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -27,16 +27,19 @@ pub const TTL_HEADER: &str = "x-kache-ttl";
 /// The longest accepted TTL: ten years.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
+// Handlers take the whole `Request` and borrow from it: the `HeaderMap` extractor would
+// clone every header of every request.
+
 pub async fn get_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
+    let uri = request.uri();
     let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     reject_query(uri.query(), "GET")?;
     let value = state.store.get(&key).ok_or(AppError::KeyNotFound)?;
     let etag = etag_header(value.version)?;
-    if let Some(tags) = header_str(&headers, &IF_NONE_MATCH)?
+    if let Some(tags) = header_str(request.headers(), &IF_NONE_MATCH)?
         && tag_list_matches(tags, value.version)
     {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response());
@@ -56,15 +59,14 @@ pub async fn get_key(
 
 pub async fn put_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, AppError> {
     let limits = state.limits();
-    let key = key_from_path(uri.path(), limits.max_key_bytes)?;
-    let ttl = ttl_from_query(uri.query(), state.default_ttl())?;
-    let precondition = precondition(&headers)?;
-    let value = read_body(body, &headers, limits.max_value_bytes, "value").await?;
+    let (parts, body) = request.into_parts();
+    let key = key_from_path(parts.uri.path(), limits.max_key_bytes)?;
+    let ttl = ttl_from_query(parts.uri.query(), state.default_ttl())?;
+    let precondition = precondition(&parts.headers)?;
+    let value = read_body(body, &parts.headers, limits.max_value_bytes, "value").await?;
     let written = state.store.put(&key, &value, ttl, &precondition)?;
     let status = if written.created {
         StatusCode::CREATED
@@ -76,12 +78,12 @@ pub async fn put_key(
 
 pub async fn delete_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
+    let uri = request.uri();
     let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     reject_query(uri.query(), "DELETE")?;
-    let precondition = precondition(&headers)?;
+    let precondition = precondition(request.headers())?;
     state.store.delete(&key, &precondition)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
