@@ -5,13 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::Request;
-use kache_node::config::{Limits, NodeConfig};
+use clap::Parser;
+use kache_node::config::Cli;
 use kache_node::http::{AppState, app};
-use kache_node::store::{EvictionPolicy, Precondition, Store, StoreConfig};
+use kache_node::store::Precondition;
 use tower::ServiceExt;
 
 const KEYS: u64 = 100_000;
@@ -19,32 +20,19 @@ const REQUESTS: u64 = 300_000;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let config = NodeConfig {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig {
-            node_id: "bench".into(),
-            partitions: 271,
-            max_memory: 1 << 30,
-            eviction: EvictionPolicy::Lru,
-            tombstone_ttl: Duration::from_secs(60),
-        },
-        limits: Limits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            max_batch_bytes: 1 << 24,
-        },
-        default_ttl: None,
-        shutdown_grace: Duration::from_secs(1),
-        worker_threads: None,
-    };
-    let store = Store::new(config.store.clone());
+    let config = Cli::try_parse_from(["kache-node", "--node-id", "bench"])
+        .unwrap()
+        .into_config()
+        .unwrap();
+    let state = AppState::single_node(&config);
+    let store = state.store().clone();
     for i in 0..KEYS {
         let key = format!("key:{i:012}");
         store
             .put(key.as_bytes(), &[b'x'; 100], None, &Precondition::None)
             .unwrap();
     }
-    let service = app(AppState::new(store.clone(), &config));
+    let service = app(state);
     // A fixed stride visits every key in an order unrelated to insertion.
     let uris: Vec<String> = (0..KEYS)
         .map(|i| format!("/v1/keys/key:{:012}", (i * 7919) % KEYS))

@@ -2,10 +2,12 @@
 //! validated into a [`NodeConfig`] that the library takes as a plain value.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{EvictionPolicy, StoreConfig};
 
@@ -13,7 +15,12 @@ use crate::store::{EvictionPolicy, StoreConfig};
 pub const MAX_PARTITIONS: u32 = 65_536;
 
 #[derive(Debug, Parser)]
-#[command(name = "kache-node", version, about = "One kache cache node.")]
+#[command(
+    name = "kache-node",
+    version,
+    about = "One kache cache node.",
+    args_override_self = true
+)]
 pub struct Cli {
     /// Address of the client HTTP API.
     #[arg(long, env = "KACHE_HTTP_ADDR", default_value = "0.0.0.0:7070")]
@@ -59,6 +66,19 @@ pub struct Cli {
     #[arg(long, env = "KACHE_TOMBSTONE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
 
+    /// A member-list YAML file, watched for new epochs. Without it the node is a cluster
+    /// of one.
+    #[arg(long, env = "KACHE_MEMBERS_FILE")]
+    pub members_file: Option<PathBuf>,
+
+    /// Owners a read asks when the request does not say (one, quorum, all).
+    #[arg(long, env = "KACHE_READ_CONSISTENCY", default_value = "quorum")]
+    pub read_consistency: Consistency,
+
+    /// Owners a write waits for when the request does not say (one, quorum, all).
+    #[arg(long, env = "KACHE_WRITE_CONSISTENCY", default_value = "quorum")]
+    pub write_consistency: Consistency,
+
     /// Threads serving requests; defaults to the CPUs available. Set it to the pod's CPU
     /// limit, since more threads than cores only adds context switches.
     #[arg(long, env = "KACHE_WORKER_THREADS")]
@@ -73,6 +93,8 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
+    pub members_file: Option<PathBuf>,
+    pub consistency: Defaults,
     pub store: StoreConfig,
     pub limits: Limits,
     pub default_ttl: Option<Duration>,
@@ -149,6 +171,11 @@ impl Cli {
         };
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
+            members_file: self.members_file,
+            consistency: Defaults {
+                read: self.read_consistency,
+                write: self.write_consistency,
+            },
             store: StoreConfig {
                 node_id,
                 partitions: self.partitions,
@@ -287,6 +314,8 @@ mod tests {
         assert_eq!(config.limits.max_value_bytes, 1 << 20);
         assert_eq!(config.default_ttl, None);
         assert_eq!(config.grpc_addr.port(), 7071);
+        assert_eq!(config.members_file, None);
+        assert_eq!(config.consistency.read, Consistency::Quorum);
     }
 
     #[test]
@@ -302,6 +331,8 @@ mod tests {
         assert!(err.contains("random"), "{err}");
         let err = parse(&["--default-ttl", "500ms"]).expect_err("sub-second ttl");
         assert!(err.contains("--default-ttl"), "{err}");
+        let err = parse(&["--read-consistency", "most"]).expect_err("bad consistency");
+        assert!(err.contains("most"), "{err}");
         let err = parse(&["--worker-threads", "0"]).expect_err("no threads");
         assert!(err.contains("--worker-threads"), "{err}");
     }

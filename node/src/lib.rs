@@ -7,10 +7,13 @@
 //! - [`http`]: the client REST API.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //!
-//! The binary parses flags, binds its listener and calls [`run`]; tests call the same
+//! - [`cluster`]: membership, placement, the peer protocol, request routing.
+//!
+//! The binary parses flags, binds its listeners and calls [`run`]; tests call the same
 //! [`run`] on `127.0.0.1:0`.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod shutdown;
@@ -22,6 +25,9 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
+use crate::cluster::membership::watch_file;
+use crate::cluster::peer::{Identity, PeerService};
 use crate::config::NodeConfig;
 use crate::http::AppState;
 use crate::store::Store;
@@ -30,21 +36,54 @@ use crate::store::Store;
 pub enum Error {
     #[error("serving HTTP failed")]
     Serve(#[source] std::io::Error),
+    #[error("serving the peer protocol failed")]
+    Peer(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Membership(#[from] cluster::membership::MembershipError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Serves the node on `listener` until `shutdown` completes, then stops in two steps:
+/// The sockets a node serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The client HTTP API.
+    pub http: TcpListener,
+    /// The peer gRPC protocol.
+    pub grpc: TcpListener,
+}
+
+/// Serves the node on `listeners` until `shutdown` completes, then stops in two steps:
 /// stop accepting and mark not ready, then let in-flight requests finish within the
 /// configured grace period.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = Store::new(config.store.clone());
     let _sweeper = store.spawn_active_expiry();
-    let state = AppState::new(store, &config);
+    let identity = Identity::new(config.store.node_id.clone());
+    let (cluster, _membership) = match &config.members_file {
+        None => (
+            Cluster::single(store.clone(), identity.clone(), config.consistency),
+            Vec::new(),
+        ),
+        Some(path) => {
+            let (lists, watcher) = watch_file(path.clone(), config.store.partitions)?;
+            let list = lists.borrow().clone();
+            let cluster = Cluster::new(store.clone(), identity.clone(), list, config.consistency);
+            let follower = cluster.follow(lists);
+            (cluster, vec![AbortOnDrop(watcher), AbortOnDrop(follower)])
+        }
+    };
+    let peer = PeerService::new(
+        store,
+        identity,
+        cluster.epoch_handle(),
+        config.limits.max_value_bytes,
+    );
+    let state = AppState::new(cluster, &config);
     let app = http::app(state.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -67,7 +106,7 @@ pub async fn run(
     };
     let grace = config.shutdown_grace;
     let deadline = {
-        let stop = stopping(stop_rx);
+        let stop = stopping(stop_rx.clone());
         async move {
             stop.await;
             tokio::time::sleep(grace).await;
@@ -75,20 +114,42 @@ pub async fn run(
     };
     // Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's
     // algorithm and the client's delayed ACK: a 40 ms tail on every request/response.
-    let listener = listener.tap_io(|tcp| {
+    let http_listener = listeners.http.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::warn!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
+    let http_server = axum::serve(http_listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(graceful)
         .into_future();
+    let peer_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(peer.into_server())
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            stopping(stop_rx),
+        );
+    let servers = async {
+        tokio::try_join!(async { http_server.await.map_err(Error::Serve) }, async {
+            peer_server.await.map_err(Error::Peer)
+        },)
+    };
     tokio::select! {
-        served = server => served.map_err(Error::Serve)?,
+        served = servers => { served?; }
         () = deadline => {
             tracing::warn!(?grace, "grace period over; dropping requests still in flight");
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<()> {
+    let grpc_addr = config.grpc_addr;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.worker_threads {
         runtime.worker_threads(threads);
@@ -67,19 +68,25 @@ fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(http_addr)
+        let http = TcpListener::bind(http_addr)
             .await
             .with_context(|| format!("cannot listen on {http_addr}"))?;
-        let bound = listener.local_addr().context("listener has no address")?;
+        let grpc = TcpListener::bind(grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on {grpc_addr}"))?;
+        let bound = http.local_addr().context("listener has no address")?;
+        let bound_grpc = grpc.local_addr().context("listener has no address")?;
         tracing::info!(
             http_addr = %bound,
+            grpc_addr = %bound_grpc,
             node_id = %config.store.node_id,
             partitions = config.store.partitions,
             max_memory = config.store.max_memory,
             eviction = ?config.store.eviction,
             "listening"
         );
-        kache_node::run(listener, config, kache_node::shutdown::signal_received()).await?;
+        let listeners = kache_node::Listeners { http, grpc };
+        kache_node::run(listeners, config, kache_node::shutdown::signal_received()).await?;
         Ok(())
     })
 }

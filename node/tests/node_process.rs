@@ -26,7 +26,8 @@ struct Node {
 impl Node {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--http-addr", "127.0.0.1:0", "--node-id", "it"])
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--node-id", "it"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::AppError;
+use crate::cluster::ClusterReport;
 use crate::store::StoreStats;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -29,15 +30,15 @@ pub struct StatsBody {
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     Json(StatsBody {
-        node_id: state.store.config().node_id.clone(),
+        node_id: state.store().config().node_id.clone(),
         uptime_seconds: state.uptime().as_secs(),
         resident_memory_bytes: resident_memory_bytes(),
-        store: state.store.stats(),
+        store: state.store().stats(),
     })
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let stats = state.store.stats();
+    let stats = state.store().stats();
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -128,6 +129,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// This node's view of the cluster: epoch, members, what it owns.
+pub async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
+    Json(state.cluster.report(state.is_ready()))
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

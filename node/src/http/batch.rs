@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{AppError, ErrorDetail};
-use super::keys::{KeyError, MAX_TTL_SECS, ceil_secs, check_key, read_body, ttl_from_secs};
+use super::keys::{
+    KeyError, MAX_TTL_SECS, ceil_secs, check_key, consistency, read_body, ttl_from_secs,
+};
+use crate::store::Precondition;
 
 /// The most items one batch may carry.
 pub const MAX_BATCH_ITEMS: usize = 1_000;
@@ -70,6 +73,19 @@ pub struct GotItem {
     error: Option<ErrorDetail>,
 }
 
+impl GotItem {
+    fn absent(key: String) -> Self {
+        Self {
+            key,
+            found: false,
+            value: None,
+            etag: None,
+            ttl: None,
+            error: None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct PutResult {
     key: String,
@@ -84,6 +100,7 @@ pub async fn get_many(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<BatchResponse<GotItem>>, AppError> {
+    let consistency = consistency(request.headers())?;
     let request: BatchGetRequest = parse_json(&state, request).await?;
     check_count(request.keys.len())?;
     let max_key = state.limits().max_key_bytes;
@@ -93,20 +110,11 @@ pub async fn get_many(
         .enumerate()
         .map(|(i, key)| decode_key(key, request.encoding, max_key, &format!("keys[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let items = request
-        .keys
-        .into_iter()
-        .zip(keys)
-        .map(|(name, key)| match state.store.get(&key) {
-            None => GotItem {
-                key: name,
-                found: false,
-                value: None,
-                etag: None,
-                ttl: None,
-                error: None,
-            },
-            Some(value) => {
+    let mut items = Vec::with_capacity(keys.len());
+    for (name, key) in request.keys.into_iter().zip(keys) {
+        let item = match state.cluster.get(&key, consistency).await {
+            Ok(None) => GotItem::absent(name),
+            Ok(Some(value)) => {
                 let (text, error) = match encode_value(&value.data, request.encoding) {
                     Ok(text) => (Some(text), None),
                     Err(err) => (None, Some(err.body())),
@@ -120,8 +128,13 @@ pub async fn get_many(
                     error,
                 }
             }
-        })
-        .collect();
+            Err(err) => GotItem {
+                error: Some(AppError::from(err).body()),
+                ..GotItem::absent(name)
+            },
+        };
+        items.push(item);
+    }
     Ok(Json(BatchResponse { items }))
 }
 
@@ -129,6 +142,7 @@ pub async fn put_many(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<BatchResponse<PutResult>>, AppError> {
+    let consistency = consistency(request.headers())?;
     let request: BatchPutRequest = parse_json(&state, request).await?;
     check_count(request.items.len())?;
     let limits = state.limits();
@@ -158,33 +172,30 @@ pub async fn put_many(
         };
         decoded.push((key, value, ttl));
     }
-    let items = request
-        .items
-        .into_iter()
-        .zip(decoded)
-        .map(|(item, (key, value, ttl))| {
-            match state
-                .store
-                .put(&key, &value, ttl, &crate::store::Precondition::None)
-            {
-                Ok(written) => PutResult {
+    let mut items = Vec::with_capacity(decoded.len());
+    for (item, (key, value, ttl)) in request.items.into_iter().zip(decoded) {
+        let result = state
+            .cluster
+            .put(&key, &value, ttl, &Precondition::None, consistency)
+            .await;
+        items.push(match result {
+            Ok(written) => PutResult {
+                key: item.key,
+                status: if written.created { 201 } else { 204 },
+                etag: Some(written.version.etag()),
+                error: None,
+            },
+            Err(err) => {
+                let err = AppError::from(err);
+                PutResult {
                     key: item.key,
-                    status: if written.created { 201 } else { 204 },
-                    etag: Some(written.version.etag()),
-                    error: None,
-                },
-                Err(err) => {
-                    let err = AppError::from(err);
-                    PutResult {
-                        key: item.key,
-                        status: err.status().as_u16(),
-                        etag: None,
-                        error: Some(err.body()),
-                    }
+                    status: err.status().as_u16(),
+                    etag: None,
+                    error: Some(err.body()),
                 }
             }
-        })
-        .collect();
+        });
+    }
     Ok(Json(BatchResponse { items }))
 }
 

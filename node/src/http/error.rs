@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::cluster::ClusterError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum AppError {
     MethodNotAllowed { method: String, path: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("node is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -53,7 +56,7 @@ impl AppError {
             Self::Store(StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +74,7 @@ impl AppError {
                 "insufficient_storage"
             }
             Self::ShuttingDown => "shutting_down",
+            Self::Unavailable(_) => "replicas_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -93,6 +97,18 @@ pub struct ErrorDetail {
 #[derive(Serialize)]
 struct ErrorBody {
     error: ErrorDetail,
+}
+
+impl From<ClusterError> for AppError {
+    fn from(err: ClusterError) -> Self {
+        match err {
+            ClusterError::Store(err) => Self::Store(err),
+            unavailable @ ClusterError::Unavailable { .. } => {
+                tracing::warn!(error = %unavailable, "request failed: replicas unavailable");
+                Self::Unavailable(unavailable.to_string())
+            }
+        }
+    }
 }
 
 impl IntoResponse for AppError {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -19,11 +19,14 @@ use percent_encoding::percent_decode_str;
 use super::AppState;
 use super::error::AppError;
 use crate::clock::Version;
+use crate::cluster::Consistency;
 use crate::store::Precondition;
 
 pub const KEYS_PREFIX: &str = "/v1/keys/";
 /// Remaining time to live, in whole seconds rounded up; absent when the key never expires.
 pub const TTL_HEADER: &str = "x-kache-ttl";
+/// Overrides the node's default consistency for one request: one, quorum or all.
+pub static CONSISTENCY_HEADER: HeaderName = HeaderName::from_static("x-kache-consistency");
 /// The longest accepted TTL: ten years.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -37,7 +40,12 @@ pub async fn get_key(
     let uri = request.uri();
     let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     reject_query(uri.query(), "GET")?;
-    let value = state.store.get(&key).ok_or(AppError::KeyNotFound)?;
+    let consistency = consistency(request.headers())?;
+    let value = state
+        .cluster
+        .get(&key, consistency)
+        .await?
+        .ok_or(AppError::KeyNotFound)?;
     let etag = etag_header(value.version)?;
     if let Some(tags) = header_str(request.headers(), &IF_NONE_MATCH)?
         && tag_list_matches(tags, value.version)
@@ -66,8 +74,12 @@ pub async fn put_key(
     let key = key_from_path(parts.uri.path(), limits.max_key_bytes)?;
     let ttl = ttl_from_query(parts.uri.query(), state.default_ttl())?;
     let precondition = precondition(&parts.headers)?;
+    let consistency = consistency(&parts.headers)?;
     let value = read_body(body, &parts.headers, limits.max_value_bytes, "value").await?;
-    let written = state.store.put(&key, &value, ttl, &precondition)?;
+    let written = state
+        .cluster
+        .put(&key, &value, ttl, &precondition, consistency)
+        .await?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -84,7 +96,11 @@ pub async fn delete_key(
     let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     reject_query(uri.query(), "DELETE")?;
     let precondition = precondition(request.headers())?;
-    state.store.delete(&key, &precondition)?;
+    let consistency = consistency(request.headers())?;
+    state
+        .cluster
+        .delete(&key, &precondition, consistency)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -197,6 +213,17 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, AppError> {
     })
 }
 
+/// The `X-Kache-Consistency` header: how many owners this request involves.
+pub fn consistency(headers: &HeaderMap) -> Result<Option<Consistency>, AppError> {
+    header_str(headers, &CONSISTENCY_HEADER)?
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|message: String| AppError::bad_request("bad_consistency", message))
+        })
+        .transpose()
+}
+
 /// Entity tags that are not ours cannot match any version, so they are dropped.
 fn parse_tags(list: &str) -> Vec<Version> {
     list.split(',').filter_map(Version::from_etag).collect()
@@ -206,10 +233,7 @@ fn tag_list_matches(list: &str, version: Version) -> bool {
     list.trim() == "*" || parse_tags(list).contains(&version)
 }
 
-fn header_str<'h>(
-    headers: &'h HeaderMap,
-    name: &axum::http::HeaderName,
-) -> Result<Option<&'h str>, AppError> {
+fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, AppError> {
     headers
         .get(name)
         .map(|value| {

@@ -3,7 +3,7 @@
 //! Layout:
 //! - [`keys`]: `/v1/keys/{key}` GET, HEAD, PUT, DELETE.
 //! - [`batch`]: `/v1/batch/get` and `/v1/batch/put`.
-//! - [`admin`]: stats, metrics, health, readiness, OpenAPI.
+//! - [`admin`]: stats, cluster report, metrics, health, readiness, OpenAPI.
 //! - [`error`]: the JSON error type every handler returns.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
@@ -26,13 +26,16 @@ use axum::routing::{any, get, post};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::cluster::Cluster;
+use crate::cluster::peer::Identity;
 use crate::config::{Limits, NodeConfig};
 use crate::store::Store;
 
-/// Per-request state: the store plus what the handlers need of the config.
+/// Per-request state: the cluster (and through it the store) plus what the handlers need
+/// of the config.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub store: Store,
+    pub cluster: Cluster,
     shared: Arc<Shared>,
 }
 
@@ -47,9 +50,9 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: &NodeConfig) -> Self {
+    pub fn new(cluster: Cluster, config: &NodeConfig) -> Self {
         Self {
-            store,
+            cluster,
             shared: Arc::new(Shared {
                 limits: config.limits,
                 default_ttl: config.default_ttl,
@@ -58,6 +61,18 @@ impl AppState {
                 responses: Default::default(),
             }),
         }
+    }
+
+    /// State for a node serving alone (a cluster of one), as `run` builds without a
+    /// member file.
+    pub fn single_node(config: &NodeConfig) -> Self {
+        let store = Store::new(config.store.clone());
+        let identity = Identity::new(config.store.node_id.clone());
+        Self::new(Cluster::single(store, identity, config.consistency), config)
+    }
+
+    pub fn store(&self) -> &Store {
+        self.cluster.store()
     }
 
     pub fn limits(&self) -> Limits {
@@ -121,6 +136,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/batch/get", post(batch::get_many))
         .route("/v1/batch/put", post(batch::put_many))
         .route("/v1/stats", get(admin::stats))
+        .route("/v1/cluster", get(admin::cluster))
         .route("/v1/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))

@@ -11,28 +11,39 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use super::*;
-use crate::config::{Limits, NodeConfig};
-use crate::store::{EvictionPolicy, StoreConfig, StoreStats};
+use clap::Parser;
 
+use crate::config::{Cli, NodeConfig};
+use crate::store::StoreStats;
+
+/// A small node: 8 partitions, 1 MiB, 16-byte keys, 64-byte values, 4 KiB batches.
 fn config() -> NodeConfig {
-    NodeConfig {
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        store: StoreConfig {
-            node_id: "test".into(),
-            partitions: 8,
-            max_memory: 1 << 20,
-            eviction: EvictionPolicy::Lru,
-            tombstone_ttl: Duration::from_secs(60),
-        },
-        limits: Limits {
-            max_key_bytes: 16,
-            max_value_bytes: 64,
-            max_batch_bytes: 4096,
-        },
-        default_ttl: None,
-        shutdown_grace: Duration::from_secs(1),
-        worker_threads: None,
-    }
+    config_with(&[])
+}
+
+fn config_with(extra: &[&str]) -> NodeConfig {
+    let mut args = vec![
+        "kache-node",
+        "--node-id",
+        "test",
+        "--partitions",
+        "8",
+        "--max-memory",
+        "1MiB",
+        "--max-key-bytes",
+        "16",
+        "--max-value-bytes",
+        "64",
+        "--max-batch-bytes",
+        "4KiB",
+        "--shutdown-grace",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Cli::try_parse_from(args)
+        .expect("valid flags")
+        .into_config()
+        .expect("valid config")
 }
 
 struct Api {
@@ -70,7 +81,7 @@ impl Reply {
 
 impl Api {
     fn new(config: &NodeConfig) -> Self {
-        let state = AppState::new(Store::new(config.store.clone()), config);
+        let state = AppState::single_node(config);
         Self {
             app: BoxCloneSyncService::new(app(state.clone())),
             state,
@@ -115,7 +126,7 @@ impl Api {
     }
 
     fn stats(&self) -> StoreStats {
-        self.state.store.stats()
+        self.state.store().stats()
     }
 }
 
@@ -158,7 +169,7 @@ async fn binary_keys_round_trip_percent_encoded() {
     );
     assert_eq!(api.get("/v1/keys/%00%FF%2Fx").await.body, b"bin");
     assert!(
-        api.state.store.get(b"\x00\xff/x").is_some(),
+        api.state.store().get(b"\x00\xff/x").is_some(),
         "stored under the decoded bytes"
     );
     assert_eq!(
@@ -166,7 +177,7 @@ async fn binary_keys_round_trip_percent_encoded() {
         StatusCode::CREATED
     );
     assert!(
-        api.state.store.get(b"a/b").is_some(),
+        api.state.store().get(b"a/b").is_some(),
         "unencoded slashes are part of the key"
     );
 }
@@ -188,9 +199,7 @@ async fn ttl_is_reported_and_enforced() {
 
 #[tokio::test(start_paused = true)]
 async fn default_ttl_applies_when_the_request_sets_none() {
-    let mut config = config();
-    config.default_ttl = Some(Duration::from_secs(10));
-    let api = Api::new(&config);
+    let api = Api::new(&config_with(&["--default-ttl", "10s"]));
     api.put("/v1/keys/d", "v").await;
     assert_eq!(
         api.get("/v1/keys/d").await.header("x-kache-ttl"),
@@ -437,10 +446,12 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_full_node_without_eviction_answers_507() {
-    let mut config = config();
-    config.store.max_memory = 1024;
-    config.store.eviction = EvictionPolicy::None;
-    let api = Api::new(&config);
+    let api = Api::new(&config_with(&[
+        "--max-memory",
+        "1KiB",
+        "--eviction",
+        "none",
+    ]));
     let value = "v".repeat(60);
     let mut status = StatusCode::CREATED;
     for i in 0..20 {
@@ -482,7 +493,7 @@ async fn batch_put_then_get_in_utf8_and_base64() {
     assert_eq!(binary.status, StatusCode::OK);
     assert_eq!(
         api.state
-            .store
+            .store()
             .get(b"\x00\xff")
             .expect("stored")
             .data
@@ -525,13 +536,7 @@ async fn batch_put_then_get_in_utf8_and_base64() {
 
 #[tokio::test]
 async fn batches_are_limited_in_item_count() {
-    let api = Api::new(&NodeConfig {
-        limits: Limits {
-            max_batch_bytes: 1 << 20,
-            ..config().limits
-        },
-        ..config()
-    });
+    let api = Api::new(&config_with(&["--max-batch-bytes", "1MiB"]));
     let keys: Vec<String> = (0..1_001).map(|i| i.to_string()).collect();
     let reply = api
         .send(

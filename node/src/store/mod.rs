@@ -90,7 +90,7 @@ pub enum Precondition {
 }
 
 impl Precondition {
-    fn check(&self, current: Option<Version>) -> Result<(), StoreError> {
+    pub fn check(&self, current: Option<Version>) -> Result<(), StoreError> {
         let holds = match (self, current) {
             (Self::None, _) => true,
             (Self::Exists, current) => current.is_some(),
@@ -106,6 +106,41 @@ impl Precondition {
             Err(StoreError::PreconditionFailed)
         }
     }
+}
+
+/// A versioned entry as replicas exchange it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: Version,
+    /// Unix ms; 0 means never.
+    pub expires_at_ms: u64,
+    pub tombstone: bool,
+}
+
+/// What [`Store::apply`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It was newer than what the node held, and is now stored.
+    Stored,
+    /// The node already held the same or a newer version (or the record had expired).
+    Stale,
+}
+
+/// What a write decides after seeing the current entry.
+enum Decision {
+    Write(EntryMeta),
+    /// Leave the entry as it is; it holds this version.
+    Keep(Version),
+}
+
+struct WriteOutcome {
+    version: Version,
+    /// A live entry was there before.
+    replaced_live: bool,
+    /// False when the write decided to keep the current entry.
+    stored: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +205,24 @@ impl Store {
         &self.shared.config
     }
 
+    /// The store's clock: Unix ms, monotonic.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// A fresh version from this node's hybrid logical clock.
+    pub fn next_version(&self) -> Version {
+        self.shared.hlc.next(self.now_ms())
+    }
+
+    /// Partitions that hold at least one entry (tombstones included).
+    pub fn partitions_holding_data(&self) -> Vec<u32> {
+        (0..self.shared.partitions.len())
+            .filter(|&p| self.shared.partitions[p].lock().len() > 0)
+            .map(|p| u32::try_from(p).unwrap_or(u32::MAX))
+            .collect()
+    }
+
     /// The partition a key lives in. Protocol: never change this function.
     pub fn partition_of(&self, key: &[u8]) -> u32 {
         // Fewer than 2^32 partitions by construction (the count is a u32).
@@ -218,6 +271,76 @@ impl Store {
         ttl: Option<Duration>,
         precondition: &Precondition,
     ) -> Result<Written, StoreError> {
+        let policy = self.shared.config.eviction;
+        let outcome = self.write(key, value, |current, now, tick| {
+            precondition.check(current.filter(|e| e.is_live(now)).map(Entry::version))?;
+            Ok(Decision::Write(EntryMeta {
+                version: self.shared.hlc.next(now),
+                expires_at_ms: ttl.map_or(0, |ttl| now.saturating_add(millis(ttl))),
+                eviction: policy.on_insert(now, tick),
+                tombstone: false,
+            }))
+        })?;
+        Ok(Written {
+            version: outcome.version,
+            created: !outcome.replaced_live,
+        })
+    }
+
+    /// The key's record as replicas exchange it: tombstones included, expired entries not.
+    pub fn get_record(&self, key: &[u8]) -> Option<Record> {
+        let hash = key_hash(key);
+        let now = self.shared.clock.now_ms();
+        let part = self.lock(hash);
+        let entry = part.slot(part.find(hash, key)?);
+        if entry.is_expired(now) {
+            return None;
+        }
+        Some(Record {
+            key: key.to_vec(),
+            value: entry.value().to_vec(),
+            version: entry.version(),
+            expires_at_ms: entry.expires_at_ms().unwrap_or(0),
+            tombstone: entry.is_tombstone(),
+        })
+    }
+
+    /// Stores a record from another node if it is newer than what this node holds (last
+    /// writer wins, tombstones included). Idempotent: applying it twice changes nothing.
+    pub fn apply(&self, record: &Record) -> Result<Applied, StoreError> {
+        self.shared.hlc.observe(record.version);
+        let now = self.shared.clock.now_ms();
+        if record.expires_at_ms != 0 && record.expires_at_ms <= now {
+            return Ok(Applied::Stale);
+        }
+        let policy = self.shared.config.eviction;
+        let outcome = self.write(&record.key, &record.value, |current, now, tick| {
+            Ok(match current {
+                Some(held) if held.version() >= record.version => Decision::Keep(held.version()),
+                _ => Decision::Write(EntryMeta {
+                    version: record.version,
+                    expires_at_ms: record.expires_at_ms,
+                    eviction: policy.on_insert(now, tick),
+                    tombstone: record.tombstone,
+                }),
+            })
+        })?;
+        Ok(if outcome.stored {
+            Applied::Stored
+        } else {
+            Applied::Stale
+        })
+    }
+
+    /// The one write path: under the partition lock, `decide` sees the current entry and
+    /// says what to store. Reserves memory for the net growth, evicting (with no lock held)
+    /// when the policy allows.
+    fn write(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        mut decide: impl FnMut(Option<&Entry>, u64, u32) -> Result<Decision, StoreError>,
+    ) -> Result<WriteOutcome, StoreError> {
         let hash = key_hash(key);
         let charge = Entry::charge_for(key.len(), value.len());
         let max_memory = self.shared.config.max_memory;
@@ -227,7 +350,6 @@ impl Store {
                 max_memory,
             });
         }
-        let policy = self.shared.config.eviction;
         // Bytes already added to `used_bytes` for this write. Held across retries, so
         // room that eviction made for this write cannot be taken by another one.
         let mut reserved = 0;
@@ -235,15 +357,24 @@ impl Store {
             let now = self.shared.clock.now_ms();
             let mut part = self.lock(hash);
             let found = part.find(hash, key);
-            let live = found
-                .map(|slot| part.slot(slot))
-                .filter(|entry| entry.is_live(now))
-                .map(Entry::version);
-            if let Err(err) = precondition.check(live) {
-                drop(part);
-                self.release(reserved);
-                return Err(err);
-            }
+            let tick = part.next_tick();
+            let meta = match decide(found.map(|slot| part.slot(slot)), now, tick) {
+                Ok(Decision::Write(meta)) => meta,
+                Ok(Decision::Keep(version)) => {
+                    drop(part);
+                    self.release(reserved);
+                    return Ok(WriteOutcome {
+                        version,
+                        replaced_live: true,
+                        stored: false,
+                    });
+                }
+                Err(err) => {
+                    drop(part);
+                    self.release(reserved);
+                    return Err(err);
+                }
+            };
             let freed = found.map_or(0, |slot| part.slot(slot).charge());
             let needed = charge.saturating_sub(freed);
             if needed > reserved {
@@ -260,34 +391,27 @@ impl Store {
                     continue;
                 }
             }
-            let version = self.shared.hlc.next(now);
-            let tick = part.next_tick();
-            let expires_at_ms = ttl.map_or(0, |ttl| now.saturating_add(millis(ttl)));
-            let entry = Entry::new(
-                key,
-                value,
-                EntryMeta {
-                    version,
-                    expires_at_ms,
-                    eviction: policy.on_insert(now, tick),
-                    tombstone: false,
-                },
-            );
+            let replaced_live = found.is_some_and(|slot| part.slot(slot).is_live(now));
+            let entry = Entry::new(key, value, meta);
             match found {
                 Some(slot) => {
                     let old = part.replace(slot, entry);
-                    if live.is_none() {
+                    if !replaced_live {
                         count_removal(&mut part, &old, Removal::Expired);
                     }
                 }
                 None => part.insert_new(hash, entry),
             }
+            if meta.tombstone {
+                part.counters.tombstones += 1;
+            }
             drop(part);
             // Net effect on `used_bytes`: exactly `charge - freed`.
             self.release(reserved - needed + freed.saturating_sub(charge));
-            return Ok(Written {
-                version,
-                created: live.is_none(),
+            return Ok(WriteOutcome {
+                version: meta.version,
+                replaced_live,
+                stored: true,
             });
         }
         self.release(reserved);

@@ -344,3 +344,95 @@ fn concurrent_writers_and_readers_keep_exact_accounting() {
     assert!(store.used() <= 1 << 20);
     assert_eq!(store.used(), store.recount_bytes());
 }
+
+fn record(key: &str, value: &str, hlc: u64, tombstone: bool) -> Record {
+    Record {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        version: Version { hlc, node: 9 },
+        expires_at_ms: 0,
+        tombstone,
+    }
+}
+
+#[test]
+fn apply_keeps_the_newest_version_whatever_the_arrival_order() {
+    let store = store();
+    assert_eq!(
+        store.apply(&record("k", "v2", 200, false)),
+        Ok(Applied::Stored)
+    );
+    assert_eq!(
+        store.apply(&record("k", "v1", 100, false)),
+        Ok(Applied::Stale)
+    );
+    assert_eq!(
+        store.apply(&record("k", "v2", 200, false)),
+        Ok(Applied::Stale),
+        "idempotent"
+    );
+    assert_eq!(get(&store, "k").as_deref(), Some("v2"));
+    assert_eq!(
+        store.apply(&record("k", "v3", 300, false)),
+        Ok(Applied::Stored)
+    );
+    assert_eq!(get(&store, "k").as_deref(), Some("v3"));
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn a_tombstone_is_never_overwritten_by_an_older_write() {
+    let store = store();
+    store.apply(&record("k", "old", 100, false)).expect("apply");
+    assert_eq!(
+        store.apply(&record("k", "", 200, true)),
+        Ok(Applied::Stored)
+    );
+    assert_eq!(get(&store, "k"), None);
+    assert_eq!(
+        store.apply(&record("k", "resurrected?", 150, false)),
+        Ok(Applied::Stale)
+    );
+    assert_eq!(get(&store, "k"), None, "nothing stale comes back");
+    let held = store.get_record(b"k").expect("the tombstone is held");
+    assert!(held.tombstone);
+    assert_eq!(held.version.hlc, 200);
+    assert_eq!(store.stats().tombstones, 1);
+    assert_eq!(
+        store.apply(&record("k", "newer", 250, false)),
+        Ok(Applied::Stored)
+    );
+    assert_eq!(get(&store, "k").as_deref(), Some("newer"));
+    assert_eq!(store.stats().tombstones, 0);
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn local_writes_order_after_applied_remote_versions() {
+    let store = store();
+    let far_future = u64::MAX >> 1;
+    store
+        .apply(&record("k", "remote", far_future, false))
+        .expect("apply");
+    let local = put(&store, "k", "local");
+    assert!(
+        local.version.hlc > far_future,
+        "the HLC observed the remote version"
+    );
+    assert_eq!(get(&store, "k").as_deref(), Some("local"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_records_are_neither_applied_nor_returned() {
+    let store = store();
+    let mut expiring = record("k", "v", 100, false);
+    expiring.expires_at_ms = store.shared.clock.now_ms() + 1_000;
+    assert_eq!(store.apply(&expiring), Ok(Applied::Stored));
+    assert!(store.get_record(b"k").is_some());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(store.get_record(b"k"), None);
+    let mut late = record("j", "v", 100, false);
+    late.expires_at_ms = store.shared.clock.now_ms() - 1;
+    assert_eq!(store.apply(&late), Ok(Applied::Stale));
+    assert_eq!(store.get_record(b"j"), None);
+}

@@ -1,0 +1,225 @@
+//! The peer protocol (`proto/peer.proto`) over tonic: the server side a node exposes on
+//! `--grpc-addr`, and the client pool it uses to reach other members.
+//!
+//! Every request names its sender and protocol version. A peer on another version is
+//! refused with `FAILED_PRECONDITION` and logged, never answered with a guess; a failed
+//! peer call is an error to the caller, never an empty result.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::clock::Version;
+use crate::store::entry::MAX_KEY_LEN;
+use crate::store::{Applied, Record, Store};
+
+pub mod proto {
+    #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("kache.peer.v1");
+}
+
+use proto::peer_client::PeerClient;
+use proto::peer_server::Peer;
+
+/// The version of `proto/peer.proto` this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who this node is, as it introduces itself to peers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: String,
+    /// Random per process start.
+    pub incarnation: String,
+}
+
+impl Identity {
+    pub fn new(node_id: String) -> Self {
+        Self {
+            node_id,
+            incarnation: format!("{:016x}", fastrand::u64(..)),
+        }
+    }
+
+    pub fn sender(&self, epoch: u64) -> proto::Sender {
+        proto::Sender {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: self.node_id.clone(),
+            incarnation: self.incarnation.clone(),
+            epoch,
+        }
+    }
+}
+
+/// The server side: answers other nodes from this node's own store.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    store: Store,
+    identity: Identity,
+    /// The epoch in force, kept current by the cluster.
+    epoch: Arc<AtomicU64>,
+    max_value_bytes: usize,
+}
+
+impl PeerService {
+    pub fn new(
+        store: Store,
+        identity: Identity,
+        epoch: Arc<AtomicU64>,
+        max_value_bytes: usize,
+    ) -> Self {
+        Self {
+            store,
+            identity,
+            epoch,
+            max_value_bytes,
+        }
+    }
+
+    pub fn into_server(self) -> proto::peer_server::PeerServer<Self> {
+        proto::peer_server::PeerServer::new(self)
+    }
+}
+
+/// Refuses requests without a sender or on another protocol version.
+fn check_sender(sender: Option<&proto::Sender>) -> Result<&proto::Sender, Status> {
+    let sender = sender.ok_or_else(|| Status::invalid_argument("request names no sender"))?;
+    if sender.protocol_version != PROTOCOL_VERSION {
+        tracing::warn!(
+            peer = %sender.node_id,
+            peer_version = sender.protocol_version,
+            version = PROTOCOL_VERSION,
+            "refused a peer on another protocol version"
+        );
+        return Err(Status::failed_precondition(format!(
+            "peer '{}' speaks kache peer protocol v{}, this node speaks v{}",
+            sender.node_id, sender.protocol_version, PROTOCOL_VERSION
+        )));
+    }
+    Ok(sender)
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn hello(
+        &self,
+        request: Request<proto::HelloRequest>,
+    ) -> Result<Response<proto::HelloResponse>, Status> {
+        check_sender(request.get_ref().sender.as_ref())?;
+        Ok(Response::new(proto::HelloResponse {
+            sender: Some(self.identity.sender(self.epoch.load(Ordering::Relaxed))),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        let request = request.into_inner();
+        check_sender(request.sender.as_ref())?;
+        check_key(&request.key)?;
+        let record = self.store.get_record(&request.key).map(record_to_proto);
+        Ok(Response::new(proto::GetResponse { record }))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<proto::ApplyRequest>,
+    ) -> Result<Response<proto::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        check_sender(request.sender.as_ref())?;
+        // Validate the whole batch first, so a bad record changes nothing.
+        let records = request
+            .records
+            .into_iter()
+            .map(|record| self.record_from_proto(record))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reply = proto::ApplyResponse::default();
+        for record in &records {
+            match self.store.apply(record) {
+                Ok(Applied::Stored) => reply.applied += 1,
+                Ok(Applied::Stale) => reply.stale += 1,
+                Err(err) => return Err(Status::resource_exhausted(err.to_string())),
+            }
+        }
+        Ok(Response::new(reply))
+    }
+}
+
+impl PeerService {
+    fn record_from_proto(&self, record: proto::Record) -> Result<Record, Status> {
+        check_key(&record.key)?;
+        if record.value.len() > self.max_value_bytes {
+            return Err(Status::invalid_argument(format!(
+                "value of {} bytes exceeds this node's limit of {}",
+                record.value.len(),
+                self.max_value_bytes
+            )));
+        }
+        Ok(record_from_proto(record))
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), Status> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Status::invalid_argument(format!(
+            "key must be 1 to {MAX_KEY_LEN} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn record_to_proto(record: Record) -> proto::Record {
+    proto::Record {
+        key: record.key,
+        value: record.value,
+        hlc: record.version.hlc,
+        writer: record.version.node,
+        expires_at_ms: record.expires_at_ms,
+        tombstone: record.tombstone,
+    }
+}
+
+pub fn record_from_proto(record: proto::Record) -> Record {
+    Record {
+        key: record.key,
+        value: record.value,
+        version: Version {
+            hlc: record.hlc,
+            node: record.writer,
+        },
+        expires_at_ms: record.expires_at_ms,
+        tombstone: record.tombstone,
+    }
+}
+
+/// Clients for other members, one lazily connected channel per address.
+#[derive(Debug, Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<SocketAddr, PeerClient<Channel>>>>,
+}
+
+impl PeerClients {
+    pub fn client(&self, address: SocketAddr) -> Result<PeerClient<Channel>, Status> {
+        let mut channels = self.channels.lock();
+        if let Some(client) = channels.get(&address) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| Status::internal(format!("bad peer address {address}: {err}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        let client = PeerClient::new(endpoint.connect_lazy());
+        channels.insert(address, client.clone());
+        Ok(client)
+    }
+}
