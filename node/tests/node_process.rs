@@ -4,120 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Node};
 
 use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kache-node");
-
-/// A node process on 127.0.0.1:0. Killed on drop, so a failing test leaves nothing behind.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    logs: mpsc::Receiver<String>,
-    http: reqwest::Client,
-}
-
-impl Node {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .args(["--node-id", "it"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kache-node");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = logs
-                .recv_timeout(Duration::from_secs(10))
-                .expect("node logs its listening address");
-            if let Some(rest) = line.split("http_addr=").nth(1) {
-                let addr = rest.split_whitespace().next().expect("address");
-                break addr.parse().expect("socket address");
-            }
-        };
-        Self {
-            child,
-            addr,
-            logs,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.http
-            .put(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .expect("PUT")
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
-    }
-
-    async fn stats(&self) -> Json {
-        self.get("/v1/stats")
-            .await
-            .json()
-            .await
-            .expect("stats JSON")
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn saw_log(&self, needle: &str) -> bool {
-        self.logs.try_iter().any(|line| line.contains(needle))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();

@@ -148,7 +148,15 @@ start() {
   {
     echo "==== $(date -u +%FT%TZ) $*"
   } >>"${DIR}/logs/${name}.log"
-  setsid --fork bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "${pidf}" "$@" \
+  # The child closes every inherited fd above 2 (our lock on fd 9, and any
+  # pipe a caller such as `$(cluster.sh up)` or a test harness passed down), so
+  # nothing waits on the daemons and the lock is released when we exit.
+  # shellcheck disable=SC2016
+  setsid --fork bash -c '
+      for fd in /proc/self/fd/*; do
+        fd=${fd##*/}; if (( fd > 2 )); then eval "exec ${fd}>&-" 2>/dev/null; fi
+      done
+      echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "${pidf}" "$@" \
     >>"${DIR}/logs/${name}.log" 2>&1 </dev/null
   for ((i = 0; i < 100; i++)); do
     [[ -s "${pidf}" ]] && return 0
@@ -219,9 +227,9 @@ remove_bridge() {
 # ---- PKI -------------------------------------------------------------------------
 b64() { base64 -w0 <"$1"; }
 
-# sign NAME CN O EKU [SAN]: RSA key + cert signed by the cluster CA
+# sign NAME CN O EKU [SAN]: RSA key + cert signed by ${SIGN_CA:-ca}
 sign() {
-  local name=$1 cn=$2 o=$3 eku=$4 san=${5:-} subj
+  local name=$1 cn=$2 o=$3 eku=$4 san=${5:-} subj ca="${SIGN_CA:-ca}"
   subj="/CN=${cn}"
   if [[ -n "${o}" ]]; then subj="/O=${o}${subj}"; fi
   {
@@ -235,7 +243,7 @@ sign() {
   } >"${PKI}/${name}.ext"
   openssl genrsa -out "${PKI}/${name}.key" 2048 2>/dev/null
   openssl req -new -config "${PKI}/req.cnf" -key "${PKI}/${name}.key" -subj "${subj}" -out "${PKI}/${name}.csr"
-  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/ca.crt" -CAkey "${PKI}/ca.key" \
+  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/${ca}.crt" -CAkey "${PKI}/${ca}.key" \
     -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 \
     -extfile "${PKI}/${name}.ext" -extensions ext -out "${PKI}/${name}.crt" 2>/dev/null
   rm -f "${PKI}/${name}.csr" "${PKI}/${name}.ext"
@@ -281,9 +289,12 @@ gen_pki() {
   # extensions) never leaks in.
   printf '[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n[v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, digitalSignature, keyEncipherment, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n' \
     >"${PKI}/req.cnf"
-  openssl genrsa -out "${PKI}/ca.key" 2048 2>/dev/null
-  openssl req -x509 -new -config "${PKI}/req.cnf" -extensions v3_ca -key "${PKI}/ca.key" \
-    -subj "/CN=kache-k8s-ca" -days 3650 -sha256 -out "${PKI}/ca.crt"
+  local ca
+  for ca in ca front-proxy-ca; do
+    openssl genrsa -out "${PKI}/${ca}.key" 2048 2>/dev/null
+    openssl req -x509 -new -config "${PKI}/req.cnf" -extensions v3_ca -key "${PKI}/${ca}.key" \
+      -subj "/CN=kache-k8s-${ca}" -days 3650 -sha256 -out "${PKI}/${ca}.crt"
+  done
 
   local san="IP:127.0.0.1,IP:${API_IP},IP:${SERVICE_IP},DNS:localhost,DNS:kubernetes"
   san+=",DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -293,6 +304,10 @@ gen_pki() {
   sign scheduler system:kube-scheduler "" clientAuth
   # apiserver -> kubelet (logs/exec/port-forward), for a future process kubelet
   sign apiserver-kubelet-client kube-apiserver-kubelet-client system:masters clientAuth
+  # aggregation layer / requestheader authn (what kubeadm calls front-proxy).
+  # Without it the controller-manager and scheduler log a "missing content for
+  # CA bundle requestheader-client-ca-file" error over and over.
+  SIGN_CA=front-proxy-ca sign front-proxy-client front-proxy-client "" clientAuth
 
   # service-account token signing key pair
   openssl genrsa -out "${PKI}/sa.key" 2048 2>/dev/null
@@ -378,6 +393,7 @@ on_up_exit() {
     cp -r "${DIR}/logs" "${DIR}.failed-logs" 2>/dev/null && log "logs kept in ${DIR}.failed-logs"
   fi
   teardown || true
+  rm -f "${LOCK}"
   exit "${rc}"
 }
 
@@ -466,6 +482,14 @@ EOF
     --service-account-signing-key-file="${PKI}/sa.key" \
     --service-cluster-ip-range="${SERVICE_CIDR}" \
     --authorization-mode=Node,RBAC \
+    --requestheader-client-ca-file="${PKI}/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
+    --proxy-client-key-file="${PKI}/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true \
     --profiling=false
@@ -488,6 +512,7 @@ EOF
     --cluster-signing-key-file="${PKI}/ca.key" \
     --service-cluster-ip-range="${SERVICE_CIDR}" \
     --cluster-name="${CLUSTER_NAME}" \
+    --flex-volume-plugin-dir="${DIR}/flexvolume" \
     --leader-elect=false \
     --profiling=false
   start kube-scheduler "${bin}/kube-scheduler" \

@@ -1,0 +1,353 @@
+//! Proves that kache nodes form one cache over real processes and sockets: any node serves
+//! any key, each key has RF copies, quorum writes survive a SIGKILLed replica, deletes are
+//! never resurrected by older versions, too few replicas is a clear 503, peers on another
+//! protocol version (or garbage) are refused without harm, and a new member-list epoch
+//! is followed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Node, free_ports};
+use kache_node::cluster::peer::proto::{self, peer_client::PeerClient};
+use reqwest::StatusCode;
+use serde_json::Value as Json;
+
+/// N nodes on loopback sharing a watched member file. Nodes are killed and the directory
+/// removed on drop, so a failing test leaves nothing behind.
+struct TestCluster {
+    nodes: Vec<Node>,
+    grpc_ports: Vec<u16>,
+    members_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    fn start(size: usize, replication_factor: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kache-cluster-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let members_file = dir.join("members.yaml");
+        let grpc_ports = free_ports(size);
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            grpc_ports,
+            members_file,
+            dir,
+        };
+        cluster.write_members(1, replication_factor);
+        for i in 0..size {
+            let grpc = format!("127.0.0.1:{}", cluster.grpc_ports[i]);
+            let id = format!("node-{i}");
+            let file = cluster.members_file.to_str().unwrap().to_owned();
+            let node = Node::start_with(
+                &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
+                &["--node-id", &id, "--members-file", &file],
+            );
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    fn write_members(&self, epoch: u64, replication_factor: &str) {
+        let mut yaml = format!(
+            "epoch: {epoch}\npartitions: 271\nreplicationFactor: {replication_factor}\nmembers:\n"
+        );
+        for (i, port) in self.grpc_ports.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - id: node-{i}\n    address: 127.0.0.1:{port}\n"
+            ));
+        }
+        // Write then rename, so a node never reads half a file.
+        let tmp = self.dir.join("members.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, &self.members_file).unwrap();
+    }
+
+    async fn peer(&self, i: usize) -> PeerClient<tonic::transport::Channel> {
+        PeerClient::connect(format!("http://127.0.0.1:{}", self.grpc_ports[i]))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn put(node: &Node, key: &str, value: &str, consistency: Option<&str>) -> reqwest::Response {
+    let mut request = node
+        .http
+        .put(node.url(&format!("/v1/keys/{key}")))
+        .body(value.to_owned());
+    if let Some(level) = consistency {
+        request = request.header("x-kache-consistency", level);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(node: &Node, key: &str) -> (StatusCode, String) {
+    let response = node.get(&format!("/v1/keys/{key}")).await;
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn any_node_serves_any_key_and_each_key_has_rf_copies() {
+    let cluster = TestCluster::start(3, "2");
+    for i in 0..300 {
+        let response = put(
+            &cluster.nodes[i % 3],
+            &format!("k{i}"),
+            &format!("v{i}"),
+            None,
+        )
+        .await;
+        assert!(
+            response.status().is_success(),
+            "write {i}: {}",
+            response.status()
+        );
+    }
+    for node in &cluster.nodes {
+        for i in 0..300 {
+            assert_eq!(
+                get(node, &format!("k{i}")).await,
+                (StatusCode::OK, format!("v{i}"))
+            );
+        }
+    }
+    let mut copies = 0;
+    let mut owned = 0;
+    for node in &cluster.nodes {
+        copies += node.stats().await["keys"].as_u64().unwrap();
+        let report: Json = node.get("/v1/cluster").await.json().await.unwrap();
+        assert_eq!(report["epoch"], 1);
+        assert_eq!(report["members"].as_array().unwrap().len(), 3);
+        assert_eq!(report["ownership"]["heldNotOwned"], 0, "{report}");
+        owned += report["ownership"]["owned"].as_u64().unwrap();
+    }
+    assert_eq!(copies, 600, "every key is held by exactly two nodes");
+    assert_eq!(owned, 271 * 2);
+}
+
+#[tokio::test]
+async fn quorum_writes_survive_a_sigkilled_replica() {
+    let mut cluster = TestCluster::start(3, "3");
+    for i in 0..200 {
+        assert!(
+            put(&cluster.nodes[0], &format!("k{i}"), "before", None)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    let mut victim = cluster.nodes.remove(2);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    for i in 200..400 {
+        let response = put(&cluster.nodes[0], &format!("k{i}"), "after", None).await;
+        assert!(
+            response.status().is_success(),
+            "write {i} with a replica down: {}",
+            response.status()
+        );
+    }
+    for i in 0..400 {
+        let (status, body) = get(&cluster.nodes[1], &format!("k{i}")).await;
+        assert_eq!(status, StatusCode::OK, "k{i}");
+        assert_eq!(body, if i < 200 { "before" } else { "after" });
+    }
+}
+
+#[tokio::test]
+async fn too_few_replicas_is_a_clear_503_and_lower_levels_still_work() {
+    let mut cluster = TestCluster::start(2, "2");
+    let mut down = cluster.nodes.remove(1);
+    down.child.kill().unwrap();
+    down.child.wait().unwrap();
+    let node = &cluster.nodes[0];
+    let refused = put(node, "k", "v", Some("all")).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Json = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "replicas_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node-1"),
+        "{body}"
+    );
+    assert!(put(node, "k", "v", Some("one")).await.status().is_success());
+    let read = node
+        .http
+        .get(node.url("/v1/keys/k"))
+        .header("x-kache-consistency", "one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.text().await.unwrap(), "v");
+    let bad = put(node, "k", "v", Some("most")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn deleted_keys_are_not_resurrected_by_older_versions() {
+    let cluster = TestCluster::start(2, "2");
+    assert!(
+        put(&cluster.nodes[0], "k", "v", None)
+            .await
+            .status()
+            .is_success()
+    );
+    let deleted = cluster.nodes[1]
+        .http
+        .delete(cluster.nodes[1].url("/v1/keys/k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for node in &cluster.nodes {
+        assert_eq!(get(node, "k").await.0, StatusCode::NOT_FOUND);
+    }
+    // A peer replays an old write of the key, as a partitioned replica would.
+    let stale = proto::ApplyRequest {
+        sender: Some(sender(1)),
+        records: vec![proto::Record {
+            key: b"k".to_vec(),
+            value: b"old".to_vec(),
+            hlc: 1,
+            writer: 1,
+            expires_at_ms: 0,
+            tombstone: false,
+        }],
+    };
+    let reply = cluster
+        .peer(0)
+        .await
+        .apply(stale)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.applied, reply.stale), (0, 1));
+    for node in &cluster.nodes {
+        assert_eq!(
+            get(node, "k").await.0,
+            StatusCode::NOT_FOUND,
+            "nothing stale comes back"
+        );
+    }
+}
+
+fn sender(protocol_version: u32) -> proto::Sender {
+    proto::Sender {
+        protocol_version,
+        node_id: "test-peer".into(),
+        incarnation: "0".into(),
+        epoch: 1,
+    }
+}
+
+#[tokio::test]
+async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
+    let cluster = TestCluster::start(2, "2");
+    assert!(
+        put(&cluster.nodes[0], "k", "v", None)
+            .await
+            .status()
+            .is_success()
+    );
+    let mut peer = cluster.peer(0).await;
+
+    let refused = peer
+        .hello(proto::HelloRequest {
+            sender: Some(sender(99)),
+        })
+        .await
+        .expect_err("another protocol version is refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("v99") && refused.message().contains("v1"),
+        "{}",
+        refused.message()
+    );
+    let write = proto::ApplyRequest {
+        sender: Some(sender(2)),
+        records: vec![proto::Record {
+            key: b"k".to_vec(),
+            value: b"x".to_vec(),
+            hlc: u64::MAX,
+            writer: 1,
+            expires_at_ms: 0,
+            tombstone: false,
+        }],
+    };
+    assert_eq!(
+        peer.apply(write).await.unwrap_err().code(),
+        tonic::Code::FailedPrecondition
+    );
+    let anonymous = proto::GetRequest {
+        sender: None,
+        key: b"k".to_vec(),
+    };
+    assert_eq!(
+        peer.get(anonymous).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    assert!(
+        cluster.nodes[0].saw_log("refused a peer on another protocol version"),
+        "the refusal is logged"
+    );
+
+    // Garbage on the gRPC port: the connection fails, the node does not.
+    {
+        use std::io::Write;
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", cluster.grpc_ports[0])).unwrap();
+        let garbage: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+        let _ = raw.write_all(&garbage);
+    }
+    let hello = peer
+        .hello(proto::HelloRequest {
+            sender: Some(sender(1)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(hello.into_inner().sender.unwrap().node_id, "node-0");
+    for node in &cluster.nodes {
+        assert_eq!(
+            get(node, "k").await,
+            (StatusCode::OK, "v".to_owned()),
+            "data unaffected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nodes_follow_a_new_member_list_epoch() {
+    let cluster = TestCluster::start(2, "1");
+    cluster.write_members(2, "2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in &cluster.nodes {
+        loop {
+            let report: Json = node.get("/v1/cluster").await.json().await.unwrap();
+            if report["epoch"] == 2 {
+                assert_eq!(report["replicationFactor"], 2);
+                assert_eq!(
+                    report["ownership"]["owned"], 271,
+                    "RF=2 of 2: every partition"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "epoch 2 not installed: {report}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

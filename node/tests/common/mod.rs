@@ -1,0 +1,143 @@
+//! Shared harness: a real `kache-node` process, killed on drop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kache-node");
+
+/// A node process on 127.0.0.1:0. Killed on drop, so a failing test leaves nothing behind.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: mpsc::Receiver<String>,
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(
+            &[
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--node-id",
+                "it",
+            ],
+            args,
+        )
+    }
+
+    /// Starts a node with `base` flags, then `args` (later flags win).
+    pub fn start_with(base: &[&str], args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(base)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kache-node");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = logs
+                .recv_timeout(Duration::from_secs(10))
+                .expect("node logs its listening address");
+            if let Some(rest) = line.split("http_addr=").nth(1) {
+                let addr = rest.split_whitespace().next().expect("address");
+                break addr.parse().expect("socket address");
+            }
+        };
+        Self {
+            child,
+            addr,
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn put(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .put(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn stats(&self) -> Json {
+        self.get("/v1/stats")
+            .await
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn saw_log(&self, needle: &str) -> bool {
+        self.logs.try_iter().any(|line| line.contains(needle))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` distinct ports that were free a moment ago, for addresses that must be known
+/// before the nodes start (the member file names them).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
