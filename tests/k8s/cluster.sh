@@ -100,7 +100,7 @@ take_lock() {
 # pid of component $1 if it is alive, is not a zombie and really is ours
 # (its command line mentions DIR/); empty otherwise.
 pid_of() {
-  local f="${DIR}/pids/$1.pid" pid cmdline state
+  local f="${DIR}/pids/$1.pid" pid
   [[ -f "${f}" ]] || return 0
   pid="$(cat "${f}" 2>/dev/null || true)"
   [[ "${pid}" =~ ^[0-9]+$ ]] || return 0
@@ -110,7 +110,7 @@ pid_of() {
 is_ours() {
   local pid=$1 cmdline state
   [[ -r "/proc/${pid}/cmdline" ]] || return 1
-  cmdline="$(tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null || true)"
+  cmdline="$(tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline" || true)"
   [[ "${cmdline}" == *"${DIR}/"* ]] || return 1
   state="$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null || true)"
   [[ -n "${state}" && "${state}" != Z ]]
@@ -123,7 +123,7 @@ stray_pids() {
   local p exe base
   for p in /proc/[0-9]*; do
     p="${p#/proc/}"
-    exe="$(tr '\0' '\n' <"/proc/${p}/cmdline" 2>/dev/null | head -1 || true)"
+    exe="$(tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | head -1 || true)"
     base="${exe##*/}"
     case " ${COMPONENTS[*]} " in *" ${base} "*) ;; *) continue ;; esac
     is_ours "${p}" && echo "${p}"

@@ -258,19 +258,28 @@ impl Cluster {
         self.view().replicas(self.inner.store.partition_of(key))
     }
 
+    /// Whether a request needing `level` of the key's owners can be answered by this node
+    /// alone: the hot path of a single node, decided without allocating.
+    fn answerable_locally(&self, key: &[u8], level: Consistency) -> bool {
+        let partition = self.inner.store.partition_of(key);
+        let view = self.inner.view.read();
+        let owners = view.placement.owners(partition);
+        let is_owner = view.self_index.is_some_and(|me| owners.contains(&me));
+        is_owner && level.required(owners.len()) == 1
+    }
+
     /// Reads `key` from the owners the consistency level asks for; the newest version wins.
     pub async fn get(
         &self,
         key: &[u8],
         consistency: Option<Consistency>,
     ) -> Result<Option<Value>, ClusterError> {
-        let replicas = self.replicas_of(key);
-        let needed = consistency
-            .unwrap_or(self.inner.defaults.read)
-            .required(replicas.len());
-        if needed == 1 && replicas.iter().any(|r| matches!(r, Replica::Local)) {
+        let level = consistency.unwrap_or(self.inner.defaults.read);
+        if self.answerable_locally(key, level) {
             return Ok(self.inner.store.get(key));
         }
+        let replicas = self.replicas_of(key);
+        let needed = level.required(replicas.len());
         let newest = self.read_newest(key, &replicas, needed).await?;
         Ok(newest.filter(|r| !r.tombstone).map(|record| {
             let now = self.inner.store.now_ms();
@@ -369,11 +378,11 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
-        let replicas = self.replicas_of(key);
-        if let [Replica::Local] = replicas.as_slice() {
+        if self.answerable_locally(key, Consistency::All) {
             // One copy, and it is here: the store checks the precondition atomically.
             return Ok(self.inner.store.put(key, value, ttl, precondition)?);
         }
+        let replicas = self.replicas_of(key);
         let created = self
             .check_precondition(key, &replicas, precondition)
             .await?;
@@ -400,11 +409,11 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
-        let replicas = self.replicas_of(key);
-        if let [Replica::Local] = replicas.as_slice() {
+        if self.answerable_locally(key, Consistency::All) {
             self.inner.store.delete(key, precondition)?;
             return Ok(());
         }
+        let replicas = self.replicas_of(key);
         let write = consistency.unwrap_or(self.inner.defaults.write);
         let read_needed = write.required(replicas.len());
         let current = self.read_newest(key, &replicas, read_needed).await?;
