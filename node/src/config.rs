@@ -71,6 +71,10 @@ pub struct Cli {
     #[arg(long, env = "KACHE_MEMBERS_FILE")]
     pub members_file: Option<PathBuf>,
 
+    /// How often replicas compare partition digests and repair differences; 0 turns it off.
+    #[arg(long, env = "KACHE_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub anti_entropy_interval: Duration,
+
     /// Owners a read asks when the request does not say (one, quorum, all).
     #[arg(long, env = "KACHE_READ_CONSISTENCY", default_value = "quorum")]
     pub read_consistency: Consistency,
@@ -95,6 +99,8 @@ pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
     pub members_file: Option<PathBuf>,
     pub consistency: Defaults,
+    /// Zero: off.
+    pub anti_entropy_interval: Duration,
     pub store: StoreConfig,
     pub limits: Limits,
     pub default_ttl: Option<Duration>,
@@ -172,6 +178,7 @@ impl Cli {
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
             members_file: self.members_file,
+            anti_entropy_interval: self.anti_entropy_interval,
             consistency: Defaults {
                 read: self.read_consistency,
                 write: self.write_consistency,

@@ -74,7 +74,12 @@ pub async fn run(
             let list = lists.borrow().clone();
             let cluster = Cluster::new(store.clone(), identity.clone(), list, config.consistency);
             let follower = cluster.follow(lists);
-            (cluster, vec![AbortOnDrop(watcher), AbortOnDrop(follower)])
+            let mut tasks = vec![AbortOnDrop(watcher), AbortOnDrop(follower)];
+            if !config.anti_entropy_interval.is_zero() {
+                let repair = cluster.spawn_anti_entropy(config.anti_entropy_interval);
+                tasks.push(AbortOnDrop(repair));
+            }
+            (cluster, tasks)
         }
     };
     let peer = PeerService::new(

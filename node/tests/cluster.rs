@@ -1,8 +1,8 @@
 //! Proves that kache nodes form one cache over real processes and sockets: any node serves
 //! any key, each key has RF copies, quorum writes survive a SIGKILLed replica, deletes are
 //! never resurrected by older versions, too few replicas is a clear 503, peers on another
-//! protocol version (or garbage) are refused without harm, and a new member-list epoch
-//! is followed.
+//! protocol version (or garbage) are refused without harm, a new member-list epoch is
+//! followed, and anti-entropy repairs replicas that missed writes until digests agree.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +27,10 @@ struct TestCluster {
 
 impl TestCluster {
     fn start(size: usize, replication_factor: &str) -> Self {
+        Self::start_with(size, replication_factor, &[])
+    }
+
+    fn start_with(size: usize, replication_factor: &str, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "kache-cluster-{}-{}",
             std::process::id(),
@@ -46,10 +50,10 @@ impl TestCluster {
             let grpc = format!("127.0.0.1:{}", cluster.grpc_ports[i]);
             let id = format!("node-{i}");
             let file = cluster.members_file.to_str().unwrap().to_owned();
-            let node = Node::start_with(
-                &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
-                &["--node-id", &id, "--members-file", &file],
-            );
+            let mut args = vec!["--node-id", id.as_str(), "--members-file", file.as_str()];
+            args.extend_from_slice(extra);
+            let node =
+                Node::start_with(&["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc], &args);
             cluster.nodes.push(node);
         }
         cluster
@@ -349,5 +353,118 @@ async fn nodes_follow_a_new_member_list_epoch() {
             assert!(Instant::now() < deadline, "epoch 2 not installed: {report}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+async fn digests(cluster: &TestCluster, node: usize) -> Vec<Vec<u64>> {
+    let mut peer = cluster.peer(node).await;
+    let mut all = Vec::new();
+    for partition in 0..271 {
+        let request = proto::DigestRequest {
+            sender: Some(sender(1)),
+            partition,
+        };
+        all.push(
+            peer.partition_digest(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .buckets,
+        );
+    }
+    all
+}
+
+#[tokio::test]
+async fn anti_entropy_repairs_a_replica_that_missed_writes() {
+    let cluster = TestCluster::start_with(2, "2", &["--anti-entropy-interval", "1s"]);
+    // Records reach node-0 only, as if node-1 had been down for them.
+    let records = (0..200)
+        .map(|i| proto::Record {
+            key: format!("k{i}").into_bytes(),
+            value: format!("v{i}").into_bytes(),
+            hlc: 1_000 + i,
+            writer: 7,
+            expires_at_ms: 0,
+            tombstone: false,
+        })
+        .collect();
+    let applied = cluster
+        .peer(0)
+        .await
+        .apply(proto::ApplyRequest {
+            sender: Some(sender(1)),
+            records,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.applied, 200);
+    assert_eq!(
+        cluster.nodes[1].stats().await["keys"],
+        0,
+        "node-1 missed them all"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.nodes[1].stats().await["keys"] != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node-1 not repaired: {}",
+            cluster.nodes[1].stats().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report: Json = cluster.nodes[1]
+        .get("/v1/cluster")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["sync"]["recordsRepaired"], 200, "{report}");
+    assert_eq!(digests(&cluster, 0).await, digests(&cluster, 1).await);
+    let read = cluster.nodes[1]
+        .http
+        .get(cluster.nodes[1].url("/v1/keys/k42"))
+        .header("x-kache-consistency", "one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.text().await.unwrap(),
+        "v42",
+        "served from node-1's own copy"
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_replica_converges_after_it_resumes() {
+    let cluster = TestCluster::start_with(3, "3", &["--anti-entropy-interval", "1s"]);
+    cluster.nodes[2].signal("STOP");
+    for i in 0..300 {
+        let response = put(&cluster.nodes[0], &format!("k{i}"), &format!("v{i}"), None).await;
+        assert!(
+            response.status().is_success(),
+            "quorum write {i} while a replica is frozen"
+        );
+    }
+    // Let the writes to the frozen replica time out, then thaw it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.nodes[2].signal("CONT");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reference = digests(&cluster, 0).await;
+        if digests(&cluster, 1).await == reference && digests(&cluster, 2).await == reference {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for node in &cluster.nodes {
+        assert_eq!(node.stats().await["keys"], 300);
     }
 }

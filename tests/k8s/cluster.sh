@@ -54,7 +54,12 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 
 T0_MS="$(( ${EPOCHREALTIME/./} / 1000 ))"
 elapsed() { local ms=$(( ${EPOCHREALTIME/./} / 1000 - T0_MS )); printf '%d.%01d' $(( ms / 1000 )) $(( ms % 1000 / 100 )); }
-log() { printf '[cluster %6ss] %s\n' "$(elapsed)" "$*" >&2; }
+# Keep a copy of the original stdout/stderr. A signal trap runs with whatever
+# redirections were active when the signal arrived (e.g. the `>/dev/null 2>&1`
+# around a readiness probe), and `exit` from the trap never undoes them; so
+# log() writes to the saved copy and the cleanup path restores both.
+exec {OUT_FD}>&1 {ERR_FD}>&2
+log() { printf '[cluster %6ss] %s\n' "$(elapsed)" "$*" >&"${ERR_FD}"; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---- address arithmetic ------------------------------------------------------
@@ -214,7 +219,28 @@ ensure_bridge() {
   echo 1 >/proc/sys/net/ipv4/ip_forward
 }
 
+# pid of a kube-apiserver advertising on the bridge address that is NOT ours
+# (another state dir). Its bridge must survive our teardown, e.g. when
+# `up --dir B` fails on a port clash with a running cluster A.
+other_apiserver() {
+  local p cmdline
+  for p in /proc/[0-9]*; do
+    cmdline="$(tr '\0' ' ' 2>/dev/null <"${p}/cmdline" || true)"
+    [[ "${cmdline}" == *kube-apiserver*" --advertise-address=${API_IP} "* ]] || continue
+    [[ "${cmdline}" == *"${DIR}/"* ]] && continue
+    echo "${p#/proc/}"
+    return 0
+  done
+  return 0
+}
+
 remove_bridge() {
+  local other
+  other="$(other_apiserver)"
+  if [[ -n "${other}" ]]; then
+    log "bridge ${BRIDGE} is used by another cluster (kube-apiserver pid ${other}); leaving it"
+    return 0
+  fi
   if ip link show dev "${BRIDGE}" >/dev/null 2>&1; then
     log "deleting bridge ${BRIDGE}"
     ip link del dev "${BRIDGE}" || log "warning: could not delete ${BRIDGE}"
@@ -387,8 +413,9 @@ on_up_exit() {
   local rc=$?
   [[ "${UP_DONE}" == 1 ]] && return 0
   trap '' INT TERM HUP
+  exec 1>&"${OUT_FD}" 2>&"${ERR_FD}"
   log "up failed (rc=${rc}); tearing down"
-  if [[ -d "${DIR}/logs" && -f "${DIR}/${MARKER}" ]]; then
+  if [[ -f "${DIR}/${MARKER}" && -n "$(ls -A "${DIR}/logs" 2>/dev/null)" ]]; then
     rm -rf "${DIR}.failed-logs"
     cp -r "${DIR}/logs" "${DIR}.failed-logs" 2>/dev/null && log "logs kept in ${DIR}.failed-logs"
   fi

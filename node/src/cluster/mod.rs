@@ -4,6 +4,7 @@
 //! - [`membership`]: the epoch-numbered member list and its sources.
 //! - [`placement`]: rendezvous hashing of partitions onto members.
 //! - [`peer`]: the gRPC peer protocol (server and client pool).
+//! - `anti_entropy`: periodic digest comparison between replicas, pulling differences.
 //!
 //! Any node accepts any request. A [`Cluster`] finds the key's owners in the current view
 //! and reads from R of them or writes to all of them, answering once W have acknowledged.
@@ -12,10 +13,11 @@
 //! duplicates and reordering are harmless. A single node is a cluster of one, whose
 //! requests never leave the process.
 //!
-//! Not yet built: moving partitions when membership changes (rebalancing), draining on
-//! shutdown, and anti-entropy. Until then a membership change re-routes keys without
+//! Not yet built: moving partitions when membership changes (rebalancing) and draining on
+//! shutdown. Until then a membership change re-routes keys without
 //! moving data; see docs/architecture.md.
 
+mod anti_entropy;
 pub mod membership;
 pub mod peer;
 pub mod placement;
@@ -168,6 +170,19 @@ struct Inner {
     epoch: Arc<AtomicU64>,
     peers: PeerClients,
     defaults: Defaults,
+    counters: SyncCounters,
+}
+
+/// What partition syncing (anti-entropy now, rebalancing later) has done.
+#[derive(Debug, Default)]
+struct SyncCounters {
+    anti_entropy_rounds: AtomicU64,
+    /// Records pulled from peers that were newer than what this node held.
+    repaired: AtomicU64,
+    records_pulled: AtomicU64,
+    bytes_pulled: AtomicU64,
+    /// Digest or stream exchanges that failed (peer down, timeout).
+    sync_failures: AtomicU64,
 }
 
 impl Cluster {
@@ -196,6 +211,7 @@ impl Cluster {
                 epoch,
                 peers: PeerClients::default(),
                 defaults,
+                counters: SyncCounters::default(),
             }),
         }
     }
@@ -548,6 +564,17 @@ impl Cluster {
                 owned: owned.len(),
                 held_not_owned,
             },
+            sync: SyncReport {
+                anti_entropy_rounds: self
+                    .inner
+                    .counters
+                    .anti_entropy_rounds
+                    .load(Ordering::Relaxed),
+                records_repaired: self.inner.counters.repaired.load(Ordering::Relaxed),
+                records_pulled: self.inner.counters.records_pulled.load(Ordering::Relaxed),
+                bytes_pulled: self.inner.counters.bytes_pulled.load(Ordering::Relaxed),
+                failures: self.inner.counters.sync_failures.load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -566,6 +593,19 @@ pub struct ClusterReport {
     pub replication_factor: ReplicationFactor,
     pub members: Vec<MemberReport>,
     pub ownership: Ownership,
+    pub sync: SyncReport,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    pub anti_entropy_rounds: u64,
+    /// Records pulled from peers that were newer than what this node held.
+    pub records_repaired: u64,
+    pub records_pulled: u64,
+    pub bytes_pulled: u64,
+    /// Digest or stream exchanges with peers that failed.
+    pub failures: u64,
 }
 
 #[derive(Debug, Serialize)]

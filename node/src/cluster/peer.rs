@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Version;
 use crate::store::entry::MAX_KEY_LEN;
-use crate::store::{Applied, Record, Store};
+use crate::store::{Applied, DIGEST_BUCKETS, Record, Store};
+use tokio_stream::wrappers::ReceiverStream;
 
 pub mod proto {
     #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
@@ -107,8 +108,77 @@ fn check_sender(sender: Option<&proto::Sender>) -> Result<&proto::Sender, Status
     Ok(sender)
 }
 
+/// Records per streamed chunk, and roughly the bytes of keys and values per chunk.
+pub const CHUNK_RECORDS: usize = 256;
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks buffered ahead of a slow receiver: the stream's backpressure bound.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type StreamPartitionStream = ReceiverStream<Result<proto::Chunk, Status>>;
+
+    async fn partition_digest(
+        &self,
+        request: Request<proto::DigestRequest>,
+    ) -> Result<Response<proto::DigestResponse>, Status> {
+        let request = request.into_inner();
+        check_sender(request.sender.as_ref())?;
+        let partition = self.partition(request.partition)?;
+        Ok(Response::new(proto::DigestResponse {
+            buckets: self.store.partition_digest(partition).to_vec(),
+        }))
+    }
+
+    async fn stream_partition(
+        &self,
+        request: Request<proto::StreamRequest>,
+    ) -> Result<Response<Self::StreamPartitionStream>, Status> {
+        let request = request.into_inner();
+        check_sender(request.sender.as_ref())?;
+        let partition = self.partition(request.partition)?;
+        let buckets = if request.buckets.is_empty() {
+            None
+        } else {
+            let mut wanted = [false; DIGEST_BUCKETS];
+            for bucket in request.buckets {
+                let slot = wanted.get_mut(bucket as usize).ok_or_else(|| {
+                    Status::invalid_argument(format!("no digest bucket {bucket}"))
+                })?;
+                *slot = true;
+            }
+            Some(wanted)
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut cursor = None;
+            loop {
+                let (records, next) = store.partition_chunk(
+                    partition,
+                    buckets.as_ref(),
+                    cursor,
+                    CHUNK_RECORDS,
+                    CHUNK_BYTES,
+                );
+                if !records.is_empty() {
+                    let chunk = proto::Chunk {
+                        records: records.into_iter().map(record_to_proto).collect(),
+                    };
+                    // Waits while the receiver is behind; stops if it went away.
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn hello(
         &self,
         request: Request<proto::HelloRequest>,
@@ -155,6 +225,16 @@ impl Peer for PeerService {
 }
 
 impl PeerService {
+    fn partition(&self, partition: u32) -> Result<u32, Status> {
+        let partitions = self.store.config().partitions;
+        if partition >= partitions {
+            return Err(Status::invalid_argument(format!(
+                "partition {partition} does not exist; this node has {partitions}"
+            )));
+        }
+        Ok(partition)
+    }
+
     fn record_from_proto(&self, record: proto::Record) -> Result<Record, Status> {
         check_key(&record.key)?;
         if record.value.len() > self.max_value_bytes {

@@ -27,7 +27,17 @@ use crate::clock::{Clock, Hlc, Version};
 use entry::{Entry, EntryMeta};
 pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
-use partition::{PartitionMap, key_hash};
+use partition::PartitionMap;
+pub use partition::key_hash;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Buckets per partition digest.
+pub const DIGEST_BUCKETS: usize = 64;
+
+/// The digest bucket of a key: bits of its hash independent of the partition number.
+pub fn digest_bucket(hash: u64) -> usize {
+    usize::try_from((hash >> 32) % DIGEST_BUCKETS as u64).unwrap_or(0)
+}
 
 /// How often a write looks again at its key after making room (the key can change
 /// while the write waits unlocked for eviction).
@@ -213,6 +223,77 @@ impl Store {
     /// A fresh version from this node's hybrid logical clock.
     pub fn next_version(&self) -> Version {
         self.shared.hlc.next(self.now_ms())
+    }
+
+    /// The partition's digest: [`DIGEST_BUCKETS`] order-independent sums over its
+    /// unexpired entries (tombstones included).
+    pub fn partition_digest(&self, partition: u32) -> [u64; DIGEST_BUCKETS] {
+        let mut buckets = [0u64; DIGEST_BUCKETS];
+        let Some(part) = self.shared.partitions.get(partition as usize) else {
+            return buckets;
+        };
+        let now = self.now_ms();
+        let part = part.lock();
+        for slot in 0..part.len() {
+            let entry = part.slot(slot);
+            if entry.is_expired(now) {
+                continue;
+            }
+            let hash = key_hash(entry.key());
+            let version = entry.version();
+            let mut summary = Xxh3::new();
+            summary.update(&hash.to_le_bytes());
+            summary.update(&version.hlc.to_le_bytes());
+            summary.update(&version.node.to_le_bytes());
+            summary.update(&[u8::from(entry.is_tombstone())]);
+            let bucket = &mut buckets[digest_bucket(hash)];
+            *bucket = bucket.wrapping_add(summary.digest());
+        }
+        buckets
+    }
+
+    /// Up to `limit` records (or about `max_bytes`) of `partition`, scanning slots downward
+    /// from `cursor` (`None` starts at the end). Returns the records and where to resume.
+    ///
+    /// Scanning downward is what makes the scan miss no entry that existed when it began:
+    /// removal moves the last entry into the hole, which is either a slot already scanned
+    /// or one still ahead. Entries added during the scan may be missed (the writes that
+    /// add them reach every owner anyway), and an entry may be seen twice (harmless: LWW).
+    pub fn partition_chunk(
+        &self,
+        partition: u32,
+        buckets: Option<&[bool; DIGEST_BUCKETS]>,
+        cursor: Option<usize>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<Record>, Option<usize>) {
+        let Some(part) = self.shared.partitions.get(partition as usize) else {
+            return (Vec::new(), None);
+        };
+        let now = self.now_ms();
+        let part = part.lock();
+        let mut next = cursor.unwrap_or(part.len()).min(part.len());
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        while next > 0 && records.len() < limit && bytes < max_bytes {
+            next -= 1;
+            let entry = part.slot(next);
+            if entry.is_expired(now) {
+                continue;
+            }
+            if buckets.is_some_and(|wanted| !wanted[digest_bucket(key_hash(entry.key()))]) {
+                continue;
+            }
+            bytes += entry.key().len() + entry.value().len();
+            records.push(Record {
+                key: entry.key().to_vec(),
+                value: entry.value().to_vec(),
+                version: entry.version(),
+                expires_at_ms: entry.expires_at_ms().unwrap_or(0),
+                tombstone: entry.is_tombstone(),
+            });
+        }
+        (records, (next > 0).then_some(next))
     }
 
     /// Partitions that hold at least one entry (tombstones included).

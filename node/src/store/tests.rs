@@ -436,3 +436,81 @@ async fn expired_records_are_neither_applied_nor_returned() {
     assert_eq!(store.apply(&late), Ok(Applied::Stale));
     assert_eq!(store.get_record(b"j"), None);
 }
+
+#[test]
+fn digests_are_order_independent_and_see_every_version_change() {
+    let (a, b) = (store(), store());
+    let records: Vec<Record> = (0..500)
+        .map(|i| record(&format!("k{i}"), "v", 100 + i, false))
+        .collect();
+    for r in &records {
+        a.apply(r).expect("apply");
+    }
+    for r in records.iter().rev() {
+        b.apply(r).expect("apply");
+    }
+    let partitions = a.config().partitions;
+    let digests = |s: &Store| {
+        (0..partitions)
+            .map(|p| s.partition_digest(p))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        digests(&a),
+        digests(&b),
+        "same content, any order: same digest"
+    );
+    b.apply(&record("k7", "", 10_000, true)).expect("tombstone");
+    let differing: Vec<u32> = (0..partitions)
+        .filter(|&p| a.partition_digest(p) != b.partition_digest(p))
+        .collect();
+    assert_eq!(
+        differing,
+        vec![a.partition_of(b"k7")],
+        "exactly the changed key's partition"
+    );
+}
+
+#[test]
+fn a_chunked_scan_sees_every_entry_despite_concurrent_removals() {
+    // No tombstones: a delete removes the entry and moves the last slot into its hole.
+    let store = Store::new(StoreConfig {
+        tombstone_ttl: Duration::ZERO,
+        ..config(64 << 20, EvictionPolicy::Lru)
+    });
+    for i in 0..2_000 {
+        put(&store, &format!("k{i}"), "v");
+    }
+    let partition = store.partition_of(b"k0");
+    let expected: std::collections::HashSet<Vec<u8>> = store
+        .partition_chunk(partition, None, None, usize::MAX, usize::MAX)
+        .0
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = None;
+    let mut removed = std::collections::HashSet::new();
+    loop {
+        let (chunk, next) = store.partition_chunk(partition, None, cursor, 7, usize::MAX);
+        seen.extend(chunk.into_iter().map(|r| r.key));
+        // Delete an entry not yet scanned, as a concurrent writer would.
+        if let Some(victim) = expected
+            .iter()
+            .find(|k| !seen.contains(*k) && !removed.contains(*k))
+        {
+            store.delete(victim, &Precondition::None).expect("delete");
+            removed.insert(victim.clone());
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for key in &expected {
+        assert!(
+            seen.contains(key) || removed.contains(key),
+            "missed {key:?}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Anti-entropy: replicas of a partition compare digests and pull only the differences.
+//!
+//! Every interval, a node walks the partitions it owns. For each co-owner it fetches the
+//! partition's digest (64 bucket sums), compares it with its own, and streams just the
+//! records of the buckets that differ, applying them with last-writer-wins. Every owner
+//! does the same, so a replica that missed writes (crashed, frozen, partitioned) is
+//! repaired from the others, and anything it alone holds flows back to them. A failed peer
+//! call skips that pair for this round and is counted; it never looks like "no data".
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::Cluster;
+use super::peer::{proto, record_from_proto};
+use crate::store::{Applied, DIGEST_BUCKETS};
+
+impl Cluster {
+    /// Runs a round every `interval` until the returned task is aborted.
+    pub fn spawn_anti_entropy(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                cluster.anti_entropy_round().await;
+            }
+        })
+    }
+
+    /// One pass over every partition this node owns. Returns the records repaired here.
+    pub async fn anti_entropy_round(&self) -> u64 {
+        let view = self.view();
+        let Some(me) = view.self_index else {
+            return 0;
+        };
+        let mut repaired = 0;
+        for partition in view.placement.owned_by(me).collect::<Vec<_>>() {
+            for &owner in view.placement.owners(partition) {
+                if owner == me {
+                    continue;
+                }
+                let member = &view.list.members[usize::from(owner)];
+                let Some(address) = member.address else {
+                    continue;
+                };
+                match self.repair_partition_from(address, partition).await {
+                    Ok(count) => repaired += count,
+                    Err(status) => {
+                        self.inner
+                            .counters
+                            .sync_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            peer = %member.id,
+                            partition,
+                            error = %status.message(),
+                            "anti-entropy exchange failed; retried next round"
+                        );
+                    }
+                }
+            }
+        }
+        let counters = &self.inner.counters;
+        counters.anti_entropy_rounds.fetch_add(1, Ordering::Relaxed);
+        counters.repaired.fetch_add(repaired, Ordering::Relaxed);
+        if repaired > 0 {
+            tracing::info!(repaired, "anti-entropy repaired records");
+        }
+        repaired
+    }
+
+    /// Pulls from `address` the records of `partition` in every digest bucket that differs
+    /// from this node's. Returns how many were newer than what this node held.
+    pub async fn repair_partition_from(
+        &self,
+        address: SocketAddr,
+        partition: u32,
+    ) -> Result<u64, Status> {
+        let mut client = self.inner.peers.client(address)?;
+        let remote = client
+            .partition_digest(proto::DigestRequest {
+                sender: Some(self.sender()),
+                partition,
+            })
+            .await?
+            .into_inner()
+            .buckets;
+        if remote.len() != DIGEST_BUCKETS {
+            return Err(Status::internal(format!(
+                "peer sent a digest of {} buckets, expected {DIGEST_BUCKETS}",
+                remote.len()
+            )));
+        }
+        let local = self.inner.store.partition_digest(partition);
+        let differing: Vec<u32> = (0..DIGEST_BUCKETS)
+            .filter(|&b| local[b] != remote[b])
+            .filter_map(|b| u32::try_from(b).ok())
+            .collect();
+        if differing.is_empty() {
+            return Ok(0);
+        }
+        self.pull(address, partition, differing).await
+    }
+
+    /// Streams `partition` (only `buckets`, or all when empty) from `address` and applies it.
+    pub(crate) async fn pull(
+        &self,
+        address: SocketAddr,
+        partition: u32,
+        buckets: Vec<u32>,
+    ) -> Result<u64, Status> {
+        let mut client = self.inner.peers.client(address)?;
+        let mut stream = client
+            .stream_partition(proto::StreamRequest {
+                sender: Some(self.sender()),
+                partition,
+                buckets,
+            })
+            .await?
+            .into_inner();
+        let mut stored = 0;
+        while let Some(chunk) = stream.message().await? {
+            for record in chunk.records {
+                let record = record_from_proto(record);
+                self.inner
+                    .counters
+                    .records_pulled
+                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.bytes_pulled.fetch_add(
+                    (record.key.len() + record.value.len()) as u64,
+                    Ordering::Relaxed,
+                );
+                match self.inner.store.apply(&record) {
+                    Ok(Applied::Stored) => stored += 1,
+                    Ok(Applied::Stale) => {}
+                    Err(err) => return Err(Status::resource_exhausted(err.to_string())),
+                }
+            }
+        }
+        Ok(stored)
+    }
+}
