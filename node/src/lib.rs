@@ -29,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::cluster::membership::watch_file;
 use crate::cluster::peer::{Identity, PeerService};
 use crate::config::NodeConfig;
-use crate::http::AppState;
+use crate::http::{AppState, Phase};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +86,22 @@ pub async fn run(
         store,
         identity,
         cluster.epoch_handle(),
+        cluster.synced_handle(),
         config.limits.max_value_bytes,
     );
-    let state = AppState::new(cluster, &config);
+    let state = AppState::new(cluster.clone(), &config);
+    let mut _startup = None;
+    if config.members_file.is_some() {
+        // A (re)started member serves as a replica only once it holds what it owns.
+        state.set_phase(Phase::Syncing);
+        let syncing = state.clone();
+        _startup = Some(AbortOnDrop(tokio::spawn(async move {
+            cluster.initial_sync().await;
+            if syncing.phase() == Phase::Syncing {
+                syncing.set_phase(Phase::Ready);
+            }
+        })));
+    }
     let app = http::app(state.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -105,7 +118,7 @@ pub async fn run(
         let stop = stopping(stop_rx.clone());
         async move {
             stop.await;
-            state.set_ready(false);
+            state.set_phase(Phase::Draining);
             tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
         }
     };

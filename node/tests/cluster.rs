@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 /// removed on drop, so a failing test leaves nothing behind.
 struct TestCluster {
     nodes: Vec<Node>,
+    extra: Vec<String>,
     grpc_ports: Vec<u16>,
     members_file: PathBuf,
     dir: PathBuf,
@@ -41,22 +42,38 @@ impl TestCluster {
         let grpc_ports = free_ports(size);
         let mut cluster = Self {
             nodes: Vec::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             grpc_ports,
             members_file,
             dir,
         };
         cluster.write_members(1, replication_factor);
         for i in 0..size {
-            let grpc = format!("127.0.0.1:{}", cluster.grpc_ports[i]);
-            let id = format!("node-{i}");
-            let file = cluster.members_file.to_str().unwrap().to_owned();
-            let mut args = vec!["--node-id", id.as_str(), "--members-file", file.as_str()];
-            args.extend_from_slice(extra);
-            let node =
-                Node::start_with(&["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc], &args);
+            let node = cluster.spawn(i);
             cluster.nodes.push(node);
         }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &cluster.nodes {
+            while !node.is_ready() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} never became ready",
+                    node.addr
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
+    }
+
+    /// Starts node `i` with its fixed id, gRPC port and the shared member file.
+    fn spawn(&self, i: usize) -> Node {
+        let grpc = format!("127.0.0.1:{}", self.grpc_ports[i]);
+        let id = format!("node-{i}");
+        let file = self.members_file.to_str().unwrap().to_owned();
+        let mut args = vec!["--node-id", id.as_str(), "--members-file", file.as_str()];
+        args.extend(self.extra.iter().map(String::as_str));
+        Node::start_with(&["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc], &args)
     }
 
     fn write_members(&self, epoch: u64, replication_factor: &str) {
@@ -466,5 +483,84 @@ async fn a_frozen_replica_converges_after_it_resumes() {
     }
     for node in &cluster.nodes {
         assert_eq!(node.stats().await["keys"], 300);
+    }
+}
+
+#[tokio::test]
+async fn a_sigkilled_node_restarts_empty_and_resyncs_before_it_is_ready() {
+    // Anti-entropy off: the restarted node must get its data from its startup sync.
+    let mut cluster = TestCluster::start_with(3, "2", &["--anti-entropy-interval", "0"]);
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        if put(&cluster.nodes[0], &format!("k{i}"), &format!("v{i}"), None)
+            .await
+            .status()
+            .is_success()
+        {
+            acknowledged.push(i);
+        }
+    }
+    assert_eq!(
+        acknowledged.len(),
+        200,
+        "all writes succeed while every node is up"
+    );
+
+    cluster.nodes[2].child.kill().unwrap();
+    cluster.nodes[2].child.wait().unwrap();
+    let mut refused = 0;
+    for i in 200..400 {
+        let response = put(&cluster.nodes[0], &format!("k{i}"), &format!("v{i}"), None).await;
+        if response.status().is_success() {
+            acknowledged.push(i);
+        } else {
+            // RF=2 and W=quorum: a partition whose other owner is down refuses writes.
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0 && refused < 200,
+        "{refused} writes refused with a node down"
+    );
+
+    // Restart empty (same id and address), and watch it become ready.
+    let restarted = cluster.spawn(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = restarted.is_ready();
+        let report: Json = restarted.get("/v1/cluster").await.json().await.unwrap();
+        if ready {
+            assert_eq!(
+                report["ownership"]["pending"], 0,
+                "ready only once synced: {report}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted node never became ready: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.nodes[2] = restarted;
+
+    for &i in &acknowledged {
+        for node in &cluster.nodes {
+            let read = node
+                .http
+                .get(node.url(&format!("/v1/keys/k{i}")))
+                .header("x-kache-consistency", "one")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                read.status(),
+                StatusCode::OK,
+                "acknowledged k{i} via {}",
+                node.addr
+            );
+            assert_eq!(read.text().await.unwrap(), format!("v{i}"));
+        }
     }
 }

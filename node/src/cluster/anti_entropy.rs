@@ -14,7 +14,7 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::Cluster;
-use super::peer::{proto, record_from_proto};
+use super::peer::{is_syncing, proto, record_from_proto};
 use crate::store::{Applied, DIGEST_BUCKETS};
 
 impl Cluster {
@@ -72,6 +72,73 @@ impl Cluster {
             tracing::info!(repaired, "anti-entropy repaired records");
         }
         repaired
+    }
+
+    /// Pulls every partition this node owns from one of its co-owners, so a node that
+    /// restarted empty holds its partitions again before it reports ready. A partition is
+    /// retried (with backoff, against the current view) until some co-owner answers; a
+    /// partition with no co-owner has nothing to pull.
+    pub async fn initial_sync(&self) {
+        let owned: Vec<u32> = {
+            let view = self.view();
+            view.self_index
+                .map(|me| view.placement.owned_by(me).collect())
+                .unwrap_or_default()
+        };
+        let pending = &self.inner.counters.startup_pending;
+        pending.store(owned.len() as u64, Ordering::Relaxed);
+        for partition in owned {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let sources = self.co_owner_addresses(partition);
+                let mut synced = sources.is_none();
+                let mut all_syncing = true;
+                for address in sources.unwrap_or_default() {
+                    match self.pull(address, partition, Vec::new()).await {
+                        Ok(_) => {
+                            synced = true;
+                            break;
+                        }
+                        Err(status) => {
+                            all_syncing &= is_syncing(&status);
+                            self.inner
+                                .counters
+                                .sync_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%address, partition, error = %status.message(), "startup sync pull failed");
+                        }
+                    }
+                }
+                // Every co-owner answered that it is restarting too: nobody holds this
+                // partition's data, so there is nothing to wait for. An unreachable
+                // co-owner might hold it, so that case keeps retrying.
+                if synced || all_syncing {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.inner.synced.store(true, Ordering::Relaxed);
+        tracing::info!("startup sync complete: holding every owned partition");
+    }
+
+    /// The other owners of `partition` in the current view, or `None` when this node no
+    /// longer owns it or is its only owner (nothing to pull).
+    fn co_owner_addresses(&self, partition: u32) -> Option<Vec<SocketAddr>> {
+        let view = self.view();
+        let me = view.self_index?;
+        let owners = view.placement.owners(partition);
+        if !owners.contains(&me) {
+            return None;
+        }
+        let others: Vec<SocketAddr> = owners
+            .iter()
+            .filter(|&&owner| owner != me)
+            .filter_map(|&owner| view.list.members[usize::from(owner)].address)
+            .collect();
+        (!others.is_empty()).then_some(others)
     }
 
     /// Pulls from `address` the records of `partition` in every digest bucket that differs

@@ -25,7 +25,7 @@ pub mod placement;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -168,6 +168,8 @@ struct Inner {
     /// for longer than a pointer copy.
     view: RwLock<Arc<View>>,
     epoch: Arc<AtomicU64>,
+    /// Whether this node holds every partition it owns (after its startup sync).
+    synced: Arc<AtomicBool>,
     peers: PeerClients,
     defaults: Defaults,
     counters: SyncCounters,
@@ -183,6 +185,8 @@ struct SyncCounters {
     bytes_pulled: AtomicU64,
     /// Digest or stream exchanges that failed (peer down, timeout).
     sync_failures: AtomicU64,
+    /// Owned partitions the startup sync has not pulled yet.
+    startup_pending: AtomicU64,
 }
 
 impl Cluster {
@@ -197,9 +201,14 @@ impl Cluster {
                 address: None,
             }],
         };
-        Self::new(store, identity, list, defaults)
+        let cluster = Self::new(store, identity, list, defaults);
+        // Alone, it owns everything and has nobody to sync from.
+        cluster.inner.synced.store(true, Ordering::Relaxed);
+        cluster
     }
 
+    /// A member of `list`. It counts as unsynced (no peer source, not ready) until
+    /// [`Cluster::initial_sync`] has pulled what it owns.
     pub fn new(store: Store, identity: Identity, list: MemberList, defaults: Defaults) -> Self {
         let epoch = Arc::new(AtomicU64::new(list.epoch));
         let view = View::new(list, &identity.node_id);
@@ -209,6 +218,7 @@ impl Cluster {
                 identity,
                 view: RwLock::new(Arc::new(view)),
                 epoch,
+                synced: Arc::new(AtomicBool::new(false)),
                 peers: PeerClients::default(),
                 defaults,
                 counters: SyncCounters::default(),
@@ -226,6 +236,11 @@ impl Cluster {
 
     pub fn view(&self) -> Arc<View> {
         self.inner.view.read().clone()
+    }
+
+    /// Whether this node holds what it owns, shared with the peer server.
+    pub fn synced_handle(&self) -> Arc<AtomicBool> {
+        self.inner.synced.clone()
     }
 
     /// The epoch in force, shared with the peer server.
@@ -562,6 +577,7 @@ impl Cluster {
                 .collect(),
             ownership: Ownership {
                 owned: owned.len(),
+                pending: self.inner.counters.startup_pending.load(Ordering::Relaxed),
                 held_not_owned,
             },
             sync: SyncReport {
@@ -630,6 +646,8 @@ pub struct MemberReport {
 pub struct Ownership {
     /// Partitions this node owns in the current epoch.
     pub owned: usize,
+    /// Owned partitions not yet pulled from their co-owners since this node started.
+    pub pending: u64,
     /// Partitions holding data this node does not own (nothing moves them yet).
     pub held_not_owned: usize,
 }

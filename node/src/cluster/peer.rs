@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -27,6 +27,14 @@ pub mod proto {
 
 use proto::peer_client::PeerClient;
 use proto::peer_server::Peer;
+
+/// The message of the `UNAVAILABLE` status a node answers while it has not re-synced.
+const SYNCING: &str = "syncing: this node has not re-synced the partitions it owns";
+
+/// Whether a peer refused because it is still syncing (as opposed to being unreachable).
+pub fn is_syncing(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message() == SYNCING
+}
 
 /// The version of `proto/peer.proto` this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -67,6 +75,8 @@ pub struct PeerService {
     identity: Identity,
     /// The epoch in force, kept current by the cluster.
     epoch: Arc<AtomicU64>,
+    /// False until this node's startup sync finished: until then it is nobody's source.
+    synced: Arc<AtomicBool>,
     max_value_bytes: usize,
 }
 
@@ -75,12 +85,14 @@ impl PeerService {
         store: Store,
         identity: Identity,
         epoch: Arc<AtomicU64>,
+        synced: Arc<AtomicBool>,
         max_value_bytes: usize,
     ) -> Self {
         Self {
             store,
             identity,
             epoch,
+            synced,
             max_value_bytes,
         }
     }
@@ -124,6 +136,7 @@ impl Peer for PeerService {
     ) -> Result<Response<proto::DigestResponse>, Status> {
         let request = request.into_inner();
         check_sender(request.sender.as_ref())?;
+        self.check_synced()?;
         let partition = self.partition(request.partition)?;
         Ok(Response::new(proto::DigestResponse {
             buckets: self.store.partition_digest(partition).to_vec(),
@@ -136,6 +149,7 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::StreamPartitionStream>, Status> {
         let request = request.into_inner();
         check_sender(request.sender.as_ref())?;
+        self.check_synced()?;
         let partition = self.partition(request.partition)?;
         let buckets = if request.buckets.is_empty() {
             None
@@ -195,6 +209,7 @@ impl Peer for PeerService {
     ) -> Result<Response<proto::GetResponse>, Status> {
         let request = request.into_inner();
         check_sender(request.sender.as_ref())?;
+        self.check_synced()?;
         check_key(&request.key)?;
         let record = self.store.get_record(&request.key).map(record_to_proto);
         Ok(Response::new(proto::GetResponse { record }))
@@ -225,6 +240,15 @@ impl Peer for PeerService {
 }
 
 impl PeerService {
+    /// Refuses to act as a source (reads, digests, streams) before the startup sync.
+    fn check_synced(&self) -> Result<(), Status> {
+        if self.synced.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Status::unavailable(SYNCING))
+        }
+    }
+
     fn partition(&self, partition: u32) -> Result<u32, Status> {
         let partitions = self.store.config().partitions;
         if partition >= partitions {

@@ -10,8 +10,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::AppState;
 use super::error::AppError;
+use super::{AppState, Phase};
 use crate::cluster::ClusterReport;
 use crate::store::StoreStats;
 
@@ -141,10 +141,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    if state.is_ready() {
-        Ok(Json(serde_json::json!({ "status": "ready" })))
-    } else {
-        Err(AppError::ShuttingDown)
+    match state.phase() {
+        Phase::Ready => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Phase::Syncing => Err(AppError::Syncing),
+        Phase::Draining => Err(AppError::ShuttingDown),
     }
 }
 

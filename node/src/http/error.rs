@@ -31,6 +31,8 @@ pub enum AppError {
     Unavailable(String),
     #[error("node is shutting down")]
     ShuttingDown,
+    #[error("node is syncing the partitions it owns from their other owners")]
+    Syncing,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -56,7 +58,9 @@ impl AppError {
             Self::Store(StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
-            Self::ShuttingDown | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::Syncing | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +78,7 @@ impl AppError {
                 "insufficient_storage"
             }
             Self::ShuttingDown => "shutting_down",
+            Self::Syncing => "syncing",
             Self::Unavailable(_) => "replicas_unavailable",
             Self::Internal(_) => "internal",
         }

@@ -14,7 +14,7 @@ pub mod error;
 pub mod keys;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -31,6 +31,16 @@ use crate::cluster::peer::Identity;
 use crate::config::{Limits, NodeConfig};
 use crate::store::Store;
 
+/// Where the node is in its life, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Pulling the partitions it owns from co-owners; not serving as a replica yet.
+    Syncing = 0,
+    Ready = 1,
+    /// Shutting down.
+    Draining = 2,
+}
+
 /// Per-request state: the cluster (and through it the store) plus what the handlers need
 /// of the config.
 #[derive(Debug, Clone)]
@@ -44,7 +54,7 @@ struct Shared {
     limits: Limits,
     default_ttl: Option<Duration>,
     started: Instant,
-    ready: AtomicBool,
+    phase: AtomicU8,
     /// Responses by status class (1xx..5xx), for `/metrics`.
     responses: [AtomicU64; 5],
 }
@@ -57,7 +67,7 @@ impl AppState {
                 limits: config.limits,
                 default_ttl: config.default_ttl,
                 started: Instant::now(),
-                ready: AtomicBool::new(true),
+                phase: AtomicU8::new(Phase::Ready as u8),
                 responses: Default::default(),
             }),
         }
@@ -83,13 +93,21 @@ impl AppState {
         self.shared.default_ttl
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.shared.ready.load(Ordering::Relaxed)
+    pub fn phase(&self) -> Phase {
+        match self.shared.phase.load(Ordering::Relaxed) {
+            0 => Phase::Syncing,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
+        }
     }
 
-    /// Marks the node not ready, so load balancers stop sending it traffic.
-    pub fn set_ready(&self, ready: bool) {
-        self.shared.ready.store(ready, Ordering::Relaxed);
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Ready
+    }
+
+    /// Ready only when the node holds what it owns; draining is final.
+    pub fn set_phase(&self, phase: Phase) {
+        self.shared.phase.store(phase as u8, Ordering::Relaxed);
     }
 
     pub fn uptime(&self) -> Duration {

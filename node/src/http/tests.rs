@@ -571,7 +571,11 @@ async fn stats_metrics_health_and_readiness() {
 
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
-    api.state.set_ready(false);
+    api.state.set_phase(Phase::Syncing);
+    let syncing = api.get("/readyz").await;
+    assert_eq!(syncing.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(syncing.error_code(), "syncing");
+    api.state.set_phase(Phase::Draining);
     let not_ready = api.get("/readyz").await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(not_ready.error_code(), "shutting_down");

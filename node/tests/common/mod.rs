@@ -118,6 +118,20 @@ impl Node {
         }
     }
 
+    /// `GET /readyz` answered 200 (a blocking call, usable outside async code).
+    pub fn is_ready(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(self.addr) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut reply = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.starts_with("HTTP/1.1 200")
+    }
+
     pub fn saw_log(&self, needle: &str) -> bool {
         self.logs.try_iter().any(|line| line.contains(needle))
     }
