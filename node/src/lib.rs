@@ -74,7 +74,12 @@ pub async fn run(
             let list = lists.borrow().clone();
             let cluster = Cluster::new(store.clone(), identity.clone(), list, config.consistency);
             let follower = cluster.follow(lists);
-            let mut tasks = vec![AbortOnDrop(watcher), AbortOnDrop(follower)];
+            let rebalancer = cluster.spawn_rebalancer();
+            let mut tasks = vec![
+                AbortOnDrop(watcher),
+                AbortOnDrop(follower),
+                AbortOnDrop(rebalancer),
+            ];
             if !config.anti_entropy_interval.is_zero() {
                 let repair = cluster.spawn_anti_entropy(config.anti_entropy_interval);
                 tasks.push(AbortOnDrop(repair));
@@ -82,13 +87,7 @@ pub async fn run(
             (cluster, tasks)
         }
     };
-    let peer = PeerService::new(
-        store,
-        identity,
-        cluster.epoch_handle(),
-        cluster.synced_handle(),
-        config.limits.max_value_bytes,
-    );
+    let peer = PeerService::new(cluster.clone(), config.limits.max_value_bytes);
     let state = AppState::new(cluster.clone(), &config);
     let mut _startup = None;
     if config.members_file.is_some() {

@@ -38,6 +38,10 @@ impl Cluster {
         let Some(me) = view.self_index else {
             return 0;
         };
+        if self.routing().moving() {
+            // The rebalancer owns partition movement until the move completes.
+            return 0;
+        }
         let mut repaired = 0;
         for partition in view.placement.owned_by(me).collect::<Vec<_>>() {
             for &owner in view.placement.owners(partition) {
@@ -65,54 +69,54 @@ impl Cluster {
                 }
             }
         }
-        let counters = &self.inner.counters;
-        counters.anti_entropy_rounds.fetch_add(1, Ordering::Relaxed);
-        counters.repaired.fetch_add(repaired, Ordering::Relaxed);
+        self.inner
+            .counters
+            .anti_entropy_rounds
+            .fetch_add(1, Ordering::Relaxed);
         if repaired > 0 {
             tracing::info!(repaired, "anti-entropy repaired records");
         }
         repaired
     }
 
-    /// Pulls every partition this node owns from one of its co-owners, so a node that
-    /// restarted empty holds its partitions again before it reports ready. A partition is
-    /// retried (with backoff, against the current view) until some co-owner answers; a
-    /// partition with no co-owner has nothing to pull.
+    /// Pulls every partition this node owns from every other member, so that a node
+    /// that (re)started empty holds its partitions before it reports ready. Every other
+    /// member, not just co-owners: during or after a move, a partition's data may sit on
+    /// any of them. A member still syncing itself holds nothing to give and is skipped;
+    /// an unreachable one might hold data, so the partition is retried (with backoff,
+    /// against the current view) until it answers or leaves the member list.
     pub async fn initial_sync(&self) {
-        let owned: Vec<u32> = {
-            let view = self.view();
-            view.self_index
-                .map(|me| view.placement.owned_by(me).collect())
-                .unwrap_or_default()
-        };
+        let view = self.view();
+        let owned = view.owned();
         let pending = &self.inner.counters.startup_pending;
         pending.store(owned.len() as u64, Ordering::Relaxed);
         for partition in owned {
+            let mut answered: Vec<String> = Vec::new();
             let mut backoff = Duration::from_millis(100);
             loop {
-                let sources = self.co_owner_addresses(partition);
-                let mut synced = sources.is_none();
-                let mut all_syncing = true;
-                for address in sources.unwrap_or_default() {
+                let current = self.view();
+                let mut waiting = false;
+                for member in &current.list.members {
+                    if member.id == self.inner.identity.node_id || answered.contains(&member.id) {
+                        continue;
+                    }
+                    let Some(address) = member.address else {
+                        continue;
+                    };
                     match self.pull(address, partition, Vec::new()).await {
-                        Ok(_) => {
-                            synced = true;
-                            break;
-                        }
+                        Ok(_) => answered.push(member.id.clone()),
+                        Err(status) if is_syncing(&status) => answered.push(member.id.clone()),
                         Err(status) => {
-                            all_syncing &= is_syncing(&status);
+                            waiting = true;
                             self.inner
                                 .counters
                                 .sync_failures
                                 .fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%address, partition, error = %status.message(), "startup sync pull failed");
+                            tracing::debug!(peer = %member.id, partition, error = %status.message(), "startup sync pull failed");
                         }
                     }
                 }
-                // Every co-owner answered that it is restarting too: nobody holds this
-                // partition's data, so there is nothing to wait for. An unreachable
-                // co-owner might hold it, so that case keeps retrying.
-                if synced || all_syncing {
+                if !waiting {
                     break;
                 }
                 tokio::time::sleep(backoff).await;
@@ -120,25 +124,14 @@ impl Cluster {
             }
             pending.fetch_sub(1, Ordering::Relaxed);
         }
+        self.inner
+            .synced_epoch
+            .store(view.epoch(), Ordering::Relaxed);
         self.inner.synced.store(true, Ordering::Relaxed);
-        tracing::info!("startup sync complete: holding every owned partition");
-    }
-
-    /// The other owners of `partition` in the current view, or `None` when this node no
-    /// longer owns it or is its only owner (nothing to pull).
-    fn co_owner_addresses(&self, partition: u32) -> Option<Vec<SocketAddr>> {
-        let view = self.view();
-        let me = view.self_index?;
-        let owners = view.placement.owners(partition);
-        if !owners.contains(&me) {
-            return None;
-        }
-        let others: Vec<SocketAddr> = owners
-            .iter()
-            .filter(|&&owner| owner != me)
-            .filter_map(|&owner| view.list.members[usize::from(owner)].address)
-            .collect();
-        (!others.is_empty()).then_some(others)
+        tracing::info!(
+            epoch = view.epoch(),
+            "startup sync complete: holding every owned partition"
+        );
     }
 
     /// Pulls from `address` the records of `partition` in every digest bucket that differs
@@ -203,7 +196,10 @@ impl Cluster {
                     Ordering::Relaxed,
                 );
                 match self.inner.store.apply(&record) {
-                    Ok(Applied::Stored) => stored += 1,
+                    Ok(Applied::Stored) => {
+                        stored += 1;
+                        self.inner.counters.repaired.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(Applied::Stale) => {}
                     Err(err) => return Err(Status::resource_exhausted(err.to_string())),
                 }

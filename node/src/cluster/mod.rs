@@ -4,39 +4,48 @@
 //! - [`membership`]: the epoch-numbered member list and its sources.
 //! - [`placement`]: rendezvous hashing of partitions onto members.
 //! - [`peer`]: the gRPC peer protocol (server and client pool).
-//! - `anti_entropy`: periodic digest comparison between replicas, pulling differences.
+//! - `routing`: which replicas a request involves, during and outside a membership move.
+//! - `rebalance`: moving partitions to their new owners when membership changes.
+//! - `anti_entropy`: startup sync and periodic digest repair between replicas.
+//! - `report`: what `GET /v1/cluster` says.
 //!
-//! Any node accepts any request. A [`Cluster`] finds the key's owners in the current view
-//! and reads from R of them or writes to all of them, answering once W have acknowledged.
-//! Writes carry a version made here (hybrid logical clock + node), and replicas keep the
-//! newest version of each key (last writer wins, tombstones included), so retries,
-//! duplicates and reordering are harmless. A single node is a cluster of one, whose
+//! Any node accepts any request. A [`Cluster`] finds the key's owners and reads from R of
+//! them or writes to all of them, answering once W have acknowledged. Writes carry a
+//! version made here (hybrid logical clock + node), and replicas keep the newest version
+//! of each key (last writer wins, tombstones included), so retries, duplicates, reordering
+//! and repeated partition streams are harmless. A single node is a cluster of one, whose
 //! requests never leave the process.
 //!
-//! Not yet built: moving partitions when membership changes (rebalancing) and draining on
-//! shutdown. Until then a membership change re-routes keys without
-//! moving data; see docs/architecture.md.
+//! Membership moves: the node keeps two views, `prev` (the last view whose owners are
+//! known to hold their partitions completely) and `next` (the newest epoch). While they
+//! differ, writes go to the owners in both and need W acknowledgements from each group,
+//! and reads count only answers from replicas that hold the partition completely. The
+//! move completes when every member reports that it holds its `next` partitions; then
+//! `prev` becomes `next` and old owners drop what they no longer own.
 
 mod anti_entropy;
 pub mod membership;
 pub mod peer;
 pub mod placement;
+pub mod rebalance;
+mod report;
+mod routing;
 
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
 use membership::{MemberList, ReplicationFactor};
-use peer::{Identity, PeerClients, proto, record_from_proto, record_to_proto};
+use peer::{Identity, PeerClients, proto};
 use placement::Placement;
+pub use report::ClusterReport;
+use routing::Routing;
 
 /// How many owners a request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,27 +94,13 @@ pub enum ClusterError {
     },
 }
 
-/// The membership in force, with its placement.
+/// One membership epoch with its placement.
 #[derive(Debug)]
 pub struct View {
     pub list: MemberList,
     pub placement: Placement,
     /// This node's index in the list, if it is a member.
     pub self_index: Option<u16>,
-}
-
-/// Where one copy of a key lives.
-#[derive(Debug, Clone)]
-enum Replica {
-    Local,
-    Remote {
-        id: String,
-        address: SocketAddr,
-    },
-    /// A member with no known address: every call to it fails.
-    Unreachable {
-        id: String,
-    },
 }
 
 impl View {
@@ -127,24 +122,21 @@ impl View {
         }
     }
 
-    fn replicas(&self, partition: u32) -> Vec<Replica> {
-        self.placement
-            .owners(partition)
-            .iter()
-            .map(|&owner| {
-                let member = &self.list.members[usize::from(owner)];
-                match member.address {
-                    _ if Some(owner) == self.self_index => Replica::Local,
-                    Some(address) => Replica::Remote {
-                        id: member.id.clone(),
-                        address,
-                    },
-                    None => Replica::Unreachable {
-                        id: member.id.clone(),
-                    },
-                }
-            })
-            .collect()
+    pub fn epoch(&self) -> u64 {
+        self.list.epoch
+    }
+
+    /// Whether this node owns `partition` in this view.
+    pub fn owns(&self, partition: u32) -> bool {
+        self.self_index
+            .is_some_and(|me| self.placement.owners(partition).contains(&me))
+    }
+
+    /// Partitions this node owns in this view.
+    pub fn owned(&self) -> Vec<u32> {
+        self.self_index
+            .map(|me| self.placement.owned_by(me).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -164,18 +156,21 @@ pub struct Cluster {
 struct Inner {
     store: Store,
     identity: Identity,
-    /// Replaced whole on every new epoch; readers take an `Arc` and never block writers
-    /// for longer than a pointer copy.
-    view: RwLock<Arc<View>>,
-    epoch: Arc<AtomicU64>,
-    /// Whether this node holds every partition it owns (after its startup sync).
-    synced: Arc<AtomicBool>,
+    /// Replaced whole on every change; readers copy two `Arc`s and let go.
+    routing: RwLock<Routing>,
+    /// Bumped on every routing change, to wake the rebalancer.
+    changes: watch::Sender<u64>,
+    /// False until the startup sync finished: until then this node is nobody's source.
+    synced: AtomicBool,
+    /// The newest epoch whose partitions this node fully holds.
+    synced_epoch: AtomicU64,
     peers: PeerClients,
     defaults: Defaults,
     counters: SyncCounters,
+    rebalance: Mutex<rebalance::Progress>,
 }
 
-/// What partition syncing (anti-entropy now, rebalancing later) has done.
+/// What partition syncing (startup, rebalancing, anti-entropy) has done.
 #[derive(Debug, Default)]
 struct SyncCounters {
     anti_entropy_rounds: AtomicU64,
@@ -207,21 +202,26 @@ impl Cluster {
         cluster
     }
 
-    /// A member of `list`. It counts as unsynced (no peer source, not ready) until
+    /// A member of `list`. It is unsynced (nobody's source, not ready) until
     /// [`Cluster::initial_sync`] has pulled what it owns.
     pub fn new(store: Store, identity: Identity, list: MemberList, defaults: Defaults) -> Self {
-        let epoch = Arc::new(AtomicU64::new(list.epoch));
-        let view = View::new(list, &identity.node_id);
+        let epoch = list.epoch;
+        let view = Arc::new(View::new(list, &identity.node_id));
         Self {
             inner: Arc::new(Inner {
                 store,
                 identity,
-                view: RwLock::new(Arc::new(view)),
-                epoch,
-                synced: Arc::new(AtomicBool::new(false)),
+                routing: RwLock::new(Routing {
+                    prev: view.clone(),
+                    next: view,
+                }),
+                changes: watch::channel(epoch).0,
+                synced: AtomicBool::new(false),
+                synced_epoch: AtomicU64::new(epoch),
                 peers: PeerClients::default(),
                 defaults,
                 counters: SyncCounters::default(),
+                rebalance: Mutex::new(rebalance::Progress::default()),
             }),
         }
     }
@@ -234,34 +234,37 @@ impl Cluster {
         &self.inner.identity
     }
 
+    /// The newest view (the epoch in force).
     pub fn view(&self) -> Arc<View> {
-        self.inner.view.read().clone()
+        self.inner.routing.read().next.clone()
     }
 
-    /// Whether this node holds what it owns, shared with the peer server.
-    pub fn synced_handle(&self) -> Arc<AtomicBool> {
-        self.inner.synced.clone()
+    fn routing(&self) -> Routing {
+        self.inner.routing.read().clone()
     }
 
-    /// The epoch in force, shared with the peer server.
-    pub fn epoch_handle(&self) -> Arc<AtomicU64> {
-        self.inner.epoch.clone()
+    /// Whether the startup sync has finished.
+    pub fn is_synced(&self) -> bool {
+        self.inner.synced.load(Ordering::Relaxed)
     }
 
-    /// Installs a member list if its epoch is newer than the one in force.
+    /// Installs a member list if its epoch is newer than the one in force. A move in
+    /// progress keeps its `prev` view: those owners still hold the data.
     pub fn install(&self, list: MemberList) -> bool {
-        let mut view = self.inner.view.write();
-        if list.epoch <= view.list.epoch {
+        let mut routing = self.inner.routing.write();
+        if list.epoch <= routing.next.epoch() {
             return false;
         }
         tracing::info!(
-            from = view.list.epoch,
+            from = routing.next.epoch(),
             to = list.epoch,
             members = list.members.len(),
             "membership changed"
         );
-        self.inner.epoch.store(list.epoch, Ordering::Relaxed);
-        *view = Arc::new(View::new(list, &self.inner.identity.node_id));
+        let epoch = list.epoch;
+        routing.next = Arc::new(View::new(list, &self.inner.identity.node_id));
+        drop(routing);
+        self.inner.changes.send_replace(epoch);
         true
     }
 
@@ -279,24 +282,28 @@ impl Cluster {
         })
     }
 
-    fn sender(&self) -> proto::Sender {
-        self.inner
-            .identity
-            .sender(self.inner.epoch.load(Ordering::Relaxed))
+    pub(crate) fn sender(&self) -> proto::Sender {
+        let mut sender = self.inner.identity.sender(self.view().epoch());
+        sender.synced_epoch = if self.is_synced() {
+            self.inner.synced_epoch.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        sender
     }
 
-    fn replicas_of(&self, key: &[u8]) -> Vec<Replica> {
-        self.view().replicas(self.inner.store.partition_of(key))
-    }
-
-    /// Whether a request needing `level` of the key's owners can be answered by this node
-    /// alone: the hot path of a single node, decided without allocating.
-    fn answerable_locally(&self, key: &[u8], level: Consistency) -> bool {
-        let partition = self.inner.store.partition_of(key);
-        let view = self.inner.view.read();
-        let owners = view.placement.owners(partition);
-        let is_owner = view.self_index.is_some_and(|me| owners.contains(&me));
-        is_owner && level.required(owners.len()) == 1
+    /// Whether this node holds `partition` completely, so that "absent" here means absent:
+    /// an owner in `prev` during a move (it keeps everything until the move completes),
+    /// or an owner in `next` that has synced for it.
+    pub fn holds_completely(&self, partition: u32) -> bool {
+        if !self.is_synced() {
+            return false;
+        }
+        let routing = self.inner.routing.read();
+        let synced_for_next =
+            self.inner.synced_epoch.load(Ordering::Relaxed) >= routing.next.epoch();
+        (routing.moving() && routing.prev.owns(partition))
+            || (routing.next.owns(partition) && synced_for_next)
     }
 
     /// Reads `key` from the owners the consistency level asks for; the newest version wins.
@@ -309,9 +316,9 @@ impl Cluster {
         if self.answerable_locally(key, level) {
             return Ok(self.inner.store.get(key));
         }
-        let replicas = self.replicas_of(key);
-        let needed = level.required(replicas.len());
-        let newest = self.read_newest(key, &replicas, needed).await?;
+        let targets = self.targets(key);
+        let needed = level.required(targets.read_group_size());
+        let newest = self.read_newest(key, &targets, needed).await?;
         Ok(newest.filter(|r| !r.tombstone).map(|record| {
             let now = self.inner.store.now_ms();
             Value {
@@ -323,84 +330,8 @@ impl Cluster {
         }))
     }
 
-    /// Asks `needed` replicas for their record and returns the newest. Replicas that
-    /// answered with an older version are repaired in the background.
-    async fn read_newest(
-        &self,
-        key: &[u8],
-        replicas: &[Replica],
-        needed: usize,
-    ) -> Result<Option<Record>, ClusterError> {
-        let mut answers: Vec<(Replica, Option<Record>)> = Vec::new();
-        let mut errors = Vec::new();
-        let mut calls = JoinSet::new();
-        for replica in replicas {
-            match replica {
-                Replica::Local => {
-                    answers.push((replica.clone(), self.inner.store.get_record(key)));
-                }
-                Replica::Unreachable { id } => errors.push(format!("{id}: no known address")),
-                Replica::Remote { id, address } => {
-                    let client = self.inner.peers.client(*address);
-                    let request = proto::GetRequest {
-                        sender: Some(self.sender()),
-                        key: key.to_vec(),
-                    };
-                    let replica = replica.clone();
-                    let id = id.clone();
-                    calls.spawn(async move {
-                        let reply = match client {
-                            Ok(mut client) => client.get(request).await,
-                            Err(status) => Err(status),
-                        };
-                        (replica, id, reply)
-                    });
-                }
-            }
-        }
-        while answers.len() < needed {
-            let Some(joined) = calls.join_next().await else {
-                break;
-            };
-            match joined {
-                Ok((replica, _, Ok(reply))) => {
-                    answers.push((replica, reply.into_inner().record.map(record_from_proto)));
-                }
-                Ok((_, id, Err(status))) => errors.push(format!("{id}: {}", status.message())),
-                Err(join) => errors.push(join.to_string()),
-            }
-        }
-        if answers.len() < needed {
-            return Err(ClusterError::Unavailable {
-                needed,
-                acked: answers.len(),
-                detail: errors.join("; "),
-            });
-        }
-        let newest = answers
-            .iter()
-            .filter_map(|(_, record)| record.as_ref())
-            .max_by_key(|record| record.version)
-            .cloned();
-        if let Some(newest) = &newest {
-            let stale: Vec<Replica> = answers
-                .into_iter()
-                .filter(|(_, record)| record.as_ref().map(|r| r.version) != Some(newest.version))
-                .map(|(replica, _)| replica)
-                .collect();
-            if !stale.is_empty() {
-                let cluster = self.clone();
-                let record = newest.clone();
-                tokio::spawn(async move {
-                    let _ = cluster.replicate(&stale, record, stale.len()).await;
-                });
-            }
-        }
-        Ok(newest)
-    }
-
     /// Writes `value` to every owner and returns once the consistency level's worth of
-    /// them acknowledged.
+    /// them acknowledged (from both the old and the new owners during a move).
     pub async fn put(
         &self,
         key: &[u8],
@@ -413,10 +344,8 @@ impl Cluster {
             // One copy, and it is here: the store checks the precondition atomically.
             return Ok(self.inner.store.put(key, value, ttl, precondition)?);
         }
-        let replicas = self.replicas_of(key);
-        let created = self
-            .check_precondition(key, &replicas, precondition)
-            .await?;
+        let targets = self.targets(key);
+        let created = self.check_precondition(key, &targets, precondition).await?;
         let now = self.inner.store.now_ms();
         let version = self.inner.store.next_version();
         let record = Record {
@@ -426,10 +355,8 @@ impl Cluster {
             expires_at_ms: ttl.map_or(0, |ttl| now.saturating_add(millis(ttl))),
             tombstone: false,
         };
-        let needed = consistency
-            .unwrap_or(self.inner.defaults.write)
-            .required(replicas.len());
-        self.replicate(&replicas, record, needed).await?;
+        let level = consistency.unwrap_or(self.inner.defaults.write);
+        self.replicate(&targets, record, level).await?;
         Ok(Written { version, created })
     }
 
@@ -444,10 +371,10 @@ impl Cluster {
             self.inner.store.delete(key, precondition)?;
             return Ok(());
         }
-        let replicas = self.replicas_of(key);
-        let write = consistency.unwrap_or(self.inner.defaults.write);
-        let read_needed = write.required(replicas.len());
-        let current = self.read_newest(key, &replicas, read_needed).await?;
+        let targets = self.targets(key);
+        let level = consistency.unwrap_or(self.inner.defaults.write);
+        let read_needed = level.required(targets.read_group_size());
+        let current = self.read_newest(key, &targets, read_needed).await?;
         let live = current.filter(|r| !r.tombstone).map(|r| r.version);
         precondition.check(live)?;
         if live.is_none() {
@@ -462,8 +389,7 @@ impl Cluster {
             expires_at_ms: now.saturating_add(grace),
             tombstone: true,
         };
-        self.replicate(&replicas, record, write.required(replicas.len()))
-            .await
+        self.replicate(&targets, record, level).await
     }
 
     /// Checks a precondition against a quorum read. Returns whether the key was absent.
@@ -472,184 +398,23 @@ impl Cluster {
     async fn check_precondition(
         &self,
         key: &[u8],
-        replicas: &[Replica],
+        targets: &routing::Targets,
         precondition: &Precondition,
     ) -> Result<bool, ClusterError> {
         if *precondition == Precondition::None {
             // Nothing was read, so nothing is known about creation; report a replace.
             return Ok(false);
         }
-        let needed = Consistency::Quorum.required(replicas.len());
-        let current = self.read_newest(key, replicas, needed).await?;
+        let needed = Consistency::Quorum.required(targets.read_group_size());
+        let current = self.read_newest(key, targets, needed).await?;
         let live = current.filter(|r| !r.tombstone).map(|r| r.version);
         precondition.check(live)?;
         Ok(live.is_none())
-    }
-
-    /// Applies `record` on every replica; succeeds once `needed` acknowledged. The calls
-    /// still in flight then finish in the background.
-    async fn replicate(
-        &self,
-        replicas: &[Replica],
-        record: Record,
-        needed: usize,
-    ) -> Result<(), ClusterError> {
-        let mut acked = 0;
-        let mut errors = Vec::new();
-        let mut calls = JoinSet::new();
-        for replica in replicas {
-            match replica {
-                Replica::Local => match self.inner.store.apply(&record) {
-                    Ok(_) => acked += 1,
-                    Err(err) => errors.push(format!("{}: {err}", self.inner.identity.node_id)),
-                },
-                Replica::Unreachable { id } => errors.push(format!("{id}: no known address")),
-                Replica::Remote { id, address } => {
-                    let client = self.inner.peers.client(*address);
-                    let request = proto::ApplyRequest {
-                        sender: Some(self.sender()),
-                        records: vec![record_to_proto(record.clone())],
-                    };
-                    let id = id.clone();
-                    calls.spawn(async move {
-                        let reply = match client {
-                            Ok(mut client) => client.apply(request).await.map(|_| ()),
-                            Err(status) => Err(status),
-                        };
-                        (id, reply)
-                    });
-                }
-            }
-        }
-        while acked < needed {
-            let Some(joined) = calls.join_next().await else {
-                break;
-            };
-            match joined {
-                Ok((_, Ok(()))) => acked += 1,
-                Ok((id, Err(status))) => errors.push(format!("{id}: {}", status.message())),
-                Err(join) => errors.push(join.to_string()),
-            }
-        }
-        if !calls.is_empty() {
-            // Dropping a JoinSet aborts its tasks; the remaining replicas still get the write.
-            tokio::spawn(async move { while calls.join_next().await.is_some() {} });
-        }
-        if acked < needed {
-            return Err(ClusterError::Unavailable {
-                needed,
-                acked,
-                detail: errors.join("; "),
-            });
-        }
-        Ok(())
-    }
-
-    /// What `GET /v1/cluster` reports.
-    pub fn report(&self, ready: bool) -> ClusterReport {
-        let view = self.view();
-        let owned: Vec<u32> = view
-            .self_index
-            .map(|me| view.placement.owned_by(me).collect())
-            .unwrap_or_default();
-        let held = self.inner.store.partitions_holding_data();
-        let held_not_owned = held.iter().filter(|p| !owned.contains(p)).count();
-        ClusterReport {
-            protocol_version: peer::PROTOCOL_VERSION,
-            node: NodeReport {
-                id: self.inner.identity.node_id.clone(),
-                incarnation: self.inner.identity.incarnation.clone(),
-                ready,
-            },
-            epoch: view.list.epoch,
-            partitions: view.list.partitions,
-            replication_factor: view.list.replication_factor,
-            members: view
-                .list
-                .members
-                .iter()
-                .enumerate()
-                .map(|(i, m)| MemberReport {
-                    id: m.id.clone(),
-                    address: m.address,
-                    is_self: u16::try_from(i).ok() == view.self_index,
-                })
-                .collect(),
-            ownership: Ownership {
-                owned: owned.len(),
-                pending: self.inner.counters.startup_pending.load(Ordering::Relaxed),
-                held_not_owned,
-            },
-            sync: SyncReport {
-                anti_entropy_rounds: self
-                    .inner
-                    .counters
-                    .anti_entropy_rounds
-                    .load(Ordering::Relaxed),
-                records_repaired: self.inner.counters.repaired.load(Ordering::Relaxed),
-                records_pulled: self.inner.counters.records_pulled.load(Ordering::Relaxed),
-                bytes_pulled: self.inner.counters.bytes_pulled.load(Ordering::Relaxed),
-                failures: self.inner.counters.sync_failures.load(Ordering::Relaxed),
-            },
-        }
     }
 }
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterReport {
-    pub protocol_version: u32,
-    pub node: NodeReport,
-    pub epoch: u64,
-    pub partitions: u32,
-    pub replication_factor: ReplicationFactor,
-    pub members: Vec<MemberReport>,
-    pub ownership: Ownership,
-    pub sync: SyncReport,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncReport {
-    pub anti_entropy_rounds: u64,
-    /// Records pulled from peers that were newer than what this node held.
-    pub records_repaired: u64,
-    pub records_pulled: u64,
-    pub bytes_pulled: u64,
-    /// Digest or stream exchanges with peers that failed.
-    pub failures: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeReport {
-    pub id: String,
-    pub incarnation: String,
-    pub ready: bool,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberReport {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<SocketAddr>,
-    pub is_self: bool,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ownership {
-    /// Partitions this node owns in the current epoch.
-    pub owned: usize,
-    /// Owned partitions not yet pulled from their co-owners since this node started.
-    pub pending: u64,
-    /// Partitions holding data this node does not own (nothing moves them yet).
-    pub held_not_owned: usize,
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::Cluster;
 use crate::clock::Version;
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{Applied, DIGEST_BUCKETS, Record, Store};
@@ -58,12 +58,14 @@ impl Identity {
         }
     }
 
+    /// This node as a request's sender; the cluster fills in `synced_epoch`.
     pub fn sender(&self, epoch: u64) -> proto::Sender {
         proto::Sender {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.node_id.clone(),
             incarnation: self.incarnation.clone(),
             epoch,
+            synced_epoch: 0,
         }
     }
 }
@@ -71,34 +73,24 @@ impl Identity {
 /// The server side: answers other nodes from this node's own store.
 #[derive(Debug, Clone)]
 pub struct PeerService {
-    store: Store,
-    identity: Identity,
-    /// The epoch in force, kept current by the cluster.
-    epoch: Arc<AtomicU64>,
-    /// False until this node's startup sync finished: until then it is nobody's source.
-    synced: Arc<AtomicBool>,
+    cluster: Cluster,
     max_value_bytes: usize,
 }
 
 impl PeerService {
-    pub fn new(
-        store: Store,
-        identity: Identity,
-        epoch: Arc<AtomicU64>,
-        synced: Arc<AtomicBool>,
-        max_value_bytes: usize,
-    ) -> Self {
+    pub fn new(cluster: Cluster, max_value_bytes: usize) -> Self {
         Self {
-            store,
-            identity,
-            epoch,
-            synced,
+            cluster,
             max_value_bytes,
         }
     }
 
     pub fn into_server(self) -> proto::peer_server::PeerServer<Self> {
         proto::peer_server::PeerServer::new(self)
+    }
+
+    fn store(&self) -> &Store {
+        self.cluster.store()
     }
 }
 
@@ -139,7 +131,7 @@ impl Peer for PeerService {
         self.check_synced()?;
         let partition = self.partition(request.partition)?;
         Ok(Response::new(proto::DigestResponse {
-            buckets: self.store.partition_digest(partition).to_vec(),
+            buckets: self.store().partition_digest(partition).to_vec(),
         }))
     }
 
@@ -164,7 +156,7 @@ impl Peer for PeerService {
             Some(wanted)
         };
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
-        let store = self.store.clone();
+        let store = self.store().clone();
         tokio::spawn(async move {
             let mut cursor = None;
             loop {
@@ -199,7 +191,7 @@ impl Peer for PeerService {
     ) -> Result<Response<proto::HelloResponse>, Status> {
         check_sender(request.get_ref().sender.as_ref())?;
         Ok(Response::new(proto::HelloResponse {
-            sender: Some(self.identity.sender(self.epoch.load(Ordering::Relaxed))),
+            sender: Some(self.cluster.sender()),
         }))
     }
 
@@ -211,8 +203,12 @@ impl Peer for PeerService {
         check_sender(request.sender.as_ref())?;
         self.check_synced()?;
         check_key(&request.key)?;
-        let record = self.store.get_record(&request.key).map(record_to_proto);
-        Ok(Response::new(proto::GetResponse { record }))
+        let partition = self.store().partition_of(&request.key);
+        let record = self.store().get_record(&request.key).map(record_to_proto);
+        Ok(Response::new(proto::GetResponse {
+            record,
+            authoritative: self.cluster.holds_completely(partition),
+        }))
     }
 
     async fn apply(
@@ -220,7 +216,7 @@ impl Peer for PeerService {
         request: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
         let request = request.into_inner();
-        check_sender(request.sender.as_ref())?;
+        let sender_epoch = check_sender(request.sender.as_ref())?.epoch;
         // Validate the whole batch first, so a bad record changes nothing.
         let records = request
             .records
@@ -229,7 +225,17 @@ impl Peer for PeerService {
             .collect::<Result<Vec<_>, _>>()?;
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
-            match self.store.apply(record) {
+            if !self
+                .cluster
+                .accepts_writes_for(self.store().partition_of(&record.key), sender_epoch)
+            {
+                // A coordinator that has not yet seen a move complete still writes to
+                // this old owner; the new owners get the write too. Storing it here would
+                // bring back a partition this node has handed off.
+                reply.stale += 1;
+                continue;
+            }
+            match self.store().apply(record) {
                 Ok(Applied::Stored) => reply.applied += 1,
                 Ok(Applied::Stale) => reply.stale += 1,
                 Err(err) => return Err(Status::resource_exhausted(err.to_string())),
@@ -242,7 +248,7 @@ impl Peer for PeerService {
 impl PeerService {
     /// Refuses to act as a source (reads, digests, streams) before the startup sync.
     fn check_synced(&self) -> Result<(), Status> {
-        if self.synced.load(Ordering::Relaxed) {
+        if self.cluster.is_synced() {
             Ok(())
         } else {
             Err(Status::unavailable(SYNCING))
@@ -250,7 +256,7 @@ impl PeerService {
     }
 
     fn partition(&self, partition: u32) -> Result<u32, Status> {
-        let partitions = self.store.config().partitions;
+        let partitions = self.store().config().partitions;
         if partition >= partitions {
             return Err(Status::invalid_argument(format!(
                 "partition {partition} does not exist; this node has {partitions}"

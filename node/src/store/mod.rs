@@ -296,6 +296,18 @@ impl Store {
         (records, (next > 0).then_some(next))
     }
 
+    /// Removes every entry of `partition` (its new owners hold it now).
+    pub fn drop_partition(&self, partition: u32) {
+        let Some(part) = self.shared.partitions.get(partition as usize) else {
+            return;
+        };
+        let mut part = part.lock();
+        let (bytes, tombstones) = part.clear();
+        part.counters.tombstones -= tombstones;
+        drop(part);
+        self.release(bytes);
+    }
+
     /// Partitions that hold at least one entry (tombstones included).
     pub fn partitions_holding_data(&self) -> Vec<u32> {
         (0..self.shared.partitions.len())

@@ -97,6 +97,15 @@ impl PartitionMap {
         removed
     }
 
+    /// Removes every entry; returns their charged bytes and how many were tombstones.
+    pub fn clear(&mut self) -> (usize, u64) {
+        let bytes = self.slots.iter().map(Entry::charge).sum();
+        let tombstones = self.slots.iter().filter(|e| e.is_tombstone()).count() as u64;
+        self.slots = Vec::new();
+        self.index = HashTable::new();
+        (bytes, tombstones)
+    }
+
     /// Returns memory after mass removal (eviction, expiry) instead of holding the peak.
     fn shrink_if_sparse(&mut self) {
         let len = self.slots.len();

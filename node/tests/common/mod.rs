@@ -16,7 +16,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kache-node");
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
-    pub logs: mpsc::Receiver<String>,
+    pub logs: std::sync::Mutex<mpsc::Receiver<String>>,
     pub http: reqwest::Client,
 }
 
@@ -66,7 +66,7 @@ impl Node {
         Self {
             child,
             addr,
-            logs,
+            logs: std::sync::Mutex::new(logs),
             http: reqwest::Client::new(),
         }
     }
@@ -133,7 +133,11 @@ impl Node {
     }
 
     pub fn saw_log(&self, needle: &str) -> bool {
-        self.logs.try_iter().any(|line| line.contains(needle))
+        self.logs
+            .lock()
+            .unwrap()
+            .try_iter()
+            .any(|line| line.contains(needle))
     }
 }
 

@@ -1,0 +1,286 @@
+//! Rebalancing: moving partitions to their new owners when membership changes.
+//!
+//! When a new epoch arrives, each node works through three steps, checking again every
+//! 200 ms (and at once on a newer epoch):
+//! 1. Pull every partition it gains (owned in `next`, not in `prev`) from a quorum of the
+//!    partition's `prev` owners, as bounded chunked streams.
+//! 2. Once every member reports the new epoch (so no coordinator still writes to the old
+//!    owners only), pull again the digest buckets that differ from those `prev` owners.
+//!    That catches writes made by coordinators still on the old epoch during step 1. Then
+//!    report `synced_epoch` = the new epoch.
+//! 3. Once every member (old and new) reports `synced_epoch` >= the new epoch, the move is
+//!    complete: `prev` becomes `next`, and the node drops the partitions it no longer owns.
+//!
+//! No old owner drops a partition before every new owner holds it, since completion needs
+//! every member's report. A member that cannot be reached holds the move open, and the
+//! old owners keep serving. A newer epoch arriving mid-move keeps `prev` (its owners still
+//! hold everything) and restarts the steps against the newer `next`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::peer::proto;
+use super::routing::Routing;
+use super::{Cluster, Consistency};
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// The move towards one epoch, as `GET /v1/cluster` reports it.
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+    pub started_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at_ms: Option<u64>,
+    /// Partitions this node gains in the move.
+    pub partitions_total: usize,
+    /// Of those, pulled so far.
+    pub partitions_done: usize,
+    /// Records and key/value bytes streamed to this node for the move.
+    pub records_moved: u64,
+    pub bytes_moved: u64,
+    /// Partitions this node dropped when the move completed.
+    pub partitions_dropped: usize,
+    /// What the move waits for, when it waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+impl Cluster {
+    /// Drives every membership move until the returned task is aborted.
+    pub fn spawn_rebalancer(&self) -> tokio::task::JoinHandle<()> {
+        let cluster = self.clone();
+        let mut changes = self.inner.changes.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let routing = cluster.routing();
+                if routing.moving() {
+                    if let Err(waiting) = cluster.advance(&routing).await {
+                        cluster.inner.rebalance.lock().waiting_for = Some(waiting);
+                    }
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                } else if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// One step of the move towards `routing.next`. `Err` says what it waits for.
+    async fn advance(&self, routing: &Routing) -> Result<(), String> {
+        let target = routing.next.epoch();
+        let prev_owned: BTreeSet<u32> = routing.prev.owned().into_iter().collect();
+        let gained: Vec<u32> = routing
+            .next
+            .owned()
+            .into_iter()
+            .filter(|p| !prev_owned.contains(p))
+            .collect();
+        let done = {
+            let mut progress = self.inner.rebalance.lock();
+            if progress.to_epoch != target {
+                *progress = Progress {
+                    from_epoch: routing.prev.epoch(),
+                    to_epoch: target,
+                    started_at_ms: self.inner.store.now_ms(),
+                    partitions_total: gained.len(),
+                    ..Progress::default()
+                };
+                tracing::info!(
+                    from = routing.prev.epoch(),
+                    to = target,
+                    gained = gained.len(),
+                    "rebalancing"
+                );
+            }
+            progress.partitions_done
+        };
+
+        // 1. Pull what this node gains.
+        for &partition in &gained[done..] {
+            if self.view().epoch() != target {
+                return Err("superseded by a newer epoch".into());
+            }
+            let (records, bytes) = self
+                .pull_from_prev_owners(routing, partition, false)
+                .await?;
+            let mut progress = self.inner.rebalance.lock();
+            progress.partitions_done += 1;
+            progress.records_moved += records;
+            progress.bytes_moved += bytes;
+        }
+
+        // 2. Catch up once nobody writes by the old epoch any more, then report synced.
+        let members = self.poll_members(routing).await;
+        if self.inner.synced_epoch.load(Ordering::Relaxed) < target {
+            if let Some(behind) = members.iter().find(|m| m.epoch < target) {
+                return Err(format!(
+                    "member {} has not learned epoch {target}",
+                    behind.id
+                ));
+            }
+            for &partition in &gained {
+                self.pull_from_prev_owners(routing, partition, true).await?;
+            }
+            self.inner.synced_epoch.store(target, Ordering::Relaxed);
+            tracing::info!(epoch = target, "holding every partition of the new epoch");
+        }
+
+        // 3. Complete once every member holds its new partitions.
+        if !self.is_synced() {
+            return Err("this node's startup sync".into());
+        }
+        if let Some(behind) = members.iter().find(|m| m.synced_epoch < target) {
+            return Err(format!("member {} to hold epoch {target}", behind.id));
+        }
+        self.complete(target);
+        Ok(())
+    }
+
+    /// Streams `partition` (whole, or with `catch_up` only the differing digest buckets)
+    /// from the partition's `prev` owners. Needs a quorum of them: with W = quorum, any
+    /// single old owner may lack a write the others acknowledged.
+    async fn pull_from_prev_owners(
+        &self,
+        routing: &Routing,
+        partition: u32,
+        catch_up: bool,
+    ) -> Result<(u64, u64), String> {
+        let sources: Vec<(String, SocketAddr)> = routing
+            .prev
+            .placement
+            .owners(partition)
+            .iter()
+            .filter(|&&owner| Some(owner) != routing.prev.self_index)
+            .filter_map(|&owner| {
+                let member = &routing.prev.list.members[usize::from(owner)];
+                member.address.map(|address| (member.id.clone(), address))
+            })
+            .collect();
+        let owners = routing.prev.placement.owners(partition).len();
+        let needed = Consistency::Quorum.required(owners).min(sources.len());
+        let (pulled_before, bytes_before) = (
+            self.inner.counters.records_pulled.load(Ordering::Relaxed),
+            self.inner.counters.bytes_pulled.load(Ordering::Relaxed),
+        );
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for (id, address) in &sources {
+            let result = if catch_up {
+                self.repair_partition_from(*address, partition).await
+            } else {
+                self.pull(*address, partition, Vec::new()).await
+            };
+            match result {
+                Ok(_) => answered += 1,
+                Err(status) => {
+                    self.inner
+                        .counters
+                        .sync_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    failures.push(format!("{id}: {}", status.message()));
+                }
+            }
+        }
+        if answered < needed {
+            return Err(format!(
+                "partition {partition} from its previous owners ({})",
+                failures.join("; ")
+            ));
+        }
+        Ok((
+            self.inner.counters.records_pulled.load(Ordering::Relaxed) - pulled_before,
+            self.inner.counters.bytes_pulled.load(Ordering::Relaxed) - bytes_before,
+        ))
+    }
+
+    /// The epoch and synced epoch of every other member of `prev` and `next`. A member
+    /// that does not answer reports epoch 0, which holds the move open.
+    async fn poll_members(&self, routing: &Routing) -> Vec<MemberStatus> {
+        let mut addresses: HashMap<String, Option<SocketAddr>> = HashMap::new();
+        for view in [&routing.prev, &routing.next] {
+            for member in &view.list.members {
+                if member.id != self.inner.identity.node_id {
+                    addresses.entry(member.id.clone()).or_insert(member.address);
+                }
+            }
+        }
+        let mut calls = JoinSet::new();
+        for (id, address) in addresses {
+            let client = address.map(|address| self.inner.peers.client(address));
+            let request = proto::HelloRequest {
+                sender: Some(self.sender()),
+            };
+            calls.spawn(async move {
+                let sender = match client {
+                    Some(Ok(mut client)) => client
+                        .hello(request)
+                        .await
+                        .ok()
+                        .and_then(|reply| reply.into_inner().sender),
+                    _ => None,
+                };
+                MemberStatus {
+                    id,
+                    epoch: sender.as_ref().map_or(0, |s| s.epoch),
+                    synced_epoch: sender.as_ref().map_or(0, |s| s.synced_epoch),
+                }
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            if let Ok(status) = joined {
+                statuses.push(status);
+            }
+        }
+        statuses
+    }
+
+    /// Ends the move to `target`: `prev` becomes `next`, and partitions this node no
+    /// longer owns are dropped.
+    fn complete(&self, target: u64) {
+        let next = {
+            let mut routing = self.inner.routing.write();
+            if routing.next.epoch() != target {
+                return;
+            }
+            routing.prev = routing.next.clone();
+            routing.next.clone()
+        };
+        let owned: BTreeSet<u32> = next.owned().into_iter().collect();
+        let mut dropped = 0;
+        for partition in self.inner.store.partitions_holding_data() {
+            if !owned.contains(&partition) {
+                self.inner.store.drop_partition(partition);
+                dropped += 1;
+            }
+        }
+        let mut progress = self.inner.rebalance.lock();
+        progress.completed_at_ms = Some(self.inner.store.now_ms());
+        progress.partitions_dropped = dropped;
+        progress.waiting_for = None;
+        tracing::info!(epoch = target, dropped, "rebalance complete");
+        self.inner.changes.send_replace(target);
+    }
+
+    pub(super) fn rebalance_progress(&self) -> Progress {
+        self.inner.rebalance.lock().clone()
+    }
+}
+
+#[derive(Debug)]
+struct MemberStatus {
+    id: String,
+    epoch: u64,
+    synced_epoch: u64,
+}

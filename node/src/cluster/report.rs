@@ -1,0 +1,135 @@
+//! `GET /v1/cluster`: this node's view of the cluster, what it owns and holds, and how
+//! the current (or last) membership move is going. The operator reads it to report
+//! resharding progress; its shape is in docs/architecture.md.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Cluster;
+use super::membership::ReplicationFactor;
+use super::peer::PROTOCOL_VERSION;
+use super::rebalance::Progress;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub protocol_version: u32,
+    pub node: NodeReport,
+    pub epoch: u64,
+    pub partitions: u32,
+    pub replication_factor: ReplicationFactor,
+    pub members: Vec<MemberReport>,
+    pub ownership: Ownership,
+    pub rebalance: RebalanceReport,
+    pub sync: SyncReport,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub id: String,
+    pub incarnation: String,
+    pub ready: bool,
+    /// The newest epoch whose partitions this node fully holds (0 before its startup sync).
+    pub synced_epoch: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberReport {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
+    pub is_self: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ownership {
+    /// Partitions this node owns in the current epoch.
+    pub owned: usize,
+    /// Owned partitions this node does not hold completely yet (startup sync or move).
+    pub pending: usize,
+    /// Partitions holding data this node does not own (dropped when a move completes).
+    pub held_not_owned: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceReport {
+    /// A move is in progress (from `fromEpoch` to `toEpoch`).
+    pub active: bool,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    pub anti_entropy_rounds: u64,
+    /// Records pulled from peers that were newer than what this node held.
+    pub records_repaired: u64,
+    pub records_pulled: u64,
+    pub bytes_pulled: u64,
+    /// Digest or stream exchanges with peers that failed.
+    pub failures: u64,
+}
+
+impl Cluster {
+    pub fn report(&self, ready: bool) -> ClusterReport {
+        let routing = self.routing();
+        let view = &routing.next;
+        let owned: BTreeSet<u32> = view.owned().into_iter().collect();
+        let pending = owned.iter().filter(|&&p| !self.holds_completely(p)).count();
+        let held_not_owned = self
+            .inner
+            .store
+            .partitions_holding_data()
+            .into_iter()
+            .filter(|p| !owned.contains(p))
+            .count();
+        let counters = &self.inner.counters;
+        ClusterReport {
+            protocol_version: PROTOCOL_VERSION,
+            node: NodeReport {
+                id: self.inner.identity.node_id.clone(),
+                incarnation: self.inner.identity.incarnation.clone(),
+                ready,
+                synced_epoch: self.sender().synced_epoch,
+            },
+            epoch: view.epoch(),
+            partitions: view.list.partitions,
+            replication_factor: view.list.replication_factor,
+            members: view
+                .list
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MemberReport {
+                    id: m.id.clone(),
+                    address: m.address,
+                    is_self: u16::try_from(i).ok() == view.self_index,
+                })
+                .collect(),
+            ownership: Ownership {
+                owned: owned.len(),
+                pending,
+                held_not_owned,
+            },
+            rebalance: RebalanceReport {
+                active: routing.moving(),
+                progress: self.rebalance_progress(),
+            },
+            sync: SyncReport {
+                anti_entropy_rounds: counters.anti_entropy_rounds.load(Ordering::Relaxed),
+                records_repaired: counters.repaired.load(Ordering::Relaxed),
+                records_pulled: counters.records_pulled.load(Ordering::Relaxed),
+                bytes_pulled: counters.bytes_pulled.load(Ordering::Relaxed),
+                failures: counters.sync_failures.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
