@@ -3,6 +3,9 @@
 
 usage: load.py kache HOST:PORT N [VALUE_BYTES]
        load.py resp N [VALUE_BYTES]        # writes a RESP stream to stdout for redis-cli --pipe
+       load.py resp-cluster N VALUE_BYTES DIR PORT:FIRST-LAST[,...]
+           # Redis Cluster: one RESP file per master port in DIR, each key sent to the
+           # master that owns its hash slot (CRC16 mod 16384), for redis-cli --pipe
 """
 import http.client
 import json
@@ -39,9 +42,42 @@ def resp(n, size):
     out.write(b"".join(chunk))
 
 
+def crc16_table():
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+def resp_cluster(n, size, out_dir, ranges):
+    table = crc16_table()
+    owners = []  # (first, last, port)
+    for part in ranges.split(","):
+        port, span = part.split(":")
+        first, last = span.split("-")
+        owners.append((int(first), int(last), port))
+    files = {port: open("%s/%s.resp" % (out_dir, port), "wb") for _, _, port in owners}
+    value = b"x" * size
+    for i in range(n):
+        key = b"key:%012d" % i
+        crc = 0
+        for byte in key:
+            crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ byte) & 0xFF]
+        slot = crc % 16384
+        port = next(p for first, last, p in owners if first <= slot <= last)
+        files[port].write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value))
+    for f in files.values():
+        f.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "kache":
         kache(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 100)
+    elif sys.argv[1] == "resp-cluster":
+        resp_cluster(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     elif sys.argv[1] == "resp":
         resp(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 100)
     else:

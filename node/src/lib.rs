@@ -139,13 +139,13 @@ pub async fn run(
     let http_server = axum::serve(http_listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(graceful)
         .into_future();
+    // The builder's own tcp_nodelay applies only to listeners it binds itself; without it
+    // on these sockets every peer call waited ~20-40 ms on Nagle and delayed ACKs.
+    let peer_incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let peer_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(peer.into_server())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listeners.grpc),
-            stopping(stop_rx),
-        );
+        .serve_with_incoming_shutdown(peer_incoming, stopping(stop_rx));
     let servers = async {
         tokio::try_join!(async { http_server.await.map_err(Error::Serve) }, async {
             peer_server.await.map_err(Error::Peer)

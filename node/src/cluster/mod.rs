@@ -306,6 +306,19 @@ impl Cluster {
             || (routing.next.owns(partition) && synced_for_next)
     }
 
+    /// The key's partition and its owners in the current epoch.
+    pub fn placement_of(&self, key: &[u8]) -> (u32, Vec<String>) {
+        let partition = self.inner.store.partition_of(key);
+        let view = self.view();
+        let owners = view
+            .placement
+            .owners(partition)
+            .iter()
+            .map(|&owner| view.list.members[usize::from(owner)].id.clone())
+            .collect();
+        (partition, owners)
+    }
+
     /// Reads `key` from the owners the consistency level asks for; the newest version wins.
     pub async fn get(
         &self,

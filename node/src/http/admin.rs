@@ -136,6 +136,25 @@ pub async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
     Json(state.cluster.report(state.is_ready()))
 }
 
+/// Where a key lives: its partition and owners (like Redis's CLUSTER KEYSLOT).
+pub async fn key_placement(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<Json<KeyPlacement>, AppError> {
+    let path = uri
+        .path()
+        .replacen("/v1/cluster/keys/", super::keys::KEYS_PREFIX, 1);
+    let key = super::keys::key_from_path(&path, state.limits().max_key_bytes)?;
+    let (partition, owners) = state.cluster.placement_of(&key);
+    Ok(Json(KeyPlacement { partition, owners }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyPlacement {
+    partition: u32,
+    owners: Vec<String>,
+}
+
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }

@@ -16,7 +16,8 @@ use super::error::{AppError, ErrorDetail};
 use super::keys::{
     KeyError, MAX_TTL_SECS, ceil_secs, check_key, consistency, read_body, ttl_from_secs,
 };
-use crate::store::Precondition;
+use crate::cluster::ClusterError;
+use crate::store::{Precondition, Written};
 
 /// The most items one batch may carry.
 pub const MAX_BATCH_ITEMS: usize = 1_000;
@@ -172,20 +173,35 @@ pub async fn put_many(
         };
         decoded.push((key, value, ttl));
     }
-    let mut items = Vec::with_capacity(decoded.len());
-    for (item, (key, value, ttl)) in request.items.into_iter().zip(decoded) {
-        let result = state
-            .cluster
-            .put(&key, &value, ttl, &Precondition::None, consistency)
-            .await;
-        items.push(match result {
-            Ok(written) => PutResult {
+    // The items' writes run concurrently: in a cluster each one waits on its owners.
+    let mut writes = tokio::task::JoinSet::new();
+    for (index, (key, value, ttl)) in decoded.into_iter().enumerate() {
+        let cluster = state.cluster.clone();
+        writes.spawn(async move {
+            let result = cluster
+                .put(&key, &value, ttl, &Precondition::None, consistency)
+                .await;
+            (index, result)
+        });
+    }
+    let mut results: Vec<Option<Result<Written, ClusterError>>> =
+        (0..request.items.len()).map(|_| None).collect();
+    while let Some(joined) = writes.join_next().await {
+        let (index, result) = joined.map_err(|err| AppError::Internal(Box::new(err)))?;
+        results[index] = Some(result);
+    }
+    let items = request
+        .items
+        .into_iter()
+        .zip(results)
+        .map(|(item, result)| match result {
+            Some(Ok(written)) => PutResult {
                 key: item.key,
                 status: if written.created { 201 } else { 204 },
                 etag: Some(written.version.etag()),
                 error: None,
             },
-            Err(err) => {
+            Some(Err(err)) => {
                 let err = AppError::from(err);
                 PutResult {
                     key: item.key,
@@ -194,8 +210,14 @@ pub async fn put_many(
                     error: Some(err.body()),
                 }
             }
-        });
-    }
+            None => PutResult {
+                key: item.key,
+                status: 500,
+                etag: None,
+                error: Some(AppError::Internal("write task lost".into()).body()),
+            },
+        })
+        .collect();
     Ok(Json(BatchResponse { items }))
 }
 

@@ -155,6 +155,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/batch/put", post(batch::put_many))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/cluster", get(admin::cluster))
+        .route("/v1/cluster/keys/{*key}", get(admin::key_placement))
         .route("/v1/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))

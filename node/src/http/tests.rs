@@ -569,6 +569,16 @@ async fn stats_metrics_health_and_readiness() {
         "{metrics}"
     );
 
+    let placement = api.get("/v1/cluster/keys/a").await.json();
+    assert_eq!(placement["owners"], json!(["test"]));
+    assert!(placement["partition"].as_u64().expect("partition") < 8);
+    let report = api.get("/v1/cluster").await.json();
+    assert_eq!(
+        report["ownership"]["owned"], 8,
+        "a single node owns every partition"
+    );
+    assert_eq!(report["rebalance"]["active"], false);
+
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
     api.state.set_phase(Phase::Syncing);
