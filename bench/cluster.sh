@@ -13,6 +13,8 @@ root=$(dirname "$here")
 KEYS=${KEYS:-1000000}
 DURATION=${DURATION:-10}
 BASE=${BASE:-17300}
+PARTS=${PARTS:-forwarding,kache,redis}   # which sections to run
+run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 for tool in wrk redis-server redis-cli redis-benchmark python3 curl taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk redis-server redis-tools curl" >&2; exit 1; }
 done
@@ -56,6 +58,7 @@ stop_all() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; 
 echo "# kache cluster benchmarks: $(date -u +%FT%TZ), $(nproc) CPUs, $(redis-server --version | awk '{print $3}'), $KEYS keys of 100 bytes"
 
 # 1. Forwarding cost: two nodes, RF=1; node-0 serves keys it owns and keys node-1 owns.
+if run_part forwarding; then
 members 1 1 0 1
 start_kache 0; start_kache 1; wait_ready 0; wait_ready 1
 python3 "$here/load.py" kache "127.0.0.1:$(http_port 0)" 100000
@@ -75,8 +78,11 @@ read -r local_rps local_p99 local_bad <<<"$(fwd local)"
 read -r remote_rps remote_p99 remote_bad <<<"$(fwd remote)"
 stop_all
 echo "forwarding: owner ${local_rps} GET/s (p99 ${local_p99}), non-owner ${remote_rps} GET/s (p99 ${remote_p99}); ratio $(awk -v a="$remote_rps" -v b="$local_rps" 'BEGIN{printf "%.2f", a/b}'); non-2xx ${local_bad}/${remote_bad}"
+fi
 
 # 2. Rebalance, kache: RF=2, 3 members, then a 4th.
+kache_s=
+if run_part kache; then
 members 1 2 0 1 2
 for i in 0 1 2 3; do start_kache "$i"; done
 for i in 0 1 2 3; do wait_ready "$i"; done
@@ -101,7 +107,10 @@ read -r k_records k_bytes <<<"$moved"
 stop_all
 echo "kache: loaded $KEYS keys (RF=2) in ${load_s}s; add a 4th node: rebalance done in ${kache_s}s, $k_records records / $((k_bytes / 1048576)) MiB moved ($(awk -v n="$k_records" -v s="$kache_s" 'BEGIN{printf "%.0f", n/s}') records/s, $(awk -v b="$k_bytes" -v s="$kache_s" 'BEGIN{printf "%.1f", b/1048576/s}') MB/s); reader during the move: $reads reads, $misses misses, $errors errors"
 
+fi
+
 # 2b. Rebalance, Redis Cluster: 3 masters + 3 replicas, then a 4th master.
+if run_part redis; then
 for i in 0 1 2 3 4 5 6; do
   port=$((BASE + 100 + i)); mkdir -p "$work/redis-$i"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis-$i" --cluster-enabled yes \
@@ -114,7 +123,9 @@ done
 redis-cli --cluster create $(for i in 0 1 2 3 4 5; do printf '127.0.0.1:%s ' $((BASE + 100 + i)); done) --cluster-replicas 1 --cluster-yes >/dev/null
 until redis-cli -p $((BASE + 100)) cluster info | grep -q 'cluster_state:ok'; do sleep 0.2; done
 # The same keys as kache, each piped to the master owning its hash slot.
-ranges=$(redis-cli -p $((BASE + 100)) cluster nodes | awk '/master/ { split($2, a, "[:@]"); for (i = 9; i <= NF; i++) printf "%s%s:%s", sep, a[2], $i; sep="," }')
+redis-cli -p $((BASE + 100)) cluster nodes >"$work/nodes.txt"
+ranges=$(awk '/master/ { split($2, a, "[:@]"); for (i = 9; i <= NF; i++) { printf "%s%s:%s", sep, a[2], $i; sep = "," } }' "$work/nodes.txt")
+[ -n "$ranges" ] || { echo "no master slot ranges in:" >&2; cat "$work/nodes.txt" >&2; exit 1; }
 python3 "$here/load.py" resp-cluster "$KEYS" 100 "$work" "$ranges"
 for file in "$work"/*.resp; do redis-cli -p "$(basename "$file" .resp)" --pipe <"$file" >/dev/null; done
 r_keys=$(for port in $(echo "$ranges" | tr ',' '\n' | cut -d: -f1 | sort -u); do redis-cli -p "$port" dbsize; done | awk '{s+=$1} END {print s}')
@@ -134,4 +145,5 @@ redis_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
 r_moved=$(redis-cli -p $((BASE + 106)) dbsize)
 stop_all
 echo "redis cluster: $r_keys keys; add a 4th master: rebalance done in ${redis_s}s, $r_moved keys moved ($(awk -v n="$r_moved" -v s="$redis_s" 'BEGIN{printf "%.0f", n/s}') keys/s)"
-echo "time ratio (Redis / kache): $(awk -v a="$redis_s" -v b="$kache_s" 'BEGIN{printf "%.1f", a/b}')x"
+[ -n "$kache_s" ] && echo "time ratio (Redis / kache): $(awk -v a="$redis_s" -v b="$kache_s" 'BEGIN{printf "%.1f", a/b}')x"
+fi

@@ -602,6 +602,8 @@ async fn openapi_documents_every_route() {
         ("/v1/batch/get", &["post"]),
         ("/v1/batch/put", &["post"]),
         ("/v1/stats", &["get"]),
+        ("/v1/cluster", &["get"]),
+        ("/v1/cluster/keys/{key}", &["get"]),
         ("/metrics", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
