@@ -64,7 +64,8 @@ pub async fn run(
     let store = Store::new(config.store.clone());
     let _sweeper = store.spawn_active_expiry();
     let identity = Identity::new(config.store.node_id.clone());
-    let (cluster, _membership) = match &config.members_file {
+    // Background tasks of a cluster member; aborted when `run` returns.
+    let (cluster, mut background) = match &config.members_file {
         None => (
             Cluster::single(store.clone(), identity.clone(), config.consistency),
             Vec::new(),
@@ -89,12 +90,11 @@ pub async fn run(
     };
     let peer = PeerService::new(cluster.clone(), config.limits.max_value_bytes);
     let state = AppState::new(cluster.clone(), &config);
-    let mut _startup = None;
     if config.members_file.is_some() {
         // A (re)started member serves as a replica only once it holds what it owns.
         state.set_phase(Phase::Syncing);
         let syncing = state.clone();
-        _startup = Some(AbortOnDrop(tokio::spawn(async move {
+        background.push(AbortOnDrop(tokio::spawn(async move {
             cluster.initial_sync().await;
             if syncing.phase() == Phase::Syncing {
                 syncing.set_phase(Phase::Ready);

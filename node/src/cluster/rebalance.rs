@@ -147,9 +147,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Streams `partition` (whole, or with `catch_up` only the differing digest buckets)
-    /// from the partition's `prev` owners. Needs a quorum of them: with W = quorum, any
-    /// single old owner may lack a write the others acknowledged.
+    /// Streams `partition` from its `prev` owners: whole from one of them, or with
+    /// `catch_up` only the differing digest buckets from a quorum of them (with
+    /// W = quorum, any single old owner may lack a write the others acknowledged).
     async fn pull_from_prev_owners(
         &self,
         routing: &Routing,
@@ -167,8 +167,14 @@ impl Cluster {
                 member.address.map(|address| (member.id.clone(), address))
             })
             .collect();
+        // The whole partition needs one source: the catch-up (which runs for every gained
+        // partition before this node reports synced) then compares digests with a quorum.
         let owners = routing.prev.placement.owners(partition).len();
-        let needed = Consistency::Quorum.required(owners).min(sources.len());
+        let needed = if catch_up {
+            Consistency::Quorum.required(owners).min(sources.len())
+        } else {
+            1.min(sources.len())
+        };
         let (pulled_before, bytes_before) = (
             self.inner.counters.records_pulled.load(Ordering::Relaxed),
             self.inner.counters.bytes_pulled.load(Ordering::Relaxed),
@@ -176,6 +182,9 @@ impl Cluster {
         let mut answered = 0;
         let mut failures = Vec::new();
         for (id, address) in &sources {
+            if answered >= needed {
+                break;
+            }
             let result = if catch_up {
                 self.repair_partition_from(*address, partition).await
             } else {
