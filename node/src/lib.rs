@@ -113,15 +113,33 @@ pub async fn run(
         let _ = stop.wait_for(|stop| *stop).await;
     };
 
+    let grace = config.shutdown_grace;
+    // Drained (or nothing to drain): the servers may stop.
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let drain = config.members_file.is_some().then(|| state.cluster.clone());
     let graceful = {
         let stop = stopping(stop_rx.clone());
         async move {
             stop.await;
             state.set_phase(Phase::Draining);
+            if let Some(cluster) = drain {
+                // Keep serving while handing off; leave a quarter of the grace period for
+                // the requests still in flight afterwards.
+                tracing::info!("draining: handing off partitions this node alone owns");
+                match tokio::time::timeout(grace.mul_f64(0.75), cluster.drain()).await {
+                    Ok(drained) => tracing::info!(
+                        partitions = drained.partitions,
+                        records = drained.records,
+                        failed = drained.failed,
+                        "drained"
+                    ),
+                    Err(_) => tracing::warn!(?grace, "drain did not finish in time"),
+                }
+            }
+            let _ = drained_tx.send(true);
             tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
         }
     };
-    let grace = config.shutdown_grace;
     let deadline = {
         let stop = stopping(stop_rx.clone());
         async move {
@@ -145,7 +163,7 @@ pub async fn run(
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer.into_server())
-        .serve_with_incoming_shutdown(peer_incoming, stopping(stop_rx));
+        .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));
     let servers = async {
         tokio::try_join!(async { http_server.await.map_err(Error::Serve) }, async {
             peer_server.await.map_err(Error::Peer)

@@ -254,6 +254,7 @@ async fn deleted_keys_are_not_resurrected_by_older_versions() {
     // A peer replays an old write of the key, as a partitioned replica would.
     let stale = proto::ApplyRequest {
         sender: Some(sender(1)),
+        hint: false,
         records: vec![proto::Record {
             key: b"k".to_vec(),
             value: b"old".to_vec(),
@@ -315,6 +316,7 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
     );
     let write = proto::ApplyRequest {
         sender: Some(sender(2)),
+        hint: false,
         records: vec![proto::Record {
             key: b"k".to_vec(),
             value: b"x".to_vec(),
@@ -425,6 +427,7 @@ async fn anti_entropy_repairs_a_replica_that_missed_writes() {
         .apply(proto::ApplyRequest {
             sender: Some(sender(1)),
             records,
+            hint: false,
         })
         .await
         .unwrap()
@@ -634,23 +637,8 @@ async fn scaling_3_to_5_to_2_loses_nothing_and_never_misses() {
             .map(|i| serde_json::json!({"key": format!("k{i}"), "value": format!("v{i}")}))
             .collect();
         let node = &cluster.nodes[batch % 3];
-        let reply: Json = node
-            .http
-            .post(node.url("/v1/batch/put"))
-            .json(&serde_json::json!({ "items": items }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(
-            reply["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|i| i["status"].as_u64().unwrap() < 300)
-        );
+        let reply = node.batch_put(items).await;
+        assert!(reply.iter().all(|i| i["status"].as_u64().unwrap() < 300));
     }
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -772,4 +760,88 @@ async fn scaling_3_to_5_to_2_loses_nothing_and_never_misses() {
             (StatusCode::OK, format!("n{i}"))
         );
     }
+}
+
+async fn load(cluster: &TestCluster, keys: usize) {
+    for batch in 0..keys / 100 {
+        let items: Vec<Json> = (batch * 100..(batch + 1) * 100)
+            .map(|i| serde_json::json!({"key": format!("k{i}"), "value": format!("v{i}")}))
+            .collect();
+        let reply = cluster.nodes[0].batch_put(items).await;
+        assert!(reply.iter().all(|i| i["status"].as_u64().unwrap() < 300));
+    }
+}
+
+async fn wait_ready(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "node {} never became ready",
+            node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn all_present(cluster: &TestCluster, via: usize, keys: usize) {
+    for key in 0..keys {
+        assert_eq!(
+            get(&cluster.nodes[via], &format!("k{key}")).await,
+            (StatusCode::OK, format!("v{key}")),
+            "k{key} via node-{via}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rolling_restart_at_rf1_with_drain_loses_nothing() {
+    const KEYS: usize = 3_000;
+    let mut cluster = TestCluster::start_with(
+        3,
+        "1",
+        &["--anti-entropy-interval", "0", "--shutdown-grace", "10s"],
+    );
+    load(&cluster, KEYS).await;
+    for i in 0..3 {
+        // SIGTERM: the node drains (hands off what it alone owns), then exits 0.
+        cluster.nodes[i].signal("TERM");
+        let status = cluster.nodes[i].wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+        let restarted = cluster.spawn(i);
+        wait_ready(&restarted).await;
+        cluster.nodes[i] = restarted;
+        all_present(&cluster, (i + 1) % 3, KEYS).await;
+    }
+    // The hand-offs were pulled back and released: exactly one copy of each key, each on
+    // its owner.
+    let mut copies = 0;
+    for node in &cluster.nodes {
+        let report: Json = node.get("/v1/cluster").await.json().await.unwrap();
+        assert_eq!(report["ownership"]["heldNotOwned"], 0, "{report}");
+        copies += node.stats().await["keys"].as_u64().unwrap();
+    }
+    assert_eq!(copies, KEYS as u64);
+}
+
+#[tokio::test]
+async fn a_rolling_restart_at_rf2_without_drain_loses_nothing() {
+    const KEYS: usize = 3_000;
+    let mut cluster = TestCluster::start_with(3, "2", &["--anti-entropy-interval", "0"]);
+    load(&cluster, KEYS).await;
+    for i in 0..3 {
+        cluster.nodes[i].child.kill().unwrap();
+        cluster.nodes[i].child.wait().unwrap();
+        let restarted = cluster.spawn(i);
+        wait_ready(&restarted).await;
+        cluster.nodes[i] = restarted;
+    }
+    for via in 0..3 {
+        all_present(&cluster, via, KEYS).await;
+    }
+    let mut copies = 0;
+    for node in &cluster.nodes {
+        copies += node.stats().await["keys"].as_u64().unwrap();
+    }
+    assert_eq!(copies, 2 * KEYS as u64, "two copies of every key");
 }

@@ -312,17 +312,7 @@ async fn memory_stays_bounded_under_four_times_its_size_in_distinct_keys() {
         let items: Vec<Json> = (0..64)
             .map(|i| json!({"key": format!("key-{batch}-{i}"), "value": value}))
             .collect();
-        let reply: Json = node
-            .http
-            .post(node.url("/v1/batch/put"))
-            .json(&json!({ "items": items }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for item in reply["items"].as_array().unwrap() {
+        for item in node.batch_put(items).await {
             assert_eq!(item["status"], 201, "every write is admitted: {item}");
         }
         if batch % 64 == 0 {

@@ -104,7 +104,14 @@ impl Cluster {
                         continue;
                     };
                     match self.pull(address, partition, Vec::new()).await {
-                        Ok(_) => answered.push(member.id.clone()),
+                        Ok(pulled) => {
+                            answered.push(member.id.clone());
+                            // It gave us data it does not own (a drained node's hand-off):
+                            // this node holds it now, so the holder can drop it.
+                            if pulled.streamed > 0 && !current.is_owner(&member.id, partition) {
+                                self.send_release(address, partition).await;
+                            }
+                        }
                         Err(status) if is_syncing(&status) => answered.push(member.id.clone()),
                         Err(status) => {
                             waiting = true;
@@ -164,7 +171,7 @@ impl Cluster {
         if differing.is_empty() {
             return Ok(0);
         }
-        self.pull(address, partition, differing).await
+        Ok(self.pull(address, partition, differing).await?.stored)
     }
 
     /// Streams `partition` (only `buckets`, or all when empty) from `address` and applies it.
@@ -173,7 +180,7 @@ impl Cluster {
         address: SocketAddr,
         partition: u32,
         buckets: Vec<u32>,
-    ) -> Result<u64, Status> {
+    ) -> Result<Pulled, Status> {
         let mut client = self.inner.peers.client(address)?;
         let mut stream = client
             .stream_partition(proto::StreamRequest {
@@ -183,9 +190,10 @@ impl Cluster {
             })
             .await?
             .into_inner();
-        let mut stored = 0;
+        let mut pulled = Pulled::default();
         while let Some(chunk) = stream.message().await? {
             for record in chunk.records {
+                pulled.streamed += 1;
                 let record = record_from_proto(record);
                 self.inner
                     .counters
@@ -197,7 +205,7 @@ impl Cluster {
                 );
                 match self.inner.store.apply(&record) {
                     Ok(Applied::Stored) => {
-                        stored += 1;
+                        pulled.stored += 1;
                         self.inner.counters.repaired.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(Applied::Stale) => {}
@@ -205,6 +213,15 @@ impl Cluster {
                 }
             }
         }
-        Ok(stored)
+        Ok(pulled)
     }
+}
+
+/// What one partition stream brought.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pulled {
+    /// Records received.
+    pub streamed: u64,
+    /// Of those, newer than what this node held.
+    pub stored: u64,
 }

@@ -7,6 +7,7 @@
 //! - `routing`: which replicas a request involves, during and outside a membership move.
 //! - `rebalance`: moving partitions to their new owners when membership changes.
 //! - `anti_entropy`: startup sync and periodic digest repair between replicas.
+//! - [`drain`]: handing off on SIGTERM what would be lost with the process.
 //! - `report`: what `GET /v1/cluster` says.
 //!
 //! Any node accepts any request. A [`Cluster`] finds the key's owners and reads from R of
@@ -24,6 +25,7 @@
 //! `prev` becomes `next` and old owners drop what they no longer own.
 
 mod anti_entropy;
+pub mod drain;
 pub mod membership;
 pub mod peer;
 pub mod placement;
@@ -130,6 +132,14 @@ impl View {
     pub fn owns(&self, partition: u32) -> bool {
         self.self_index
             .is_some_and(|me| self.placement.owners(partition).contains(&me))
+    }
+
+    /// Whether the member `id` owns `partition` in this view.
+    pub fn is_owner(&self, id: &str, partition: u32) -> bool {
+        self.placement
+            .owners(partition)
+            .iter()
+            .any(|&owner| self.list.members[usize::from(owner)].id == id)
     }
 
     /// Partitions this node owns in this view.

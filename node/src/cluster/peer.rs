@@ -122,6 +122,17 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 impl Peer for PeerService {
     type StreamPartitionStream = ReceiverStream<Result<proto::Chunk, Status>>;
 
+    async fn release(
+        &self,
+        request: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        let request = request.into_inner();
+        check_sender(request.sender.as_ref())?;
+        let partition = self.partition(request.partition)?;
+        let dropped = self.cluster.release(partition);
+        Ok(Response::new(proto::ReleaseResponse { dropped }))
+    }
+
     async fn partition_digest(
         &self,
         request: Request<proto::DigestRequest>,
@@ -225,10 +236,8 @@ impl Peer for PeerService {
             .collect::<Result<Vec<_>, _>>()?;
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
-            if !self
-                .cluster
-                .accepts_writes_for(self.store().partition_of(&record.key), sender_epoch)
-            {
+            let partition = self.store().partition_of(&record.key);
+            if !request.hint && !self.cluster.accepts_writes_for(partition, sender_epoch) {
                 // A coordinator that has not yet seen a move complete still writes to
                 // this old owner; the new owners get the write too. Storing it here would
                 // bring back a partition this node has handed off.

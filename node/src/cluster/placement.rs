@@ -55,6 +55,20 @@ impl Placement {
     }
 }
 
+/// The best-ranked member for `partition` among those `eligible` accepts: where a
+/// departing owner hands the partition off (the member that would own it next).
+pub fn best_ranked<'a>(
+    member_ids: impl Iterator<Item = &'a str>,
+    partition: u32,
+    eligible: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    member_ids.filter(|id| eligible(id)).max_by(|a, b| {
+        score(partition, a)
+            .cmp(&score(partition, b))
+            .then_with(|| b.cmp(a))
+    })
+}
+
 fn score(partition: u32, member_id: &str) -> u64 {
     let mut hasher = Xxh3::new();
     hasher.update(&partition.to_le_bytes());
@@ -123,6 +137,22 @@ mod tests {
             (40..=100).contains(&moved),
             "{moved} partitions moved (about 271/4)"
         );
+    }
+
+    #[test]
+    fn the_best_ranked_member_is_the_next_owner() {
+        let members = ids(4);
+        let placement = Placement::new(&members, 64, 1);
+        let two_copies = Placement::new(&members, 64, 2);
+        for p in 0..64 {
+            let owner = &members[usize::from(placement.owners(p)[0])];
+            let best = best_ranked(members.iter().map(String::as_str), p, |_| true);
+            assert_eq!(best, Some(owner.as_str()), "partition {p}");
+            // Without the owner, the hand-off goes where RF=2 puts the second copy.
+            let second = &members[usize::from(two_copies.owners(p)[1])];
+            let next = best_ranked(members.iter().map(String::as_str), p, |id| id != owner);
+            assert_eq!(next, Some(second.as_str()), "partition {p}");
+        }
     }
 
     #[test]

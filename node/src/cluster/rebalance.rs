@@ -188,7 +188,9 @@ impl Cluster {
             let result = if catch_up {
                 self.repair_partition_from(*address, partition).await
             } else {
-                self.pull(*address, partition, Vec::new()).await
+                self.pull(*address, partition, Vec::new())
+                    .await
+                    .map(|pulled| pulled.stored)
             };
             match result {
                 Ok(_) => answered += 1,

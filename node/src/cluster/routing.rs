@@ -291,6 +291,7 @@ impl Cluster {
                     let request = proto::ApplyRequest {
                         sender: Some(self.sender()),
                         records: vec![record_to_proto(record.clone())],
+                        hint: false,
                     };
                     let (id, in_next, in_prev) = (id.clone(), target.in_next, target.in_prev);
                     calls.spawn(async move {

@@ -88,6 +88,21 @@ impl Node {
         self.http.get(self.url(path)).send().await.expect("GET")
     }
 
+    /// `POST /v1/batch/put` of `items` (`{"key", "value"}` objects); the reply's items.
+    pub async fn batch_put(&self, items: Vec<Json>) -> Vec<Json> {
+        let reply: Json = self
+            .http
+            .post(self.url("/v1/batch/put"))
+            .json(&serde_json::json!({ "items": items }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["items"].as_array().unwrap().clone()
+    }
+
     pub async fn stats(&self) -> Json {
         self.get("/v1/stats")
             .await
@@ -148,14 +163,21 @@ impl Drop for Node {
     }
 }
 
-/// `n` distinct ports that were free a moment ago, for addresses that must be known
-/// before the nodes start (the member file names them).
+/// `n` ports for addresses that must be known before the nodes start (the member file
+/// names them), free when handed out. They come from a block of 200 per test process
+/// below Linux's ephemeral range (32768+): a port-0 bind elsewhere can then never take a
+/// port between a node's death and its restart on the same address.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 60) * 200;
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(offset < 200, "this test process used up its 200 ports");
+        let port = u16::try_from(base + offset).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }

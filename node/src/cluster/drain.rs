@@ -1,0 +1,116 @@
+//! Drain: on SIGTERM, a member hands off what would otherwise be lost with it.
+//!
+//! A restart is not a membership change: the member stays in the list and keeps its
+//! partitions. At RF >= 2 its co-owners hold copies, and its startup sync pulls them
+//! back. A partition it alone owns (RF=1) would be lost with the process, so drain
+//! pushes it, as hinted records, to the partition's next-ranked member (where it would
+//! live without this node). The restarted node's startup sync pulls from every member,
+//! gets the hints back, and releases them, so the holder drops them.
+
+use super::Cluster;
+use super::peer::{CHUNK_BYTES, CHUNK_RECORDS, proto, record_to_proto};
+use super::placement::best_ranked;
+
+/// What a drain did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drained {
+    pub partitions: usize,
+    pub records: u64,
+    /// Partitions that could not be handed off (holder unreachable or refused).
+    pub failed: usize,
+}
+
+impl Cluster {
+    /// Pushes every partition this node alone owns to its next-ranked member.
+    pub async fn drain(&self) -> Drained {
+        let view = self.view();
+        let mut drained = Drained::default();
+        let Some(me) = view.self_index else {
+            return drained;
+        };
+        let self_id = self.inner.identity.node_id.as_str();
+        for partition in self.inner.store.partitions_holding_data() {
+            if view.placement.owners(partition) != [me] {
+                continue;
+            }
+            let ids = view.list.members.iter().map(|m| m.id.as_str());
+            let holder = best_ranked(ids, partition, |id| id != self_id)
+                .and_then(|id| view.list.members.iter().find(|m| m.id == id))
+                .and_then(|m| m.address.map(|address| (m.id.clone(), address)));
+            let Some((holder, address)) = holder else {
+                drained.failed += 1;
+                continue;
+            };
+            match self.hand_off(partition, address).await {
+                Ok(records) => {
+                    drained.partitions += 1;
+                    drained.records += records;
+                }
+                Err(status) => {
+                    drained.failed += 1;
+                    tracing::warn!(partition, %holder, error = %status.message(), "could not hand off partition");
+                }
+            }
+        }
+        drained
+    }
+
+    async fn hand_off(
+        &self,
+        partition: u32,
+        address: std::net::SocketAddr,
+    ) -> Result<u64, tonic::Status> {
+        let mut client = self.inner.peers.client(address)?;
+        let mut cursor = None;
+        let mut records = 0;
+        loop {
+            let (chunk, next) = self.inner.store.partition_chunk(
+                partition,
+                None,
+                cursor,
+                CHUNK_RECORDS,
+                CHUNK_BYTES,
+            );
+            if !chunk.is_empty() {
+                records += chunk.len() as u64;
+                client
+                    .apply(proto::ApplyRequest {
+                        sender: Some(self.sender()),
+                        records: chunk.into_iter().map(record_to_proto).collect(),
+                        hint: true,
+                    })
+                    .await?;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Drops `partition` if this node owns it in neither view: its owner holds it now.
+    pub fn release(&self, partition: u32) -> bool {
+        let owns = {
+            let routing = self.inner.routing.read();
+            routing.next.owns(partition) || (routing.moving() && routing.prev.owns(partition))
+        };
+        if owns {
+            return false;
+        }
+        self.inner.store.drop_partition(partition);
+        true
+    }
+
+    /// Tells `address` that this node now holds `partition`, so hints can go.
+    pub(super) async fn send_release(&self, address: std::net::SocketAddr, partition: u32) {
+        if let Ok(mut client) = self.inner.peers.client(address) {
+            let request = proto::ReleaseRequest {
+                sender: Some(self.sender()),
+                partition,
+            };
+            if let Err(status) = client.release(request).await {
+                tracing::debug!(partition, %address, error = %status.message(), "release failed");
+            }
+        }
+    }
+}
