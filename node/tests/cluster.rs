@@ -845,3 +845,84 @@ async fn a_rolling_restart_at_rf2_without_drain_loses_nothing() {
     }
     assert_eq!(copies, 2 * KEYS as u64, "two copies of every key");
 }
+
+#[tokio::test]
+async fn a_replica_with_old_versions_rejoins_without_resurrecting_anything() {
+    let cluster = TestCluster::start_with(3, "3", &["--anti-entropy-interval", "1s"]);
+    for i in 0..100 {
+        assert!(
+            put(&cluster.nodes[0], &format!("k{i}"), "old", None)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    // node-2 misses every change below: it keeps the old versions and no tombstones.
+    cluster.nodes[2].signal("STOP");
+    for i in 0..100 {
+        let node = &cluster.nodes[0];
+        let response = if i % 2 == 0 {
+            put(node, &format!("k{i}"), "new", None).await
+        } else {
+            node.http
+                .delete(node.url(&format!("/v1/keys/k{i}")))
+                .send()
+                .await
+                .unwrap()
+        };
+        assert!(
+            response.status().is_success(),
+            "change {i} with a replica frozen"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.nodes[2].signal("CONT");
+
+    // Straight away, through every node (the stale one too), quorum reads see only the
+    // newest versions: the old ones lose to newer versions and tombstones.
+    for node in &cluster.nodes {
+        for i in 0..100 {
+            let expected = if i % 2 == 0 {
+                (StatusCode::OK, "new".to_owned())
+            } else {
+                (StatusCode::NOT_FOUND, String::new())
+            };
+            let (status, body) = get(node, &format!("k{i}")).await;
+            let body = if status == StatusCode::OK {
+                body
+            } else {
+                String::new()
+            };
+            assert_eq!((status, body), expected, "k{i} via {}", node.addr);
+        }
+    }
+    // And node-2's own copy converges: single-replica reads from it agree.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'converge: loop {
+        let stale = &cluster.nodes[2];
+        let mut all_fresh = true;
+        for i in 0..100 {
+            let read = stale
+                .http
+                .get(stale.url(&format!("/v1/keys/k{i}")))
+                .header("x-kache-consistency", "one")
+                .send()
+                .await
+                .unwrap();
+            let fresh = if i % 2 == 0 {
+                read.status() == StatusCode::OK && read.text().await.unwrap() == "new"
+            } else {
+                read.status() == StatusCode::NOT_FOUND
+            };
+            all_fresh &= fresh;
+        }
+        if all_fresh {
+            break 'converge;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-2 still serves old versions"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
