@@ -240,10 +240,6 @@ impl Cluster {
         &self.inner.store
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.inner.identity
-    }
-
     /// The newest view (the epoch in force).
     pub fn view(&self) -> Arc<View> {
         self.inner.routing.read().next.clone()
@@ -292,13 +288,18 @@ impl Cluster {
         })
     }
 
-    pub(crate) fn sender(&self) -> proto::Sender {
-        let mut sender = self.inner.identity.sender(self.view().epoch());
-        sender.synced_epoch = if self.is_synced() {
+    /// The newest epoch whose partitions this node fully holds; 0 before its startup sync.
+    pub fn synced_epoch(&self) -> u64 {
+        if self.is_synced() {
             self.inner.synced_epoch.load(Ordering::Relaxed)
         } else {
             0
-        };
+        }
+    }
+
+    pub(crate) fn sender(&self) -> proto::Sender {
+        let mut sender = self.inner.identity.sender(self.view().epoch());
+        sender.synced_epoch = self.synced_epoch();
         sender
     }
 

@@ -91,14 +91,13 @@ impl Cluster {
             .into_iter()
             .filter(|p| !owned.contains(p))
             .count();
-        let counters = &self.inner.counters;
         ClusterReport {
             protocol_version: PROTOCOL_VERSION,
             node: NodeReport {
                 id: self.inner.identity.node_id.clone(),
                 incarnation: self.inner.identity.incarnation.clone(),
                 ready,
-                synced_epoch: self.sender().synced_epoch,
+                synced_epoch: self.synced_epoch(),
             },
             epoch: view.epoch(),
             partitions: view.list.partitions,
@@ -123,13 +122,19 @@ impl Cluster {
                 active: routing.moving(),
                 progress: self.rebalance_progress(),
             },
-            sync: SyncReport {
-                anti_entropy_rounds: counters.anti_entropy_rounds.load(Ordering::Relaxed),
-                records_repaired: counters.repaired.load(Ordering::Relaxed),
-                records_pulled: counters.records_pulled.load(Ordering::Relaxed),
-                bytes_pulled: counters.bytes_pulled.load(Ordering::Relaxed),
-                failures: counters.sync_failures.load(Ordering::Relaxed),
-            },
+            sync: self.sync_report(),
+        }
+    }
+
+    /// The sync counters alone: cheap, for metrics scrapes.
+    pub fn sync_report(&self) -> SyncReport {
+        let counters = &self.inner.counters;
+        SyncReport {
+            anti_entropy_rounds: counters.anti_entropy_rounds.load(Ordering::Relaxed),
+            records_repaired: counters.repaired.load(Ordering::Relaxed),
+            records_pulled: counters.records_pulled.load(Ordering::Relaxed),
+            bytes_pulled: counters.bytes_pulled.load(Ordering::Relaxed),
+            failures: counters.sync_failures.load(Ordering::Relaxed),
         }
     }
 }

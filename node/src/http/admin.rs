@@ -106,6 +106,47 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "1 when the node accepts traffic.",
         u64::from(state.is_ready()),
     );
+    let sync = state.cluster.sync_report();
+    for (name, kind, help, value) in [
+        (
+            "kache_cluster_epoch",
+            "gauge",
+            "Membership epoch in force.",
+            state.cluster.view().epoch(),
+        ),
+        (
+            "kache_anti_entropy_rounds_total",
+            "counter",
+            "Anti-entropy rounds completed.",
+            sync.anti_entropy_rounds,
+        ),
+        (
+            "kache_records_repaired_total",
+            "counter",
+            "Records pulled from peers that were newer than the local copy.",
+            sync.records_repaired,
+        ),
+        (
+            "kache_records_pulled_total",
+            "counter",
+            "Records streamed from peers (moves, startup sync, repair).",
+            sync.records_pulled,
+        ),
+        (
+            "kache_bytes_pulled_total",
+            "counter",
+            "Key and value bytes streamed from peers.",
+            sync.bytes_pulled,
+        ),
+        (
+            "kache_sync_failures_total",
+            "counter",
+            "Digest or stream exchanges with peers that failed.",
+            sync.failures,
+        ),
+    ] {
+        metric(name, kind, help, value);
+    }
     if let Some(rss) = resident_memory_bytes() {
         metric(
             "process_resident_memory_bytes",

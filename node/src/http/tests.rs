@@ -568,6 +568,17 @@ async fn stats_metrics_health_and_readiness() {
         metrics.contains("kache_http_responses_total{class=\"4xx\"} 1\n"),
         "{metrics}"
     );
+    for cluster_metric in [
+        "kache_cluster_epoch 0\n",
+        "kache_anti_entropy_rounds_total 0\n",
+        "kache_records_pulled_total 0\n",
+        "kache_sync_failures_total 0\n",
+    ] {
+        assert!(
+            metrics.contains(cluster_metric),
+            "{cluster_metric}: {metrics}"
+        );
+    }
 
     let placement = api.get("/v1/cluster/keys/a").await.json();
     assert_eq!(placement["owners"], json!(["test"]));
