@@ -14,4 +14,38 @@ echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh; do
   bash -n "$script"
 done
+echo "== helm chart: lint, render with each charts/kache/ci/*-values.yaml"
+helm=""
+if command -v helm >/dev/null 2>&1; then
+  helm=$(command -v helm)
+elif [ -x "${KACHE_CACHE:-$HOME/.cache/kache}/k8s/v1.34.4/bin/helm" ]; then
+  helm="${KACHE_CACHE:-$HOME/.cache/kache}/k8s/v1.34.4/bin/helm"
+else
+  echo "helm not found (neither on PATH nor ~/.cache/kache/k8s/v1.34.4/bin/helm):" >&2
+  echo "  build it with tests/k8s/build-control-plane.sh, or install helm v3" >&2
+  exit 1
+fi
+"$helm" lint --strict charts/kache
+for values in charts/kache/ci/*-values.yaml; do
+  "$helm" lint --strict charts/kache --namespace kache-system -f "$values" >/dev/null
+  "$helm" template kache charts/kache --namespace kache-system --include-crds -f "$values" >/dev/null
+done
+# The values schema and the template guards must refuse bad values.
+for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
+  replicas=2,leaderElection.enabled=false; do
+  if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
+    echo "helm template accepted the bad value $bad" >&2
+    exit 1
+  fi
+done
+# Least privilege: no wildcard, and none of the dangerous resources or verbs, in any RBAC rule.
+for values in charts/kache/ci/*-values.yaml; do
+  if "$helm" template kache charts/kache -f "$values" --show-only templates/rbac.yaml |
+    sed 's/#.*//' | grep -nE "\"\*\"|secrets|nodes|escalate|bind\"|impersonate"; then
+    echo "charts/kache RBAC ($values) grants more than the operator needs" >&2
+    exit 1
+  fi
+done
+echo "== manifests/install.yaml matches the chart"
+HELM="$helm" scripts/render-manifests.sh --check
 echo "== all checks passed"
