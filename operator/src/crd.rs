@@ -1,0 +1,493 @@
+//! The `CacheCluster` custom resource (`kache.dev/v1alpha1`): what a user asks for (spec)
+//! and what the operator observed (status).
+//!
+//! Validation lives in the schema so `kubectl apply` refuses a bad spec before the operator
+//! ever sees it: bounds and patterns through schemars, cross-field rules (replication factor
+//! against replicas, immutable partitions) as CEL `x-kubernetes-validations`. Every message
+//! says what to change.
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Partitions a new cluster gets unless the spec says otherwise.
+pub const DEFAULT_PARTITIONS: u32 = 271;
+
+/// A kache cache cluster: a StatefulSet of cache nodes that reshard safely when it scales.
+// The printer columns repeat keys like `type_`, which clippy takes for duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kache.dev",
+    version = "v1alpha1",
+    kind = "CacheCluster",
+    plural = "cacheclusters",
+    shortname = "cc",
+    category = "kache",
+    namespaced,
+    status = "CacheClusterStatus",
+    derive = "PartialEq",
+    doc = "A kache distributed in-memory cache cluster.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Members asked for"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Members that fully joined the current epoch"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Rebalance",
+        type_ = "string",
+        json_path = ".status.rebalance.progress",
+        description = "Partitions moved of the current move"
+    ),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
+).message("replicationFactor must be a number from 1 to spec.replicas, or \"all\"; lower it or raise replicas first"))]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClusterSpec {
+    /// Members of the cluster. Scaling moves partitions before any pod is removed.
+    #[schemars(range(min = 1, max = 512))]
+    pub replicas: i32,
+
+    /// Cache node image; defaults to the operator's `--node-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Image pull policy of the cache containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// CPU and memory of each cache container. maxMemory defaults to 75% of the memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Copies of each partition: a number from 1 to replicas, or "all" (every member
+    /// holds everything).
+    #[serde(default = "default_replication_factor")]
+    #[schemars(schema_with = "replication_factor_schema")]
+    pub replication_factor: IntOrString,
+
+    /// Number of partitions, the unit of movement. Fixed at creation.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("partitions is immutable: it fixes which partition every key lives in; create a new CacheCluster to change it"))]
+    pub partitions: u32,
+
+    /// Replicas a read asks when the client does not say.
+    #[serde(default)]
+    pub read_consistency: Consistency,
+
+    /// Acknowledgements a write waits for when the client does not say.
+    #[serde(default)]
+    pub write_consistency: Consistency,
+
+    /// Hard bound on the bytes a node stores, e.g. 512MiB or 2GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,15}(B|KiB|MiB|GiB|TiB|Ki|Mi|Gi|Ti|KB|MB|GB|TB)?$"))]
+    pub max_memory: Option<String>,
+
+    /// What a full node does with a new write: evict (lru, lfu) or refuse (none).
+    #[serde(default)]
+    pub eviction: Eviction,
+
+    /// Time to live of writes that do not set one, e.g. 30s, 5m, 1h; unset means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))]
+    pub default_ttl: Option<String>,
+
+    /// Disk persistence (snapshots). Not available in this version.
+    #[serde(default)]
+    pub persistence: Persistence,
+
+    /// The client and peer Services.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// Where cache pods may run.
+    #[serde(default)]
+    pub placement: Placement,
+
+    /// The PodDisruptionBudget of the cache pods.
+    #[serde(default)]
+    pub pod_disruption_budget: PdbSpec,
+
+    /// Prometheus scraping.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+
+    /// A NetworkPolicy that lets only cluster members reach the peer port.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
+    /// How long a membership change may take before Progressing turns False.
+    #[serde(default = "default_rebalance_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|m|h)$"))]
+    pub rebalance_timeout: String,
+
+    /// Extra labels for every object the operator creates (and the pods).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations for every object the operator creates (and the pods).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_replication_factor() -> IntOrString {
+    IntOrString::Int(1)
+}
+
+fn default_partitions() -> u32 {
+    DEFAULT_PARTITIONS
+}
+
+fn default_rebalance_timeout() -> String {
+    "10m".to_owned()
+}
+
+/// An int-or-string. Which ints and strings are allowed is a CEL rule on the spec, since
+/// it depends on `replicas` and a structural schema cannot constrain both types.
+fn replication_factor_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "nullable": false,
+        "default": 1
+    })
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    One,
+    #[default]
+    Quorum,
+    All,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::One => "one",
+            Self::Quorum => "quorum",
+            Self::All => "all",
+        }
+    }
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Eviction {
+    #[default]
+    Lru,
+    Lfu,
+    None,
+}
+
+impl Eviction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lru => "lru",
+            Self::Lfu => "lfu",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!self.enabled").message("persistence is not available in this version of kache; remove spec.persistence or set enabled: false"))]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Volume size per member, e.g. 10Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Type of the client Service.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Client HTTP port.
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http_port: i32,
+    /// Peer gRPC port.
+    #[serde(default = "default_grpc_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub grpc_port: i32,
+    /// Annotations for the client Service (e.g. for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            http_port: default_http_port(),
+            grpc_port: default_grpc_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_http_port() -> i32 {
+    7070
+}
+
+fn default_grpc_port() -> i32 {
+    7071
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Pods that may be down at once; derived from the replication factor when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: Option<i32>,
+}
+
+impl Default for PdbSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Create a prometheus-operator ServiceMonitor for the nodes' /metrics.
+    #[serde(default)]
+    pub service_monitor: bool,
+    /// Scrape interval.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(s|m)$"))]
+    pub interval: String,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            service_monitor: false,
+            interval: default_scrape_interval(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> String {
+    "30s".to_owned()
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// What the operator observed, from the nodes' own reports.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClusterStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Members that fully joined the current epoch: ready, holding every partition they
+    /// own and nothing else.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Cache pods whose readiness probe passes.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Epoch of the published member list.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every pod that is or was a member, as its node reports itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
+    /// Label selector of the cache pods (for the /scale subresource and HPAs).
+    #[serde(default)]
+    pub selector: String,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Phase {
+    /// Objects are being created and no member has joined yet.
+    #[default]
+    Creating,
+    /// Every member holds the partitions it owns; no change is in progress.
+    Available,
+    /// Membership is changing and partitions are moving.
+    Rebalancing,
+    /// A scale-down cannot finish: a leaving member may still hold data, so its pod stays.
+    ScaleDownBlocked,
+    /// No change is in progress but some member is not ready or not reachable.
+    Degraded,
+    /// The spec cannot be acted on; see the Degraded condition.
+    Invalid,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "Creating",
+            Self::Available => "Available",
+            Self::Rebalancing => "Rebalancing",
+            Self::ScaleDownBlocked => "ScaleDownBlocked",
+            Self::Degraded => "Degraded",
+            Self::Invalid => "Invalid",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub role: MemberRole,
+    /// Whether the node answered GET /v1/cluster.
+    pub reachable: bool,
+    /// Whether it fully joined the current epoch (members) or handed off everything
+    /// (departing).
+    pub settled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(default)]
+    pub owned_partitions: u32,
+    #[serde(default)]
+    pub held_not_owned: u32,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum MemberRole {
+    /// In the member list: owns partitions.
+    #[default]
+    Member,
+    /// Removed from the list; its pod stays until it holds nothing.
+    Departing,
+    /// A pod not in the list yet (scale-up waits for it to start).
+    Joining,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    pub active: bool,
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+    /// Partitions the members pulled for this move, of those they must pull.
+    pub partitions_moved: u64,
+    pub partitions_total: u64,
+    /// partitionsMoved of partitionsTotal, as "42%".
+    pub progress: String,
+    pub bytes_moved: u64,
+    pub records_moved: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+#[cfg(test)]
+#[path = "crd_tests.rs"]
+mod tests;

@@ -1,0 +1,152 @@
+//! kache-operator: reconciles `CacheCluster` resources into a cache that scales without
+//! losing data and reports honest status.
+//!
+//! Layout:
+//! - `crd`: the CacheCluster types; `crdgen` writes the CRD YAML from them.
+//! - `resources/`: pure builders of every object a CacheCluster owns.
+//! - `members`: the member list the operator publishes and the nodes follow.
+//! - `report`: the nodes' `GET /v1/cluster`, where progress comes from.
+//! - `scale`: the membership state machine (pure).
+//! - `status`: phase and conditions from the plan and the reports (pure).
+//! - `controller`: observe, decide, apply, report.
+//! - `leader`: Lease-based leader election.
+//! - `metrics` and `telemetry`: Prometheus metrics and health endpoints.
+
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod members;
+pub mod metrics;
+pub mod report;
+pub mod resources;
+pub mod scale;
+pub mod status;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::net::TcpListener;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the published member list cannot be read: {0}")]
+    MemberList(String),
+    #[error("cannot serialize an object: {0}")]
+    Serialize(#[source] serde_json::Error),
+    #[error("lost the leader lease to {0}")]
+    LostLease(String),
+    #[error("telemetry server failed: {0}")]
+    Telemetry(#[source] std::io::Error),
+}
+
+impl Error {
+    pub fn kube(action: &str, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.to_owned(),
+            source,
+        }
+    }
+
+    /// A low-cardinality label for the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::MemberList(_) => "member_list",
+            Self::Serialize(_) => "serialize",
+            Self::LostLease(_) => "lease",
+            Self::Telemetry(_) => "telemetry",
+        }
+    }
+}
+
+/// Settings of one operator process.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// The cache image for CacheClusters that do not name one.
+    pub node_image: String,
+    /// Only this namespace, or all when None.
+    pub watch_namespace: Option<String>,
+    /// Lease name and namespace, or None to run without leader election.
+    pub leader_election: Option<(String, String)>,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+}
+
+/// Serves telemetry on `listener` and runs the controller (once leading) until
+/// `shutdown` resolves or leadership is lost.
+pub async fn run(
+    listener: TcpListener,
+    client: Client,
+    config: OperatorConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let metrics = metrics::Metrics::default();
+    let health = telemetry::Health::default();
+    let server = tokio::spawn(telemetry::serve(listener, metrics.clone(), health.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let shutdown_task = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let election = config.leader_election.as_ref().map(|(name, namespace)| {
+        leader::LeaderElection::new(client.clone(), namespace, name, &config.identity)
+    });
+    health.set_ready();
+    let result = tokio::select! {
+        result = lead(election.clone(), client, config, metrics.clone(), stopped) => result,
+        Ok(Err(error)) = server => Err(Error::Telemetry(error)),
+    };
+    metrics.set_leader(false);
+    shutdown_task.abort();
+    result
+}
+
+async fn lead(
+    election: Option<leader::LeaderElection>,
+    client: Client,
+    config: OperatorConfig,
+    metrics: metrics::Metrics,
+    stopped: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let stopped = futures::FutureExt::shared(Box::pin(stopped));
+    if let Some(election) = &election {
+        tokio::select! {
+            acquired = election.acquire() => acquired?,
+            () = stopped.clone() => return Ok(()),
+        }
+    }
+    metrics.set_leader(true);
+    let ctx = Arc::new(controller::Context::new(
+        client,
+        config.node_image.clone(),
+        metrics,
+        config.identity.clone(),
+    ));
+    let controller = controller::run(ctx, config.watch_namespace.clone(), stopped);
+    match election {
+        None => {
+            controller.await;
+            Ok(())
+        }
+        Some(election) => tokio::select! {
+            () = controller => Ok(()),
+            lost = election.keep() => Err(lost),
+        },
+    }
+}

@@ -1,0 +1,237 @@
+//! Prometheus metrics of the operator: reconciliations, failures, and what each cluster's
+//! status says, rendered in the text exposition format on `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::crd::{CacheClusterStatus, Phase};
+
+/// A cheap handle over the shared metrics. One mutex: updates are a few per reconcile
+/// and scrapes are rare, so contention does not matter; it is never held across `.await`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    reconciliations: u64,
+    reconcile_seconds_sum: f64,
+    failures: BTreeMap<&'static str, u64>,
+    /// Consecutive failures per cluster, for the backoff.
+    failing: BTreeMap<String, u32>,
+    clusters: BTreeMap<String, ClusterGauges>,
+    leader: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClusterGauges {
+    epoch: u64,
+    joined: i32,
+    ready: i32,
+    phase: Phase,
+    rebalance_active: bool,
+    partitions_moved: u64,
+    partitions_total: u64,
+    bytes_moved: u64,
+}
+
+/// A per-cluster gauge: name, help, and how to read it.
+type Gauge = (&'static str, &'static str, fn(&ClusterGauges) -> String);
+
+const PHASES: [Phase; 6] = [
+    Phase::Creating,
+    Phase::Available,
+    Phase::Rebalancing,
+    Phase::ScaleDownBlocked,
+    Phase::Degraded,
+    Phase::Invalid,
+];
+
+impl Metrics {
+    pub fn observe(&self, cluster: &str, status: &CacheClusterStatus, took: Duration) {
+        let mut inner = self.inner.lock();
+        inner.reconciliations += 1;
+        inner.reconcile_seconds_sum += took.as_secs_f64();
+        inner.failing.remove(cluster);
+        let rebalance = status.rebalance.clone().unwrap_or_default();
+        inner.clusters.insert(
+            cluster.to_owned(),
+            ClusterGauges {
+                epoch: status.epoch,
+                joined: status.replicas,
+                ready: status.ready_replicas,
+                phase: status.phase,
+                rebalance_active: rebalance.active,
+                partitions_moved: rebalance.partitions_moved,
+                partitions_total: rebalance.partitions_total,
+                bytes_moved: rebalance.bytes_moved,
+            },
+        );
+    }
+
+    /// Counts a failed reconcile; returns how many in a row this cluster has had.
+    pub fn reconcile_failed(&self, cluster: &str, reason: &'static str) -> u32 {
+        let mut inner = self.inner.lock();
+        *inner.failures.entry(reason).or_default() += 1;
+        let failing = inner.failing.entry(cluster.to_owned()).or_default();
+        *failing = failing.saturating_add(1);
+        *failing
+    }
+
+    pub fn forget(&self, cluster: &str) {
+        let mut inner = self.inner.lock();
+        inner.clusters.remove(cluster);
+        inner.failing.remove(cluster);
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.inner.lock().leader = leader;
+    }
+
+    pub fn render(&self) -> String {
+        let inner = self.inner.lock();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP kache_operator_leader 1 while this replica holds the leader lease."
+        );
+        let _ = writeln!(out, "# TYPE kache_operator_leader gauge");
+        let _ = writeln!(out, "kache_operator_leader {}", u8::from(inner.leader));
+        let _ = writeln!(
+            out,
+            "# HELP kache_operator_reconciliations_total Reconciliations that finished."
+        );
+        let _ = writeln!(out, "# TYPE kache_operator_reconciliations_total counter");
+        let _ = writeln!(
+            out,
+            "kache_operator_reconciliations_total {}",
+            inner.reconciliations
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kache_operator_reconcile_seconds_total Time spent in finished reconciliations."
+        );
+        let _ = writeln!(out, "# TYPE kache_operator_reconcile_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "kache_operator_reconcile_seconds_total {:.6}",
+            inner.reconcile_seconds_sum
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kache_operator_reconcile_failures_total Reconciliations that failed, by cause."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE kache_operator_reconcile_failures_total counter"
+        );
+        for (reason, count) in &inner.failures {
+            let _ = writeln!(
+                out,
+                "kache_operator_reconcile_failures_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        let gauges: [Gauge; 7] = [
+            (
+                "kache_cachecluster_epoch",
+                "Epoch of the published member list.",
+                |g| g.epoch.to_string(),
+            ),
+            (
+                "kache_cachecluster_members_joined",
+                "Members that fully joined the current epoch.",
+                |g| g.joined.to_string(),
+            ),
+            (
+                "kache_cachecluster_pods_ready",
+                "Cache pods passing their readiness probe.",
+                |g| g.ready.to_string(),
+            ),
+            (
+                "kache_cachecluster_rebalance_active",
+                "1 while partitions are moving.",
+                |g| u8::from(g.rebalance_active).to_string(),
+            ),
+            (
+                "kache_cachecluster_rebalance_partitions_moved",
+                "Partitions moved in the current or last move.",
+                |g| g.partitions_moved.to_string(),
+            ),
+            (
+                "kache_cachecluster_rebalance_partitions_total",
+                "Partitions to move in the current or last move.",
+                |g| g.partitions_total.to_string(),
+            ),
+            (
+                "kache_cachecluster_rebalance_bytes_moved",
+                "Bytes moved in the current or last move.",
+                |g| g.bytes_moved.to_string(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (cluster, g) in &inner.clusters {
+                let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kache_cachecluster_phase 1 for the phase each cluster is in."
+        );
+        let _ = writeln!(out, "# TYPE kache_cachecluster_phase gauge");
+        for (cluster, g) in &inner.clusters {
+            for phase in PHASES {
+                let _ = writeln!(
+                    out,
+                    "kache_cachecluster_phase{{cluster=\"{cluster}\",phase=\"{}\"}} {}",
+                    phase.as_str(),
+                    u8::from(g.phase == phase)
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_observed() {
+        let metrics = Metrics::default();
+        let status = CacheClusterStatus {
+            epoch: 5,
+            replicas: 3,
+            phase: Phase::Rebalancing,
+            ..CacheClusterStatus::default()
+        };
+        metrics.observe("shop/demo", &status, Duration::from_millis(20));
+        assert_eq!(metrics.reconcile_failed("shop/other", "kube"), 1);
+        assert_eq!(metrics.reconcile_failed("shop/other", "kube"), 2);
+        let text = metrics.render();
+        assert!(
+            text.contains("kache_cachecluster_epoch{cluster=\"shop/demo\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("kache_cachecluster_members_joined{cluster=\"shop/demo\"} 3"));
+        assert!(
+            text.contains(
+                "kache_cachecluster_phase{cluster=\"shop/demo\",phase=\"Rebalancing\"} 1"
+            )
+        );
+        assert!(
+            text.contains("kache_cachecluster_phase{cluster=\"shop/demo\",phase=\"Available\"} 0")
+        );
+        assert!(text.contains("kache_operator_reconcile_failures_total{reason=\"kube\"} 2"));
+        assert!(text.contains("kache_operator_reconciliations_total 1"));
+        metrics.forget("shop/demo");
+        assert!(!metrics.render().contains("shop/demo"));
+    }
+}

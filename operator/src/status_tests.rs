@@ -1,0 +1,171 @@
+//! Status is computed from node reports: the phase, conditions and progress say what the
+//! nodes say, and the timestamps move only on real transitions.
+
+use super::*;
+use crate::scale::plan;
+use crate::scale::tests::{desired, drained, holding, joined, list, moving, observed};
+use k8s_openapi::jiff::ToSpan;
+
+fn ctx<'a>(previous: Option<&'a CacheClusterStatus>, now: Timestamp) -> Context<'a> {
+    Context {
+        name: "demo",
+        generation: Some(7),
+        previous,
+        now,
+        rebalance_timeout: Duration::from_secs(600),
+        selector: "app=kache".to_owned(),
+    }
+}
+
+fn t0() -> Timestamp {
+    "2026-11-21T10:00:00Z".parse().unwrap()
+}
+
+fn condition<'a>(status: &'a CacheClusterStatus, type_: &str) -> &'a Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn a_joined_cluster_is_available() {
+    let obs = observed(
+        Some(list(4, &[0, 1, 2], &[])),
+        vec![joined(0, 4), joined(1, 4), joined(2, 4)],
+    );
+    let status = status(&plan(&desired(3, 1), &obs), &obs, &ctx(None, t0()));
+    assert_eq!(status.phase, Phase::Available);
+    assert_eq!(status.replicas, 3);
+    assert_eq!(status.ready_replicas, 3);
+    assert_eq!(status.observed_generation, Some(7));
+    assert_eq!(condition(&status, AVAILABLE).status, "True");
+    assert_eq!(condition(&status, PROGRESSING).status, "False");
+    assert_eq!(condition(&status, DEGRADED).status, "False");
+    assert!(status.rebalance.is_none(), "no move has happened");
+}
+
+#[test]
+fn progress_is_summed_from_the_nodes_and_completion_is_recorded() {
+    let d = desired(4, 1);
+    let mut a = moving(3, 5);
+    a.rebalance.partitions_total = 60;
+    a.rebalance.partitions_done = 15;
+    a.rebalance.bytes_moved = 1_000;
+    let mut b = joined(0, 5);
+    b.rebalance.partitions_total = 0;
+    let obs = observed(
+        Some(list(5, &[0, 1, 2, 3], &[])),
+        vec![b, joined(1, 5), joined(2, 5), a],
+    );
+    let previous = CacheClusterStatus {
+        epoch: 4,
+        ..CacheClusterStatus::default()
+    };
+    let during = status(&plan(&d, &obs), &obs, &ctx(Some(&previous), t0()));
+    assert_eq!(during.phase, Phase::Rebalancing);
+    assert_eq!(during.replicas, 3, "demo-3 has not joined yet");
+    assert_eq!(condition(&during, AVAILABLE).status, "False");
+    assert_eq!(condition(&during, REBALANCING).status, "True");
+    let rebalance = during.rebalance.clone().unwrap();
+    assert!(rebalance.active);
+    assert_eq!(
+        (rebalance.partitions_moved, rebalance.partitions_total),
+        (15, 60)
+    );
+    assert_eq!(rebalance.progress, "25%");
+    assert_eq!(rebalance.bytes_moved, 1_000);
+    assert_eq!((rebalance.from_epoch, rebalance.to_epoch), (4, 5));
+    assert_eq!(rebalance.started_at, Some(Time(t0())));
+
+    let later = t0() + 30.seconds();
+    let mut done = joined(3, 5);
+    done.rebalance.partitions_total = 60;
+    done.rebalance.partitions_done = 60;
+    let obs = observed(
+        Some(list(5, &[0, 1, 2, 3], &[])),
+        vec![joined(0, 5), joined(1, 5), joined(2, 5), done],
+    );
+    let after = status(&plan(&d, &obs), &obs, &ctx(Some(&during), later));
+    assert_eq!(after.phase, Phase::Available);
+    let rebalance = after.rebalance.clone().unwrap();
+    assert!(!rebalance.active);
+    assert_eq!(rebalance.progress, "100%");
+    assert_eq!(rebalance.started_at, Some(Time(t0())), "the start is kept");
+    assert_eq!(rebalance.completed_at, Some(Time(later)));
+    let since = |s: &CacheClusterStatus| condition(s, AVAILABLE).last_transition_time.clone();
+    assert_eq!(since(&after), Time(later), "Available turned True now");
+}
+
+#[test]
+fn a_blocked_scale_down_says_who_and_is_not_available_as_done() {
+    let obs = observed(
+        Some(list(6, &[0, 1], &[2, 3])),
+        vec![joined(0, 6), joined(1, 6), drained(2, 6)],
+    );
+    let status = status(&plan(&desired(2, 1), &obs), &obs, &ctx(None, t0()));
+    assert_eq!(status.phase, Phase::ScaleDownBlocked);
+    let blocked = condition(&status, SCALE_DOWN_BLOCKED);
+    assert_eq!(blocked.status, "True");
+    assert_eq!(blocked.reason, "MemberUnreachable");
+    assert!(blocked.message.contains("demo-3"), "{}", blocked.message);
+    assert_eq!(condition(&status, DEGRADED).status, "True");
+    // Both remaining members did join: Available is about owners holding their data.
+    assert_eq!(condition(&status, AVAILABLE).status, "True");
+    assert_eq!(status.replicas, 2);
+}
+
+#[test]
+fn a_move_past_its_deadline_stops_progressing_but_keeps_going() {
+    let obs = observed(
+        Some(list(6, &[0, 1], &[2])),
+        vec![joined(0, 6), joined(1, 6), holding(2, 6)],
+    );
+    let p = plan(&desired(2, 1), &obs);
+    let first = status(&p, &obs, &ctx(None, t0()));
+    assert_eq!(condition(&first, PROGRESSING).status, "True");
+    let late = status(&p, &obs, &ctx(Some(&first), t0() + 11.minutes()));
+    let progressing = condition(&late, PROGRESSING);
+    assert_eq!(progressing.status, "False");
+    assert_eq!(progressing.reason, "ProgressDeadlineExceeded");
+    assert_eq!(
+        late.phase,
+        Phase::Rebalancing,
+        "the hand-off is still waited for"
+    );
+}
+
+#[test]
+fn transition_times_move_only_when_the_status_flips() {
+    let obs = observed(
+        Some(list(4, &[0, 1, 2], &[])),
+        vec![joined(0, 4), joined(1, 4), joined(2, 4)],
+    );
+    let p = plan(&desired(3, 1), &obs);
+    let first = status(&p, &obs, &ctx(None, t0()));
+    let second = status(&p, &obs, &ctx(Some(&first), t0() + 5.minutes()));
+    assert_eq!(
+        condition(&second, AVAILABLE).last_transition_time,
+        Time(t0())
+    );
+}
+
+#[test]
+fn a_new_cluster_is_creating_until_every_member_joined_once() {
+    let starting = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1)]);
+    let p = plan(&desired(3, 1), &starting);
+    let first = status(&p, &starting, &ctx(None, t0()));
+    assert_eq!(first.phase, Phase::Creating);
+    assert_eq!(condition(&first, DEGRADED).status, "False");
+    assert_eq!(condition(&first, PROGRESSING).reason, "Creating");
+
+    let up = observed(
+        Some(list(1, &[0, 1, 2], &[])),
+        vec![joined(0, 1), joined(1, 1), joined(2, 1)],
+    );
+    let available = status(&plan(&desired(3, 1), &up), &up, &ctx(Some(&first), t0()));
+    assert_eq!(available.phase, Phase::Available);
+
+    // Once it was available, a member that stops answering makes it Degraded.
+    let later = plan(&desired(3, 1), &starting);
+    let degraded = status(&later, &starting, &ctx(Some(&available), t0()));
+    assert_eq!(degraded.phase, Phase::Degraded);
+    assert_eq!(condition(&degraded, DEGRADED).status, "True");
+}
