@@ -10,6 +10,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
+echo "== crds/ and charts/kache/crds/ match operator/src/crd.rs"
+cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
 echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh; do
   bash -n "$script"
