@@ -2,17 +2,24 @@
 //! validated into a [`NodeConfig`] that the library takes as a plain value.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::cluster::discovery::DiscoveryConfig;
+use crate::cluster::discovery::dns::DnsNames;
+use crate::cluster::membership::{ListRules, MemberList, ReplicationFactor};
 use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{EvictionPolicy, StoreConfig};
 
 /// The most partitions a cluster may have; partitions are the unit of movement.
 pub const MAX_PARTITIONS: u32 = 65_536;
+
+/// Where a pod finds its own namespace.
+pub const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,10 +73,46 @@ pub struct Cli {
     #[arg(long, env = "KACHE_TOMBSTONE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
 
-    /// A member-list YAML file, watched for new epochs. Without it the node is a cluster
-    /// of one.
+    /// A member-list YAML file, watched for new epochs. Without a membership source
+    /// (this, --members or --members-configmap) the node is a cluster of one.
     #[arg(long, env = "KACHE_MEMBERS_FILE")]
     pub members_file: Option<PathBuf>,
+
+    /// A static member list at epoch 1: `id=ip:port,...`, or ids alone with
+    /// --discovery endpointslices or dns.
+    #[arg(long, env = "KACHE_MEMBERS")]
+    pub members: Option<String>,
+
+    /// Replication factor of the --members list: a number or "all" (default 1). A member
+    /// file or ConfigMap carries its own.
+    #[arg(long, env = "KACHE_REPLICATION_FACTOR")]
+    pub replication_factor: Option<ReplicationFactor>,
+
+    /// A Kubernetes ConfigMap (key members.yaml) holding the member list, watched
+    /// through the API (in-cluster config or KUBECONFIG).
+    #[arg(long, env = "KACHE_MEMBERS_CONFIGMAP")]
+    pub members_configmap: Option<String>,
+
+    /// Namespace of the ConfigMap and the Service; defaults to the pod's own.
+    #[arg(long, env = "KACHE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// How peer addresses are found: static (in the member list), endpointslices (of
+    /// --service, through the API) or dns (<id>.<service>.<namespace>.svc.<domain>).
+    #[arg(long, env = "KACHE_DISCOVERY", default_value = "static")]
+    pub discovery: DiscoveryKind,
+
+    /// The headless Service whose EndpointSlices or DNS names locate the members.
+    #[arg(long, env = "KACHE_SERVICE")]
+    pub service: Option<String>,
+
+    /// Peer port of the members: for DNS, and for EndpointSlices without a `grpc` port.
+    #[arg(long, env = "KACHE_PEER_PORT", default_value_t = 7071)]
+    pub peer_port: u16,
+
+    /// The cluster's DNS domain, for DNS discovery.
+    #[arg(long, env = "KACHE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 
     /// How often replicas compare partition digests and repair differences; 0 turns it off.
     #[arg(long, env = "KACHE_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -93,11 +136,65 @@ pub struct Cli {
     pub shutdown_grace: Duration,
 }
 
+/// How members' peer addresses are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    Static,
+    EndpointSlices,
+    Dns,
+}
+
+impl FromStr for DiscoveryKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "static" => Ok(Self::Static),
+            "endpointslices" => Ok(Self::EndpointSlices),
+            "dns" => Ok(Self::Dns),
+            other => Err(format!(
+                "unknown discovery '{other}' (expected static, endpointslices or dns)"
+            )),
+        }
+    }
+}
+
+impl DiscoveryKind {
+    fn flag_value(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::EndpointSlices => "endpointslices",
+            Self::Dns => "dns",
+        }
+    }
+}
+
+/// Where the member list comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipConfig {
+    /// No source: a cluster of one.
+    Single,
+    /// A watched YAML file.
+    File(PathBuf),
+    /// The `--members` list, fixed at epoch 1.
+    Static(MemberList),
+    /// A watched ConfigMap.
+    ConfigMap { namespace: String, name: String },
+}
+
+impl MembershipConfig {
+    /// Whether the node is a cluster member (not a cluster of one).
+    pub fn is_cluster(&self) -> bool {
+        !matches!(self, Self::Single)
+    }
+}
+
 /// Everything a node needs, validated.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
-    pub members_file: Option<PathBuf>,
+    pub membership: MembershipConfig,
+    pub discovery: DiscoveryConfig,
     pub consistency: Defaults,
     /// Zero: off.
     pub anti_entropy_interval: Duration,
@@ -140,6 +237,24 @@ pub enum ConfigError {
     WorkerThreads(usize),
     #[error("--node-id is required when the host name cannot be read")]
     NodeId,
+    #[error("give one membership source, not several: {0}")]
+    MembershipSources(String),
+    #[error("--members: {0}")]
+    Members(String),
+    #[error(
+        "--replication-factor applies to --members only; a member file or ConfigMap sets its own"
+    )]
+    ReplicationFactorWithoutMembers,
+    #[error(
+        "--discovery {0} needs a member list (--members-file, --members or --members-configmap)"
+    )]
+    DiscoveryWithoutMembers(&'static str),
+    #[error("--discovery {0} needs --service (the headless Service of the members)")]
+    Service(&'static str),
+    #[error("--peer-port must be between 1 and 65535")]
+    PeerPort,
+    #[error("--namespace is required for {0}: {POD_NAMESPACE_FILE} cannot be read (not in a pod?)")]
+    Namespace(&'static str),
 }
 
 impl Cli {
@@ -171,13 +286,17 @@ impl Cli {
         if let Some(threads) = self.worker_threads.filter(|t| !(1..=1024).contains(t)) {
             return Err(ConfigError::WorkerThreads(threads));
         }
-        let node_id = match self.node_id.filter(|id| !id.trim().is_empty()) {
+        let node_id = match self.node_id.clone().filter(|id| !id.trim().is_empty()) {
             Some(id) => id,
             None => host_name().ok_or(ConfigError::NodeId)?,
         };
+        let discovery = self.discovery_config(|| read_namespace(Path::new(POD_NAMESPACE_FILE)))?;
+        let membership =
+            self.membership_config(&discovery, || read_namespace(Path::new(POD_NAMESPACE_FILE)))?;
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
-            members_file: self.members_file,
+            membership,
+            discovery,
             anti_entropy_interval: self.anti_entropy_interval,
             consistency: Defaults {
                 read: self.read_consistency,
@@ -200,6 +319,119 @@ impl Cli {
             worker_threads: self.worker_threads,
         })
     }
+}
+
+impl Cli {
+    /// Discovery as configured. `pod_namespace` is asked only when a namespace is needed
+    /// and --namespace is not given.
+    fn discovery_config(
+        &self,
+        pod_namespace: impl FnOnce() -> Option<String>,
+    ) -> Result<DiscoveryConfig, ConfigError> {
+        let kind = self.discovery.flag_value();
+        if self.discovery != DiscoveryKind::Static {
+            if self.members_file.is_none()
+                && self.members.is_none()
+                && self.members_configmap.is_none()
+            {
+                return Err(ConfigError::DiscoveryWithoutMembers(kind));
+            }
+            if self.peer_port == 0 {
+                return Err(ConfigError::PeerPort);
+            }
+        }
+        let service = || {
+            self.service
+                .clone()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or(ConfigError::Service(kind))
+        };
+        let namespace = || {
+            self.namespace
+                .clone()
+                .filter(|ns| !ns.trim().is_empty())
+                .or_else(pod_namespace)
+                .ok_or(ConfigError::Namespace("--discovery endpointslices or dns"))
+        };
+        Ok(match self.discovery {
+            DiscoveryKind::Static => DiscoveryConfig::Static,
+            DiscoveryKind::EndpointSlices => DiscoveryConfig::EndpointSlices {
+                service: service()?,
+                namespace: namespace()?,
+                peer_port: self.peer_port,
+            },
+            DiscoveryKind::Dns => DiscoveryConfig::Dns(DnsNames {
+                service: service()?,
+                namespace: namespace()?,
+                cluster_domain: self.cluster_domain.clone(),
+                port: self.peer_port,
+            }),
+        })
+    }
+
+    /// The membership source: at most one of --members-file, --members and
+    /// --members-configmap.
+    fn membership_config(
+        &self,
+        discovery: &DiscoveryConfig,
+        pod_namespace: impl FnOnce() -> Option<String>,
+    ) -> Result<MembershipConfig, ConfigError> {
+        let given: Vec<&str> = [
+            ("--members-file", self.members_file.is_some()),
+            ("--members", self.members.is_some()),
+            ("--members-configmap", self.members_configmap.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if given.len() > 1 {
+            return Err(ConfigError::MembershipSources(given.join(" and ")));
+        }
+        if self.replication_factor.is_some() && self.members.is_none() {
+            return Err(ConfigError::ReplicationFactorWithoutMembers);
+        }
+        let rules = ListRules {
+            partitions: self.partitions,
+            addresses_required: discovery.is_static(),
+        };
+        if let Some(path) = &self.members_file {
+            return Ok(MembershipConfig::File(path.clone()));
+        }
+        if let Some(members) = &self.members {
+            let replication_factor = self
+                .replication_factor
+                .unwrap_or(ReplicationFactor::Count(1));
+            let list = MemberList::from_flag(members, replication_factor, &rules)
+                .map_err(|err| ConfigError::Members(err.to_string()))?;
+            return Ok(MembershipConfig::Static(list));
+        }
+        if let Some(name) = self.members_configmap.clone() {
+            let namespace = match self.namespace.clone().filter(|ns| !ns.trim().is_empty()) {
+                Some(namespace) => namespace,
+                None => pod_namespace().ok_or(ConfigError::Namespace("--members-configmap"))?,
+            };
+            return Ok(MembershipConfig::ConfigMap { namespace, name });
+        }
+        Ok(MembershipConfig::Single)
+    }
+}
+
+impl NodeConfig {
+    /// What a member list must satisfy on this node.
+    pub fn list_rules(&self) -> ListRules {
+        ListRules {
+            partitions: self.store.partitions,
+            addresses_required: self.discovery.is_static(),
+        }
+    }
+}
+
+/// The namespace in a pod's service-account mount, if there is one.
+fn read_namespace(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty())
 }
 
 fn host_name() -> Option<String> {
@@ -321,7 +553,8 @@ mod tests {
         assert_eq!(config.limits.max_value_bytes, 1 << 20);
         assert_eq!(config.default_ttl, None);
         assert_eq!(config.grpc_addr.port(), 7071);
-        assert_eq!(config.members_file, None);
+        assert_eq!(config.membership, MembershipConfig::Single);
+        assert_eq!(config.discovery, DiscoveryConfig::Static);
         assert_eq!(config.consistency.read, Consistency::Quorum);
     }
 
@@ -342,5 +575,183 @@ mod tests {
         assert!(err.contains("most"), "{err}");
         let err = parse(&["--worker-threads", "0"]).expect_err("no threads");
         assert!(err.contains("--worker-threads"), "{err}");
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["kache-node", "--node-id", "n1"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("flags parse")
+    }
+
+    #[test]
+    fn one_membership_source_at_most() {
+        let err = parse(&[
+            "--members-file",
+            "m.yaml",
+            "--members-configmap",
+            "demo-members",
+        ])
+        .expect_err("two sources");
+        assert!(
+            err.contains("--members-file and --members-configmap"),
+            "{err}"
+        );
+        let err = parse(&["--members", "a=127.0.0.1:1", "--members-file", "m.yaml"])
+            .expect_err("two sources");
+        assert!(err.contains("--members-file and --members"), "{err}");
+        let file = parse(&["--members-file", "m.yaml"]).expect("file");
+        assert_eq!(file.membership, MembershipConfig::File("m.yaml".into()));
+        assert!(file.membership.is_cluster());
+    }
+
+    #[test]
+    fn the_members_flag_is_a_static_list() {
+        let config = parse(&[
+            "--members",
+            "a=127.0.0.1:7071,b=127.0.0.1:7072",
+            "--replication-factor",
+            "2",
+            "--partitions",
+            "64",
+        ])
+        .expect("valid");
+        let MembershipConfig::Static(list) = &config.membership else {
+            panic!("static list expected: {:?}", config.membership);
+        };
+        assert_eq!((list.epoch, list.partitions), (1, 64));
+        assert_eq!(list.replication_factor, ReplicationFactor::Count(2));
+        assert_eq!(list.ids(), ["a", "b"]);
+        let default_rf = parse(&["--members", "a=127.0.0.1:7071"]).expect("valid");
+        assert!(matches!(
+            default_rf.membership,
+            MembershipConfig::Static(MemberList {
+                replication_factor: ReplicationFactor::Count(1),
+                ..
+            })
+        ));
+
+        let err = parse(&["--members", "a,b"]).expect_err("static discovery needs addresses");
+        assert!(
+            err.contains("--members") && err.contains("no address"),
+            "{err}"
+        );
+        let err = parse(&["--members", "a=nowhere"]).expect_err("bad address");
+        assert!(err.contains("a=nowhere"), "{err}");
+        let err = parse(&["--members-file", "m.yaml", "--replication-factor", "2"])
+            .expect_err("the file sets its own");
+        assert!(err.contains("--replication-factor"), "{err}");
+        let err =
+            parse(&["--members", "a=127.0.0.1:1", "--replication-factor", "0"]).expect_err("rf 0");
+        assert!(err.contains("replication factor"), "{err}");
+    }
+
+    #[test]
+    fn the_configmap_source_takes_the_pods_namespace_unless_given() {
+        let config = parse(&[
+            "--members-configmap",
+            "demo-members",
+            "--namespace",
+            "cache",
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.membership,
+            MembershipConfig::ConfigMap {
+                namespace: "cache".into(),
+                name: "demo-members".into()
+            }
+        );
+        // Static discovery with a ConfigMap: its lists must carry addresses.
+        assert!(config.list_rules().addresses_required);
+
+        let flags = cli(&["--members-configmap", "demo-members"]);
+        let in_pod = flags
+            .membership_config(&DiscoveryConfig::Static, || Some("pod-ns".into()))
+            .expect("pod namespace");
+        assert!(
+            matches!(in_pod, MembershipConfig::ConfigMap { namespace, .. } if namespace == "pod-ns")
+        );
+        let outside = flags
+            .membership_config(&DiscoveryConfig::Static, || None)
+            .expect_err("no namespace anywhere");
+        assert!(outside.to_string().contains("--namespace"), "{outside}");
+    }
+
+    #[test]
+    fn dynamic_discovery_needs_a_service_and_a_member_list() {
+        let config = parse(&[
+            "--members-configmap",
+            "demo-members",
+            "--discovery",
+            "endpointslices",
+            "--service",
+            "demo-peers",
+            "--namespace",
+            "cache",
+        ])
+        .expect("the operator's flags");
+        assert_eq!(
+            config.discovery,
+            DiscoveryConfig::EndpointSlices {
+                namespace: "cache".into(),
+                service: "demo-peers".into(),
+                peer_port: 7071
+            }
+        );
+        assert!(!config.list_rules().addresses_required, "ids only");
+
+        let dns = parse(&[
+            "--members",
+            "demo-0,demo-1",
+            "--discovery",
+            "DNS",
+            "--service",
+            "demo-peers",
+            "--namespace",
+            "cache",
+            "--peer-port",
+            "7171",
+        ])
+        .expect("dns with bare ids");
+        let DiscoveryConfig::Dns(names) = &dns.discovery else {
+            panic!("dns expected: {:?}", dns.discovery);
+        };
+        assert_eq!(names.port, 7171);
+        assert_eq!(
+            names.name("demo-0"),
+            "demo-0.demo-peers.cache.svc.cluster.local"
+        );
+
+        let err = parse(&[
+            "--members",
+            "a",
+            "--discovery",
+            "dns",
+            "--namespace",
+            "cache",
+        ])
+        .expect_err("no service");
+        assert!(err.contains("--service"), "{err}");
+        let err = parse(&[
+            "--discovery",
+            "endpointslices",
+            "--service",
+            "s",
+            "--namespace",
+            "n",
+        ])
+        .expect_err("no member list");
+        assert!(err.contains("needs a member list"), "{err}");
+        let err = parse(&["--discovery", "gossip"]).expect_err("unknown kind");
+        assert!(err.contains("gossip"), "{err}");
+        let flags = cli(&["--members", "a", "--discovery", "dns", "--service", "s"]);
+        let err = flags.discovery_config(|| None).expect_err("no namespace");
+        assert!(err.to_string().contains("--namespace"), "{err}");
+        let from_pod = flags
+            .discovery_config(|| Some("pod-ns".into()))
+            .expect("pod");
+        assert!(
+            matches!(from_pod, DiscoveryConfig::Dns(DnsNames { namespace, .. }) if namespace == "pod-ns")
+        );
     }
 }

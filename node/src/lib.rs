@@ -7,7 +7,7 @@
 //! - [`http`]: the client REST API.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //!
-//! - [`cluster`]: membership, placement, the peer protocol, request routing.
+//! - [`cluster`]: membership, discovery, placement, the peer protocol, request routing.
 //!
 //! The binary parses flags, binds its listeners and calls [`run`]; tests call the same
 //! [`run`] on `127.0.0.1:0`.
@@ -26,9 +26,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
-use crate::cluster::membership::watch_file;
+use crate::cluster::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
+use crate::cluster::membership::{MemberList, watch_configmap, watch_file};
 use crate::cluster::peer::{Identity, PeerService};
-use crate::config::NodeConfig;
+use crate::config::{MembershipConfig, NodeConfig};
 use crate::http::{AppState, Phase};
 use crate::store::Store;
 
@@ -40,6 +41,10 @@ pub enum Error {
     Peer(#[source] tonic::transport::Error),
     #[error(transparent)]
     Membership(#[from] cluster::membership::MembershipError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("no Kubernetes client configuration (in-cluster or KUBECONFIG)")]
+    Kube(#[source] kube::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -65,33 +70,21 @@ pub async fn run(
     let _sweeper = store.spawn_active_expiry();
     let identity = Identity::new(config.store.node_id.clone());
     // Background tasks of a cluster member; aborted when `run` returns.
-    let (cluster, mut background) = match &config.members_file {
-        None => (
+    let (cluster, mut background) = if config.membership.is_cluster() {
+        let (cluster, tasks) = member(&config, store.clone(), identity.clone()).await?;
+        (cluster, tasks)
+    } else {
+        (
             Cluster::single(store.clone(), identity.clone(), config.consistency),
             Vec::new(),
-        ),
-        Some(path) => {
-            let (lists, watcher) = watch_file(path.clone(), config.store.partitions)?;
-            let list = lists.borrow().clone();
-            let cluster = Cluster::new(store.clone(), identity.clone(), list, config.consistency);
-            let follower = cluster.follow(lists);
-            let rebalancer = cluster.spawn_rebalancer();
-            let mut tasks = vec![
-                AbortOnDrop(watcher),
-                AbortOnDrop(follower),
-                AbortOnDrop(rebalancer),
-            ];
-            if !config.anti_entropy_interval.is_zero() {
-                let repair = cluster.spawn_anti_entropy(config.anti_entropy_interval);
-                tasks.push(AbortOnDrop(repair));
-            }
-            (cluster, tasks)
-        }
+        )
     };
     let peer = PeerService::new(cluster.clone(), config.limits.max_value_bytes);
     let state = AppState::new(cluster.clone(), &config);
-    if config.members_file.is_some() {
-        // A (re)started member serves as a replica only once it holds what it owns.
+    if config.membership.is_cluster() {
+        // A (re)started member serves as a replica only once it has a member list and
+        // holds what it owns in it. A node in no list owns nothing, so it is ready as
+        // soon as the list arrives: it holds everything it owns.
         state.set_phase(Phase::Syncing);
         let syncing = state.clone();
         background.push(AbortOnDrop(tokio::spawn(async move {
@@ -116,7 +109,10 @@ pub async fn run(
     let grace = config.shutdown_grace;
     // Drained (or nothing to drain): the servers may stop.
     let (drained_tx, drained_rx) = watch::channel(false);
-    let drain = config.members_file.is_some().then(|| state.cluster.clone());
+    let drain = config
+        .membership
+        .is_cluster()
+        .then(|| state.cluster.clone());
     let graceful = {
         let stop = stopping(stop_rx.clone());
         async move {
@@ -177,6 +173,63 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A cluster member: its membership source, its discovery, and the tasks that follow
+/// them, rebalance and repair.
+async fn member(
+    config: &NodeConfig,
+    store: Store,
+    identity: Identity,
+) -> Result<(Cluster, Vec<AbortOnDrop>)> {
+    let rules = config.list_rules();
+    let mut client = None;
+    let mut tasks = Vec::new();
+    let lists = match &config.membership {
+        MembershipConfig::File(path) => {
+            let (lists, watcher) = watch_file(path.clone(), rules)?;
+            tasks.push(AbortOnDrop(watcher));
+            lists
+        }
+        MembershipConfig::ConfigMap { namespace, name } => {
+            let client = kube_client(&mut client).await?;
+            let (lists, watcher) = watch_configmap(client, namespace, name, rules);
+            tasks.push(AbortOnDrop(watcher));
+            lists
+        }
+        // Fixed at epoch 1: the sender is dropped and the list never changes.
+        MembershipConfig::Static(list) => watch::channel(list.clone()).1,
+        MembershipConfig::Single => watch::channel(MemberList::none(rules.partitions)).1,
+    };
+    let discovery_client = match config.discovery {
+        DiscoveryConfig::EndpointSlices { .. } => Some(kube_client(&mut client).await?),
+        DiscoveryConfig::Static | DiscoveryConfig::Dns(_) => None,
+    };
+    let (discovery, discovery_task) =
+        Discovery::start(&config.discovery, discovery_client, lists.clone())?;
+    tasks.extend(discovery_task.map(AbortOnDrop));
+    let list = lists.borrow().clone();
+    let cluster = Cluster::new(store, identity, list, config.consistency, discovery);
+    tasks.push(AbortOnDrop(cluster.follow(lists)));
+    tasks.push(AbortOnDrop(cluster.spawn_rebalancer()));
+    if !config.anti_entropy_interval.is_zero() {
+        tasks.push(AbortOnDrop(
+            cluster.spawn_anti_entropy(config.anti_entropy_interval),
+        ));
+    }
+    Ok((cluster, tasks))
+}
+
+/// The Kubernetes client (in-cluster config or KUBECONFIG), made on first use and then
+/// shared. Making it reads configuration only: an apiserver that is down at start is
+/// retried by the watchers, with the node not ready meanwhile.
+async fn kube_client(client: &mut Option<kube::Client>) -> Result<kube::Client> {
+    if let Some(client) = client {
+        return Ok(client.clone());
+    }
+    let made = kube::Client::try_default().await.map_err(Error::Kube)?;
+    *client = Some(made.clone());
+    Ok(made)
 }
 
 /// Aborts a background task when dropped.

@@ -2,7 +2,9 @@
 //! any key, each key has RF copies, quorum writes survive a SIGKILLed replica, deletes are
 //! never resurrected by older versions, too few replicas is a clear 503, peers on another
 //! protocol version (or garbage) are refused without harm, a new member-list epoch is
-//! followed, and anti-entropy repairs replicas that missed writes until digests agree.
+//! followed, anti-entropy repairs replicas that missed writes until digests agree, a node
+//! restarting during a scale-down pulls from the departing members, and a node in no
+//! list (static `--members`) starts ready, owns nothing and forwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -88,14 +90,30 @@ impl TestCluster {
     }
 
     fn write_members(&self, epoch: u64, replication_factor: &str, members: &[usize]) {
-        let mut yaml = format!(
-            "epoch: {epoch}\npartitions: 271\nreplicationFactor: {replication_factor}\nmembers:\n"
-        );
-        for &i in members {
-            let port = self.grpc_ports[i];
-            yaml.push_str(&format!(
-                "  - id: node-{i}\n    address: 127.0.0.1:{port}\n"
-            ));
+        self.write_list(epoch, replication_factor, members, &[]);
+    }
+
+    /// Writes a list with `members` and the `departing` members of a scale-down.
+    fn write_list(
+        &self,
+        epoch: u64,
+        replication_factor: &str,
+        members: &[usize],
+        departing: &[usize],
+    ) {
+        let mut yaml =
+            format!("epoch: {epoch}\npartitions: 271\nreplicationFactor: {replication_factor}\n");
+        for (section, nodes) in [("members", members), ("departing", departing)] {
+            if nodes.is_empty() {
+                continue;
+            }
+            yaml.push_str(&format!("{section}:\n"));
+            for &i in nodes {
+                let port = self.grpc_ports[i];
+                yaml.push_str(&format!(
+                    "  - id: node-{i}\n    address: 127.0.0.1:{port}\n"
+                ));
+            }
         }
         // Write then rename, so a node never reads half a file.
         let tmp = self.dir.join("members.yaml.tmp");
@@ -924,5 +942,123 @@ async fn a_replica_with_old_versions_rejoins_without_resurrecting_anything() {
             "node-2 still serves old versions"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn report(node: &Node) -> Json {
+    node.get("/v1/cluster").await.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_node_restarting_during_a_scale_down_pulls_from_the_departing_members() {
+    const KEYS: usize = 3_000;
+    // RF=1, anti-entropy off: only the startup sync and the rebalancer move data.
+    let mut cluster = TestCluster::start_with(
+        3,
+        "1",
+        &["--anti-entropy-interval", "0", "--shutdown-grace", "10s"],
+    );
+    load(&cluster, KEYS).await;
+
+    // node-0 restarts (SIGTERM: it hands what it alone owns to node-1 and node-2) while
+    // the operator scales down: node-2 leaves the members and is listed as departing.
+    cluster.nodes[0].signal("TERM");
+    let status = cluster.nodes[0].wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    cluster.write_list(2, "1", &[0, 1], &[2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = report(&cluster.nodes[2]).await;
+        if report["epoch"] == 2 {
+            // node-0 is down, so the move cannot complete: node-2 still holds its data.
+            assert_eq!(report["rebalance"]["active"], true, "{report}");
+            assert_eq!(report["node"]["role"], "departing", "{report}");
+            assert_eq!(report["ownership"]["owned"], 0, "{report}");
+            assert!(report["ownership"]["heldNotOwned"].as_u64().unwrap() > 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-2 never saw epoch 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // node-0 starts empty at epoch 2. Part of what it owns (its hand-offs to node-2, and
+    // node-2's partitions it gains) is only on node-2, which is no longer a member.
+    let restarted = cluster.spawn(0);
+    wait_ready(&restarted).await;
+    cluster.nodes[0] = restarted;
+    wait_settled(&cluster, &[0, 1, 2], 2).await;
+
+    let departed = report(&cluster.nodes[2]).await;
+    assert_eq!(departed["ownership"]["owned"], 0, "{departed}");
+    assert_eq!(departed["node"]["role"], "departing", "{departed}");
+    assert_eq!(
+        cluster.nodes[2].stats().await["keys"],
+        0,
+        "node-2 handed everything off: {departed}"
+    );
+    let mut copies = 0;
+    for node in &cluster.nodes[..2] {
+        copies += node.stats().await["keys"].as_u64().unwrap();
+    }
+    assert_eq!(copies, KEYS as u64, "one copy of every key on the members");
+    for via in 0..2 {
+        all_present(&cluster, via, KEYS).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_in_no_list_starts_ready_owns_nothing_and_forwards() {
+    let ports = free_ports(3);
+    let members = format!(
+        "node-0=127.0.0.1:{},node-1=127.0.0.1:{}",
+        ports[0], ports[1]
+    );
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let grpc = format!("127.0.0.1:{}", ports[i]);
+            let id = format!("node-{i}");
+            Node::start_with(
+                &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
+                &[
+                    "--node-id",
+                    &id,
+                    "--members",
+                    &members,
+                    "--replication-factor",
+                    "2",
+                ],
+            )
+        })
+        .collect();
+    for node in &nodes {
+        wait_ready(node).await;
+    }
+    // A pod the operator has not added yet: ready (it holds all it owns: nothing), and
+    // honest about it.
+    let outsider = report(&nodes[2]).await;
+    assert_eq!(outsider["epoch"], 1, "{outsider}");
+    assert_eq!(outsider["node"]["role"], "absent", "{outsider}");
+    assert_eq!(outsider["node"]["ready"], true, "{outsider}");
+    assert_eq!(outsider["ownership"]["owned"], 0, "{outsider}");
+    assert_eq!(report(&nodes[0]).await["node"]["role"], "member");
+
+    // It forwards: writes through it land on the two members, reads through it find them.
+    for i in 0..50 {
+        let response = put(&nodes[2], &format!("k{i}"), &format!("v{i}"), None).await;
+        assert!(response.status().is_success(), "write {i} via the outsider");
+    }
+    assert_eq!(
+        nodes[2].stats().await["keys"],
+        0,
+        "the outsider stores nothing"
+    );
+    for i in 0..50 {
+        assert_eq!(
+            get(&nodes[2], &format!("k{i}")).await,
+            (StatusCode::OK, format!("v{i}"))
+        );
+    }
+    for node in &nodes[..2] {
+        assert_eq!(node.stats().await["keys"], 50, "RF=2 over two members");
     }
 }

@@ -7,13 +7,13 @@
 //! repaired from the others, and anything it alone holds flows back to them. A failed peer
 //! call skips that pair for this round and is counted; it never looks like "no data".
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tonic::Status;
 
 use super::Cluster;
+use super::membership::Member;
 use super::peer::{is_syncing, proto, record_from_proto};
 use crate::store::{Applied, DIGEST_BUCKETS};
 
@@ -49,12 +49,10 @@ impl Cluster {
                     continue;
                 }
                 let member = &view.list.members[usize::from(owner)];
-                let Some(address) = member.address else {
-                    continue;
-                };
-                match self.repair_partition_from(address, partition).await {
+                match self.repair_partition_from(member, partition).await {
                     Ok(count) => repaired += count,
                     Err(status) => {
+                        self.peer_failed(&member.id, &status);
                         self.inner
                             .counters
                             .sync_failures
@@ -79,13 +77,16 @@ impl Cluster {
         repaired
     }
 
-    /// Pulls every partition this node owns from every other member, so that a node
-    /// that (re)started empty holds its partitions before it reports ready. Every other
-    /// member, not just co-owners: during or after a move, a partition's data may sit on
-    /// any of them. A member still syncing itself holds nothing to give and is skipped;
-    /// an unreachable one might hold data, so the partition is retried (with backoff,
-    /// against the current view) until it answers or leaves the member list.
+    /// Waits for a member list, then pulls every partition this node owns from every
+    /// other member and every departing member, so that a node that (re)started empty
+    /// holds its partitions before it reports ready. Every one of them, not just
+    /// co-owners: during or after a move, a partition's data may sit on any of them, and
+    /// during a scale-down on the departing members that have not handed off yet. A
+    /// member still syncing itself holds nothing to give and is skipped; an unreachable
+    /// one might hold data, so the partition is retried (with backoff, against the
+    /// current view) until it answers or leaves the list.
     pub async fn initial_sync(&self) {
+        self.wait_for_list().await;
         let view = self.view();
         let owned = view.owned();
         let pending = &self.inner.counters.startup_pending;
@@ -96,25 +97,25 @@ impl Cluster {
             loop {
                 let current = self.view();
                 let mut waiting = false;
-                for member in &current.list.members {
-                    if member.id == self.inner.identity.node_id || answered.contains(&member.id) {
+                for member in sync_sources(&current.list, &self.inner.identity.node_id) {
+                    if answered.contains(&member.id) {
                         continue;
                     }
-                    let Some(address) = member.address else {
-                        continue;
-                    };
-                    match self.pull(address, partition, Vec::new()).await {
+                    match self.pull(member, partition, Vec::new()).await {
                         Ok(pulled) => {
                             answered.push(member.id.clone());
-                            // It gave us data it does not own (a drained node's hand-off):
-                            // this node holds it now, so the holder can drop it.
+                            // It gave us data it does not own (a drained node's hand-off,
+                            // a departing member's partition): this node holds it now, so
+                            // the holder may drop it (it keeps what it still owns, in
+                            // either view of a move).
                             if pulled.streamed > 0 && !current.is_owner(&member.id, partition) {
-                                self.send_release(address, partition).await;
+                                self.send_release(member, partition).await;
                             }
                         }
                         Err(status) if is_syncing(&status) => answered.push(member.id.clone()),
                         Err(status) => {
                             waiting = true;
+                            self.peer_failed(&member.id, &status);
                             self.inner
                                 .counters
                                 .sync_failures
@@ -141,14 +142,14 @@ impl Cluster {
         );
     }
 
-    /// Pulls from `address` the records of `partition` in every digest bucket that differs
+    /// Pulls from `member` the records of `partition` in every digest bucket that differs
     /// from this node's. Returns how many were newer than what this node held.
     pub async fn repair_partition_from(
         &self,
-        address: SocketAddr,
+        member: &Member,
         partition: u32,
     ) -> Result<u64, Status> {
-        let mut client = self.inner.peers.client(address)?;
+        let mut client = self.inner.peers.client(member)?;
         let remote = client
             .partition_digest(proto::DigestRequest {
                 sender: Some(self.sender()),
@@ -171,17 +172,17 @@ impl Cluster {
         if differing.is_empty() {
             return Ok(0);
         }
-        Ok(self.pull(address, partition, differing).await?.stored)
+        Ok(self.pull(member, partition, differing).await?.stored)
     }
 
-    /// Streams `partition` (only `buckets`, or all when empty) from `address` and applies it.
+    /// Streams `partition` (only `buckets`, or all when empty) from `member` and applies it.
     pub(crate) async fn pull(
         &self,
-        address: SocketAddr,
+        member: &Member,
         partition: u32,
         buckets: Vec<u32>,
     ) -> Result<Pulled, Status> {
-        let mut client = self.inner.peers.client(address)?;
+        let mut client = self.inner.peers.client(member)?;
         let mut stream = client
             .stream_partition(proto::StreamRequest {
                 sender: Some(self.sender()),
@@ -224,4 +225,40 @@ pub(crate) struct Pulled {
     pub streamed: u64,
     /// Of those, newer than what this node held.
     pub stored: u64,
+}
+
+/// Whom a starting node pulls its partitions from: every member and every departing
+/// member of `list` but itself.
+fn sync_sources<'a>(
+    list: &'a super::membership::MemberList,
+    node_id: &'a str,
+) -> impl Iterator<Item = &'a Member> {
+    list.holders().filter(move |member| member.id != node_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::{ListRules, MemberList};
+
+    #[test]
+    fn a_starting_node_pulls_from_members_and_departing_members_but_itself() {
+        let list = MemberList::parse(
+            "epoch: 4\npartitions: 16\nreplicationFactor: 1\n\
+             members: [{id: demo-0}, {id: demo-1}]\ndeparting: [{id: demo-2}, {id: demo-3}]\n",
+            &ListRules {
+                partitions: 16,
+                addresses_required: false,
+            },
+        )
+        .expect("valid");
+        let ids = |node: &str| -> Vec<String> {
+            sync_sources(&list, node).map(|m| m.id.clone()).collect()
+        };
+        assert_eq!(ids("demo-0"), ["demo-1", "demo-2", "demo-3"]);
+        // A departing node that restarts pulls nothing it owns (it owns nothing), but
+        // the list it would use still excludes itself.
+        assert_eq!(ids("demo-2"), ["demo-0", "demo-1", "demo-3"]);
+        assert_eq!(ids("new-pod"), ["demo-0", "demo-1", "demo-2", "demo-3"]);
+    }
 }

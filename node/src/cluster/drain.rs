@@ -6,8 +6,12 @@
 //! pushes it, as hinted records, to the partition's next-ranked member (where it would
 //! live without this node). The restarted node's startup sync pulls from every member,
 //! gets the hints back, and releases them, so the holder drops them.
+//!
+//! A departing node owns nothing but may still hold partitions it is handing off in a
+//! scale-down; on SIGTERM it pushes them to their owners rather than take them along.
 
 use super::Cluster;
+use super::membership::Member;
 use super::peer::{CHUNK_BYTES, CHUNK_RECORDS, proto, record_to_proto};
 use super::placement::best_ranked;
 
@@ -21,46 +25,50 @@ pub struct Drained {
 }
 
 impl Cluster {
-    /// Pushes every partition this node alone owns to its next-ranked member.
+    /// Pushes what would be lost with this process. A member pushes every partition it
+    /// alone owns to its next-ranked member. A departing (or absent) node owns nothing,
+    /// so whatever it still holds is a hand-off in progress: each such partition goes to
+    /// its first owner.
     pub async fn drain(&self) -> Drained {
         let view = self.view();
         let mut drained = Drained::default();
-        let Some(me) = view.self_index else {
-            return drained;
-        };
         let self_id = self.inner.identity.node_id.as_str();
         for partition in self.inner.store.partitions_holding_data() {
-            if view.placement.owners(partition) != [me] {
-                continue;
-            }
-            let ids = view.list.members.iter().map(|m| m.id.as_str());
-            let holder = best_ranked(ids, partition, |id| id != self_id)
-                .and_then(|id| view.list.members.iter().find(|m| m.id == id))
-                .and_then(|m| m.address.map(|address| (m.id.clone(), address)));
-            let Some((holder, address)) = holder else {
+            let holder = match view.self_index {
+                Some(me) => {
+                    if view.placement.owners(partition) != [me] {
+                        continue;
+                    }
+                    let ids = view.list.members.iter().map(|m| m.id.as_str());
+                    best_ranked(ids, partition, |id| id != self_id)
+                        .and_then(|id| view.list.members.iter().find(|m| m.id == id))
+                }
+                None => view
+                    .placement
+                    .owners(partition)
+                    .first()
+                    .map(|&owner| &view.list.members[usize::from(owner)]),
+            };
+            let Some(holder) = holder else {
                 drained.failed += 1;
                 continue;
             };
-            match self.hand_off(partition, address).await {
+            match self.hand_off(partition, holder).await {
                 Ok(records) => {
                     drained.partitions += 1;
                     drained.records += records;
                 }
                 Err(status) => {
                     drained.failed += 1;
-                    tracing::warn!(partition, %holder, error = %status.message(), "could not hand off partition");
+                    tracing::warn!(partition, holder = %holder.id, error = %status.message(), "could not hand off partition");
                 }
             }
         }
         drained
     }
 
-    async fn hand_off(
-        &self,
-        partition: u32,
-        address: std::net::SocketAddr,
-    ) -> Result<u64, tonic::Status> {
-        let mut client = self.inner.peers.client(address)?;
+    async fn hand_off(&self, partition: u32, holder: &Member) -> Result<u64, tonic::Status> {
+        let mut client = self.inner.peers.client(holder)?;
         let mut cursor = None;
         let mut records = 0;
         loop {
@@ -101,15 +109,15 @@ impl Cluster {
         true
     }
 
-    /// Tells `address` that this node now holds `partition`, so hints can go.
-    pub(super) async fn send_release(&self, address: std::net::SocketAddr, partition: u32) {
-        if let Ok(mut client) = self.inner.peers.client(address) {
+    /// Tells `holder` that this node now holds `partition`, so hints can go.
+    pub(super) async fn send_release(&self, holder: &Member, partition: u32) {
+        if let Ok(mut client) = self.inner.peers.client(holder) {
             let request = proto::ReleaseRequest {
                 sender: Some(self.sender()),
                 partition,
             };
             if let Err(status) = client.release(request).await {
-                tracing::debug!(partition, %address, error = %status.message(), "release failed");
+                tracing::debug!(partition, holder = %holder.id, error = %status.message(), "release failed");
             }
         }
     }

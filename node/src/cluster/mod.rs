@@ -1,7 +1,9 @@
 //! Clustering: membership, placement, and routing every request to the key's owners.
 //!
 //! Layout:
-//! - [`membership`]: the epoch-numbered member list and its sources.
+//! - [`membership`]: the epoch-numbered member list and its sources (file, flag,
+//!   ConfigMap).
+//! - [`discovery`]: how to reach a member (static, EndpointSlices, DNS).
 //! - [`placement`]: rendezvous hashing of partitions onto members.
 //! - [`peer`]: the gRPC peer protocol (server and client pool).
 //! - `routing`: which replicas a request involves, during and outside a membership move.
@@ -25,6 +27,7 @@
 //! `prev` becomes `next` and old owners drop what they no longer own.
 
 mod anti_entropy;
+pub mod discovery;
 pub mod drain;
 pub mod membership;
 pub mod peer;
@@ -43,6 +46,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
+use discovery::Discovery;
 use membership::{MemberList, ReplicationFactor};
 use peer::{Identity, PeerClients, proto};
 use placement::Placement;
@@ -101,8 +105,20 @@ pub enum ClusterError {
 pub struct View {
     pub list: MemberList,
     pub placement: Placement,
-    /// This node's index in the list, if it is a member.
+    /// This node's index in the list, if it is a member (not departing, not absent).
     pub self_index: Option<u16>,
+}
+
+/// Where this node stands in a member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// In `members`: owns partitions.
+    Member,
+    /// In `departing`: owns nothing, may still hold data being handed off.
+    Departing,
+    /// In neither (not added yet, or already removed): owns nothing.
+    Absent,
 }
 
 impl View {
@@ -126,6 +142,17 @@ impl View {
 
     pub fn epoch(&self) -> u64 {
         self.list.epoch
+    }
+
+    /// Where `node_id` stands in this view.
+    pub fn role_of(&self, node_id: &str) -> Role {
+        if self.list.members.iter().any(|m| m.id == node_id) {
+            Role::Member
+        } else if self.list.is_departing(node_id) {
+            Role::Departing
+        } else {
+            Role::Absent
+        }
     }
 
     /// Whether this node owns `partition` in this view.
@@ -205,16 +232,24 @@ impl Cluster {
                 id: identity.node_id.clone(),
                 address: None,
             }],
+            departing: Vec::new(),
         };
-        let cluster = Self::new(store, identity, list, defaults);
+        let cluster = Self::new(store, identity, list, defaults, Discovery::from_list());
         // Alone, it owns everything and has nobody to sync from.
         cluster.inner.synced.store(true, Ordering::Relaxed);
         cluster
     }
 
-    /// A member of `list`. It is unsynced (nobody's source, not ready) until
-    /// [`Cluster::initial_sync`] has pulled what it owns.
-    pub fn new(store: Store, identity: Identity, list: MemberList, defaults: Defaults) -> Self {
+    /// A node following `list` (which may be [`MemberList::none`] until a source
+    /// delivers one), reaching peers through `discovery`. It is unsynced (nobody's
+    /// source, not ready) until [`Cluster::initial_sync`] has pulled what it owns.
+    pub fn new(
+        store: Store,
+        identity: Identity,
+        list: MemberList,
+        defaults: Defaults,
+        discovery: Discovery,
+    ) -> Self {
         let epoch = list.epoch;
         let view = Arc::new(View::new(list, &identity.node_id));
         Self {
@@ -228,7 +263,7 @@ impl Cluster {
                 changes: watch::channel(epoch).0,
                 synced: AtomicBool::new(false),
                 synced_epoch: AtomicU64::new(epoch),
-                peers: PeerClients::default(),
+                peers: PeerClients::new(discovery),
                 defaults,
                 counters: SyncCounters::default(),
                 rebalance: Mutex::new(rebalance::Progress::default()),
@@ -255,23 +290,52 @@ impl Cluster {
     }
 
     /// Installs a member list if its epoch is newer than the one in force. A move in
-    /// progress keeps its `prev` view: those owners still hold the data.
+    /// progress keeps its `prev` view: those owners still hold the data. The first list
+    /// a node receives is not a move: with no list before it, nobody owned anything, and
+    /// the startup sync pulls what this node owns.
     pub fn install(&self, list: MemberList) -> bool {
         let mut routing = self.inner.routing.write();
-        if list.epoch <= routing.next.epoch() {
+        if list.epoch <= routing.next.epoch() || !list.has_members() {
             return false;
         }
+        let node_id = &self.inner.identity.node_id;
+        let view = Arc::new(View::new(list, node_id));
         tracing::info!(
             from = routing.next.epoch(),
-            to = list.epoch,
-            members = list.members.len(),
+            to = view.epoch(),
+            members = view.list.members.len(),
+            departing = view.list.departing.len(),
+            role = ?view.role_of(node_id),
             "membership changed"
         );
-        let epoch = list.epoch;
-        routing.next = Arc::new(View::new(list, &self.inner.identity.node_id));
+        let epoch = view.epoch();
+        if !routing.next.list.has_members() {
+            routing.prev = view.clone();
+        }
+        routing.next = view;
         drop(routing);
         self.inner.changes.send_replace(epoch);
         true
+    }
+
+    /// Whether this node has received a member list (or is a cluster of one).
+    pub fn has_list(&self) -> bool {
+        self.view().list.has_members()
+    }
+
+    /// Waits until this node has a member list.
+    pub async fn wait_for_list(&self) {
+        let mut changes = self.inner.changes.subscribe();
+        while !self.has_list() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A call to peer `id` failed: counted by the caller; here discovery may look again.
+    pub(crate) fn peer_failed(&self, id: &str, status: &tonic::Status) {
+        self.inner.peers.failed(id, status);
     }
 
     /// Installs every list the source publishes, until the source closes.
@@ -340,7 +404,7 @@ impl Cluster {
         if self.answerable_locally(key, level) {
             return Ok(self.inner.store.get(key));
         }
-        let targets = self.targets(key);
+        let targets = self.targets(key)?;
         let needed = level.required(targets.read_group_size());
         let newest = self.read_newest(key, &targets, needed).await?;
         Ok(newest.filter(|r| !r.tombstone).map(|record| {
@@ -368,7 +432,7 @@ impl Cluster {
             // One copy, and it is here: the store checks the precondition atomically.
             return Ok(self.inner.store.put(key, value, ttl, precondition)?);
         }
-        let targets = self.targets(key);
+        let targets = self.targets(key)?;
         let created = self.check_precondition(key, &targets, precondition).await?;
         let now = self.inner.store.now_ms();
         let version = self.inner.store.next_version();
@@ -395,7 +459,7 @@ impl Cluster {
             self.inner.store.delete(key, precondition)?;
             return Ok(());
         }
-        let targets = self.targets(key);
+        let targets = self.targets(key)?;
         let level = consistency.unwrap_or(self.inner.defaults.write);
         let read_needed = level.required(targets.read_group_size());
         let current = self.read_newest(key, &targets, read_needed).await?;
@@ -454,5 +518,181 @@ mod tests {
         assert_eq!(Consistency::All.required(3), 3);
         assert!("sometimes".parse::<Consistency>().is_err());
         assert_eq!("QUORUM".parse(), Ok(Consistency::Quorum));
+    }
+
+    const PARTITIONS: u32 = 64;
+
+    fn list(epoch: u64, members: &[&str], departing: &[&str]) -> MemberList {
+        let member = |id: &&str| membership::Member {
+            id: (*id).to_owned(),
+            address: "127.0.0.1:9".parse().ok(),
+        };
+        MemberList {
+            epoch,
+            partitions: PARTITIONS,
+            replication_factor: ReplicationFactor::Count(1),
+            members: members.iter().map(member).collect(),
+            departing: departing.iter().map(member).collect(),
+        }
+    }
+
+    fn node(id: &str, list: MemberList) -> Cluster {
+        let store = Store::new(crate::store::StoreConfig {
+            node_id: id.into(),
+            partitions: PARTITIONS,
+            max_memory: 1 << 20,
+            eviction: crate::store::EvictionPolicy::Lru,
+            tombstone_ttl: Duration::from_secs(60),
+        });
+        let defaults = Defaults {
+            read: Consistency::Quorum,
+            write: Consistency::Quorum,
+        };
+        Cluster::new(
+            store,
+            Identity::new(id.into()),
+            list,
+            defaults,
+            Discovery::from_list(),
+        )
+    }
+
+    /// A key of each partition.
+    fn keys(cluster: &Cluster) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Option<Vec<u8>>> = vec![None; PARTITIONS as usize];
+        for i in 0u32.. {
+            let key = format!("k{i}").into_bytes();
+            let slot = &mut keys[cluster.store().partition_of(&key) as usize];
+            if slot.is_none() {
+                *slot = Some(key);
+            }
+            if keys.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        keys.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn departing_members_own_nothing_and_leave_placement_unchanged() {
+        let without = View::new(list(4, &["a", "b", "c"], &[]), "d");
+        let with = View::new(list(4, &["a", "b", "c"], &["d"]), "d");
+        let owner_ids = |view: &View, p: u32| -> Vec<String> {
+            view.placement
+                .owners(p)
+                .iter()
+                .map(|&i| view.list.members[usize::from(i)].id.clone())
+                .collect()
+        };
+        for p in 0..PARTITIONS {
+            assert_eq!(owner_ids(&with, p), owner_ids(&without, p), "partition {p}");
+            assert!(!with.is_owner("d", p) && !with.owns(p));
+        }
+        assert!(with.owned().is_empty());
+        assert_eq!(with.role_of("d"), Role::Departing);
+        assert_eq!(with.role_of("a"), Role::Member);
+        assert_eq!(with.role_of("new-pod"), Role::Absent);
+        assert_eq!(without.role_of("d"), Role::Absent);
+    }
+
+    #[tokio::test]
+    async fn the_first_list_is_not_a_move_and_later_ones_are() {
+        let cluster = node("a", MemberList::none(PARTITIONS));
+        assert!(!cluster.has_list());
+        let waiting = tokio::spawn({
+            let cluster = cluster.clone();
+            async move { cluster.wait_for_list().await }
+        });
+        assert!(!cluster.install(MemberList::none(PARTITIONS)));
+        assert!(cluster.install(list(3, &["a", "b"], &[])));
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the wait ends with the first list")
+            .expect("task");
+        let routing = cluster.routing();
+        assert!(!routing.moving(), "no previous owners to move from");
+        assert_eq!(routing.prev.epoch(), 3);
+        assert!(!cluster.install(list(3, &["a"], &[])), "same epoch");
+        assert!(cluster.install(list(4, &["a"], &["b"])));
+        assert!(cluster.routing().moving());
+    }
+
+    #[tokio::test]
+    async fn without_a_list_requests_fail_and_never_miss() {
+        let cluster = node("a", MemberList::none(PARTITIONS));
+        for level in [Consistency::One, Consistency::Quorum, Consistency::All] {
+            let read = cluster.get(b"k", Some(level)).await;
+            assert!(
+                matches!(&read, Err(ClusterError::Unavailable { detail, .. }) if detail.contains("no member list")),
+                "{read:?}"
+            );
+        }
+        let write = cluster
+            .put(
+                b"k",
+                b"v",
+                None,
+                &Precondition::None,
+                Some(Consistency::One),
+            )
+            .await;
+        assert!(matches!(write, Err(ClusterError::Unavailable { .. })));
+        assert!(cluster.store().get(b"k").is_none());
+        let report = cluster.report(false);
+        assert_eq!((report.epoch, report.ownership.owned), (0, 0));
+        assert_eq!(report.node.role, Role::Absent);
+    }
+
+    #[tokio::test]
+    async fn a_departing_node_reports_owning_nothing_and_what_it_still_holds() {
+        let cluster = node("d", list(1, &["a", "d"], &[]));
+        let keys = keys(&cluster);
+        for key in &keys {
+            cluster
+                .store()
+                .put(key, b"v", None, &Precondition::None)
+                .expect("put");
+        }
+        let before = cluster.report(true);
+        assert_eq!(before.node.role, Role::Member);
+        assert!(before.ownership.owned > 0 && before.ownership.held_not_owned > 0);
+
+        assert!(cluster.install(list(2, &["a"], &["d"])));
+        let report = cluster.report(true);
+        assert_eq!(report.node.role, Role::Departing);
+        assert_eq!(report.ownership.owned, 0);
+        assert_eq!(report.ownership.held_not_owned, PARTITIONS as usize);
+        assert_eq!(report.departing.len(), 1);
+        assert!(report.departing[0].is_self);
+        assert!(report.members.iter().all(|m| !m.is_self));
+    }
+
+    #[tokio::test]
+    async fn a_departing_node_keeps_what_it_owned_until_the_move_completes() {
+        let cluster = node("d", list(1, &["a", "d"], &[]));
+        let keys = keys(&cluster);
+        for key in &keys {
+            cluster
+                .store()
+                .put(key, b"v", None, &Precondition::None)
+                .expect("put");
+        }
+        let owned_before: Vec<u32> = cluster.view().owned();
+        assert!(cluster.install(list(2, &["a"], &["d"])));
+        // A restarted member that pulled from it releases; an old owner mid-move keeps
+        // its partitions (other new owners may still pull them), and drops the rest.
+        for p in 0..PARTITIONS {
+            let owned_in_prev = owned_before.contains(&p);
+            assert_eq!(cluster.release(p), !owned_in_prev, "partition {p}");
+        }
+        assert_eq!(
+            cluster.store().partitions_holding_data().len(),
+            owned_before.len()
+        );
+        // Until then it answers reads for them as a complete holder (an old owner).
+        cluster.inner.synced.store(true, Ordering::Relaxed);
+        for p in 0..PARTITIONS {
+            assert_eq!(cluster.holds_completely(p), owned_before.contains(&p));
+        }
     }
 }

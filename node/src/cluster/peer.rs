@@ -15,6 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::Cluster;
+use super::discovery::Discovery;
+use super::membership::Member;
 use crate::clock::Version;
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{Applied, DIGEST_BUCKETS, Record, Store};
@@ -321,16 +323,46 @@ pub fn record_from_proto(record: proto::Record) -> Record {
     }
 }
 
-/// Clients for other members, one lazily connected channel per address.
-#[derive(Debug, Clone, Default)]
+/// Clients for other members: one lazily connected channel per member, to the address
+/// discovery gives for it now. When that address changes (a recreated pod), the next call
+/// opens a channel to the new one and the old channel is dropped.
+#[derive(Debug, Clone)]
 pub struct PeerClients {
-    channels: Arc<Mutex<HashMap<SocketAddr, PeerClient<Channel>>>>,
+    discovery: Discovery,
+    /// A parking_lot mutex, never held across an `.await`: callers clone a client out.
+    channels: Arc<Mutex<HashMap<String, Connected>>>,
 }
 
+/// A member's channel and the address it connects to.
+type Connected = (SocketAddr, PeerClient<Channel>);
+
 impl PeerClients {
-    pub fn client(&self, address: SocketAddr) -> Result<PeerClient<Channel>, Status> {
+    pub fn new(discovery: Discovery) -> Self {
+        Self {
+            discovery,
+            channels: Arc::default(),
+        }
+    }
+
+    /// Where `member` is reachable now, if anywhere.
+    pub fn address(&self, member: &Member) -> Option<SocketAddr> {
+        self.discovery.address(member)
+    }
+
+    /// A client for `member`. A member without a known address is an `UNAVAILABLE`
+    /// error, like a failed call: never "no data".
+    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        let Some(address) = self.discovery.address(member) else {
+            self.discovery.unreachable(&member.id);
+            return Err(Status::unavailable(format!(
+                "no known address for member '{}'",
+                member.id
+            )));
+        };
         let mut channels = self.channels.lock();
-        if let Some(client) = channels.get(&address) {
+        if let Some((known, client)) = channels.get(&member.id)
+            && *known == address
+        {
             return Ok(client.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -338,7 +370,62 @@ impl PeerClients {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
         let client = PeerClient::new(endpoint.connect_lazy());
-        channels.insert(address, client.clone());
+        channels.insert(member.id.clone(), (address, client.clone()));
         Ok(client)
+    }
+
+    /// A call to `id` failed with `status`: if it could not connect or timed out, its
+    /// address may be outdated, and discovery looks again.
+    pub fn failed(&self, id: &str, status: &Status) {
+        let transport = matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        );
+        if transport && !is_syncing(status) {
+            self.discovery.unreachable(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            address: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_changed_address_gets_a_new_channel_and_an_unknown_one_is_an_error() {
+        let first: SocketAddr = "10.0.0.1:7071".parse().expect("addr");
+        let moved: SocketAddr = "10.0.0.2:7071".parse().expect("addr");
+        let discovery = Discovery::knowing(HashMap::from([("a".to_owned(), first)]));
+        let clients = PeerClients::new(discovery.clone());
+        let connected = |id: &str| clients.channels.lock().get(id).map(|(address, _)| *address);
+
+        clients.client(&member("a")).expect("known address");
+        assert_eq!(connected("a"), Some(first));
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), moved)]));
+        clients.client(&member("a")).expect("new address");
+        assert_eq!(connected("a"), Some(moved), "reconnects to the new address");
+        assert_eq!(
+            clients.channels.lock().len(),
+            1,
+            "the old channel is dropped"
+        );
+
+        let unknown = clients.client(&member("b")).expect_err("no address");
+        assert_eq!(unknown.code(), tonic::Code::Unavailable);
+        assert!(
+            !is_syncing(&unknown),
+            "unreachable is not 'syncing' (which means no data)"
+        );
+        assert!(unknown.message().contains("no known address"));
     }
 }

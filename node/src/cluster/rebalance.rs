@@ -17,13 +17,13 @@
 //! hold everything) and restarts the steps against the newer `next`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::membership::Member;
 use super::peer::proto;
 use super::routing::Routing;
 use super::{Cluster, Consistency};
@@ -156,16 +156,15 @@ impl Cluster {
         partition: u32,
         catch_up: bool,
     ) -> Result<(u64, u64), String> {
-        let sources: Vec<(String, SocketAddr)> = routing
+        // Every other old owner, reachable or not: one without a known address fails
+        // like a failed call and counts towards `failures`.
+        let sources: Vec<&Member> = routing
             .prev
             .placement
             .owners(partition)
             .iter()
             .filter(|&&owner| Some(owner) != routing.prev.self_index)
-            .filter_map(|&owner| {
-                let member = &routing.prev.list.members[usize::from(owner)];
-                member.address.map(|address| (member.id.clone(), address))
-            })
+            .map(|&owner| &routing.prev.list.members[usize::from(owner)])
             .collect();
         // The whole partition needs one source: the catch-up (which runs for every gained
         // partition before this node reports synced) then compares digests with a quorum.
@@ -181,25 +180,26 @@ impl Cluster {
         );
         let mut answered = 0;
         let mut failures = Vec::new();
-        for (id, address) in &sources {
+        for member in &sources {
             if answered >= needed {
                 break;
             }
             let result = if catch_up {
-                self.repair_partition_from(*address, partition).await
+                self.repair_partition_from(member, partition).await
             } else {
-                self.pull(*address, partition, Vec::new())
+                self.pull(member, partition, Vec::new())
                     .await
                     .map(|pulled| pulled.stored)
             };
             match result {
                 Ok(_) => answered += 1,
                 Err(status) => {
+                    self.peer_failed(&member.id, &status);
                     self.inner
                         .counters
                         .sync_failures
                         .fetch_add(1, Ordering::Relaxed);
-                    failures.push(format!("{id}: {}", status.message()));
+                    failures.push(format!("{}: {}", member.id, status.message()));
                 }
             }
         }
@@ -216,30 +216,37 @@ impl Cluster {
     }
 
     /// The epoch and synced epoch of every other member of `prev` and `next`. A member
-    /// that does not answer reports epoch 0, which holds the move open.
+    /// that does not answer reports epoch 0, which holds the move open. A member removed
+    /// in `next` (departing or gone) is still polled through `prev`: it is an old owner,
+    /// and drops what it hands off only once the move completes.
     async fn poll_members(&self, routing: &Routing) -> Vec<MemberStatus> {
-        let mut addresses: HashMap<String, Option<SocketAddr>> = HashMap::new();
+        let mut members: HashMap<&str, &Member> = HashMap::new();
         for view in [&routing.prev, &routing.next] {
             for member in &view.list.members {
                 if member.id != self.inner.identity.node_id {
-                    addresses.entry(member.id.clone()).or_insert(member.address);
+                    members.entry(member.id.as_str()).or_insert(member);
                 }
             }
         }
         let mut calls = JoinSet::new();
-        for (id, address) in addresses {
-            let client = address.map(|address| self.inner.peers.client(address));
+        for (id, member) in members {
+            let id = id.to_owned();
+            let client = self.inner.peers.client(member);
             let request = proto::HelloRequest {
                 sender: Some(self.sender()),
             };
+            let peers = self.clone();
             calls.spawn(async move {
-                let sender = match client {
-                    Some(Ok(mut client)) => client
-                        .hello(request)
-                        .await
-                        .ok()
-                        .and_then(|reply| reply.into_inner().sender),
-                    _ => None,
+                let reply = match client {
+                    Ok(mut client) => client.hello(request).await,
+                    Err(status) => Err(status),
+                };
+                let sender = match reply {
+                    Ok(reply) => reply.into_inner().sender,
+                    Err(status) => {
+                        peers.peer_failed(&id, &status);
+                        None
+                    }
                 };
                 MemberStatus {
                     id,

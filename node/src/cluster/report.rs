@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::Cluster;
 use super::membership::ReplicationFactor;
 use super::peer::PROTOCOL_VERSION;
 use super::rebalance::Progress;
+use super::{Cluster, Role};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -22,6 +22,8 @@ pub struct ClusterReport {
     pub partitions: u32,
     pub replication_factor: ReplicationFactor,
     pub members: Vec<MemberReport>,
+    /// Members on their way out: they own nothing and hand off what they hold.
+    pub departing: Vec<MemberReport>,
     pub ownership: Ownership,
     pub rebalance: RebalanceReport,
     pub sync: SyncReport,
@@ -33,6 +35,9 @@ pub struct NodeReport {
     pub id: String,
     pub incarnation: String,
     pub ready: bool,
+    /// Where this node stands in the list in force: `member`, `departing`, or `absent`
+    /// (not added yet, removed, or no list yet).
+    pub role: Role,
     /// The newest epoch whose partitions this node fully holds (0 before its startup sync).
     pub synced_epoch: u64,
 }
@@ -41,6 +46,7 @@ pub struct NodeReport {
 #[serde(rename_all = "camelCase")]
 pub struct MemberReport {
     pub id: String,
+    /// The peer address in use (from discovery); absent while none is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
     pub is_self: bool,
@@ -49,7 +55,7 @@ pub struct MemberReport {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ownership {
-    /// Partitions this node owns in the current epoch.
+    /// Partitions this node owns in the current epoch (0 when departing or absent).
     pub owned: usize,
     /// Owned partitions this node does not hold completely yet (startup sync or move).
     pub pending: usize,
@@ -84,6 +90,12 @@ impl Cluster {
         let view = &routing.next;
         let owned: BTreeSet<u32> = view.owned().into_iter().collect();
         let pending = owned.iter().filter(|&&p| !self.holds_completely(p)).count();
+        let node_id = self.inner.identity.node_id.as_str();
+        let member_report = |m: &super::membership::Member| MemberReport {
+            id: m.id.clone(),
+            address: self.inner.peers.address(m),
+            is_self: m.id == node_id,
+        };
         let held_not_owned = self
             .inner
             .store
@@ -97,22 +109,14 @@ impl Cluster {
                 id: self.inner.identity.node_id.clone(),
                 incarnation: self.inner.identity.incarnation.clone(),
                 ready,
+                role: view.role_of(node_id),
                 synced_epoch: self.synced_epoch(),
             },
             epoch: view.epoch(),
             partitions: view.list.partitions,
             replication_factor: view.list.replication_factor,
-            members: view
-                .list
-                .members
-                .iter()
-                .enumerate()
-                .map(|(i, m)| MemberReport {
-                    id: m.id.clone(),
-                    address: m.address,
-                    is_self: u16::try_from(i).ok() == view.self_index,
-                })
-                .collect(),
+            members: view.list.members.iter().map(member_report).collect(),
+            departing: view.list.departing.iter().map(member_report).collect(),
             ownership: Ownership {
                 owned: owned.len(),
                 pending,

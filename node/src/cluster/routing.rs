@@ -8,11 +8,11 @@
 //! - a read asks everyone and counts only answers from replicas that hold the partition
 //!   completely, so a new owner still pulling can add data but never a miss.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::membership::Member;
 use super::peer::{proto, record_from_proto, record_to_proto};
 use super::{Cluster, ClusterError, Consistency, View};
 use crate::store::Record;
@@ -32,18 +32,12 @@ impl Routing {
     }
 }
 
-/// Where one copy of a key lives.
+/// Where one copy of a key lives. A remote member's address is looked up (through
+/// discovery) when it is called; one without a known address fails like a failed call.
 #[derive(Debug, Clone)]
 pub(super) enum Replica {
     Local,
-    Remote {
-        id: String,
-        address: SocketAddr,
-    },
-    /// A member with no known address: every call to it fails.
-    Unreachable {
-        id: String,
-    },
+    Remote(Member),
 }
 
 /// A replica and the owner groups it belongs to.
@@ -75,23 +69,17 @@ impl Targets {
 }
 
 fn replica(view: &View, owner: u16) -> Replica {
-    let member = &view.list.members[usize::from(owner)];
-    match member.address {
-        _ if Some(owner) == view.self_index => Replica::Local,
-        Some(address) => Replica::Remote {
-            id: member.id.clone(),
-            address,
-        },
-        None => Replica::Unreachable {
-            id: member.id.clone(),
-        },
+    if Some(owner) == view.self_index {
+        Replica::Local
+    } else {
+        Replica::Remote(view.list.members[usize::from(owner)].clone())
     }
 }
 
 fn replica_id<'a>(replica: &'a Replica, local_id: &'a str) -> &'a str {
     match replica {
         Replica::Local => local_id,
-        Replica::Remote { id, .. } | Replica::Unreachable { id } => id,
+        Replica::Remote(member) => &member.id,
     }
 }
 
@@ -118,9 +106,18 @@ impl Cluster {
             || (routing.moving() && routing.prev.owns(partition))
     }
 
-    pub(super) fn targets(&self, key: &[u8]) -> Targets {
+    /// The replicas of `key`. A node without a member list yet knows no owners: that is
+    /// an error, never an empty answer.
+    pub(super) fn targets(&self, key: &[u8]) -> Result<Targets, ClusterError> {
         let partition = self.inner.store.partition_of(key);
         let routing = self.routing();
+        if !routing.next.list.has_members() {
+            return Err(ClusterError::Unavailable {
+                needed: 1,
+                acked: 0,
+                detail: "this node has no member list yet".into(),
+            });
+        }
         let local_id = self.inner.identity.node_id.as_str();
         let mut targets: Vec<Target> = Vec::new();
         let next_owners = routing.next.placement.owners(partition);
@@ -150,12 +147,12 @@ impl Cluster {
                 }
             }
         }
-        Targets {
+        Ok(Targets {
             targets,
             moving,
             prev_owners: prev_owners.len(),
             next_owners: next_owners.len(),
-        }
+        })
     }
 
     /// Asks every replica for its record and returns the newest once `needed` replicas
@@ -180,15 +177,14 @@ impl Cluster {
                     }
                     answers.push((Replica::Local, self.inner.store.get_record(key)));
                 }
-                Replica::Unreachable { id } => errors.push(format!("{id}: no known address")),
-                Replica::Remote { id, address } => {
-                    let client = self.inner.peers.client(*address);
+                Replica::Remote(member) => {
+                    let client = self.inner.peers.client(member);
                     let request = proto::GetRequest {
                         sender: Some(self.sender()),
                         key: key.to_vec(),
                     };
                     let replica = target.replica.clone();
-                    let id = id.clone();
+                    let id = member.id.clone();
                     calls.spawn(async move {
                         let reply = match client {
                             Ok(mut client) => client.get(request).await,
@@ -211,7 +207,10 @@ impl Cluster {
                     }
                     answers.push((replica, reply.record.map(record_from_proto)));
                 }
-                Ok((_, id, Err(status))) => errors.push(format!("{id}: {}", status.message())),
+                Ok((_, id, Err(status))) => {
+                    self.peer_failed(&id, &status);
+                    errors.push(format!("{id}: {}", status.message()));
+                }
                 Err(join) => errors.push(join.to_string()),
             }
         }
@@ -285,15 +284,15 @@ impl Cluster {
                     }
                     Err(err) => errors.push(format!("{}: {err}", self.inner.identity.node_id)),
                 },
-                Replica::Unreachable { id } => errors.push(format!("{id}: no known address")),
-                Replica::Remote { id, address } => {
-                    let client = self.inner.peers.client(*address);
+                Replica::Remote(member) => {
+                    let client = self.inner.peers.client(member);
                     let request = proto::ApplyRequest {
                         sender: Some(self.sender()),
                         records: vec![record_to_proto(record.clone())],
                         hint: false,
                     };
-                    let (id, in_next, in_prev) = (id.clone(), target.in_next, target.in_prev);
+                    let (id, in_next, in_prev) =
+                        (member.id.clone(), target.in_next, target.in_prev);
                     calls.spawn(async move {
                         let reply = match client {
                             Ok(mut client) => client.apply(request).await.map(|_| ()),
@@ -313,7 +312,10 @@ impl Cluster {
                     acked_next += usize::from(in_next);
                     acked_prev += usize::from(in_prev);
                 }
-                Ok((id, _, _, Err(status))) => errors.push(format!("{id}: {}", status.message())),
+                Ok((id, _, _, Err(status))) => {
+                    self.peer_failed(&id, &status);
+                    errors.push(format!("{id}: {}", status.message()));
+                }
                 Err(join) => errors.push(join.to_string()),
             }
         }
