@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Launch a real local Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler) as plain background processes.
-# There is no kubelet and no container runtime. Pods can reach the apiserver
-# from their own network namespace via the bridge address (default
-# https://10.88.0.1:6443).
+# kube-controller-manager, kube-scheduler) as plain background processes,
+# and optionally the process kubelet (kache-kubelet, built by
+# `cargo build -p kache-e2e`), which runs pods as local processes. There is no
+# container runtime. Pods reach the apiserver from their own network
+# namespace via the bridge address (default https://10.88.0.1:6443).
 #
 # Usage:
 #   cluster.sh up     [--dir DIR]   start (idempotent); prints the kubeconfig
 #                                   path, then `export KUBECONFIG=...` (last line)
-#   cluster.sh down   [--dir DIR]   stop everything, delete the bridge and DIR
-#   cluster.sh status [--dir DIR]   show component/bridge/apiserver state (rc 0 = all up)
+#   cluster.sh down   [--dir DIR]   stop everything (kubelet first, with its pods
+#                                   and kpod-* namespaces), delete the bridge and DIR
+#   cluster.sh status [--dir DIR]   show component/bridge/apiserver state (rc 0 = all up;
+#                                   the kubelet is reported but optional)
 #   cluster.sh env    [--dir DIR]   print `export KUBECONFIG=...`
+#   cluster.sh kubelet-up [--dir DIR] [--image NAME=PATH]... [-- KUBELET-FLAGS...]
+#                                   start kache-kubelet (Node ${KACHE_K8S_NODE_NAME:-kache-local})
+#                                   on a running cluster; waits until it runs. Already
+#                                   running: nothing changes (kubelet-down first)
+#   cluster.sh kubelet-down [--dir DIR]
+#                                   stop the kubelet (it stops its pods), then remove
+#                                   any kpod-* namespace it recorded and what runs in it
 #
 # DIR defaults to ${KACHE_K8S_DIR:-/tmp/kache-k8s}. Must run as root: it
 # creates a bridge and writes /proc/sys/net/ipv4/ip_forward.
@@ -30,6 +40,11 @@
 #   KACHE_K8S_ETCD_NO_FSYNC  true          (etcd --unsafe-no-fsync: throwaway data)
 #   KACHE_K8S_WAIT           120           (seconds allowed for each readiness step)
 #   KACHE_K8S_STOP_TIMEOUT   15            (seconds from SIGTERM to SIGKILL in `down`)
+#   KACHE_KUBELET_BIN        <repo>/target/debug/kache-kubelet
+#   KACHE_K8S_NODE_NAME      kache-local   (the kubelet's Node)
+#   KACHE_K8S_POD_CIDR       10.88.1.0/24  (pod IPs the kubelet hands out; default: the
+#                                          second /24 of KACHE_K8S_BRIDGE_CIDR's subnet)
+#   KACHE_KUBELET_STOP_TIMEOUT 40          (seconds from SIGTERM to SIGKILL for the kubelet)
 set -euo pipefail
 
 SELF_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,6 +66,10 @@ SA_ISSUER="https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME="kache"
 MARKER=".kache-k8s-cluster"              # DIR is only ever rm -rf'ed if it has this
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+KUBELET=kache-kubelet
+KUBELET_BIN="${KACHE_KUBELET_BIN:-${SELF_DIR}/../../target/debug/kache-kubelet}"
+NODE_NAME="${KACHE_K8S_NODE_NAME:-kache-local}"
+KUBELET_STOP_TIMEOUT="${KACHE_KUBELET_STOP_TIMEOUT:-40}"
 
 T0_MS="$(( ${EPOCHREALTIME/./} / 1000 ))"
 elapsed() { local ms=$(( ${EPOCHREALTIME/./} / 1000 - T0_MS )); printf '%d.%01d' $(( ms / 1000 )) $(( ms % 1000 / 100 )); }
@@ -72,16 +91,23 @@ API_IP="${BRIDGE_CIDR%/*}"
 POD_CIDR="$(netaddr "${BRIDGE_CIDR}")/${BRIDGE_CIDR#*/}"
 SERVICE_IP="$(int2ip $(( $(ip2int "$(netaddr "${SERVICE_CIDR}")") + 1 )))"
 API_URL="https://${API_IP}:${API_PORT}"
+# the kubelet's pod IPs: the second /24 of the bridge subnet (10.88.1.0/24)
+KUBELET_POD_CIDR="${KACHE_K8S_POD_CIDR:-$(int2ip $(( $(ip2int "$(netaddr "${BRIDGE_CIDR}")") + 256 )))/24}"
 
 # ---- args --------------------------------------------------------------------
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 CMD="${1:-}"; [[ $# -gt 0 ]] && shift
 DIR="${KACHE_K8S_DIR:-/tmp/kache-k8s}"
+KUBELET_ARGS=()   # kubelet-up only: --image ... and anything after --
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) [[ $# -ge 2 ]] || die "--dir needs an argument"; DIR="$2"; shift 2 ;;
     --dir=*) DIR="${1#--dir=}"; shift ;;
+    --image) [[ "${CMD}" == kubelet-up && $# -ge 2 ]] || die "--image NAME=PATH is for kubelet-up"
+             KUBELET_ARGS+=("--image=$2"); shift 2 ;;
+    --image=*) [[ "${CMD}" == kubelet-up ]] || die "--image is for kubelet-up"; KUBELET_ARGS+=("$1"); shift ;;
+    --) [[ "${CMD}" == kubelet-up ]] || die "-- is for kubelet-up"; shift; KUBELET_ARGS+=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
@@ -130,7 +156,7 @@ stray_pids() {
     p="${p#/proc/}"
     exe="$(tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | head -1 || true)"
     base="${exe##*/}"
-    case " ${COMPONENTS[*]} " in *" ${base} "*) ;; *) continue ;; esac
+    case " ${COMPONENTS[*]} ${KUBELET} " in *" ${base} "*) ;; *) continue ;; esac
     is_ours "${p}" && echo "${p}"
   done
   return 0
@@ -373,6 +399,9 @@ stop_group() {
 
 teardown() {
   local strays
+  # Kubelets first, while the apiserver still answers: they stop their pods
+  # and remove their network namespaces themselves.
+  stop_all_kubelets
   # The apiserver and its clients first, etcd last, so the apiserver does not
   # spend its shutdown retrying a dead etcd.
   stop_group kube-scheduler kube-controller-manager kube-apiserver
@@ -398,6 +427,107 @@ teardown() {
       log "warning: ${DIR} has no ${MARKER}; not removing it"
     fi
   fi
+}
+
+# ---- kubelet ---------------------------------------------------------------------
+# One kubelet per Node name. The default Node (kache-local) is the component
+# `kache-kubelet` with state in DIR/kubelet; another Node NAME (for a second
+# node, or a test sharing the cluster) is `kache-kubelet-NAME` with state in
+# DIR/kubelet-NAME, and needs a pod CIDR of its own (KACHE_K8S_POD_CIDR).
+if [[ "${NODE_NAME}" == kache-local ]]; then
+  KUBELET_NAME="${KUBELET}"; KUBELET_STATE="${DIR}/kubelet"
+else
+  [[ "${NODE_NAME}" =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ ]] || die "bad node name ${NODE_NAME}"
+  KUBELET_NAME="${KUBELET}-${NODE_NAME}"; KUBELET_STATE="${DIR}/kubelet-${NODE_NAME}"
+fi
+
+# Network namespaces a kubelet created (it leaves a marker per namespace in
+# STATE/netns) that are still there: SIGKILL what runs inside (only the kubelet
+# starts processes there) and delete them. Normally there are none: the kubelet
+# cleans up on SIGTERM; this covers a kubelet that was killed.
+cleanup_kpods() {
+  local markers="$1/netns" m ns pids
+  [[ -d "${markers}" ]] || return 0
+  for m in "${markers}"/kpod-*; do
+    [[ -e "${m}" ]] || continue
+    ns="${m##*/}"
+    if ip netns list 2>/dev/null | awk '{print $1}' | grep -qx -- "${ns}"; then
+      pids="$(ip netns pids "${ns}" 2>/dev/null | tr '\n' ' ')"
+      if [[ -n "${pids// /}" ]]; then
+        log "killing processes left in ${ns}: ${pids}"
+        # shellcheck disable=SC2086
+        kill -KILL ${pids} 2>/dev/null || true
+      fi
+      ip netns del "${ns}" 2>/dev/null || log "warning: could not delete netns ${ns}"
+      log "removed network namespace ${ns}"
+    fi
+    rm -f "${m}"
+  done
+}
+
+# stop_kubelet NAME STATE: SIGTERM (it stops its pods within their grace
+# periods), SIGKILL after KUBELET_STOP_TIMEOUT, then remove leftover namespaces.
+stop_kubelet() {
+  local saved="${STOP_TIMEOUT}"
+  STOP_TIMEOUT="${KUBELET_STOP_TIMEOUT}"
+  stop_group "$1"
+  STOP_TIMEOUT="${saved}"
+  cleanup_kpods "$2"
+}
+
+# every kubelet of DIR (for `down`)
+stop_all_kubelets() {
+  local f name node
+  for f in "${DIR}"/pids/"${KUBELET}".pid "${DIR}"/pids/"${KUBELET}"-*.pid; do
+    [[ -e "${f}" ]] || continue
+    name="${f##*/}"; name="${name%.pid}"
+    node="${name#"${KUBELET}"}"; node="${node#-}"
+    stop_kubelet "${name}" "${DIR}/kubelet${node:+-${node}}"
+  done
+  for f in "${DIR}"/kubelet "${DIR}"/kubelet-*; do
+    [[ -d "${f}" ]] && cleanup_kpods "${f}"
+  done
+  return 0
+}
+
+# the kubelet logged "kubelet running" since its last start
+kubelet_running() {
+  awk '/^==== /{ok=0} /kubelet running/{ok=1} END{exit !ok}' "${DIR}/logs/${KUBELET_NAME}.log" 2>/dev/null
+}
+
+cmd_kubelet_up() {
+  local pid
+  need ip; need nsenter; need unshare; need mount; need flock; need setsid; need curl
+  [[ "$(id -u)" == 0 ]] || die "must run as root (network namespaces)"
+  [[ -x "${KUBELET_BIN}" ]] || die "${KUBELET_BIN} missing: run \`cargo build -p kache-e2e\` (or set KACHE_KUBELET_BIN)"
+  [[ -f "${DIR}/admin.kubeconfig" ]] || die "no cluster in ${DIR}: run \`cluster.sh up\` first"
+  body_is "${API_URL}/readyz" ok --cacert "${PKI}/ca.crt" || die "apiserver ${API_URL} is not ready"
+  take_lock
+  if pid="$(pid_of "${KUBELET_NAME}")" && [[ -n "${pid}" ]]; then
+    log "${KUBELET_NAME} already running (pid ${pid}); kubelet-down first to change its flags"
+    rm -f "${LOCK}"
+    return 0
+  fi
+  mkdir -p "${KUBELET_STATE}" "${DIR}/logs" "${DIR}/pids"
+  start "${KUBELET_NAME}" "$(realpath "${KUBELET_BIN}")" \
+    --kubeconfig="${DIR}/admin.kubeconfig" \
+    --state-dir="${KUBELET_STATE}" \
+    --node-name="${NODE_NAME}" \
+    --bridge="${BRIDGE}" \
+    --pod-cidr="${KUBELET_POD_CIDR}" \
+    --api-host="${API_IP}" \
+    --api-port="${API_PORT}" \
+    "${KUBELET_ARGS[@]}"
+  wait_until "${KUBELET_NAME} (Node ${NODE_NAME})" "${KUBELET_NAME}" kubelet_running
+  rm -f "${LOCK}"
+  log "kubelet up: Node ${NODE_NAME}, pods in ${KUBELET_POD_CIDR}, log ${DIR}/logs/${KUBELET_NAME}.log, pod logs ${KUBELET_STATE}/pods/"
+}
+
+cmd_kubelet_down() {
+  take_lock
+  stop_kubelet "${KUBELET_NAME}" "${KUBELET_STATE}"
+  rm -f "${LOCK}"
+  log "kubelet down (Node ${NODE_NAME})"
 }
 
 cmd_down() {
@@ -590,6 +720,12 @@ cmd_status() {
   else
     printf '%-24s not ready (%s)\n' "apiserver /readyz" "${API_URL}"; ok=1
   fi
+  pid="$(pid_of "${KUBELET_NAME}")"
+  if [[ -n "${pid}" ]]; then
+    printf '%-24s running (pid %s, Node %s)\n' "${KUBELET_NAME}" "${pid}" "${NODE_NAME}"
+  else
+    printf '%-24s not running (optional: cluster.sh kubelet-up)\n' "${KUBELET_NAME}"
+  fi
   if [[ -f "${DIR}/admin.kubeconfig" ]]; then
     printf '%-24s %s\n' "kubeconfig" "${DIR}/admin.kubeconfig"
   fi
@@ -606,6 +742,8 @@ case "${CMD}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  kubelet-up) cmd_kubelet_up ;;
+  kubelet-down) cmd_kubelet_down ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

@@ -1,0 +1,339 @@
+//! Container processes: how one is launched, signalled and reaped.
+//!
+//! A container is a host process in the pod's network namespace with a
+//! private mount namespace of its own, in which the pod's volumes are bind
+//! mounted at their `mountPath`s (the service-account token at
+//! `/var/run/secrets/kubernetes.io/serviceaccount` among them) and the pod's
+//! `/etc/hosts` replaces the host's. The mounts are invisible to the host and
+//! vanish with the process. The launch is a chain of execs that keeps one PID
+//! from start to finish:
+//!
+//! ```text
+//! unshare --mount --uts --propagation private --   (new mount + UTS namespaces)
+//!   bash -c 'mount --bind ...; hostname; cd; exec env -u ... nsenter --net=/var/run/netns/kpod-x -- "$@"'
+//!     <argv>                                         (the container's program)
+//! ```
+//!
+//! The process leads its own process group; stopping it sends SIGTERM to the
+//! group, waits for the grace period, then SIGKILLs the group. The kubelet
+//! only ever signals process groups it created, by PID, while it still holds
+//! the unreaped child.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::process::{Child, Command};
+
+use super::error::{Error, Result};
+
+/// A bind mount inside the container's mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path (a volume directory or file).
+    pub source: PathBuf,
+    /// Path the container sees.
+    pub target: PathBuf,
+    /// Mount read-only.
+    pub read_only: bool,
+}
+
+/// Everything needed to start one container run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The complete environment (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    /// `workingDir`, if set.
+    pub working_dir: Option<String>,
+    /// Bind mounts, parents before children.
+    pub mounts: Vec<Mount>,
+    /// The UTS hostname.
+    pub hostname: String,
+    /// `/var/run/netns/<name>`; `None` for hostNetwork pods.
+    pub netns: Option<PathBuf>,
+    /// Where stdout and stderr go (appended).
+    pub log: PathBuf,
+}
+
+/// Single-quote `s` for bash.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Absolute path of a host tool, searched in the kubelet's own PATH, so the
+/// wrapper does not depend on the container's PATH.
+pub fn host_tool(name: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .map_or_else(|| name.to_string(), |p| p.display().to_string())
+}
+
+/// The bash script that runs inside the new mount namespace. The container's
+/// argv follows as `"$@"`, so it is never re-parsed by the shell.
+pub fn wrapper_script(spec: &LaunchSpec, mount: &str, env: &str, nsenter: &str) -> String {
+    let mut s = String::from("set -e\n");
+    for m in &spec.mounts {
+        let ro = if m.read_only { " -o ro" } else { "" };
+        s.push_str(&format!(
+            "{mount} --bind{ro} -- {} {}\n",
+            shell_quote(&m.source.display().to_string()),
+            shell_quote(&m.target.display().to_string())
+        ));
+    }
+    s.push_str(&format!(
+        "printf %s {} > /proc/sys/kernel/hostname\n",
+        shell_quote(&spec.hostname)
+    ));
+    if let Some(dir) = &spec.working_dir {
+        s.push_str(&format!("cd -- {}\n", shell_quote(dir)));
+    }
+    // bash adds PWD, OLDPWD and SHLVL to the environment; the container must not see them.
+    s.push_str(&format!("exec {env} -u SHLVL -u PWD -u OLDPWD"));
+    if let Some(netns) = &spec.netns {
+        s.push_str(&format!(
+            " {nsenter} {} --",
+            shell_quote(&format!("--net={}", netns.display()))
+        ));
+    }
+    s.push_str(" \"$@\"\n");
+    s
+}
+
+/// The full command line of a launch: `unshare ... bash -c SCRIPT kache-container ARGV...`.
+pub fn launch_argv(spec: &LaunchSpec) -> Vec<String> {
+    let script = wrapper_script(
+        spec,
+        &host_tool("mount"),
+        &host_tool("env"),
+        &host_tool("nsenter"),
+    );
+    let mut argv = vec![
+        host_tool("unshare"),
+        "--mount".into(),
+        "--uts".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+        host_tool("bash"),
+        "-c".into(),
+        script,
+        "kache-container".into(),
+    ];
+    argv.extend(spec.argv.iter().cloned());
+    argv
+}
+
+/// A running container process.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pid: u32,
+    exited: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Start `spec`. A header line with the argv goes to the log first.
+    pub fn spawn(spec: &LaunchSpec, header: &str) -> Result<Self> {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(Error::io(&spec.log))?;
+        let _ = writeln!(log, "==== {header}: {:?}", spec.argv);
+        let stderr = log.try_clone().map_err(Error::io(&spec.log))?;
+        let argv = launch_argv(spec);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::Command {
+                command: argv[0].clone(),
+                detail: e.to_string(),
+            })?;
+        let pid = child.id().ok_or_else(|| Error::Command {
+            command: argv[0].clone(),
+            detail: "no pid".into(),
+        })?;
+        Ok(Process {
+            child,
+            pid,
+            exited: None,
+        })
+    }
+
+    /// The PID, which is also the process group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Wait for the process to exit (cancel-safe). The rest of its process
+    /// group is killed right after, as a runtime kills a container's other
+    /// processes when its main process ends.
+    pub async fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        let status = match self.child.wait().await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::warn!(pid = self.pid, error = %e, "wait failed; treating the process as killed");
+                ExitStatus::from_raw(9)
+            }
+        };
+        self.exited = Some(status);
+        self.signal_group(Signal::KILL);
+        status
+    }
+
+    /// Signal the process group, unless the process has been reaped (its PID
+    /// could then belong to someone else).
+    fn signal_group(&self, signal: Signal) {
+        let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) else {
+            return;
+        };
+        if let Err(e) = kill_process_group(pid, signal)
+            && e != rustix::io::Errno::SRCH
+        {
+            tracing::debug!(pid = self.pid, error = %e, "signal failed");
+        }
+    }
+
+    /// SIGTERM the group, wait up to `grace`, then SIGKILL it.
+    pub async fn stop(&mut self, grace: Duration) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        self.signal_group(Signal::TERM);
+        if let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await {
+            let status = status.unwrap_or_else(|_| ExitStatus::from_raw(9));
+            self.exited = Some(status);
+            self.signal_group(Signal::KILL);
+            return status;
+        }
+        tracing::info!(pid = self.pid, ?grace, "grace period over; SIGKILL");
+        self.signal_group(Signal::KILL);
+        self.wait().await
+    }
+}
+
+/// `(exit code, signal)` the way Kubernetes reports them: a signal N shows as 128+N.
+pub fn exit_info(status: ExitStatus) -> (i32, Option<i32>) {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code, None),
+        (None, Some(sig)) => (128 + sig, Some(sig)),
+        (None, None) => (-1, None),
+    }
+}
+
+/// Whether `path` exists as a file or directory (for [`super::images`]).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            argv: vec!["/bin/echo".into(), "it's $(X)".into()],
+            env: vec![("A".into(), "1".into())],
+            working_dir: Some("/srv/app".into()),
+            mounts: vec![
+                Mount {
+                    source: "/state/vol/sa".into(),
+                    target: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                    read_only: true,
+                },
+                Mount {
+                    source: "/state/o'dd".into(),
+                    target: "/data".into(),
+                    read_only: false,
+                },
+            ],
+            hostname: "web-0".into(),
+            netns: Some("/var/run/netns/kpod-abc".into()),
+            log: "/tmp/x.log".into(),
+        }
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn script_mounts_then_execs_into_the_netns() {
+        let s = wrapper_script(&spec(), "/bin/mount", "/usr/bin/env", "/usr/bin/nsenter");
+        let want = "set -e\n\
+            /bin/mount --bind -o ro -- '/state/vol/sa' '/var/run/secrets/kubernetes.io/serviceaccount'\n\
+            /bin/mount --bind -- '/state/o'\\''dd' '/data'\n\
+            printf %s 'web-0' > /proc/sys/kernel/hostname\n\
+            cd -- '/srv/app'\n\
+            exec /usr/bin/env -u SHLVL -u PWD -u OLDPWD /usr/bin/nsenter '--net=/var/run/netns/kpod-abc' -- \"$@\"\n";
+        assert_eq!(s, want);
+    }
+
+    #[test]
+    fn host_network_skips_nsenter_and_argv_is_passed_verbatim() {
+        let mut sp = spec();
+        sp.netns = None;
+        sp.working_dir = None;
+        let s = wrapper_script(&sp, "mount", "env", "nsenter");
+        assert!(
+            s.ends_with("exec env -u SHLVL -u PWD -u OLDPWD \"$@\"\n"),
+            "{s}"
+        );
+        let argv = launch_argv(&sp);
+        assert!(argv[0].ends_with("unshare"));
+        assert_eq!(
+            &argv[argv.len() - 3..],
+            &["kache-container", "/bin/echo", "it's $(X)"]
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_info(ExitStatus::from_raw(3 << 8)), (3, None));
+        assert_eq!(exit_info(ExitStatus::from_raw(9)), (137, Some(9)));
+        assert_eq!(exit_info(ExitStatus::from_raw(15)), (143, Some(15)));
+    }
+
+    #[tokio::test]
+    async fn stop_terminates_the_process_group() {
+        // A plain process (no namespaces) is enough to check the signalling.
+        let child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let mut p = Process {
+            child,
+            pid,
+            exited: None,
+        };
+        let status = p.stop(Duration::from_secs(5)).await;
+        assert_eq!(exit_info(status), (143, Some(15)));
+        assert_eq!(
+            exit_info(p.wait().await),
+            (143, Some(15)),
+            "wait after stop returns the same status"
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! A pod's volumes on the host, and where each container sees them.
+//!
+//! Every volume becomes a host directory: `emptyDir` and the API-backed kinds
+//! under `<pod run dir>/volumes/<name>`, a `persistentVolumeClaim` at the path
+//! of the PersistentVolume it is bound to (`hostPath` or `local`), a
+//! `hostPath` at its path. [`VolumeDirs::mounts_for`] turns a container's
+//! `volumeMounts` into bind mounts for its private mount namespace (see
+//! [`super::process`]), plus the pod's own `/etc/hosts`.
+//!
+//! A bind mount needs its mount point to exist. One that lies inside another
+//! mount of the same container is created inside that volume; one on the host
+//! (e.g. `/var/run/secrets/kubernetes.io/serviceaccount`) is created there and
+//! recorded in [`Mountpoints`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
+use kube::Client;
+use kube::api::Api;
+
+use super::atomic_writer;
+use super::downward::PodFacts;
+use super::env::Environment;
+use super::error::{Error, Result};
+use super::mountpoints::Mountpoints;
+use super::process::Mount;
+use super::projection::Projector;
+
+/// One pod's volumes: their host directories and what renders the API-backed ones.
+#[derive(Debug)]
+pub struct PodVolumes {
+    root: PathBuf,
+    dirs: VolumeDirs,
+    projector: Projector,
+}
+
+/// Volume name → host directory (or file).
+#[derive(Debug, Clone, Default)]
+pub struct VolumeDirs {
+    dirs: BTreeMap<String, PathBuf>,
+}
+
+impl PodVolumes {
+    /// Create every volume of `pod` under `run_dir`. Fails with
+    /// `Error::NotReady` while something it needs is missing (a ConfigMap, an
+    /// unbound PVC); the caller retries.
+    pub async fn setup(
+        client: &Client,
+        pod: &Pod,
+        facts: &PodFacts<'_>,
+        run_dir: &Path,
+    ) -> Result<Self> {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut vols = PodVolumes {
+            root: run_dir.join("volumes"),
+            dirs: VolumeDirs::default(),
+            projector: Projector::new(client.clone(), &ns),
+        };
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let dir = vols.volume_dir(client, &ns, volume).await?;
+            if Projector::handles(volume) {
+                let payload = vols.projector.payload(volume, facts).await?;
+                atomic_writer::write(&dir, &payload).map_err(Error::io(&dir))?;
+            }
+            vols.dirs.dirs.insert(volume.name.clone(), dir);
+        }
+        Ok(vols)
+    }
+
+    async fn volume_dir(&self, client: &Client, ns: &str, volume: &Volume) -> Result<PathBuf> {
+        let own = self.root.join(&volume.name);
+        if volume.empty_dir.is_some() || Projector::handles(volume) {
+            fs::create_dir_all(&own).map_err(Error::io(&own))?;
+            return Ok(own);
+        }
+        if let Some(hp) = &volume.host_path {
+            let path = PathBuf::from(&hp.path);
+            match hp.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => fs::create_dir_all(&path).map_err(Error::io(&path))?,
+                "FileOrCreate" if !path.exists() => {
+                    fs::write(&path, b"").map_err(Error::io(&path))?;
+                }
+                "" | "FileOrCreate" => {}
+                _ if path.exists() => {}
+                other => {
+                    return Err(Error::NotReady(format!(
+                        "hostPath {} ({other}) does not exist",
+                        hp.path
+                    )));
+                }
+            }
+            return Ok(path);
+        }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            return claim_dir(client, ns, &claim.claim_name).await;
+        }
+        Err(Error::NotReady(format!(
+            "volume {:?}: only emptyDir, configMap, secret, downwardAPI, projected, hostPath and persistentVolumeClaim are supported",
+            volume.name
+        )))
+    }
+
+    /// Re-render the API-backed volumes (ConfigMap or Secret changed, token
+    /// due for refresh). Unchanged volumes are left alone.
+    pub async fn refresh(&mut self, pod: &Pod, facts: &PodFacts<'_>) -> Result<()> {
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(dir) = self
+                .dirs
+                .dirs
+                .get(&volume.name)
+                .filter(|_| Projector::handles(volume))
+                .cloned()
+            else {
+                continue;
+            };
+            let payload = self.projector.payload(volume, facts).await?;
+            if atomic_writer::write(&dir, &payload).map_err(Error::io(&dir))? {
+                tracing::info!(volume = %volume.name, pod = ?pod.metadata.name, "volume updated");
+            }
+        }
+        Ok(())
+    }
+
+    /// The host directories, for building mounts.
+    pub fn dirs(&self) -> &VolumeDirs {
+        &self.dirs
+    }
+}
+
+impl VolumeDirs {
+    /// The bind mounts of `container`, parents first, ending with
+    /// `/etc/hosts` when `hosts` is given. `subPath` is resolved inside the
+    /// volume, and `subPathExpr` expanded with the container's environment.
+    pub fn mounts_for(
+        &self,
+        container: &Container,
+        env: &Environment,
+        hosts: Option<&Path>,
+        mountpoints: &Mountpoints,
+    ) -> Result<Vec<Mount>> {
+        let mut mounts = Vec::new();
+        for vm in container.volume_mounts.iter().flatten() {
+            let dir = self.dirs.get(&vm.name).ok_or_else(|| {
+                Error::NotReady(format!("volumeMount {:?} names no volume", vm.name))
+            })?;
+            let sub = match (&vm.sub_path, &vm.sub_path_expr) {
+                (Some(p), _) if !p.is_empty() => p.clone(),
+                (_, Some(expr)) if !expr.is_empty() => env.expand(expr),
+                _ => String::new(),
+            };
+            if Path::new(&sub)
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Err(Error::NotReady(format!(
+                    "subPath {sub:?} must be relative and stay inside the volume"
+                )));
+            }
+            let source = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(&sub)
+            };
+            if !sub.is_empty() && !source.exists() {
+                fs::create_dir_all(&source).map_err(Error::io(&source))?;
+            }
+            mounts.push(Mount {
+                source,
+                target: PathBuf::from(&vm.mount_path),
+                read_only: vm.read_only == Some(true),
+            });
+        }
+        if let Some(hosts) = hosts
+            && !mounts.iter().any(|m| m.target == Path::new("/etc/hosts"))
+        {
+            mounts.push(Mount {
+                source: hosts.to_path_buf(),
+                target: "/etc/hosts".into(),
+                read_only: false,
+            });
+        }
+        mounts.sort_by_key(|m| m.target.components().count());
+        for (i, m) in mounts.iter().enumerate() {
+            let is_dir = m.source.is_dir();
+            // Inside an earlier (parent) mount: create the mount point in that volume.
+            let parent = mounts[..i]
+                .iter()
+                .rev()
+                .find(|p| m.target.starts_with(&p.target));
+            match parent.and_then(|p| {
+                m.target
+                    .strip_prefix(&p.target)
+                    .ok()
+                    .map(|rel| p.source.join(rel))
+            }) {
+                Some(inside) => Mountpoints::default().ensure(&inside, is_dir)?,
+                None => mountpoints.ensure(&m.target, is_dir)?,
+            }
+        }
+        Ok(mounts)
+    }
+}
+
+/// The host directory behind a bound PVC.
+async fn claim_dir(client: &Client, ns: &str, claim: &str) -> Result<PathBuf> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs
+        .get_opt(claim)
+        .await?
+        .ok_or_else(|| Error::NotReady(format!("persistentvolumeclaim {claim:?} not found")))?;
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|_| bound);
+    let pv_name = pv_name
+        .ok_or_else(|| Error::NotReady(format!("persistentvolumeclaim {claim:?} is not bound")))?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs
+        .get_opt(&pv_name)
+        .await?
+        .ok_or_else(|| Error::NotReady(format!("persistentvolume {pv_name:?} not found")))?;
+    let spec = pv.spec.unwrap_or_default();
+    let path = spec
+        .host_path
+        .map(|h| h.path)
+        .or_else(|| spec.local.map(|l| l.path))
+        .ok_or_else(|| {
+            Error::NotReady(format!(
+                "persistentvolume {pv_name:?} is neither hostPath nor local"
+            ))
+        })?;
+    let path = PathBuf::from(path);
+    fs::create_dir_all(&path).map_err(Error::io(&path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::VolumeMount;
+
+    #[test]
+    fn mounts_are_ordered_and_nested_mount_points_live_in_the_parent_volume() {
+        let tmp = std::env::temp_dir().join(format!("kache-vol-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let data = tmp.join("data");
+        let conf = tmp.join("conf");
+        fs::create_dir_all(&data).unwrap();
+        fs::create_dir_all(&conf).unwrap();
+        let hosts = tmp.join("hosts");
+        fs::write(&hosts, "x").unwrap();
+        let vols = VolumeDirs {
+            dirs: BTreeMap::from([
+                ("data".to_string(), data.clone()),
+                ("conf".to_string(), conf),
+            ]),
+        };
+        let host_target = tmp.join("host-root/app");
+        let nested = host_target.join("conf");
+        let c = Container {
+            name: "c".into(),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "conf".into(),
+                    mount_path: nested.display().to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: host_target.display().to_string(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: tmp.join("sub").display().to_string(),
+                    sub_path: Some("x/y".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let mp = Mountpoints::default();
+        let mounts = vols
+            .mounts_for(&c, &Environment::default(), Some(&hosts), &mp)
+            .unwrap();
+        let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
+        assert_eq!(
+            targets.last().unwrap(),
+            &nested,
+            "child after parent: {targets:?}"
+        );
+        assert!(targets.contains(&PathBuf::from("/etc/hosts")));
+        assert!(
+            mounts.iter().any(|m| m.source == data.join("x/y")),
+            "subPath resolved and created"
+        );
+        assert!(
+            data.join("conf").is_dir(),
+            "nested mount point created inside the parent volume"
+        );
+        assert!(host_target.is_dir(), "host mount point created");
+        mp.remove_all();
+        assert!(
+            !tmp.join("host-root").exists(),
+            "created host mount points removed"
+        );
+        let bad = Container {
+            volume_mounts: Some(vec![VolumeMount {
+                name: "data".into(),
+                mount_path: "/x".into(),
+                sub_path: Some("../etc".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(
+            vols.mounts_for(&bad, &Environment::default(), None, &mp)
+                .is_err()
+        );
+        let _ = fs::remove_dir_all(&tmp);
+    }
+}
