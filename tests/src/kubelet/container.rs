@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::env::Environment;
+use super::events;
 use super::launch::{self, Launch, LaunchError, PodContext};
 use super::probe::ContainerProbes;
 use super::prober::{self, ProbeEvent, ProbeTarget};
@@ -111,6 +112,23 @@ pub fn spawn(
 }
 
 impl Supervisor {
+    fn field_path(&self) -> Option<String> {
+        Some(events::container_field_path(
+            self.role == Role::Init,
+            &self.spec.name,
+        ))
+    }
+
+    /// A Normal event about this container.
+    fn note(&self, reason: &str, note: String) {
+        self.pod.events.normal(self.field_path(), reason, note);
+    }
+
+    /// A Warning event about this container.
+    fn warn(&self, reason: &str, note: String) {
+        self.pod.events.warning(self.field_path(), reason, note);
+    }
+
     fn publish(&self) {
         let _ = self.updates.send(Update {
             role: self.role,
@@ -154,6 +172,7 @@ impl Supervisor {
                     retry,
                 }) => {
                     tracing::warn!(container = %self.spec.name, reason, %message, "cannot start container");
+                    self.warn("Failed", format!("Error: {reason}: {message}"));
                     self.snap.state = RunState::Waiting {
                         reason: reason.into(),
                         message: Some(message),
@@ -179,6 +198,7 @@ impl Supervisor {
                         reason: "RunContainerError".into(),
                         message: Some(e.to_string()),
                     };
+                    self.warn("Failed", format!("Error: RunContainerError: {e}"));
                     self.publish();
                     let delay = self.backoff.delay(Duration::ZERO);
                     if self.sleep_or_stop(delay).await {
@@ -189,6 +209,7 @@ impl Supervisor {
             };
             let (started_at, started) = (Timestamp::now(), Instant::now());
             tracing::info!(container = %self.spec.name, pid = proc.pid(), argv = ?spec.argv, "container started");
+            self.note("Started", format!("Started container {}", self.spec.name));
             // For people and scripts that want to poke the process (next to its log).
             let pid_file = self.pod.log_dir.join(format!("{}.pid", self.spec.name));
             let _ = std::fs::write(&pid_file, format!("{}\n", proc.pid()));
@@ -225,6 +246,12 @@ impl Supervisor {
                 )),
             };
             self.publish();
+            if !delay.is_zero() {
+                self.warn(
+                    "BackOff",
+                    format!("Back-off restarting failed container {}", self.spec.name),
+                );
+            }
             if self.sleep_or_stop(delay).await {
                 return self.snap;
             }
@@ -263,18 +290,27 @@ impl Supervisor {
                 status = proc.wait() => break status,
                 Some(event) = probe_rx.recv() => match event {
                     ProbeEvent::Started => { self.snap.started = true; self.publish(); }
-                    ProbeEvent::Ready(ready) => {
+                    ProbeEvent::Ready(ready, why) => {
+                        if !ready {
+                            self.warn("Unhealthy", format!("Readiness probe failed: {why}"));
+                        }
                         if self.snap.ready != ready { self.snap.ready = ready; self.publish(); }
                     }
                     ProbeEvent::Unhealthy { kind, message: why, grace } => {
                         tracing::warn!(container = %self.spec.name, probe = kind.as_str(), %why, "probe failed; restarting container");
-                        message = Some(format!("{} probe failed: {why}", kind.as_str()));
+                        let failed = format!("{} probe failed: {why}", kind.as_str());
+                        self.warn("Unhealthy", failed.clone());
+                        let name = &self.spec.name;
+                        let note = format!("Container {name} failed {} probe, will be restarted", kind.as_str().to_lowercase());
+                        self.note("Killing", note);
+                        message = Some(failed);
                         self.snap.ready = false;
                         self.publish();
                         break proc.stop(grace.unwrap_or(default_grace)).await;
                     }
                 },
                 grace = Self::stopped(&mut self.stop) => {
+                    self.note("Killing", format!("Stopping container {}", self.spec.name));
                     stop_grace = Some(grace);
                     break proc.stop(grace).await;
                 }

@@ -18,6 +18,7 @@ use kube::Client;
 use super::config::KubeletConfig;
 use super::downward::PodFacts;
 use super::env::{EnvSources, Environment, expand_command, referenced_objects, resolve_env};
+use super::events::PodEvents;
 use super::mountpoints::Mountpoints;
 use super::process::{self, LaunchSpec};
 use super::projection::{config_map_data, secret_data};
@@ -51,6 +52,8 @@ pub struct PodContext {
     pub mountpoints: Mountpoints,
     /// Prefix of container IDs.
     pub id_prefix: String,
+    /// Events about the pod.
+    pub events: PodEvents,
 }
 
 impl std::fmt::Debug for PodContext {

@@ -16,6 +16,7 @@
 //! - [`sandbox`]: a pod's network namespace, IP, hostname and `/etc/hosts`.
 //! - [`container`]: one container's start/probe/restart/stop loop.
 //! - [`restart`]: restart policy, back-off and grace periods.
+//! - [`events`]: Kubernetes Events about pods (`kubectl describe pod`).
 //! - [`launch`]: from a container spec to a launch (env, argv, mounts).
 //! - [`process`]: launching a process in the pod's namespaces; signals.
 //! - [`prober`] and [`probe`]: running probes, and their settings and thresholds.
@@ -43,6 +44,7 @@ pub mod container;
 pub mod downward;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod expansion;
 pub mod images;
 pub mod ipam;

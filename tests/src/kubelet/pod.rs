@@ -31,6 +31,7 @@ use super::Context;
 use super::container::{self, ContainerHandle, Update};
 use super::downward::PodFacts;
 use super::error::{Error, Result, is_not_found};
+use super::events::PodEvents;
 use super::launch::PodContext;
 use super::netns::SandboxNames;
 use super::restart::{Role, restarts_so_far, termination_grace};
@@ -102,6 +103,7 @@ struct Worker {
     updates_tx: mpsc::UnboundedSender<Update>,
     updates: mpsc::UnboundedReceiver<Update>,
     handles: Vec<ContainerHandle>,
+    events: PodEvents,
 }
 
 /// Run the pod until it is removed, then clean up after it.
@@ -133,6 +135,7 @@ pub async fn run(ctx: Arc<Context>, desired: watch::Receiver<Desired>) {
         status.init_container_statuses.as_ref(),
     );
     let (updates_tx, updates) = mpsc::unbounded_channel();
+    let (ctx_client, node) = (ctx.client.clone(), ctx.config.node_name.clone());
     let mut w = Worker {
         api: Api::namespaced(ctx.client.clone(), &ns),
         run_dir: log_dir.join(format!("run-{}", SandboxNames::for_uid(&uid).netns)),
@@ -156,6 +159,7 @@ pub async fn run(ctx: Arc<Context>, desired: watch::Receiver<Desired>) {
         updates_tx,
         updates,
         handles: Vec::new(),
+        events: PodEvents::new(ctx_client, &node, &pod),
     };
     tracing::info!(pod = %w.name, namespace = %ns, "pod accepted");
     let why = w.live().await;
@@ -171,6 +175,8 @@ impl Worker {
     async fn live(&mut self) -> Removal {
         while let Err(e) = self.setup_sandbox().await {
             tracing::warn!(pod = %self.name, error = %e, "sandbox setup failed");
+            let note = format!("Failed to create pod sandbox: {e}");
+            self.events.warning(None, "FailedCreatePodSandBox", note);
             self.set_waiting("ContainerCreating", &e.to_string());
             if let Some(r) = self.pause(Duration::from_secs(5)).await {
                 return r;
@@ -185,6 +191,11 @@ impl Worker {
                 Ok(v) => break v,
                 Err(e) => {
                     tracing::info!(pod = %self.name, error = %e, "volumes not ready");
+                    self.events.warning(
+                        None,
+                        "FailedMount",
+                        format!("MountVolume.SetUp failed: {e}"),
+                    );
                     self.set_waiting("ContainerCreating", &e.to_string());
                     if let Some(r) = self.pause(Duration::from_secs(2)).await {
                         return r;
@@ -209,6 +220,7 @@ impl Worker {
             volumes: volumes.dirs().clone(),
             mountpoints: self.ctx.mountpoints.clone(),
             id_prefix: format!("process://{}", self.ctx.config.node_name),
+            events: self.events.clone(),
         });
         let spec = pod.spec.clone().unwrap_or_default();
         for (i, c) in spec.init_containers.iter().flatten().enumerate() {

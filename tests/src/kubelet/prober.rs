@@ -25,8 +25,8 @@ use super::probe::{Action, ContainerProbes, ProbeKind, ProbeParams, Tracker};
 pub enum ProbeEvent {
     /// The startup probe passed (or there is none): liveness and readiness begin.
     Started,
-    /// The readiness verdict changed.
-    Ready(bool),
+    /// The readiness verdict changed; the message of the last check when it failed.
+    Ready(bool, String),
     /// The startup or liveness probe failed: restart the container.
     Unhealthy {
         /// Which probe.
@@ -86,17 +86,17 @@ pub async fn run(
     let readiness = async {
         match &probes.readiness {
             None => {
-                let _ = events.send(ProbeEvent::Ready(true)).await;
+                let _ = events.send(ProbeEvent::Ready(true, String::new())).await;
                 std::future::pending::<()>().await;
             }
             Some(params) => {
                 let mut tracker = Tracker::new(params);
                 let events = &events;
-                probe_loop(params, &target, started, |ok, _| {
+                probe_loop(params, &target, started, |ok, message| {
                     if let Some(ready) = tracker.observe(ok) {
                         // try_send: the supervisor drains its queue promptly,
                         // and a missed verdict is repeated on the next change
-                        let _ = events.try_send(ProbeEvent::Ready(ready));
+                        let _ = events.try_send(ProbeEvent::Ready(ready, message));
                     }
                     None::<()>
                 })
@@ -372,7 +372,10 @@ mod tests {
             tx,
         ));
         assert_eq!(rx.recv().await, Some(ProbeEvent::Started));
-        assert_eq!(rx.recv().await, Some(ProbeEvent::Ready(true)));
+        assert_eq!(
+            rx.recv().await,
+            Some(ProbeEvent::Ready(true, String::new()))
+        );
         task.abort();
     }
 }
