@@ -64,6 +64,10 @@ if "${CLUSTER}" status >/dev/null 2>&1; then
   STATE="${DIR}/kubelet-kt-smoke"
   KUBELET_LOG="${DIR}/logs/kache-kubelet-kt-smoke.log"
   KUBELET_EXTRA=(-- --register-with-taints=kache.dev/kt-smoke=true:NoSchedule --provision-namespace="${NS}")
+elif [[ -e "${DIR}" ]]; then
+  # Half a cluster: not ours to take down, and not usable either.
+  echo "FAIL: ${DIR} exists but \`cluster.sh status\` is not healthy; fix it or run cluster.sh down" >&2
+  exit 1
 else
   SHARED=0
   export KACHE_K8S_POD_CIDR="${NET16}.1.0/24"

@@ -159,6 +159,9 @@ impl Process {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .process_group(0)
+            // Only if a supervisor task is torn down without stopping its
+            // process (it always stops it otherwise): do not leave it running.
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Command {
                 command: argv[0].clone(),
@@ -320,6 +323,7 @@ mod tests {
         let child = Command::new("sleep")
             .arg("30")
             .process_group(0)
+            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let pid = child.id().unwrap();
