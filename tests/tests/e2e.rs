@@ -1,0 +1,680 @@
+//! kache end to end on a real control plane with the process kubelet: the chart installs
+//! the operator with its own RBAC, a CacheCluster comes up, scales 3 -> 5 -> 2 under a
+//! continuous reader and writer with zero errors and zero misses, a config change rolls
+//! the pods without losing a key, an invalid spec is refused, a SIGKILLed node at RF=2
+//! restarts and re-syncs, and deleting the CacheCluster collects everything it owned.
+//!
+//! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
+//! KUBECONFIG; built only with `--features e2e`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+use serde_json::Value as Json;
+
+const NS: &str = "e2e";
+const HTTP_PORT: u16 = 7070;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn out_dir() -> PathBuf {
+    let dir = std::env::var_os("KACHE_E2E_OUT")
+        .map_or_else(|| repo_root().join("target/e2e"), PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn log(message: &str) {
+    eprintln!("[e2e {}] {message}", chrono_now());
+}
+
+fn chrono_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%H:%M:%S")
+        .to_string()
+}
+
+/// Runs a command; returns (success, stdout + stderr).
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn must(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, text) = run(program, args, stdin);
+    assert!(ok, "{program} {args:?} failed:\n{text}");
+    text
+}
+
+fn helm() -> String {
+    std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned())
+}
+
+/// Polls `check` every 500 ms until it returns Some or `timeout` passes.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn cache_clusters(client: &Client) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kache.dev", "v1alpha1", "CacheCluster"),
+        "cacheclusters",
+    );
+    Api::namespaced_with(client.clone(), NS, &resource)
+}
+
+async fn cc_status(client: &Client, name: &str) -> Json {
+    cache_clusters(client)
+        .get(name)
+        .await
+        .map(|cc| cc.data["status"].clone())
+        .unwrap_or(Json::Null)
+}
+
+/// Waits until the CacheCluster is Available with `replicas` joined members and the
+/// StatefulSet has exactly that many pods.
+async fn wait_available(client: &Client, name: &str, replicas: i64, timeout: Duration) -> Json {
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    eventually(
+        &format!("{name} Available with {replicas} members"),
+        timeout,
+        || async {
+            let status = cc_status(client, name).await;
+            let ready = status["phase"] == "Available" && status["replicas"] == replicas;
+            let size = sts.get(name).await.ok()?.spec?.replicas?;
+            (ready && i64::from(size) == replicas).then_some(status)
+        },
+    )
+    .await
+}
+
+/// Pod IPs of the CacheCluster's pods by ordinal.
+async fn pod_ips(client: &Client, name: &str) -> BTreeMap<u32, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+        .await
+        .unwrap();
+    list.into_iter()
+        .filter_map(|pod| {
+            let ordinal = pod.name_any().rsplit('-').next()?.parse().ok()?;
+            Some((ordinal, pod.status?.pod_ip?))
+        })
+        .collect()
+}
+
+fn url(ip: &str, key: &str) -> String {
+    format!("http://{ip}:{HTTP_PORT}/v1/keys/{key}")
+}
+
+async fn put(http: &reqwest::Client, ip: &str, key: &str, value: &str) -> Result<(), String> {
+    let response = http
+        .put(url(ip, key))
+        .body(value.to_owned())
+        .send()
+        .await
+        .map_err(|e| format!("PUT {key} via {ip}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("PUT {key} via {ip}: {}", response.status()))
+    }
+}
+
+/// Ok(Some(value)), Ok(None) for a miss, Err for a failed request.
+async fn get(http: &reqwest::Client, ip: &str, key: &str) -> Result<Option<String>, String> {
+    let response = http
+        .get(url(ip, key))
+        .send()
+        .await
+        .map_err(|e| format!("GET {key} via {ip}: {e}"))?;
+    match response.status().as_u16() {
+        200 => Ok(Some(response.text().await.map_err(|e| e.to_string())?)),
+        404 => Ok(None),
+        status => Err(format!("GET {key} via {ip}: {status}")),
+    }
+}
+
+/// Checks that every key in `keys` reads back its value through `ip`.
+async fn check_all(http: &reqwest::Client, ip: &str, keys: &BTreeMap<String, String>) {
+    let mut missing = Vec::new();
+    for (key, value) in keys {
+        match get(http, ip, key).await {
+            Ok(Some(found)) if &found == value => {}
+            other => missing.push(format!("{key}: {other:?}")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} keys wrong through {ip}, e.g. {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// A client that writes new keys and reads known ones continuously through the pods
+/// that stay (ordinals 0 and 1), counting every failure, miss and wrong value.
+struct Load {
+    stop: Arc<AtomicBool>,
+    written: Arc<Mutex<BTreeMap<String, String>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    misses: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(
+        http: reqwest::Client,
+        targets: Targets,
+        seed: BTreeMap<String, String>,
+        tag: &str,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(Mutex::new(seed));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let misses = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (stop, written, errors, misses, reads) = (
+                stop.clone(),
+                written.clone(),
+                errors.clone(),
+                misses.clone(),
+                reads.clone(),
+            );
+            let tag = tag.to_owned();
+            tokio::spawn(async move {
+                // Bounded: at most a million rounds, far more than any scenario needs.
+                for round in 0..1_000_000u64 {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let next = {
+                        let targets = targets.lock();
+                        (!targets.is_empty()).then(|| {
+                            targets[usize::try_from(round).unwrap() % targets.len()].clone()
+                        })
+                    };
+                    let Some(ip) = next else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let ip = &ip;
+                    let key = format!("{tag}-{round}");
+                    let value = format!("v{round}");
+                    match put(&http, ip, &key, &value).await {
+                        Ok(()) => {
+                            written.lock().insert(key, value);
+                        }
+                        Err(e) => errors.lock().push(e),
+                    }
+                    let probe = {
+                        let written = written.lock();
+                        let n = written.len();
+                        (n > 0).then(|| {
+                            let index =
+                                usize::try_from(round.wrapping_mul(2_654_435_761)).unwrap() % n;
+                            written
+                                .iter()
+                                .nth(index)
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                        })
+                    };
+                    if let Some(Some((key, expected))) = probe {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        match get(&http, ip, &key).await {
+                            Ok(Some(found)) if found == expected => {}
+                            Ok(Some(found)) => {
+                                errors.lock().push(format!("{key}: {found} != {expected}"));
+                            }
+                            Ok(None) => {
+                                misses.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => errors.lock().push(e),
+                        }
+                    }
+                }
+            })
+        };
+        Self {
+            stop,
+            written,
+            errors,
+            misses,
+            reads,
+            task,
+        }
+    }
+
+    /// Stops the client and returns every acknowledged key. A rolling restart may fail
+    /// requests to a restarting owner (at RF=1 it is the only one); nothing else may.
+    async fn finish(self, what: &str, allow_errors: bool) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Release);
+        self.task.await.unwrap();
+        let errors = self.errors.lock().clone();
+        let misses = self.misses.load(Ordering::Relaxed);
+        let written = self.written.lock().clone();
+        log(&format!(
+            "{what}: {} keys acknowledged, {} reads, {misses} misses, {} errors",
+            written.len(),
+            self.reads.load(Ordering::Relaxed),
+            errors.len()
+        ));
+        let wrong: Vec<&String> = errors.iter().filter(|e| e.contains("!=")).collect();
+        assert!(wrong.is_empty(), "{what}: wrong values: {wrong:?}");
+        assert!(
+            allow_errors || errors.is_empty(),
+            "{what}: {} client errors, e.g. {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        assert_eq!(misses, 0, "{what}: reads of existing keys missed");
+        written
+    }
+}
+
+/// The pod IPs a load client sends to; a refresher may replace them.
+type Targets = Arc<Mutex<Vec<String>>>;
+
+/// Keeps `targets` at the IPs of the cluster's ready pods, like a Service would.
+fn follow_ready_pods(
+    client: Client,
+    name: &'static str,
+    targets: Targets,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let pods: Api<Pod> = Api::namespaced(client, NS);
+        // Bounded: the scenario stops it long before an hour passes.
+        for _ in 0..7_200 {
+            if let Ok(list) = pods
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+                .await
+            {
+                let ready: Vec<String> = list
+                    .into_iter()
+                    .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+                    .filter_map(|pod| {
+                        let status = pod.status?;
+                        let ready = status
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True");
+                        ready.then_some(status.pod_ip?)
+                    })
+                    .collect();
+                *targets.lock() = ready;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// Records `kubectl get cc -w` into a file while a scenario runs.
+struct Transcript {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl Transcript {
+    fn start(name: &str, file: &str) -> Self {
+        let path = out_dir().join(file);
+        let out = std::fs::File::create(&path).unwrap();
+        let child = Command::new("kubectl")
+            .args(["-n", NS, "get", "cc", name, "-w", "-o", "wide"])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, path }
+    }
+
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+impl Drop for Transcript {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn apply(yaml: &str) {
+    must("kubectl", &["apply", "-f", "-"], Some(yaml));
+}
+
+fn cache_cluster_yaml(name: &str, replicas: u32, rf: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: kache.dev/v1alpha1\nkind: CacheCluster\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: {replicas}\n  replicationFactor: {rf}\n  maxMemory: 64MiB\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kache_on_a_real_control_plane() {
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the e2e cluster");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    // 1. The chart installs the operator, which then works with only the chart's RBAC.
+    log("helm install the chart");
+    must(
+        &helm(),
+        &[
+            "upgrade",
+            "--install",
+            "kache",
+            "charts/kache",
+            "--namespace",
+            "kache-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        None,
+    );
+    must("kubectl", &["create", "namespace", NS], None);
+
+    // 2. A 3-member cluster becomes Available; keys written through one pod are readable
+    //    through every pod.
+    log("apply a CacheCluster with 3 replicas, RF 1");
+    apply(&cache_cluster_yaml("scale", 3, 1, ""));
+    let started = Instant::now();
+    wait_available(&client, "scale", 3, Duration::from_secs(180)).await;
+    log(&format!(
+        "Available after {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    let ips = pod_ips(&client, "scale").await;
+    let mut seed = BTreeMap::new();
+    for i in 0..2_000 {
+        let (key, value) = (format!("seed-{i}"), format!("value-{i}"));
+        put(&http, &ips[&0], &key, &value).await.unwrap();
+        seed.insert(key, value);
+    }
+    for ip in ips.values() {
+        check_all(&http, ip, &seed).await;
+    }
+
+    // 3. Scale 3 -> 5 -> 2 under load: zero errors, zero misses, every key present.
+    let transcript = Transcript::start("scale", "scale-3-5-2.txt");
+    // Ordinals 0 and 1 stay through both moves, so the client talks to them only.
+    let stayers: Targets = Arc::new(Mutex::new(vec![ips[&0].clone(), ips[&1].clone()]));
+    let mut keys = seed;
+    for (from, to) in [(3, 5), (5, 2)] {
+        let load = Load::start(
+            http.clone(),
+            stayers.clone(),
+            keys.clone(),
+            &format!("scale{from}to{to}"),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        log(&format!("kubectl scale cc/scale --replicas={to}"));
+        let epoch_before = cc_status(&client, "scale").await["epoch"].as_i64().unwrap();
+        let started = Instant::now();
+        must(
+            "kubectl",
+            &["-n", NS, "scale", "cc/scale", &format!("--replicas={to}")],
+            None,
+        );
+        let status = wait_available(&client, "scale", to, Duration::from_secs(300)).await;
+        let took = started.elapsed();
+        assert!(
+            status["epoch"].as_i64().unwrap() > epoch_before,
+            "a new epoch was published"
+        );
+        let rebalance = &status["rebalance"];
+        log(&format!(
+            "{from} -> {to}: Available after {:.1}s; epoch {} ; moved {} partitions, {} records, {} bytes",
+            took.as_secs_f64(),
+            status["epoch"],
+            rebalance["partitionsMoved"],
+            rebalance["recordsMoved"],
+            rebalance["bytesMoved"]
+        ));
+        keys = load.finish(&format!("scale {from} -> {to}"), false).await;
+        let ips = pod_ips(&client, "scale").await;
+        assert_eq!(ips.len(), usize::try_from(to).unwrap(), "pods: {ips:?}");
+        for ip in ips.values() {
+            check_all(&http, ip, &keys).await;
+        }
+    }
+    let text = transcript.finish();
+    log(&format!("kubectl get cc -w during 3 -> 5 -> 2:\n{text}"));
+    assert!(
+        text.contains("Rebalancing"),
+        "the status showed the move:\n{text}"
+    );
+
+    // 4. A config change rolls the pods one by one, and no key is lost.
+    log("config change: maxMemory 64MiB -> 96MiB rolls the pods");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let revision_before = sts
+        .get("scale")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .update_revision;
+    let targets: Targets = Arc::default();
+    let refresher = follow_ready_pods(client.clone(), "scale", targets.clone());
+    let load = Load::start(http.clone(), targets, keys.clone(), "roll");
+    must(
+        "kubectl",
+        &[
+            "-n",
+            NS,
+            "patch",
+            "cc",
+            "scale",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"maxMemory":"96MiB"}}"#,
+        ],
+        None,
+    );
+    let rolled = eventually(
+        "the StatefulSet rolled every pod",
+        Duration::from_secs(300),
+        || async {
+            let status = sts.get("scale").await.ok()?.status?;
+            let done = status.update_revision != revision_before
+                && status.current_revision == status.update_revision
+                && status.updated_replicas == Some(2)
+                && status.ready_replicas == Some(2);
+            done.then_some(status)
+        },
+    )
+    .await;
+    log(&format!("rolled to revision {:?}", rolled.update_revision));
+    wait_available(&client, "scale", 2, Duration::from_secs(120)).await;
+    keys = load.finish("rolling config change", true).await;
+    refresher.abort();
+    let ips = pod_ips(&client, "scale").await;
+    for ip in ips.values() {
+        check_all(&http, ip, &keys).await;
+    }
+
+    // 5. An invalid CacheCluster is refused with a message that says what to fix.
+    let (ok, text) = run(
+        "kubectl",
+        &["apply", "-f", "-"],
+        Some(&cache_cluster_yaml("invalid", 3, 5, "")),
+    );
+    assert!(!ok, "an RF above replicas was accepted:\n{text}");
+    assert!(
+        text.contains("replicationFactor must be a number from 1 to spec.replicas"),
+        "{text}"
+    );
+    let (ok, text) = run(
+        "kubectl",
+        &["-n", NS, "scale", "cc/scale", "--replicas=0"],
+        None,
+    );
+    assert!(!ok, "scaling to zero was accepted:\n{text}");
+
+    // 6. SIGKILL of a node process at RF=2: the pod restarts, re-syncs, no key is lost.
+    log("RF=2 cluster: SIGKILL one node");
+    apply(&cache_cluster_yaml("kill", 3, 2, ""));
+    wait_available(&client, "kill", 3, Duration::from_secs(180)).await;
+    let ips = pod_ips(&client, "kill").await;
+    let mut acked = BTreeMap::new();
+    for i in 0..2_000 {
+        let (key, value) = (format!("kill-{i}"), format!("value-{i}"));
+        put(&http, &ips[&(i % 3)], &key, &value).await.unwrap();
+        acked.insert(key, value);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let restarts = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |c| c[0].restart_count)
+    };
+    let before = restarts(&pods.get("kill-1").await.unwrap());
+    let pid = node_pid("kill-1");
+    log(&format!("kill -KILL {pid} (kill-1)"));
+    must("kill", &["-KILL", &pid.to_string()], None);
+    eventually("kill-1 restarted", Duration::from_secs(120), || async {
+        (restarts(&pods.get("kill-1").await.ok()?) > before).then_some(())
+    })
+    .await;
+    wait_available(&client, "kill", 3, Duration::from_secs(180)).await;
+    let ips = pod_ips(&client, "kill").await;
+    for ip in ips.values() {
+        check_all(&http, ip, &acked).await;
+    }
+
+    // 7. Deleting a CacheCluster garbage-collects everything it owned.
+    log("delete cc/kill");
+    must(
+        "kubectl",
+        &["-n", NS, "delete", "cc", "kill", "--wait=true"],
+        None,
+    );
+    eventually(
+        "everything cc/kill owned is gone",
+        Duration::from_secs(120),
+        || async {
+            let gone = !exists::<StatefulSet>(&client, "kill").await
+                && !exists::<Service>(&client, "kill").await
+                && !exists::<Service>(&client, "kill-peers").await
+                && !exists::<ConfigMap>(&client, "kill-config").await
+                && !exists::<ConfigMap>(&client, "kill-members").await
+                && !exists::<ServiceAccount>(&client, "kill-node").await
+                && !exists::<Role>(&client, "kill-node").await
+                && !exists::<RoleBinding>(&client, "kill-node").await
+                && !exists::<PodDisruptionBudget>(&client, "kill").await;
+            gone.then_some(())
+        },
+    )
+    .await;
+    log("all scenarios passed");
+}
+
+async fn exists<K>(client: &Client, name: &str) -> bool
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .get_opt(name)
+        .await
+        .map(|o| o.is_some())
+        .unwrap_or(true)
+}
+
+/// The host PID of a pod's node process, found through its environment (the kubelet
+/// runs containers as host processes).
+fn node_pid(pod: &str) -> u32 {
+    let wanted = format!("KACHE_NODE_ID={pod}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        if !exe.to_string_lossy().contains("kache-node") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            return pid;
+        }
+    }
+    panic!("no kache-node process for {pod}");
+}
