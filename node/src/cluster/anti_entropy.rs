@@ -13,6 +13,7 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::Cluster;
+use super::chunk::{chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
 use super::peer::{is_syncing, proto, record_from_proto};
 use crate::store::{Applied, DIGEST_BUCKETS};
@@ -176,6 +177,9 @@ impl Cluster {
     }
 
     /// Streams `partition` (only `buckets`, or all when empty) from `member` and applies it.
+    /// Each received chunk is charged against `--max-memory` until its records are
+    /// applied; one that does not fit fails the pull with `RESOURCE_EXHAUSTED` (what it
+    /// applied so far stays: records are idempotent), and the caller retries.
     pub(crate) async fn pull(
         &self,
         member: &Member,
@@ -193,28 +197,48 @@ impl Cluster {
             .into_inner();
         let mut pulled = Pulled::default();
         while let Some(chunk) = stream.message().await? {
-            for record in chunk.records {
-                pulled.streamed += 1;
-                let record = record_from_proto(record);
-                self.inner
-                    .counters
-                    .records_pulled
-                    .fetch_add(1, Ordering::Relaxed);
-                self.inner.counters.bytes_pulled.fetch_add(
-                    (record.key.len() + record.value.len()) as u64,
-                    Ordering::Relaxed,
-                );
-                match self.inner.store.apply(&record) {
-                    Ok(Applied::Stored) => {
-                        pulled.stored += 1;
-                        self.inner.counters.repaired.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Applied::Stale) => {}
-                    Err(err) => return Err(Status::resource_exhausted(err.to_string())),
-                }
-            }
+            self.apply_chunk(&member.id, partition, chunk, &mut pulled)?;
         }
         Ok(pulled)
+    }
+
+    /// Applies one received chunk of `partition` from `from`, charged against the bound
+    /// while it is held: the whole chunk up front, released record by record as each is
+    /// stored (as an entry, charged on its own) and dropped.
+    fn apply_chunk(
+        &self,
+        from: &str,
+        partition: u32,
+        chunk: proto::Chunk,
+        pulled: &mut Pulled,
+    ) -> Result<(), Status> {
+        let mut reserved = reserve_chunk(&self.inner.store, chunk_charge(&chunk.records), || {
+            format!("partition {partition} pulled from '{from}'")
+        })?;
+        for record in chunk.records {
+            pulled.streamed += 1;
+            let charge = record_charge(&record);
+            let record = record_from_proto(record);
+            self.inner
+                .counters
+                .records_pulled
+                .fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.bytes_pulled.fetch_add(
+                (record.key.len() + record.value.len()) as u64,
+                Ordering::Relaxed,
+            );
+            match self.inner.store.apply(&record) {
+                Ok(Applied::Stored) => {
+                    pulled.stored += 1;
+                    self.inner.counters.repaired.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Applied::Stale) => {}
+                Err(err) => return Err(Status::resource_exhausted(err.to_string())),
+            }
+            drop(record);
+            reserved.release(charge);
+        }
+        Ok(())
     }
 }
 

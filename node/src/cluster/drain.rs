@@ -11,8 +11,9 @@
 //! scale-down; on SIGTERM it pushes them to their owners rather than take them along.
 
 use super::Cluster;
+use super::chunk::{CHUNK_BYTES, CHUNK_RECORDS, chunk_charge, reserve_chunk};
 use super::membership::Member;
-use super::peer::{CHUNK_BYTES, CHUNK_RECORDS, proto, record_to_proto};
+use super::peer::{proto, record_to_proto};
 use super::placement::best_ranked;
 
 /// What a drain did.
@@ -81,10 +82,16 @@ impl Cluster {
             );
             if !chunk.is_empty() {
                 records += chunk.len() as u64;
+                let chunk: Vec<proto::Record> = chunk.into_iter().map(record_to_proto).collect();
+                // Charged until the holder has answered: the request holds the chunk
+                // until it is sent.
+                let _reserved = reserve_chunk(&self.inner.store, chunk_charge(&chunk), || {
+                    format!("partition {partition} for a hand-off to '{}'", holder.id)
+                })?;
                 client
                     .apply(proto::ApplyRequest {
                         sender: Some(self.sender()),
-                        records: chunk.into_iter().map(record_to_proto).collect(),
+                        records: chunk,
                         hint: true,
                     })
                     .await?;

@@ -6,6 +6,7 @@
 //! - [`discovery`]: how to reach a member (static, EndpointSlices, DNS).
 //! - [`placement`]: rendezvous hashing of partitions onto members.
 //! - [`peer`]: the gRPC peer protocol (server and client pool).
+//! - [`chunk`]: partition chunks in flight, charged against `--max-memory`.
 //! - `routing`: which replicas a request involves, during and outside a membership move.
 //! - `rebalance`: moving partitions to their new owners when membership changes.
 //! - `anti_entropy`: startup sync and periodic digest repair between replicas.
@@ -27,6 +28,7 @@
 //! `prev` becomes `next` and old owners drop what they no longer own.
 
 mod anti_entropy;
+pub mod chunk;
 pub mod discovery;
 pub mod drain;
 pub mod membership;

@@ -15,12 +15,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::Cluster;
+use super::chunk::{self, ChunkStream};
 use super::discovery::Discovery;
 use super::membership::Member;
 use crate::clock::Version;
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{Applied, DIGEST_BUCKETS, Record, Store};
-use tokio_stream::wrappers::ReceiverStream;
 
 pub mod proto {
     #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
@@ -114,15 +114,9 @@ fn check_sender(sender: Option<&proto::Sender>) -> Result<&proto::Sender, Status
     Ok(sender)
 }
 
-/// Records per streamed chunk, and roughly the bytes of keys and values per chunk.
-pub const CHUNK_RECORDS: usize = 256;
-pub const CHUNK_BYTES: usize = 256 * 1024;
-/// Chunks buffered ahead of a slow receiver: the stream's backpressure bound.
-const CHUNKS_IN_FLIGHT: usize = 2;
-
 #[tonic::async_trait]
 impl Peer for PeerService {
-    type StreamPartitionStream = ReceiverStream<Result<proto::Chunk, Status>>;
+    type StreamPartitionStream = ChunkStream;
 
     async fn release(
         &self,
@@ -168,34 +162,11 @@ impl Peer for PeerService {
             }
             Some(wanted)
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
-        let store = self.store().clone();
-        tokio::spawn(async move {
-            let mut cursor = None;
-            loop {
-                let (records, next) = store.partition_chunk(
-                    partition,
-                    buckets.as_ref(),
-                    cursor,
-                    CHUNK_RECORDS,
-                    CHUNK_BYTES,
-                );
-                if !records.is_empty() {
-                    let chunk = proto::Chunk {
-                        records: records.into_iter().map(record_to_proto).collect(),
-                    };
-                    // Waits while the receiver is behind; stops if it went away.
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return;
-                    }
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => return,
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(chunk::stream_partition(
+            self.store().clone(),
+            partition,
+            buckets,
+        )))
     }
 
     async fn hello(
@@ -229,17 +200,28 @@ impl Peer for PeerService {
         request: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
         let request = request.into_inner();
-        let sender_epoch = check_sender(request.sender.as_ref())?.epoch;
+        let sender = check_sender(request.sender.as_ref())?;
+        let charge = chunk::chunk_charge(&request.records);
         // Validate the whole batch first, so a bad record changes nothing.
         let records = request
             .records
             .into_iter()
             .map(|record| self.record_from_proto(record))
             .collect::<Result<Vec<_>, _>>()?;
+        // A hinted batch is a drain's hand-off chunk: partition data in flight, charged
+        // until it is stored. (A replicated write is one record, a request body like any
+        // client's, and is not.)
+        let _reserved = if request.hint {
+            Some(chunk::reserve_chunk(self.store(), charge, || {
+                format!("hinted records from '{}'", sender.node_id)
+            })?)
+        } else {
+            None
+        };
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
             let partition = self.store().partition_of(&record.key);
-            if !request.hint && !self.cluster.accepts_writes_for(partition, sender_epoch) {
+            if !request.hint && !self.cluster.accepts_writes_for(partition, sender.epoch) {
                 // A coordinator that has not yet seen a move complete still writes to
                 // this old owner; the new owners get the write too. Storing it here would
                 // bring back a partition this node has handed off.

@@ -61,8 +61,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metric(
         "kache_memory_used_bytes",
         "gauge",
-        "Bytes charged against max memory.",
+        "Bytes charged against max memory: entries and migration buffers.",
         stats.bytes,
+    );
+    metric(
+        "kache_memory_buffer_bytes",
+        "gauge",
+        "Of the charged bytes, those held by partition chunks in flight (streams, pulls, hand-offs).",
+        stats.buffer_bytes,
     );
     metric(
         "kache_memory_max_bytes",

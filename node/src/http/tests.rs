@@ -550,6 +550,36 @@ async fn batches_are_limited_in_item_count() {
 }
 
 #[tokio::test]
+async fn stats_and_metrics_count_migration_buffers_in_the_charged_bytes() {
+    let api = Api::new(&config());
+    api.put("/v1/keys/a", "v").await;
+    let entries = api.stats().bytes;
+    let chunk = api.state.store().reserve_buffer(10_000).expect("fits");
+    let stats = api.get("/v1/stats").await.json();
+    assert_eq!(stats["buffer_bytes"], 10_000);
+    assert_eq!(
+        stats["bytes"],
+        entries + 10_000,
+        "charged bytes include the buffer"
+    );
+    let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
+    assert!(
+        metrics.contains("kache_memory_buffer_bytes 10000\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("kache_memory_used_bytes {}\n", entries + 10_000)),
+        "{metrics}"
+    );
+    drop(chunk);
+    let stats = api.get("/v1/stats").await.json();
+    assert_eq!(
+        (stats["buffer_bytes"].as_u64(), stats["bytes"].as_u64()),
+        (Some(0), Some(entries))
+    );
+}
+
+#[tokio::test]
 async fn stats_metrics_health_and_readiness() {
     let api = Api::new(&config());
     api.put("/v1/keys/a", "v").await;

@@ -5,12 +5,14 @@
 //! - [`partition`]: one partition's map (dense slots plus a hash index).
 //! - [`eviction`]: sampled LRU/LFU.
 //! - [`expiry`]: the bounded background sweep that removes expired entries.
+//! - [`buffer`]: partition data in flight (migration buffers), charged under the same bound.
 //!
 //! `partition = xxh3_64(key) % partitions` is protocol and never changes: partitions are
 //! the unit that later moves between nodes. Each partition has its own lock, so with 271
 //! partitions two cores almost never contend, and there is no global lock on the hot path.
 //! The only shared atomic a write touches is the memory counter.
 
+mod buffer;
 pub mod entry;
 mod eviction;
 mod expiry;
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Clock, Hlc, Version};
+pub use buffer::BufferGuard;
 use entry::{Entry, EntryMeta};
 pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
@@ -50,7 +53,8 @@ const MAX_EVICTIONS_PER_WRITE: usize = 100_000;
 pub struct StoreConfig {
     pub node_id: String,
     pub partitions: u32,
-    /// Hard bound on the bytes charged for entries (see [`entry::ENTRY_OVERHEAD`]).
+    /// Hard bound on the bytes charged for entries (see [`entry::ENTRY_OVERHEAD`]) and
+    /// migration buffers in flight (see [`Store::reserve_buffer`]).
     pub max_memory: usize,
     pub eviction: EvictionPolicy,
     /// How long a delete's tombstone outlives it, so replicas cannot resurrect the key.
@@ -69,7 +73,10 @@ struct Shared {
     /// metadata, so a read lock would not help, and critical sections are a hash probe
     /// and a copy.
     partitions: Box<[Mutex<PartitionMap>]>,
+    /// Bytes charged against `max_memory`: entries and migration buffers.
     used_bytes: AtomicUsize,
+    /// Of those, the bytes held by migration buffers in flight.
+    buffer_bytes: AtomicUsize,
     config: StoreConfig,
     clock: Clock,
     hlc: Hlc,
@@ -185,7 +192,11 @@ pub struct StoreStats {
     /// Entries that are not tombstones (expired entries not yet swept included).
     pub keys: u64,
     pub tombstones: u64,
+    /// Bytes charged against `max_memory`: entries plus `buffer_bytes`.
     pub bytes: u64,
+    /// Bytes charged for migration buffers in flight (partition chunks being streamed,
+    /// pulled or handed off).
+    pub buffer_bytes: u64,
     pub max_memory: u64,
     pub partitions: u64,
     pub hits: u64,
@@ -204,6 +215,7 @@ impl Store {
             shared: Arc::new(Shared {
                 partitions,
                 used_bytes: AtomicUsize::new(0),
+                buffer_bytes: AtomicUsize::new(0),
                 config,
                 clock: Clock::new(),
                 hlc,
@@ -552,6 +564,7 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
             bytes: self.shared.used_bytes.load(Ordering::Relaxed) as u64,
+            buffer_bytes: self.shared.buffer_bytes.load(Ordering::Relaxed) as u64,
             max_memory: self.shared.config.max_memory as u64,
             partitions: self.shared.partitions.len() as u64,
             ..StoreStats::default()

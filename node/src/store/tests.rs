@@ -321,6 +321,117 @@ fn an_entry_larger_than_memory_is_refused_up_front() {
 }
 
 #[test]
+fn a_buffer_is_charged_until_its_guard_drops() {
+    let store = Store::new(config(1 << 20, EvictionPolicy::None));
+    put(&store, "a", "1");
+    let entries = store.recount_bytes();
+    let mut chunk = store.reserve_buffer(1_000).expect("fits");
+    assert_eq!(chunk.bytes(), 1_000);
+    assert_eq!(store.used(), entries + 1_000);
+    let stats = store.stats();
+    assert_eq!(
+        (stats.bytes, stats.buffer_bytes),
+        (entries as u64 + 1_000, 1_000),
+        "stats count the buffer in the charged bytes"
+    );
+    chunk.release(400);
+    assert_eq!(
+        (store.used(), store.stats().buffer_bytes),
+        (entries + 600, 600)
+    );
+    drop(chunk);
+    assert_eq!((store.used(), store.stats().buffer_bytes), (entries, 0));
+}
+
+#[test]
+fn entries_cannot_take_the_room_a_buffer_holds() {
+    let store = Store::new(config(10_000, EvictionPolicy::None));
+    let chunk = store.reserve_buffer(8_000).expect("fits");
+    let value = "x".repeat(2_000);
+    let refused = store
+        .put(b"k", value.as_bytes(), None, &Precondition::None)
+        .expect_err("only 2,000 bytes are left");
+    assert!(
+        matches!(refused, StoreError::OutOfMemory { .. }),
+        "{refused}"
+    );
+    assert!(store.reserve_buffer(2_001).is_err(), "nor another buffer");
+    drop(chunk);
+    put(&store, "k", &value);
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn a_buffer_beyond_the_bound_evicts_by_the_policy() {
+    let max = 200 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::Lru));
+    let value = "x".repeat(100);
+    for i in 0..5_000 {
+        put(&store, &format!("k{i}"), &value);
+    }
+    let full = store.stats();
+    assert!(
+        full.evictions > 0 && max - store.used() < 200,
+        "the store is full"
+    );
+    let chunk = store
+        .reserve_buffer(64 * 1024)
+        .expect("eviction makes room");
+    let after = store.stats();
+    assert!(store.used() <= max, "used {} > max {max}", store.used());
+    assert_eq!(store.used(), store.recount_bytes() + 64 * 1024);
+    let evicted = after.evictions - full.evictions;
+    assert!(
+        evicted >= 64 * 1024 / Entry::charge_for(5, 100) as u64,
+        "evicted {evicted} entries for 64 KiB"
+    );
+    assert_eq!(after.keys, full.keys - evicted);
+    drop(chunk);
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn a_buffer_that_does_not_fit_is_refused_like_a_write_without_eviction() {
+    let max = 50 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::None));
+    let value = "x".repeat(100);
+    let mut i = 0;
+    while store
+        .put(
+            format!("k{i}").as_bytes(),
+            value.as_bytes(),
+            None,
+            &Precondition::None,
+        )
+        .is_ok()
+    {
+        i += 1;
+    }
+    let before = store.stats();
+    let refused = store.reserve_buffer(4_096).expect_err("full");
+    assert!(
+        matches!(refused, StoreError::OutOfMemory { needed: 4_096, max_memory, .. } if max_memory == max),
+        "{refused}"
+    );
+    assert_eq!(store.stats(), before, "a refused buffer changes nothing");
+
+    // Larger than the whole bound: refused without evicting anything, whatever the policy.
+    let lru = Store::new(config(max, EvictionPolicy::Lru));
+    put(&lru, "kept", "v");
+    let refused = lru.reserve_buffer(max + 1).expect_err("can never fit");
+    assert!(
+        matches!(refused, StoreError::OutOfMemory { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        get(&lru, "kept").as_deref(),
+        Some("v"),
+        "nothing was evicted"
+    );
+    assert_eq!(lru.stats().buffer_bytes, 0);
+}
+
+#[test]
 fn concurrent_writers_and_readers_keep_exact_accounting() {
     let store = Store::new(config(1 << 20, EvictionPolicy::Lru));
     std::thread::scope(|scope| {
