@@ -185,7 +185,27 @@ impl VolumeDirs {
                 read_only: false,
             });
         }
-        mounts.sort_by_key(|m| m.target.components().count());
+        // Parents first, so a mount inside another volume lands in it. But a mount
+        // whose target covers another mount's source (an emptyDir at /tmp while the
+        // kubelet's state dir, where volumes and /etc/hosts live, is under /tmp)
+        // goes after the others, unless it is also the parent of another target.
+        let hides_a_source: Vec<bool> = mounts
+            .iter()
+            .map(|m| {
+                let covers_source = mounts.iter().any(|o| o.source.starts_with(&m.target));
+                let parent_of_target = mounts
+                    .iter()
+                    .any(|o| o.target != m.target && o.target.starts_with(&m.target));
+                covers_source && !parent_of_target
+            })
+            .collect();
+        let mut keyed: Vec<(bool, usize, Mount)> = mounts
+            .into_iter()
+            .zip(hides_a_source)
+            .map(|(m, hides)| (hides, m.target.components().count(), m))
+            .collect();
+        keyed.sort_by_key(|(hides, depth, _)| (*hides, *depth));
+        let mounts: Vec<Mount> = keyed.into_iter().map(|(_, _, m)| m).collect();
         for (i, m) in mounts.iter().enumerate() {
             let is_dir = m.source.is_dir();
             // Inside an earlier (parent) mount: create the mount point in that volume.
@@ -326,6 +346,50 @@ mod tests {
             vols.mounts_for(&bad, &Environment::default(), None, &mp)
                 .is_err()
         );
+        let _ = fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn a_mount_that_covers_other_sources_goes_last() {
+        // An emptyDir at /tmp while the volumes and /etc/hosts live under /tmp: binding
+        // /tmp first would hide every later source.
+        let tmp = std::env::temp_dir().join(format!("kache-cover-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let scratch = tmp.join("scratch");
+        let token = tmp.join("token");
+        fs::create_dir_all(&scratch).unwrap();
+        fs::create_dir_all(&token).unwrap();
+        let hosts = tmp.join("hosts");
+        fs::write(&hosts, "x").unwrap();
+        let vols = VolumeDirs {
+            dirs: BTreeMap::from([
+                ("scratch".to_string(), scratch),
+                ("token".to_string(), token),
+            ]),
+        };
+        let c = Container {
+            name: "c".into(),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "scratch".into(),
+                    mount_path: tmp.display().to_string(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "token".into(),
+                    mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let mp = Mountpoints::default();
+        let mounts = vols
+            .mounts_for(&c, &Environment::default(), Some(&hosts), &mp)
+            .unwrap();
+        let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
+        assert_eq!(targets.last().unwrap(), &tmp, "{targets:?}");
+        mp.remove_all();
         let _ = fs::remove_dir_all(&tmp);
     }
 }
