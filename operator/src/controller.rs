@@ -2,13 +2,14 @@
 //! apply (server-side apply under one field manager), report (status, events, metrics).
 //! Everything it writes comes from the pure builders in `resources/` and the plan.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -268,11 +269,31 @@ async fn observe(cc: &CacheCluster, ctx: &Context, names: &Names) -> Result<Obse
             }
         }
     }
+    let discoverable = discoverable_pods(ctx, names).await?;
     Ok(Observed {
         list,
         pods: views,
         reports,
+        discoverable,
     })
+}
+
+/// Ordinals of the pods the peer Service's EndpointSlices list with an address: the
+/// ones the nodes can find.
+async fn discoverable_pods(ctx: &Context, names: &Names) -> Result<BTreeSet<u32>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let selector = format!("kubernetes.io/service-name={}", names.peers());
+    let list = slices
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube("list the peer EndpointSlices", e))?;
+    Ok(list
+        .into_iter()
+        .flat_map(|slice| slice.endpoints)
+        .filter(|endpoint| !endpoint.addresses.is_empty())
+        .filter_map(|endpoint| endpoint.target_ref?.name)
+        .filter_map(|pod| scale::ordinal_of(&names.cluster, &pod))
+        .collect())
 }
 
 /// Applies every owned object. The member list goes first: a scale-down shrinks the

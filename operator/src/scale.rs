@@ -45,6 +45,8 @@ pub struct Observed {
     pub pods: BTreeMap<u32, PodView>,
     /// Reports of the nodes that answered; a missing ordinal did not.
     pub reports: BTreeMap<u32, NodeReport>,
+    /// Pods listed in the peer Service's EndpointSlices: the nodes can find them.
+    pub discoverable: BTreeSet<u32>,
 }
 
 /// What the cluster is doing, which decides the phase and conditions.
@@ -154,7 +156,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         let starting: Vec<String> = target
             .iter()
             .filter(|id| !current_members.contains(id.as_str()))
-            .filter(|id| !reachable(desired, observed, id))
+            // A new member must answer, and be in the EndpointSlices the nodes discover
+            // peers through: writes to it fail until every node knows its address.
+            .filter(|id| !reachable(desired, observed, id) || !discoverable(desired, observed, id))
             .cloned()
             .collect();
         if !starting.is_empty() {
@@ -291,6 +295,10 @@ fn report_of<'a>(desired: &Desired, observed: &'a Observed, id: &str) -> Option<
 
 fn reachable(desired: &Desired, observed: &Observed, id: &str) -> bool {
     report_of(desired, observed, id).is_some()
+}
+
+fn discoverable(desired: &Desired, observed: &Observed, id: &str) -> bool {
+    ordinal_of(&desired.name, id).is_some_and(|ordinal| observed.discoverable.contains(&ordinal))
 }
 
 fn by_ordinal(name: &str, ids: BTreeSet<String>) -> Vec<MemberId> {

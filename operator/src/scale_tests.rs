@@ -94,6 +94,7 @@ pub(crate) fn observed(list: Option<MemberList>, reports: Vec<NodeReport>) -> Ob
             },
         );
         observed.reports.insert(ordinal, report);
+        observed.discoverable.insert(ordinal);
     }
     observed
 }
@@ -466,4 +467,25 @@ fn ordinals_come_only_from_this_clusters_pods() {
     assert_eq!(ordinal_of("demo", "demo-x"), None);
     assert_eq!(ordinal_of("demo", "demo2-1"), None);
     assert_eq!(ordinal_of("demo", "other-1"), None);
+}
+
+#[test]
+fn a_new_pod_becomes_a_member_only_once_its_peers_can_discover_it() {
+    let mut newcomer = joined(3, 4);
+    newcomer.ownership.owned = 0;
+    let mut obs = observed(
+        Some(list(4, &[0, 1, 2], &[])),
+        vec![joined(0, 4), joined(1, 4), joined(2, 4), newcomer],
+    );
+    obs.discoverable.remove(&3);
+    let waiting = plan(&desired(4, 1), &obs);
+    assert_eq!(
+        waiting.step,
+        Step::WaitForPods {
+            starting: ids(&[3])
+        }
+    );
+    assert!(!waiting.publish);
+    obs.discoverable.insert(3);
+    assert!(plan(&desired(4, 1), &obs).publish);
 }

@@ -72,7 +72,10 @@ async fn the_operator_reads_a_real_nodes_report() {
     let report = last.expect("the node answered GET /v1/cluster");
     assert_eq!(report.node.id, "demo-0");
     assert_eq!(report.epoch, 1);
-    assert_eq!(report.ownership.owned, 271, "one member owns every partition");
+    assert_eq!(
+        report.ownership.owned, 271,
+        "one member owns every partition"
+    );
     assert!(report.joined(1), "{report:?}");
     let _ = stop.send(());
     let _ = node.await;

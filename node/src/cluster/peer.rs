@@ -43,6 +43,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for discovery to learn a member's address. A new member's
+/// EndpointSlice entry can reach this node a moment after the member list naming it.
+const ADDRESS_WAIT: Duration = Duration::from_secs(3);
+const ADDRESS_POLL: Duration = Duration::from_millis(50);
 
 /// Who this node is, as it introduces itself to peers.
 #[derive(Debug, Clone)]
@@ -356,6 +360,20 @@ impl PeerClients {
         Ok(client)
     }
 
+    /// Like [`Self::client`], but a member whose address discovery does not know yet is
+    /// waited for (up to `ADDRESS_WAIT`) before the call counts as failed.
+    pub async fn client_when_known(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        // Bounded: ADDRESS_WAIT / ADDRESS_POLL rounds.
+        let rounds = ADDRESS_WAIT.as_millis() / ADDRESS_POLL.as_millis();
+        for _ in 0..rounds {
+            if self.discovery.address(member).is_some() {
+                break;
+            }
+            tokio::time::sleep(ADDRESS_POLL).await;
+        }
+        self.client(member)
+    }
+
     /// A call to `id` failed with `status`: if it could not connect or timed out, its
     /// address may be outdated, and discovery looks again.
     pub fn failed(&self, id: &str, status: &Status) {
@@ -409,5 +427,35 @@ mod tests {
             "unreachable is not 'syncing' (which means no data)"
         );
         assert!(unknown.message().contains("no known address"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_briefly_for_an_address_discovery_has_not_seen_yet() {
+        let late: SocketAddr = "10.0.0.3:7071".parse().expect("addr");
+        let discovery = Discovery::knowing(HashMap::new());
+        let clients = PeerClients::new(discovery.clone());
+        let learn = {
+            let discovery = discovery.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                discovery.replace_for_test(HashMap::from([("c".to_owned(), late)]));
+            })
+        };
+        clients
+            .client_when_known(&member("c"))
+            .await
+            .expect("the address arrived within the wait");
+        learn.await.expect("join");
+
+        let started = tokio::time::Instant::now();
+        let never = clients
+            .client_when_known(&member("d"))
+            .await
+            .expect_err("no address ever arrives");
+        assert_eq!(never.code(), tonic::Code::Unavailable);
+        assert!(
+            started.elapsed() >= ADDRESS_WAIT - ADDRESS_POLL,
+            "it waited before failing"
+        );
     }
 }

@@ -178,7 +178,8 @@ impl Cluster {
                     answers.push((Replica::Local, self.inner.store.get_record(key)));
                 }
                 Replica::Remote(member) => {
-                    let client = self.inner.peers.client(member);
+                    let peers = self.inner.peers.clone();
+                    let member = member.clone();
                     let request = proto::GetRequest {
                         sender: Some(self.sender()),
                         key: key.to_vec(),
@@ -186,7 +187,7 @@ impl Cluster {
                     let replica = target.replica.clone();
                     let id = member.id.clone();
                     calls.spawn(async move {
-                        let reply = match client {
+                        let reply = match peers.client_when_known(&member).await {
                             Ok(mut client) => client.get(request).await,
                             Err(status) => Err(status),
                         };
@@ -285,7 +286,7 @@ impl Cluster {
                     Err(err) => errors.push(format!("{}: {err}", self.inner.identity.node_id)),
                 },
                 Replica::Remote(member) => {
-                    let client = self.inner.peers.client(member);
+                    let peers = self.inner.peers.clone();
                     let request = proto::ApplyRequest {
                         sender: Some(self.sender()),
                         records: vec![record_to_proto(record.clone())],
@@ -293,8 +294,9 @@ impl Cluster {
                     };
                     let (id, in_next, in_prev) =
                         (member.id.clone(), target.in_next, target.in_prev);
+                    let member = member.clone();
                     calls.spawn(async move {
-                        let reply = match client {
+                        let reply = match peers.client_when_known(&member).await {
                             Ok(mut client) => client.apply(request).await.map(|_| ()),
                             Err(status) => Err(status),
                         };
