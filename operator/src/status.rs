@@ -119,6 +119,19 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
         records += report.rebalance.records_moved;
     }
     let continuing = previous.filter(|_| was_active);
+    // A step of the same change that moves nothing (forgetting departed members) keeps
+    // the figures of the step that moved the data.
+    if total == 0
+        && let Some(earlier) = &continuing
+        && earlier.partitions_total > 0
+    {
+        (moved, total, bytes, records) = (
+            earlier.partitions_moved,
+            earlier.partitions_total,
+            earlier.bytes_moved,
+            earlier.records_moved,
+        );
+    }
     let started_at = continuing
         .as_ref()
         .and_then(|r| r.started_at.clone())

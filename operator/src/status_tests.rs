@@ -169,3 +169,42 @@ fn a_new_cluster_is_creating_until_every_member_joined_once() {
     assert_eq!(degraded.phase, Phase::Degraded);
     assert_eq!(condition(&degraded, DEGRADED).status, "True");
 }
+
+#[test]
+fn forgetting_departed_members_keeps_the_figures_of_the_move() {
+    // Epoch 6 moved the data away from demo-2; epoch 7 only forgets it.
+    let d = desired(2, 1);
+    let mut pulled = joined(0, 6);
+    pulled.rebalance.partitions_total = 90;
+    pulled.rebalance.partitions_done = 90;
+    pulled.rebalance.bytes_moved = 4_096;
+    let obs = observed(
+        Some(list(6, &[0, 1], &[2])),
+        vec![pulled.clone(), joined(1, 6), holding(2, 6)],
+    );
+    let moved = status(&plan(&d, &obs), &obs, &ctx(None, t0()));
+    assert_eq!(moved.rebalance.as_ref().unwrap().partitions_total, 90);
+    // demo-2 handed off: the operator publishes epoch 7 in the same reconcile.
+    let obs = observed(
+        Some(list(6, &[0, 1], &[2])),
+        vec![pulled, joined(1, 6), drained(2, 6)],
+    );
+    let p = plan(&d, &obs);
+    assert_eq!(p.list.epoch, 7);
+    let moved = status(&p, &obs, &ctx(Some(&moved), t0()));
+    assert_eq!(moved.rebalance.as_ref().unwrap().partitions_total, 90);
+
+    let obs = observed(
+        Some(list(7, &[0, 1], &[])),
+        vec![joined(0, 7), joined(1, 7)],
+    );
+    for _ in 0..2 {
+        let done = status(&plan(&d, &obs), &obs, &ctx(Some(&moved), t0()));
+        let rebalance = done.rebalance.unwrap();
+        assert!(!rebalance.active);
+        assert_eq!(
+            (rebalance.partitions_moved, rebalance.bytes_moved),
+            (90, 4_096)
+        );
+    }
+}

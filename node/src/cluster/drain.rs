@@ -10,6 +10,8 @@
 //! A departing node owns nothing but may still hold partitions it is handing off in a
 //! scale-down; on SIGTERM it pushes them to their owners rather than take them along.
 
+use std::sync::atomic::Ordering;
+
 use super::Cluster;
 use super::chunk::{CHUNK_BYTES, CHUNK_RECORDS, chunk_charge, reserve_chunk};
 use super::membership::Member;
@@ -31,6 +33,9 @@ impl Cluster {
     /// so whatever it still holds is a hand-off in progress: each such partition goes to
     /// its first owner.
     pub async fn drain(&self) -> Drained {
+        // Fence first: a write that reached a partition after its hand-off started
+        // would be lost with the process.
+        self.inner.draining.store(true, Ordering::Release);
         let view = self.view();
         let mut drained = Drained::default();
         let self_id = self.inner.identity.node_id.as_str();
@@ -66,6 +71,17 @@ impl Cluster {
             }
         }
         drained
+    }
+
+    /// Whether a write to `partition` must be refused: a drain started and this node
+    /// alone owns it, so the record could miss the hand-off and leave with the process.
+    pub fn refuses_writes_while_draining(&self, partition: u32) -> bool {
+        if !self.inner.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        let view = self.view();
+        view.self_index
+            .is_some_and(|me| view.placement.owners(partition) == [me])
     }
 
     async fn hand_off(&self, partition: u32, holder: &Member) -> Result<u64, tonic::Status> {

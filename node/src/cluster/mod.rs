@@ -203,6 +203,10 @@ struct Inner {
     synced: AtomicBool,
     /// The newest epoch whose partitions this node fully holds.
     synced_epoch: AtomicU64,
+    /// Set when a drain starts: from then on this node stores no write to a partition it
+    /// alone owns, since the hand-off may already have passed that record and the write
+    /// would leave with the process. Such writes fail (a retryable 503), never vanish.
+    draining: AtomicBool,
     peers: PeerClients,
     defaults: Defaults,
     counters: SyncCounters,
@@ -265,6 +269,7 @@ impl Cluster {
                 changes: watch::channel(epoch).0,
                 synced: AtomicBool::new(false),
                 synced_epoch: AtomicU64::new(epoch),
+                draining: AtomicBool::new(false),
                 peers: PeerClients::new(discovery),
                 defaults,
                 counters: SyncCounters::default(),

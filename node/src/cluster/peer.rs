@@ -225,6 +225,11 @@ impl Peer for PeerService {
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
             let partition = self.store().partition_of(&record.key);
+            if !request.hint && self.cluster.refuses_writes_while_draining(partition) {
+                return Err(Status::unavailable(format!(
+                    "draining: partition {partition} is being handed off"
+                )));
+            }
             if !request.hint && !self.cluster.accepts_writes_for(partition, sender.epoch) {
                 // A coordinator that has not yet seen a move complete still writes to
                 // this old owner; the new owners get the write too. Storing it here would

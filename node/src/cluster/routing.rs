@@ -267,6 +267,7 @@ impl Cluster {
         record: Record,
         level: Consistency,
     ) -> Result<(), ClusterError> {
+        let partition = self.inner.store.partition_of(&record.key);
         let need_next = level.required(targets.next_owners);
         let need_prev = if targets.moving {
             level.required(targets.prev_owners)
@@ -278,6 +279,12 @@ impl Cluster {
         let mut calls = JoinSet::new();
         for target in &targets.targets {
             match &target.replica {
+                Replica::Local if self.refuses_writes_while_draining(partition) => {
+                    errors.push(format!(
+                        "{}: draining, handing off this partition",
+                        self.inner.identity.node_id
+                    ));
+                }
                 Replica::Local => match self.inner.store.apply(&record) {
                     Ok(_) => {
                         acked_next += usize::from(target.in_next);
