@@ -13,20 +13,13 @@ cargo test --workspace --all-targets --locked
 echo "== crds/ and charts/kache/crds/ match operator/src/crd.rs"
 cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
 echo "== shell scripts parse"
-for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh; do
+for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh tests/e2e/*.sh; do
   bash -n "$script"
 done
+echo "== control-plane binaries and helm (built from the Go module proxy once, then cached)"
+k8s_bin=$(tests/k8s/build-control-plane.sh | tail -1)
 echo "== helm chart: lint, render with each charts/kache/ci/*-values.yaml"
-helm=""
-if command -v helm >/dev/null 2>&1; then
-  helm=$(command -v helm)
-elif [ -x "${KACHE_CACHE:-$HOME/.cache/kache}/k8s/v1.34.4/bin/helm" ]; then
-  helm="${KACHE_CACHE:-$HOME/.cache/kache}/k8s/v1.34.4/bin/helm"
-else
-  echo "helm not found (neither on PATH nor ~/.cache/kache/k8s/v1.34.4/bin/helm):" >&2
-  echo "  build it with tests/k8s/build-control-plane.sh, or install helm v3" >&2
-  exit 1
-fi
+helm="$k8s_bin/helm"
 "$helm" lint --strict charts/kache
 for values in charts/kache/ci/*-values.yaml; do
   "$helm" lint --strict charts/kache --namespace kache-system -f "$values" >/dev/null
@@ -50,4 +43,6 @@ for values in charts/kache/ci/*-values.yaml; do
 done
 echo "== manifests/install.yaml matches the chart"
 HELM="$helm" scripts/render-manifests.sh --check
+echo "== end to end on a real control plane (tests/e2e/run.sh)"
+tests/e2e/run.sh
 echo "== all checks passed"

@@ -857,7 +857,12 @@ async fn writes_during_a_drain_are_refused_or_kept_never_lost() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (stop, http) = (stop.clone(), cluster.nodes[1].http.clone());
-        let base = format!("http://{}", cluster.nodes[1].addr);
+        // Through the draining node itself (its own partitions take the local path)
+        // and through another node.
+        let bases = [
+            format!("http://{}", cluster.nodes[0].addr),
+            format!("http://{}", cluster.nodes[1].addr),
+        ];
         tokio::spawn(async move {
             let mut acked = Vec::new();
             // Bounded: the test stops it once the drained node is back.
@@ -865,6 +870,7 @@ async fn writes_during_a_drain_are_refused_or_kept_never_lost() {
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
+                let base = &bases[i % 2];
                 let reply = http
                     .put(format!("{base}/v1/keys/w{i}"))
                     .body(format!("v{i}"))

@@ -29,10 +29,17 @@ pub struct Context<'a> {
 
 pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClusterStatus {
     // Until every member joined once, members that have not joined are still starting.
-    let still_creating = ctx.previous.is_none_or(|s| s.phase == Phase::Creating);
+    let still_creating =
+        plan.list.epoch <= 1 && ctx.previous.is_none_or(|s| s.phase == Phase::Creating);
+    // (Nodes that have not read the first list yet look like members of a move.)
     let creating = match &plan.step {
-        Step::Degraded { not_joined } if still_creating => Some(Step::Starting {
-            waiting_for: not_joined.clone(),
+        Step::Degraded {
+            not_joined: waiting,
+        }
+        | Step::Rebalancing {
+            waiting_for: waiting,
+        } if still_creating && !plan.publish => Some(Step::Starting {
+            waiting_for: waiting.clone(),
         }),
         _ => None,
     };

@@ -149,9 +149,19 @@ fn transition_times_move_only_when_the_status_flips() {
 
 #[test]
 fn a_new_cluster_is_creating_until_every_member_joined_once() {
+    // demo-1 has not read the first list yet: it reports epoch 0.
+    let mut unaware = joined(1, 0);
+    unaware.node.ready = false;
+    let before_list = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1), unaware]);
+    let p = plan(&desired(3, 1), &before_list);
+    assert!(matches!(p.step, Step::Rebalancing { .. }), "{:?}", p.step);
+    let first = status(&p, &before_list, &ctx(None, t0()));
+    assert_eq!(first.phase, Phase::Creating);
+    assert!(first.rebalance.is_none(), "creating is not a move");
+
     let starting = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1)]);
     let p = plan(&desired(3, 1), &starting);
-    let first = status(&p, &starting, &ctx(None, t0()));
+    let first = status(&p, &starting, &ctx(Some(&first), t0()));
     assert_eq!(first.phase, Phase::Creating);
     assert_eq!(condition(&first, DEGRADED).status, "False");
     assert_eq!(condition(&first, PROGRESSING).reason, "Creating");

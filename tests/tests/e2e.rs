@@ -287,6 +287,7 @@ impl Load {
                             }
                             Ok(None) => {
                                 misses.fetch_add(1, Ordering::Relaxed);
+                                errors.lock().push(format!("miss: {key} via {ip}"));
                             }
                             Err(e) => errors.lock().push(e),
                         }
@@ -318,6 +319,11 @@ impl Load {
             self.reads.load(Ordering::Relaxed),
             errors.len()
         ));
+        let missed: Vec<&String> = errors.iter().filter(|e| e.starts_with("miss")).collect();
+        assert!(
+            missed.is_empty(),
+            "{what}: reads of acknowledged keys missed: {missed:?}"
+        );
         let wrong: Vec<&String> = errors.iter().filter(|e| e.contains("!=")).collect();
         assert!(wrong.is_empty(), "{what}: wrong values: {wrong:?}");
         assert!(

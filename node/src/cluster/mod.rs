@@ -435,6 +435,7 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
+        self.check_not_draining(key)?;
         if self.answerable_locally(key, Consistency::All) {
             // One copy, and it is here: the store checks the precondition atomically.
             return Ok(self.inner.store.put(key, value, ttl, precondition)?);
@@ -455,6 +456,22 @@ impl Cluster {
         Ok(Written { version, created })
     }
 
+    /// A write to a partition this draining node alone owns would miss the hand-off.
+    fn check_not_draining(&self, key: &[u8]) -> Result<(), ClusterError> {
+        let partition = self.inner.store.partition_of(key);
+        if self.refuses_writes_while_draining(partition) {
+            return Err(ClusterError::Unavailable {
+                needed: 1,
+                acked: 0,
+                detail: format!(
+                    "{}: draining, handing off partition {partition}",
+                    self.inner.identity.node_id
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes `key` on every owner, leaving tombstones.
     pub async fn delete(
         &self,
@@ -462,6 +479,7 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
+        self.check_not_draining(key)?;
         if self.answerable_locally(key, Consistency::All) {
             self.inner.store.delete(key, precondition)?;
             return Ok(());
