@@ -438,12 +438,15 @@ async fn publish_events(
                 format!("; handing off: {}", departing.join(", "))
             }
         );
+        // The recorder folds events with the same reason and action into one series that
+        // keeps the first note, so the action names the epoch.
+        let action = format!("PublishEpoch{}", plan.list.epoch);
         emit(
             ctx,
             cc,
             EventType::Normal,
             "MembersPublished",
-            "PublishMembers",
+            &action,
             note,
         )
         .await;
@@ -493,7 +496,8 @@ async fn publish_events(
                 format!("phase {}", status.phase.as_str()),
             ),
         };
-        emit(ctx, cc, kind, status.phase.as_str(), "Reconcile", note).await;
+        let action = format!("Epoch{}", status.epoch);
+        emit(ctx, cc, kind, status.phase.as_str(), &action, note).await;
     }
 }
 
