@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -24,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::{CacheCluster, CacheClusterStatus, Phase};
-use crate::members::{MEMBERS_KEY, MemberList, ReplicationFactor};
+use crate::members::{MEMBERS_KEY, MemberList};
 use crate::metrics::Metrics;
 use crate::resources::{self, Names, names::FIELD_MANAGER};
 use crate::scale::{self, Desired, Observed, Plan, PodView, Step};
@@ -97,6 +96,9 @@ pub async fn run(
     let cache_pods = watcher::Config::default()
         .labels("app.kubernetes.io/name=kache,app.kubernetes.io/component=cache");
     Controller::new(clusters, watcher::Config::default())
+        // Every status patch is a change of the CacheCluster itself; without a debounce
+        // each reconcile would trigger the next one at once.
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)))
         .owns(statefulsets, owned.clone())
         .owns(config_maps, owned)
         // Pods are owned by the StatefulSet, not the CacheCluster: map them by label.
@@ -105,10 +107,19 @@ pub async fn run(
             Some(ObjectRef::<CacheCluster>::new(&name).within(&pod.namespace()?))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile did not finish");
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let metrics = ctx.metrics.clone();
+            async move {
+                match result {
+                    // Deleted before a reconcile saw it go: drop its gauges.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                        let namespace = gone.namespace.as_deref().unwrap_or_default();
+                        metrics.forget(&format!("{namespace}/{}", gone.name));
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+                    Ok(_) => {}
+                }
             }
         })
         .await;
@@ -136,12 +147,12 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
     let client = ctx.client.clone();
     let ns = names.namespace.as_str();
 
-    let observed = observe(&cc, &ctx, &names).await?;
+    let (observed, list_version) = observe(&cc, &ctx, &names).await?;
     let desired = desired(&cc);
     let plan = scale::plan(&desired, &observed);
 
     if !matches!(plan.step, Step::Invalid { .. }) {
-        apply_objects(&cc, &ctx, &plan).await?;
+        apply_objects(&cc, &ctx, &plan, list_version).await?;
     }
 
     let previous = cc.status.clone();
@@ -179,13 +190,7 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
 
 /// The spec as the state machine sees it.
 fn desired(cc: &CacheCluster) -> Desired {
-    let replication_factor = match &cc.spec.replication_factor {
-        IntOrString::Int(n) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
-        IntOrString::String(s) if s == "all" => ReplicationFactor::ALL,
-        // The schema allows a count written as a string ("2"); anything else is refused
-        // there and counts as invalid (zero copies) if it gets through.
-        IntOrString::String(s) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
-    };
+    let replication_factor = cc.spec.replication_factor();
     Desired {
         name: cc.name_any(),
         replicas: u32::try_from(cc.spec.replicas).unwrap_or(0),
@@ -208,15 +213,23 @@ fn parse_timeout(text: &str) -> Duration {
     Duration::from_secs(seconds)
 }
 
-/// Reads the member list, the cache pods and every pod's node report.
-async fn observe(cc: &CacheCluster, ctx: &Context, names: &Names) -> Result<Observed> {
+/// Reads the member list (and the resourceVersion it was read at), the cache pods, the
+/// pods peers can discover, and every pod's node report.
+async fn observe(
+    cc: &CacheCluster,
+    ctx: &Context,
+    names: &Names,
+) -> Result<(Observed, Option<String>)> {
     let ns = names.namespace.as_str();
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let list = match config_maps
+    let members_map = config_maps
         .get_opt(&names.members())
         .await
-        .map_err(|e| Error::kube("read the member list", e))?
-    {
+        .map_err(|e| Error::kube("read the member list", e))?;
+    let list_version = members_map
+        .as_ref()
+        .and_then(|cm| cm.metadata.resource_version.clone());
+    let list = match members_map {
         None => None,
         Some(cm) => {
             let yaml = cm
@@ -270,12 +283,13 @@ async fn observe(cc: &CacheCluster, ctx: &Context, names: &Names) -> Result<Obse
         }
     }
     let discoverable = discoverable_pods(ctx, names).await?;
-    Ok(Observed {
+    let observed = Observed {
         list,
         pods: views,
         reports,
         discoverable,
-    })
+    };
+    Ok((observed, list_version))
 }
 
 /// Ordinals of the pods the peer Service's EndpointSlices list with an address: the
@@ -298,7 +312,12 @@ async fn discoverable_pods(ctx: &Context, names: &Names) -> Result<BTreeSet<u32>
 
 /// Applies every owned object. The member list goes first: a scale-down shrinks the
 /// StatefulSet only after the list without the departed members is out.
-async fn apply_objects(cc: &CacheCluster, ctx: &Context, plan: &Plan) -> Result<()> {
+async fn apply_objects(
+    cc: &CacheCluster,
+    ctx: &Context,
+    plan: &Plan,
+    list_version: Option<String>,
+) -> Result<()> {
     let names = Names::of(cc);
     let ns = names.namespace.as_str();
     let client = &ctx.client;
@@ -310,12 +329,11 @@ async fn apply_objects(cc: &CacheCluster, ctx: &Context, plan: &Plan) -> Result<
     let settings = resources::config::node_settings(cc);
     apply(client, ns, &resources::config::node_config_map(cc)).await?;
     if plan.publish {
-        apply(
-            client,
-            ns,
-            &resources::config::members_config_map(cc, &plan.list),
-        )
-        .await?;
+        // Written at the version it was read at: a second operator that decided on an
+        // older view gets a conflict instead of publishing another list for the epoch.
+        let mut members = resources::config::members_config_map(cc, &plan.list);
+        members.metadata.resource_version = list_version;
+        apply(client, ns, &members).await?;
     }
     let hash = resources::config::settings_hash(&settings);
     let sts =
@@ -455,6 +473,9 @@ async fn publish_events(
     if previous_phase != Some(status.phase) {
         let (kind, note) = match (&plan.step, status.phase) {
             (_, Phase::Available) => {
+                let moved = previous
+                    .and_then(|s| s.rebalance.as_ref())
+                    .is_some_and(|r| r.active);
                 let took = status
                     .rebalance
                     .as_ref()
@@ -466,6 +487,7 @@ async fn publish_events(
                                 .duration_since(r.started_at.as_ref()?.0),
                         )
                     })
+                    .filter(|_| moved)
                     .map(|d| format!(" (the move took {:.1}s)", d.as_secs_f64()))
                     .unwrap_or_default();
                 (

@@ -162,6 +162,19 @@ pub struct CacheClusterSpec {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl CacheClusterSpec {
+    /// The replication factor as the nodes see it. A count written as a string ("2")
+    /// is that count; anything else the schema refuses counts as zero copies (invalid).
+    pub fn replication_factor(&self) -> crate::members::ReplicationFactor {
+        use crate::members::ReplicationFactor;
+        match &self.replication_factor {
+            IntOrString::Int(n) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
+            IntOrString::String(s) if s == "all" => ReplicationFactor::ALL,
+            IntOrString::String(s) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
+        }
+    }
+}
+
 fn default_replication_factor() -> IntOrString {
     IntOrString::Int(1)
 }

@@ -73,7 +73,13 @@ impl LeaderElection {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW).await;
-            match self.try_acquire().await {
+            // A call that hangs must not outlive the lease: stop leading before it could
+            // have expired.
+            let left = LEASE_DURATION.saturating_sub(last_renewed.elapsed() + RENEW);
+            let attempt = tokio::time::timeout(left, self.try_acquire())
+                .await
+                .unwrap_or_else(|_| Err(Error::LostLease("nobody (renewal timed out)".to_owned())));
+            match attempt {
                 Ok(Attempt::Leading) => last_renewed = tokio::time::Instant::now(),
                 Ok(Attempt::HeldBy(holder)) => return Error::LostLease(holder),
                 Err(error) => {

@@ -188,13 +188,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let epoch = current.epoch;
     let not_joined: Vec<String> = current
         .member_ids()
-        .filter(|id| !report_of(desired, observed, id).is_some_and(|r| r.joined(epoch)))
+        .filter(|id| !report_of(&desired.name, observed, id).is_some_and(|r| r.joined(epoch)))
         .map(str::to_owned)
         .collect();
     if !current.departing.is_empty() {
         let holding: Vec<String> = current
             .departing_ids()
-            .filter(|id| !report_of(desired, observed, id).is_some_and(|r| r.drained(epoch)))
+            .filter(|id| !report_of(&desired.name, observed, id).is_some_and(|r| r.drained(epoch)))
             .map(str::to_owned)
             .collect();
         if not_joined.is_empty() && holding.is_empty() {
@@ -229,7 +229,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         return hold(desired, observed, current, Step::Stable);
     }
     let moving = current.member_ids().any(|id| {
-        report_of(desired, observed, id).is_some_and(|r| r.epoch < epoch || r.rebalance.active)
+        report_of(&desired.name, observed, id)
+            .is_some_and(|r| r.epoch < epoch || r.rebalance.active)
     });
     let step = if moving {
         Step::Rebalancing {
@@ -287,14 +288,18 @@ fn statefulset_replicas(desired: &Desired, list: &MemberList) -> u32 {
         .fold(desired.replicas, u32::max)
 }
 
-fn report_of<'a>(desired: &Desired, observed: &'a Observed, id: &str) -> Option<&'a NodeReport> {
-    let report = observed.reports.get(&ordinal_of(&desired.name, id)?)?;
+pub(crate) fn report_of<'a>(
+    name: &str,
+    observed: &'a Observed,
+    id: &str,
+) -> Option<&'a NodeReport> {
+    let report = observed.reports.get(&ordinal_of(name, id)?)?;
     // A report from another node (an IP reused by another pod) is not this member's.
     (report.node.id == id).then_some(report)
 }
 
 fn reachable(desired: &Desired, observed: &Observed, id: &str) -> bool {
-    report_of(desired, observed, id).is_some()
+    report_of(&desired.name, observed, id).is_some()
 }
 
 fn discoverable(desired: &Desired, observed: &Observed, id: &str) -> bool {
@@ -326,7 +331,7 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
     rows.sort_by_key(|(id, _)| ordinal_of(&desired.name, id));
     rows.into_iter()
         .map(|(name, role)| {
-            let report = report_of(desired, observed, &name);
+            let report = report_of(&desired.name, observed, &name);
             let settled = report.is_some_and(|r| match role {
                 MemberRole::Member => r.joined(list.epoch),
                 MemberRole::Departing => r.drained(list.epoch),

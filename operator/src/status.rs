@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{CacheClusterStatus, MemberRole, Phase, RebalanceStatus};
-use crate::scale::{Observed, Plan, Step, ordinal_of};
+use crate::scale::{Observed, Plan, Step, report_of};
 
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
@@ -115,8 +115,7 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
         .list
         .member_ids()
         .chain(plan.list.departing_ids())
-        .filter_map(|id| ordinal_of(ctx.name, id))
-        .filter_map(|ordinal| observed.reports.get(&ordinal))
+        .filter_map(|id| report_of(ctx.name, observed, id))
         .filter(|r| r.rebalance.to_epoch == epoch);
     let (mut moved, mut total, mut bytes, mut records) = (0, 0, 0, 0);
     for report in involved {

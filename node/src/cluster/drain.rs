@@ -34,8 +34,11 @@ impl Cluster {
     /// its first owner.
     pub async fn drain(&self) -> Drained {
         // Fence first: a write that reached a partition after its hand-off started
-        // would be lost with the process.
-        self.inner.draining.store(true, Ordering::Release);
+        // would be lost with the process. Taking the fence waits out writes in flight.
+        {
+            let _closed = self.inner.fence.write();
+            self.inner.draining.store(true, Ordering::Release);
+        }
         let view = self.view();
         let mut drained = Drained::default();
         let self_id = self.inner.identity.node_id.as_str();
@@ -82,6 +85,13 @@ impl Cluster {
         let view = self.view();
         view.self_index
             .is_some_and(|me| view.placement.owners(partition) == [me])
+    }
+
+    /// Runs a local store write to `partition` unless a drain fences it (None). The
+    /// check and the write happen under the fence, so a drain starting in between waits.
+    pub fn fenced<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
+        let _open = self.inner.fence.read();
+        (!self.refuses_writes_while_draining(partition)).then(write)
     }
 
     async fn hand_off(&self, partition: u32, holder: &Member) -> Result<u64, tonic::Status> {

@@ -207,6 +207,10 @@ struct Inner {
     /// alone owns, since the hand-off may already have passed that record and the write
     /// would leave with the process. Such writes fail (a retryable 503), never vanish.
     draining: AtomicBool,
+    /// Local writes to a partition hold it for read across "may I?" and the write; a
+    /// drain takes it for write to raise `draining`, so no write that passed the check
+    /// is still on its way into the store when the hand-off starts reading.
+    fence: parking_lot::RwLock<()>,
     peers: PeerClients,
     defaults: Defaults,
     counters: SyncCounters,
@@ -270,6 +274,7 @@ impl Cluster {
                 synced: AtomicBool::new(false),
                 synced_epoch: AtomicU64::new(epoch),
                 draining: AtomicBool::new(false),
+                fence: parking_lot::RwLock::new(()),
                 peers: PeerClients::new(discovery),
                 defaults,
                 counters: SyncCounters::default(),
@@ -438,7 +443,11 @@ impl Cluster {
         self.check_not_draining(key)?;
         if self.answerable_locally(key, Consistency::All) {
             // One copy, and it is here: the store checks the precondition atomically.
-            return Ok(self.inner.store.put(key, value, ttl, precondition)?);
+            let partition = self.inner.store.partition_of(key);
+            let written = self.fenced(partition, || {
+                self.inner.store.put(key, value, ttl, precondition)
+            });
+            return Ok(written.ok_or_else(|| self.draining_error(partition))??);
         }
         let targets = self.targets(key)?;
         let created = self.check_precondition(key, &targets, precondition).await?;
@@ -456,20 +465,25 @@ impl Cluster {
         Ok(Written { version, created })
     }
 
-    /// A write to a partition this draining node alone owns would miss the hand-off.
+    /// A write to a partition this draining node alone owns would miss the hand-off:
+    /// refuse it early (the store write itself goes through [`Self::fenced`]).
     fn check_not_draining(&self, key: &[u8]) -> Result<(), ClusterError> {
         let partition = self.inner.store.partition_of(key);
         if self.refuses_writes_while_draining(partition) {
-            return Err(ClusterError::Unavailable {
-                needed: 1,
-                acked: 0,
-                detail: format!(
-                    "{}: draining, handing off partition {partition}",
-                    self.inner.identity.node_id
-                ),
-            });
+            return Err(self.draining_error(partition));
         }
         Ok(())
+    }
+
+    fn draining_error(&self, partition: u32) -> ClusterError {
+        ClusterError::Unavailable {
+            needed: 1,
+            acked: 0,
+            detail: format!(
+                "{}: draining, handing off partition {partition}",
+                self.inner.identity.node_id
+            ),
+        }
     }
 
     /// Deletes `key` on every owner, leaving tombstones.
@@ -481,7 +495,9 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         self.check_not_draining(key)?;
         if self.answerable_locally(key, Consistency::All) {
-            self.inner.store.delete(key, precondition)?;
+            let partition = self.inner.store.partition_of(key);
+            let deleted = self.fenced(partition, || self.inner.store.delete(key, precondition));
+            deleted.ok_or_else(|| self.draining_error(partition))??;
             return Ok(());
         }
         let targets = self.targets(key)?;

@@ -225,11 +225,6 @@ impl Peer for PeerService {
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
             let partition = self.store().partition_of(&record.key);
-            if !request.hint && self.cluster.refuses_writes_while_draining(partition) {
-                return Err(Status::unavailable(format!(
-                    "draining: partition {partition} is being handed off"
-                )));
-            }
             if !request.hint && !self.cluster.accepts_writes_for(partition, sender.epoch) {
                 // A coordinator that has not yet seen a move complete still writes to
                 // this old owner; the new owners get the write too. Storing it here would
@@ -237,10 +232,21 @@ impl Peer for PeerService {
                 reply.stale += 1;
                 continue;
             }
-            match self.store().apply(record) {
-                Ok(Applied::Stored) => reply.applied += 1,
-                Ok(Applied::Stale) => reply.stale += 1,
-                Err(err) => return Err(Status::resource_exhausted(err.to_string())),
+            let applied = if request.hint {
+                Some(self.store().apply(record))
+            } else {
+                self.cluster
+                    .fenced(partition, || self.store().apply(record))
+            };
+            match applied {
+                Some(Ok(Applied::Stored)) => reply.applied += 1,
+                Some(Ok(Applied::Stale)) => reply.stale += 1,
+                Some(Err(err)) => return Err(Status::resource_exhausted(err.to_string())),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "draining: partition {partition} is being handed off"
+                    )));
+                }
             }
         }
         Ok(Response::new(reply))

@@ -279,19 +279,21 @@ impl Cluster {
         let mut calls = JoinSet::new();
         for target in &targets.targets {
             match &target.replica {
-                Replica::Local if self.refuses_writes_while_draining(partition) => {
-                    errors.push(format!(
-                        "{}: draining, handing off this partition",
-                        self.inner.identity.node_id
-                    ));
-                }
-                Replica::Local => match self.inner.store.apply(&record) {
-                    Ok(_) => {
-                        acked_next += usize::from(target.in_next);
-                        acked_prev += usize::from(target.in_prev);
+                Replica::Local => {
+                    match self.fenced(partition, || self.inner.store.apply(&record)) {
+                        Some(Ok(_)) => {
+                            acked_next += usize::from(target.in_next);
+                            acked_prev += usize::from(target.in_prev);
+                        }
+                        Some(Err(err)) => {
+                            errors.push(format!("{}: {err}", self.inner.identity.node_id));
+                        }
+                        None => errors.push(format!(
+                            "{}: draining, handing off this partition",
+                            self.inner.identity.node_id
+                        )),
                     }
-                    Err(err) => errors.push(format!("{}: {err}", self.inner.identity.node_id)),
-                },
+                }
                 Replica::Remote(member) => {
                     let peers = self.inner.peers.clone();
                     let request = proto::ApplyRequest {

@@ -34,10 +34,8 @@ fn max_unavailable(cc: &CacheCluster) -> i32 {
     if let Some(explicit) = cc.spec.pod_disruption_budget.max_unavailable {
         return explicit.max(1);
     }
-    let copies = match &cc.spec.replication_factor {
-        IntOrString::Int(n) => *n,
-        IntOrString::String(_) => cc.spec.replicas,
-    };
+    let replicas = usize::try_from(cc.spec.replicas).unwrap_or(1);
+    let copies = i32::try_from(cc.spec.replication_factor().copies(replicas)).unwrap_or(1);
     ((copies - 1) / 2).max(1)
 }
 
@@ -48,6 +46,14 @@ mod tests {
 
     fn budget(spec: &str) -> Option<IntOrString> {
         pod_disruption_budget(&cache_cluster(spec)).and_then(|p| p.spec.unwrap().max_unavailable)
+    }
+
+    #[test]
+    fn a_count_written_as_a_string_is_that_count_not_all() {
+        assert_eq!(
+            budget("replicas: 9\nreplicationFactor: \"2\""),
+            Some(IntOrString::Int(1))
+        );
     }
 
     #[test]
