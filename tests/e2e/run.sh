@@ -57,7 +57,11 @@ echo "== scenarios"
 mkdir -p target/e2e
 started=$(date +%s)
 if ! cargo test --locked -p kache-e2e --features e2e --test e2e -- --nocapture 2>&1 | tee target/e2e/run.log; then
-  echo "== e2e failed; operator and pod logs:" >&2
+  echo "== e2e failed; cluster state, kubelet and pod logs:" >&2
+  kubectl get nodes,pods -A -o wide >&2 || true
+  kubectl get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -30 >&2 || true
+  echo "---- kubelet log (last 40 lines)" >&2
+  tail -40 "$KACHE_K8S_DIR/logs/kache-kubelet.log" >&2 || true
   for f in "$KACHE_K8S_DIR"/kubelet/pods/*/*.log; do
     [[ -e "$f" ]] || continue
     echo "---- $f (last 30 lines)" >&2

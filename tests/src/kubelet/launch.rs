@@ -133,22 +133,11 @@ pub async fn prepare(pod: &PodContext, container: &Container) -> Result<Launch, 
         .volumes
         .mounts_for(container, &env, pod.hosts_file.as_deref(), &pod.mountpoints)
         .map_err(|e| config_error(e.to_string()))?;
-    // No chroot: a volume mounted over a host directory hides what is there.
+    // No chroot: a volume mounted over a host directory hides what is there, the
+    // program included (an emptyDir at /tmp with the binary under /tmp).
     let program = Path::new(argv.first().map_or("", String::as_str));
-    if let Some(m) = mounts
-        .iter()
-        .find(|m| program.is_absolute() && program.starts_with(&m.target))
-    {
-        return Err(LaunchError {
-            reason: "RunContainerError",
-            message: format!(
-                "{} would be hidden by the volume mounted at {}",
-                program.display(),
-                m.target.display()
-            ),
-            retry: false,
-        });
-    }
+    let open_program_first =
+        program.is_absolute() && mounts.iter().any(|m| program.starts_with(&m.target));
     // A runtime starts the process in the image's WORKDIR, "/" here.
     let working_dir = container
         .working_dir
@@ -169,6 +158,7 @@ pub async fn prepare(pod: &PodContext, container: &Container) -> Result<Launch, 
         hostname: pod.hostname.clone(),
         netns: pod.netns.clone(),
         log: pod.log_dir.join(format!("{}.log", container.name)),
+        open_program_first,
     };
     Ok(Launch {
         spec,
