@@ -117,12 +117,19 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
         .chain(plan.list.departing_ids())
         .filter_map(|id| report_of(ctx.name, observed, id))
         .filter(|r| r.rebalance.to_epoch == epoch);
-    let (mut moved, mut total, mut bytes, mut records) = (0, 0, 0, 0);
-    for report in involved {
-        moved += report.rebalance.partitions_done;
-        total += report.rebalance.partitions_total;
-        bytes += report.rebalance.bytes_moved;
-        records += report.rebalance.records_moved;
+    let (mut moved, mut total, mut bytes, mut records) = figures(involved);
+    // Publishing the next step of a change: the nodes still report the step that just
+    // finished, and will not once they move on, so take its figures now.
+    if total == 0
+        && plan.publish
+        && let Some(finished) = &observed.list
+    {
+        let reports = finished
+            .member_ids()
+            .chain(finished.departing_ids())
+            .filter_map(|id| report_of(ctx.name, observed, id))
+            .filter(|r| r.rebalance.to_epoch == finished.epoch);
+        (moved, total, bytes, records) = figures(reports);
     }
     let continuing = previous.filter(|_| was_active);
     // A step of the same change that moves nothing (forgetting departed members) keeps
@@ -161,6 +168,20 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
         records_moved: records,
         started_at,
         completed_at: (!active).then_some(Time(ctx.now)),
+    })
+}
+
+/// Partitions moved and to move, bytes and records, summed over node reports.
+fn figures<'a>(
+    reports: impl Iterator<Item = &'a crate::report::NodeReport>,
+) -> (u64, u64, u64, u64) {
+    reports.fold((0, 0, 0, 0), |(moved, total, bytes, records), r| {
+        (
+            moved + r.rebalance.partitions_done,
+            total + r.rebalance.partitions_total,
+            bytes + r.rebalance.bytes_moved,
+            records + r.rebalance.records_moved,
+        )
     })
 }
 

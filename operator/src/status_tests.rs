@@ -218,3 +218,37 @@ fn forgetting_departed_members_keeps_the_figures_of_the_move() {
         );
     }
 }
+
+#[test]
+fn a_step_that_finished_between_two_looks_keeps_its_figures() {
+    // The whole hand-off to epoch 6 happened between two reconciles: the operator never
+    // saw it in progress, and now publishes epoch 7.
+    let d = desired(2, 1);
+    let mut pulled = joined(0, 6);
+    pulled.rebalance.partitions_total = 70;
+    pulled.rebalance.partitions_done = 70;
+    let obs = observed(
+        Some(list(6, &[0, 1], &[2])),
+        vec![pulled, joined(1, 6), drained(2, 6)],
+    );
+    let p = plan(&d, &obs);
+    assert!(p.publish && p.list.epoch == 7);
+    let previous = CacheClusterStatus {
+        epoch: 6,
+        phase: Phase::Rebalancing,
+        rebalance: Some(RebalanceStatus {
+            active: true,
+            from_epoch: 5,
+            to_epoch: 6,
+            ..RebalanceStatus::default()
+        }),
+        ..CacheClusterStatus::default()
+    };
+    let status = status(&p, &obs, &ctx(Some(&previous), t0()));
+    let rebalance = status.rebalance.unwrap();
+    assert_eq!(
+        (rebalance.partitions_moved, rebalance.partitions_total),
+        (70, 70)
+    );
+    assert_eq!(rebalance.from_epoch, 5);
+}

@@ -607,9 +607,23 @@ async fn kache_on_a_real_control_plane() {
     let pid = node_pid("kill-1");
     log(&format!("kill -KILL {pid} (kill-1)"));
     must("kill", &["-KILL", &pid.to_string()], None);
-    eventually("kill-1 restarted", Duration::from_secs(120), || async {
-        (restarts(&pods.get("kill-1").await.ok()?) > before).then_some(())
-    })
+    // Restarted, and Ready again: a node reports ready only once it re-synced what it
+    // owns. (Until then, reads at R=quorum of its partitions answer 503, not a miss.)
+    eventually(
+        "kill-1 restarted and re-synced",
+        Duration::from_secs(120),
+        || async {
+            let pod = pods.get("kill-1").await.ok()?;
+            let ready = pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (restarts(&pod) > before && ready).then_some(())
+        },
+    )
     .await;
     wait_available(&client, "kill", 3, Duration::from_secs(180)).await;
     let ips = pod_ips(&client, "kill").await;
