@@ -167,6 +167,7 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
             now,
             rebalance_timeout: parse_timeout(&cc.spec.rebalance_timeout),
             selector: names.selector_string(),
+            created_at: cc.meta().creation_timestamp.as_ref().map(|t| t.0),
         },
     );
     let clusters: Api<CacheCluster> = Api::namespaced(client, ns);

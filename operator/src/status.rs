@@ -25,6 +25,8 @@ pub struct Context<'a> {
     pub now: Timestamp,
     pub rebalance_timeout: Duration,
     pub selector: String,
+    /// When the CacheCluster was created.
+    pub created_at: Option<Timestamp>,
 }
 
 pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClusterStatus {
@@ -48,17 +50,20 @@ pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClust
         ..plan.clone()
     };
     let rebalance = rebalance(plan, observed, ctx);
-    let overdue = rebalance.as_ref().is_some_and(|r| {
-        r.active
-            && r.started_at.as_ref().is_some_and(|started| {
-                let timeout =
-                    SignedDuration::try_from(ctx.rebalance_timeout).unwrap_or(SignedDuration::MAX);
-                started
-                    .0
-                    .checked_add(timeout)
-                    .is_ok_and(|deadline| deadline < ctx.now)
-            })
-    });
+    let past_deadline = |started: Timestamp| {
+        let timeout =
+            SignedDuration::try_from(ctx.rebalance_timeout).unwrap_or(SignedDuration::MAX);
+        started
+            .checked_add(timeout)
+            .is_ok_and(|deadline| deadline < ctx.now)
+    };
+    // A move runs from its start; creating runs from the CacheCluster's creation.
+    let overdue = match &plan.step {
+        Step::Create | Step::Starting { .. } => ctx.created_at.is_some_and(past_deadline),
+        _ => rebalance
+            .as_ref()
+            .is_some_and(|r| r.active && r.started_at.as_ref().is_some_and(|s| past_deadline(s.0))),
+    };
     let conditions = conditions(plan, ctx, overdue);
     CacheClusterStatus {
         observed_generation: ctx.generation,
@@ -213,7 +218,7 @@ fn conditions(plan: &Plan, ctx: &Context<'_>, overdue: bool) -> Vec<Condition> {
             false,
             "ProgressDeadlineExceeded",
             format!(
-                "the membership change did not finish within spec.rebalanceTimeout ({}s); the cluster keeps serving",
+                "the change did not finish within spec.rebalanceTimeout ({}s); see the Degraded condition and the members' status",
                 ctx.rebalance_timeout.as_secs()
             ),
         ),

@@ -14,6 +14,7 @@ fn ctx<'a>(previous: Option<&'a CacheClusterStatus>, now: Timestamp) -> Context<
         now,
         rebalance_timeout: Duration::from_secs(600),
         selector: "app=kache".to_owned(),
+        created_at: Some(now - 1.minutes()),
     }
 }
 
@@ -251,4 +252,19 @@ fn a_step_that_finished_between_two_looks_keeps_its_figures() {
         (70, 70)
     );
     assert_eq!(rebalance.from_epoch, 5);
+}
+
+#[test]
+fn a_creation_that_never_finishes_stops_progressing_at_the_deadline() {
+    let starting = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1)]);
+    let p = plan(&desired(3, 1), &starting);
+    let mut context = ctx(None, t0());
+    let early = status(&p, &starting, &context);
+    assert_eq!(condition(&early, PROGRESSING).status, "True");
+    context.created_at = Some(t0() - 11.minutes());
+    let late = status(&p, &starting, &context);
+    assert_eq!(late.phase, Phase::Creating);
+    let progressing = condition(&late, PROGRESSING);
+    assert_eq!(progressing.status, "False");
+    assert_eq!(progressing.reason, "ProgressDeadlineExceeded");
 }
