@@ -96,39 +96,40 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.inner.lock();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP kache_operator_leader 1 while this replica holds the leader lease."
+        header(
+            &mut out,
+            "kache_operator_leader",
+            "gauge",
+            "1 while this replica holds the leader lease.",
         );
-        let _ = writeln!(out, "# TYPE kache_operator_leader gauge");
         let _ = writeln!(out, "kache_operator_leader {}", u8::from(inner.leader));
-        let _ = writeln!(
-            out,
-            "# HELP kache_operator_reconciliations_total Reconciliations that finished."
+        header(
+            &mut out,
+            "kache_operator_reconciliations_total",
+            "counter",
+            "Reconciliations that finished.",
         );
-        let _ = writeln!(out, "# TYPE kache_operator_reconciliations_total counter");
         let _ = writeln!(
             out,
             "kache_operator_reconciliations_total {}",
             inner.reconciliations
         );
-        let _ = writeln!(
-            out,
-            "# HELP kache_operator_reconcile_seconds_total Time spent in finished reconciliations."
+        header(
+            &mut out,
+            "kache_operator_reconcile_seconds_total",
+            "counter",
+            "Time spent in finished reconciliations.",
         );
-        let _ = writeln!(out, "# TYPE kache_operator_reconcile_seconds_total counter");
         let _ = writeln!(
             out,
             "kache_operator_reconcile_seconds_total {:.6}",
             inner.reconcile_seconds_sum
         );
-        let _ = writeln!(
-            out,
-            "# HELP kache_operator_reconcile_failures_total Reconciliations that failed, by cause."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE kache_operator_reconcile_failures_total counter"
+        header(
+            &mut out,
+            "kache_operator_reconcile_failures_total",
+            "counter",
+            "Reconciliations that failed, by cause.",
         );
         for (reason, count) in &inner.failures {
             let _ = writeln!(
@@ -174,17 +175,17 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
+            header(&mut out, name, "gauge", help);
             for (cluster, g) in &inner.clusters {
                 let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP kache_cachecluster_phase 1 for the phase each cluster is in."
+        header(
+            &mut out,
+            "kache_cachecluster_phase",
+            "gauge",
+            "1 for the phase each cluster is in.",
         );
-        let _ = writeln!(out, "# TYPE kache_cachecluster_phase gauge");
         for (cluster, g) in &inner.clusters {
             for phase in PHASES {
                 let _ = writeln!(
@@ -197,6 +198,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]
@@ -231,6 +238,13 @@ mod tests {
         );
         assert!(text.contains("kache_operator_reconcile_failures_total{reason=\"kube\"} 2"));
         assert!(text.contains("kache_operator_reconciliations_total 1"));
+        assert!(text.contains("# TYPE kache_operator_reconcile_failures_total counter"));
+        assert!(text.contains("# TYPE kache_cachecluster_phase gauge"));
+        assert!(
+            text.contains(
+                "# HELP kache_operator_leader 1 while this replica holds the leader lease."
+            )
+        );
         metrics.forget("shop/demo");
         assert!(!metrics.render().contains("shop/demo"));
     }
