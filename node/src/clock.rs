@@ -44,6 +44,11 @@ impl Default for Clock {
     }
 }
 
+/// Whole milliseconds in `duration`, saturating: the unit every expiry and timestamp uses.
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The version of one write: compared first by HLC reading, then by writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {

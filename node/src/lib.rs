@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`config`]: flags and environment, validated into a [`config::NodeConfig`].
 //! - [`clock`]: wall time for TTLs and hybrid-logical-clock write versions.
+//! - [`lifecycle`]: the node's phase (Starting → Syncing → Ready → Draining → Stopped).
 //! - [`store`]: the partitioned in-memory map with TTL, tombstones and a memory bound.
 //! - [`http`]: the client REST API.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
 pub mod shutdown;
 pub mod store;
 
@@ -28,9 +30,11 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::cluster::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
 use crate::cluster::membership::{MemberList, watch_configmap, watch_file};
-use crate::cluster::peer::{Identity, PeerService};
+use crate::cluster::peer::PeerService;
+use crate::cluster::wire::Identity;
 use crate::config::{MembershipConfig, NodeConfig};
-use crate::http::{AppState, Phase};
+use crate::http::AppState;
+use crate::lifecycle::Phase;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,17 +85,13 @@ pub async fn run(
     };
     let peer = PeerService::new(cluster.clone(), config.limits.max_value_bytes);
     let state = AppState::new(cluster.clone(), &config);
+    let lifecycle = cluster.lifecycle().clone();
     if config.membership.is_cluster() {
         // A (re)started member serves as a replica only once it has a member list and
-        // holds what it owns in it. A node in no list owns nothing, so it is ready as
-        // soon as the list arrives: it holds everything it owns.
-        state.set_phase(Phase::Syncing);
-        let syncing = state.clone();
+        // holds what it owns in it; the sync moves the lifecycle to Ready. A node in no
+        // list owns nothing, so it is ready as soon as the list arrives.
         background.push(AbortOnDrop(tokio::spawn(async move {
             cluster.initial_sync().await;
-            if syncing.phase() == Phase::Syncing {
-                syncing.set_phase(Phase::Ready);
-            }
         })));
     }
     let app = http::app(state.clone());
@@ -117,7 +117,7 @@ pub async fn run(
         let stop = stopping(stop_rx.clone());
         async move {
             stop.await;
-            state.set_phase(Phase::Draining);
+            state.cluster.lifecycle().start_draining();
             if let Some(cluster) = drain {
                 // Keep serving while handing off; leave a quarter of the grace period for
                 // the requests still in flight afterwards.
@@ -171,6 +171,7 @@ pub async fn run(
             tracing::warn!(?grace, "grace period over; dropping requests still in flight");
         }
     }
+    lifecycle.advance(Phase::Stopped);
     tracing::info!("stopped");
     Ok(())
 }

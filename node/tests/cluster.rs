@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Node, free_ports};
-use kache_node::cluster::peer::proto::{self, peer_client::PeerClient};
+use kache_node::cluster::wire::proto::{self, peer_client::PeerClient};
 use reqwest::StatusCode;
 use serde_json::Value as Json;
 

@@ -7,7 +7,6 @@
 //! repaired from the others, and anything it alone holds flows back to them. A failed peer
 //! call skips that pair for this round and is counted; it never looks like "no data".
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tonic::Status;
@@ -15,8 +14,8 @@ use tonic::Status;
 use super::Cluster;
 use super::chunk::{chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
-use super::peer::{is_syncing, proto, record_from_proto};
-use crate::store::{Applied, DIGEST_BUCKETS};
+use super::wire::{is_syncing, proto};
+use crate::store::{Applied, DIGEST_BUCKETS, Record};
 
 impl Cluster {
     /// Runs a round every `interval` until the returned task is aborted.
@@ -54,10 +53,7 @@ impl Cluster {
                     Ok(count) => repaired += count,
                     Err(status) => {
                         self.peer_failed(&member.id, &status);
-                        self.inner
-                            .counters
-                            .sync_failures
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.inner.sync.record_failure();
                         tracing::debug!(
                             peer = %member.id,
                             partition,
@@ -68,10 +64,7 @@ impl Cluster {
                 }
             }
         }
-        self.inner
-            .counters
-            .anti_entropy_rounds
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.sync.record_round();
         if repaired > 0 {
             tracing::info!(repaired, "anti-entropy repaired records");
         }
@@ -90,8 +83,7 @@ impl Cluster {
         self.wait_for_list().await;
         let view = self.view();
         let owned = view.owned();
-        let pending = &self.inner.counters.startup_pending;
-        pending.store(owned.len() as u64, Ordering::Relaxed);
+        self.inner.sync.start_startup();
         for partition in owned {
             let mut answered: Vec<String> = Vec::new();
             let mut backoff = Duration::from_millis(100);
@@ -117,10 +109,7 @@ impl Cluster {
                         Err(status) => {
                             waiting = true;
                             self.peer_failed(&member.id, &status);
-                            self.inner
-                                .counters
-                                .sync_failures
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.inner.sync.record_failure();
                             tracing::debug!(peer = %member.id, partition, error = %status.message(), "startup sync pull failed");
                         }
                     }
@@ -131,12 +120,8 @@ impl Cluster {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            pending.fetch_sub(1, Ordering::Relaxed);
         }
-        self.inner
-            .synced_epoch
-            .store(view.epoch(), Ordering::Relaxed);
-        self.inner.synced.store(true, Ordering::Relaxed);
+        self.inner.sync.finish_startup(view.epoch());
         tracing::info!(
             epoch = view.epoch(),
             "startup sync complete: holding every owned partition"
@@ -150,7 +135,7 @@ impl Cluster {
         member: &Member,
         partition: u32,
     ) -> Result<u64, Status> {
-        let mut client = self.inner.peers.client(member)?;
+        let mut client = self.inner.replicator.peers().client(member)?;
         let remote = client
             .partition_digest(proto::DigestRequest {
                 sender: Some(self.sender()),
@@ -186,7 +171,7 @@ impl Cluster {
         partition: u32,
         buckets: Vec<u32>,
     ) -> Result<Pulled, Status> {
-        let mut client = self.inner.peers.client(member)?;
+        let mut client = self.inner.replicator.peers().client(member)?;
         let mut stream = client
             .stream_partition(proto::StreamRequest {
                 sender: Some(self.sender()),
@@ -218,23 +203,17 @@ impl Cluster {
         for record in chunk.records {
             pulled.streamed += 1;
             let charge = record_charge(&record);
-            let record = record_from_proto(record);
-            self.inner
-                .counters
-                .records_pulled
-                .fetch_add(1, Ordering::Relaxed);
-            self.inner.counters.bytes_pulled.fetch_add(
-                (record.key.len() + record.value.len()) as u64,
-                Ordering::Relaxed,
-            );
-            match self.inner.store.apply(&record) {
-                Ok(Applied::Stored) => {
-                    pulled.stored += 1;
-                    self.inner.counters.repaired.fetch_add(1, Ordering::Relaxed);
+            let record = Record::from(record);
+            let bytes = record.key.len() + record.value.len();
+            let newer = match self.inner.store.apply(&record) {
+                Ok(applied) => applied == Applied::Stored,
+                Err(err) => {
+                    self.inner.sync.record_pulled(bytes, false);
+                    return Err(Status::resource_exhausted(err.to_string()));
                 }
-                Ok(Applied::Stale) => {}
-                Err(err) => return Err(Status::resource_exhausted(err.to_string())),
-            }
+            };
+            self.inner.sync.record_pulled(bytes, newer);
+            pulled.stored += u64::from(newer);
             drop(record);
             reserved.release(charge);
         }

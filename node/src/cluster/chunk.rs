@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::peer::{proto, record_to_proto};
+use super::wire::proto;
 use crate::store::{BufferGuard, DIGEST_BUCKETS, Store};
 
 /// Records per streamed chunk, and roughly the bytes of keys and values per chunk.
@@ -105,7 +105,7 @@ pub fn stream_partition(
             );
             if !records.is_empty() {
                 let records: Vec<proto::Record> =
-                    records.into_iter().map(record_to_proto).collect();
+                    records.into_iter().map(proto::Record::from).collect();
                 let charged = reserve_chunk(&store, chunk_charge(&records), || {
                     format!("partition {partition} for a stream")
                 });

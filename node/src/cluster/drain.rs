@@ -10,13 +10,11 @@
 //! A departing node owns nothing but may still hold partitions it is handing off in a
 //! scale-down; on SIGTERM it pushes them to their owners rather than take them along.
 
-use std::sync::atomic::Ordering;
-
 use super::Cluster;
 use super::chunk::{CHUNK_BYTES, CHUNK_RECORDS, chunk_charge, reserve_chunk};
 use super::membership::Member;
-use super::peer::{proto, record_to_proto};
 use super::placement::best_ranked;
+use super::wire::proto;
 
 /// What a drain did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -34,11 +32,8 @@ impl Cluster {
     /// its first owner.
     pub async fn drain(&self) -> Drained {
         // Fence first: a write that reached a partition after its hand-off started
-        // would be lost with the process. Taking the fence waits out writes in flight.
-        {
-            let _closed = self.inner.fence.write();
-            self.inner.draining.store(true, Ordering::Release);
-        }
+        // would be lost with the process. Closing the fence waits out writes in flight.
+        self.inner.fence.close();
         let view = self.view();
         let mut drained = Drained::default();
         let self_id = self.inner.identity.node_id.as_str();
@@ -76,26 +71,8 @@ impl Cluster {
         drained
     }
 
-    /// Whether a write to `partition` must be refused: a drain started and this node
-    /// alone owns it, so the record could miss the hand-off and leave with the process.
-    pub fn refuses_writes_while_draining(&self, partition: u32) -> bool {
-        if !self.inner.draining.load(Ordering::Acquire) {
-            return false;
-        }
-        let view = self.view();
-        view.self_index
-            .is_some_and(|me| view.placement.owners(partition) == [me])
-    }
-
-    /// Runs a local store write to `partition` unless a drain fences it (None). The
-    /// check and the write happen under the fence, so a drain starting in between waits.
-    pub fn fenced<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
-        let _open = self.inner.fence.read();
-        (!self.refuses_writes_while_draining(partition)).then(write)
-    }
-
     async fn hand_off(&self, partition: u32, holder: &Member) -> Result<u64, tonic::Status> {
-        let mut client = self.inner.peers.client(holder)?;
+        let mut client = self.inner.replicator.peers().client(holder)?;
         let mut cursor = None;
         let mut records = 0;
         loop {
@@ -108,7 +85,8 @@ impl Cluster {
             );
             if !chunk.is_empty() {
                 records += chunk.len() as u64;
-                let chunk: Vec<proto::Record> = chunk.into_iter().map(record_to_proto).collect();
+                let chunk: Vec<proto::Record> =
+                    chunk.into_iter().map(proto::Record::from).collect();
                 // Charged until the holder has answered: the request holds the chunk
                 // until it is sent.
                 let _reserved = reserve_chunk(&self.inner.store, chunk_charge(&chunk), || {
@@ -129,22 +107,9 @@ impl Cluster {
         }
     }
 
-    /// Drops `partition` if this node owns it in neither view: its owner holds it now.
-    pub fn release(&self, partition: u32) -> bool {
-        let owns = {
-            let routing = self.inner.routing.read();
-            routing.next.owns(partition) || (routing.moving() && routing.prev.owns(partition))
-        };
-        if owns {
-            return false;
-        }
-        self.inner.store.drop_partition(partition);
-        true
-    }
-
     /// Tells `holder` that this node now holds `partition`, so hints can go.
     pub(super) async fn send_release(&self, holder: &Member, partition: u32) {
-        if let Ok(mut client) = self.inner.peers.client(holder) {
+        if let Ok(mut client) = self.inner.replicator.peers().client(holder) {
             let request = proto::ReleaseRequest {
                 sender: Some(self.sender()),
                 partition,

@@ -1,59 +1,71 @@
 //! Clustering: membership, placement, and routing every request to the key's owners.
 //!
-//! Layout:
+//! Layout, ground floor first:
+//! - [`wire`]: the generated peer-protocol types, their conversions, the protocol version.
 //! - [`membership`]: the epoch-numbered member list and its sources (file, flag,
-//!   ConfigMap).
-//! - [`discovery`]: how to reach a member (static, EndpointSlices, DNS).
-//! - [`placement`]: rendezvous hashing of partitions onto members.
-//! - [`peer`]: the gRPC peer protocol (server and client pool).
+//!   ConfigMap). [`discovery`]: how to reach a member (static, EndpointSlices, DNS).
+//!   [`placement`]: rendezvous hashing of partitions onto members.
+//! - [`peer`]: the peer protocol's server and its client pool.
 //! - [`chunk`]: partition chunks in flight, charged against `--max-memory`.
-//! - `routing`: which replicas a request involves, during and outside a membership move.
-//! - `rebalance`: moving partitions to their new owners when membership changes.
-//! - `anti_entropy`: startup sync and periodic digest repair between replicas.
-//! - [`drain`]: handing off on SIGTERM what would be lost with the process.
-//! - `report`: what `GET /v1/cluster` says.
+//!
+//! The parts of a [`Cluster`], each owning its state and its methods:
+//! - [`router`]: the membership views (`prev`, `next`) and every "who holds what" answer.
+//! - [`fence`]: the drain fence that keeps writes out of partitions being handed off.
+//! - [`sync_state`]: the node's lifecycle, the epoch it fully holds, sync counters, the
+//!   move's progress.
+//! - [`replicator`]: the peer pool and the one fan-out reads, writes and repair use.
+//!
+//! And what runs on them: [`rebalance`] (moving partitions when membership changes),
+//! [`anti_entropy`] (startup sync and digest repair), [`drain`] (the hand-off on
+//! SIGTERM), [`report`] (`GET /v1/cluster`).
 //!
 //! Any node accepts any request. A [`Cluster`] finds the key's owners and reads from R of
 //! them or writes to all of them, answering once W have acknowledged. Writes carry a
-//! version made here (hybrid logical clock + node), and replicas keep the newest version
-//! of each key (last writer wins, tombstones included), so retries, duplicates, reordering
-//! and repeated partition streams are harmless. A single node is a cluster of one, whose
-//! requests never leave the process.
+//! version minted by the store's clock (hybrid logical clock + node), and replicas keep
+//! the newest version of each key (last writer wins, tombstones included), so retries,
+//! duplicates, reordering and repeated partition streams are harmless. A single node is a
+//! cluster of one, whose requests never leave the process.
 //!
-//! Membership moves: the node keeps two views, `prev` (the last view whose owners are
-//! known to hold their partitions completely) and `next` (the newest epoch). While they
-//! differ, writes go to the owners in both and need W acknowledgements from each group,
-//! and reads count only answers from replicas that hold the partition completely. The
-//! move completes when every member reports that it holds its `next` partitions; then
-//! `prev` becomes `next` and old owners drop what they no longer own.
+//! Membership moves: while `prev` and `next` differ, writes go to the owners in both and
+//! need W acknowledgements from each group, and reads count only answers from replicas
+//! that hold the partition completely. The move completes when every member reports that
+//! it holds its `next` partitions; then `prev` becomes `next` and old owners drop what
+//! they no longer own.
 
-mod anti_entropy;
+pub mod anti_entropy;
 pub mod chunk;
 pub mod discovery;
 pub mod drain;
+pub mod fence;
 pub mod membership;
 pub mod peer;
 pub mod placement;
 pub mod rebalance;
-mod report;
-mod routing;
+pub mod replicator;
+pub mod report;
+pub mod router;
+pub mod sync_state;
+pub mod wire;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
 use discovery::Discovery;
+use fence::DrainFence;
 use membership::{MemberList, ReplicationFactor};
-use peer::{Identity, PeerClients, proto};
-use placement::Placement;
+use peer::PeerClients;
+use replicator::{ReadTally, Replicator, Rest, WriteTally};
 pub use report::ClusterReport;
-use routing::Routing;
+use router::{Replica, Router, Routing, Targets};
+pub use router::{Role, View};
+use sync_state::SyncState;
+use wire::{Identity, proto};
 
 /// How many owners a request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,90 +114,14 @@ pub enum ClusterError {
     },
 }
 
-/// One membership epoch with its placement.
-#[derive(Debug)]
-pub struct View {
-    pub list: MemberList,
-    pub placement: Placement,
-    /// This node's index in the list, if it is a member (not departing, not absent).
-    pub self_index: Option<u16>,
-}
-
-/// Where this node stands in a member list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// In `members`: owns partitions.
-    Member,
-    /// In `departing`: owns nothing, may still hold data being handed off.
-    Departing,
-    /// In neither (not added yet, or already removed): owns nothing.
-    Absent,
-}
-
-impl View {
-    fn new(list: MemberList, node_id: &str) -> Self {
-        let placement = Placement::new(
-            &list.ids(),
-            list.partitions,
-            list.replication_factor.count(),
-        );
-        let self_index = list
-            .members
-            .iter()
-            .position(|m| m.id == node_id)
-            .and_then(|i| u16::try_from(i).ok());
-        Self {
-            list,
-            placement,
-            self_index,
-        }
-    }
-
-    pub fn epoch(&self) -> u64 {
-        self.list.epoch
-    }
-
-    /// Where `node_id` stands in this view.
-    pub fn role_of(&self, node_id: &str) -> Role {
-        if self.list.members.iter().any(|m| m.id == node_id) {
-            Role::Member
-        } else if self.list.is_departing(node_id) {
-            Role::Departing
-        } else {
-            Role::Absent
-        }
-    }
-
-    /// Whether this node owns `partition` in this view.
-    pub fn owns(&self, partition: u32) -> bool {
-        self.self_index
-            .is_some_and(|me| self.placement.owners(partition).contains(&me))
-    }
-
-    /// Whether the member `id` owns `partition` in this view.
-    pub fn is_owner(&self, id: &str, partition: u32) -> bool {
-        self.placement
-            .owners(partition)
-            .iter()
-            .any(|&owner| self.list.members[usize::from(owner)].id == id)
-    }
-
-    /// Partitions this node owns in this view.
-    pub fn owned(&self) -> Vec<u32> {
-        self.self_index
-            .map(|me| self.placement.owned_by(me).collect())
-            .unwrap_or_default()
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
     pub read: Consistency,
     pub write: Consistency,
 }
 
-/// A cheap handle on this node's view of the cluster.
+/// A cheap handle on this node's part in the cluster: a facade over its parts, as
+/// mini-redis's `Db` hides `Shared`.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -195,40 +131,11 @@ pub struct Cluster {
 struct Inner {
     store: Store,
     identity: Identity,
-    /// Replaced whole on every change; readers copy two `Arc`s and let go.
-    routing: RwLock<Routing>,
-    /// Bumped on every routing change, to wake the rebalancer.
-    changes: watch::Sender<u64>,
-    /// False until the startup sync finished: until then this node is nobody's source.
-    synced: AtomicBool,
-    /// The newest epoch whose partitions this node fully holds.
-    synced_epoch: AtomicU64,
-    /// Set when a drain starts: from then on this node stores no write to a partition it
-    /// alone owns, since the hand-off may already have passed that record and the write
-    /// would leave with the process. Such writes fail (a retryable 503), never vanish.
-    draining: AtomicBool,
-    /// Local writes to a partition hold it for read across "may I?" and the write; a
-    /// drain takes it for write to raise `draining`, so no write that passed the check
-    /// is still on its way into the store when the hand-off starts reading.
-    fence: parking_lot::RwLock<()>,
-    peers: PeerClients,
+    router: Router,
+    fence: DrainFence,
+    sync: SyncState,
+    replicator: Replicator,
     defaults: Defaults,
-    counters: SyncCounters,
-    rebalance: Mutex<rebalance::Progress>,
-}
-
-/// What partition syncing (startup, rebalancing, anti-entropy) has done.
-#[derive(Debug, Default)]
-struct SyncCounters {
-    anti_entropy_rounds: AtomicU64,
-    /// Records pulled from peers that were newer than what this node held.
-    repaired: AtomicU64,
-    records_pulled: AtomicU64,
-    bytes_pulled: AtomicU64,
-    /// Digest or stream exchanges that failed (peer down, timeout).
-    sync_failures: AtomicU64,
-    /// Owned partitions the startup sync has not pulled yet.
-    startup_pending: AtomicU64,
 }
 
 impl Cluster {
@@ -246,12 +153,12 @@ impl Cluster {
         };
         let cluster = Self::new(store, identity, list, defaults, Discovery::from_list());
         // Alone, it owns everything and has nobody to sync from.
-        cluster.inner.synced.store(true, Ordering::Relaxed);
+        cluster.lifecycle().advance(Phase::Ready);
         cluster
     }
 
     /// A node following `list` (which may be [`MemberList::none`] until a source
-    /// delivers one), reaching peers through `discovery`. It is unsynced (nobody's
+    /// delivers one), reaching peers through `discovery`. It is Starting (nobody's
     /// source, not ready) until [`Cluster::initial_sync`] has pulled what it owns.
     pub fn new(
         store: Store,
@@ -261,24 +168,15 @@ impl Cluster {
         discovery: Discovery,
     ) -> Self {
         let epoch = list.epoch;
-        let view = Arc::new(View::new(list, &identity.node_id));
         Self {
             inner: Arc::new(Inner {
+                router: Router::new(identity.node_id.clone(), list),
+                sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
+                fence: DrainFence::default(),
+                replicator: Replicator::new(PeerClients::new(discovery)),
                 store,
                 identity,
-                routing: RwLock::new(Routing {
-                    prev: view.clone(),
-                    next: view,
-                }),
-                changes: watch::channel(epoch).0,
-                synced: AtomicBool::new(false),
-                synced_epoch: AtomicU64::new(epoch),
-                draining: AtomicBool::new(false),
-                fence: parking_lot::RwLock::new(()),
-                peers: PeerClients::new(discovery),
                 defaults,
-                counters: SyncCounters::default(),
-                rebalance: Mutex::new(rebalance::Progress::default()),
             }),
         }
     }
@@ -287,47 +185,28 @@ impl Cluster {
         &self.inner.store
     }
 
-    /// The newest view (the epoch in force).
-    pub fn view(&self) -> Arc<View> {
-        self.inner.routing.read().next.clone()
+    /// The node's lifecycle: the one place its phase lives.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        self.inner.sync.lifecycle()
     }
 
-    fn routing(&self) -> Routing {
-        self.inner.routing.read().clone()
+    /// The newest view (the epoch in force).
+    pub fn view(&self) -> Arc<View> {
+        self.inner.router.view()
+    }
+
+    pub(crate) fn routing(&self) -> Routing {
+        self.inner.router.routing()
     }
 
     /// Whether the startup sync has finished.
     pub fn is_synced(&self) -> bool {
-        self.inner.synced.load(Ordering::Relaxed)
+        self.inner.sync.is_synced()
     }
 
-    /// Installs a member list if its epoch is newer than the one in force. A move in
-    /// progress keeps its `prev` view: those owners still hold the data. The first list
-    /// a node receives is not a move: with no list before it, nobody owned anything, and
-    /// the startup sync pulls what this node owns.
+    /// Installs a member list if its epoch is newer (see [`Router::install`]).
     pub fn install(&self, list: MemberList) -> bool {
-        let mut routing = self.inner.routing.write();
-        if list.epoch <= routing.next.epoch() || !list.has_members() {
-            return false;
-        }
-        let node_id = &self.inner.identity.node_id;
-        let view = Arc::new(View::new(list, node_id));
-        tracing::info!(
-            from = routing.next.epoch(),
-            to = view.epoch(),
-            members = view.list.members.len(),
-            departing = view.list.departing.len(),
-            role = ?view.role_of(node_id),
-            "membership changed"
-        );
-        let epoch = view.epoch();
-        if !routing.next.list.has_members() {
-            routing.prev = view.clone();
-        }
-        routing.next = view;
-        drop(routing);
-        self.inner.changes.send_replace(epoch);
-        true
+        self.inner.router.install(list)
     }
 
     /// Whether this node has received a member list (or is a cluster of one).
@@ -337,17 +216,12 @@ impl Cluster {
 
     /// Waits until this node has a member list.
     pub async fn wait_for_list(&self) {
-        let mut changes = self.inner.changes.subscribe();
+        let mut changes = self.inner.router.changes();
         while !self.has_list() {
             if changes.changed().await.is_err() {
                 return;
             }
         }
-    }
-
-    /// A call to peer `id` failed: counted by the caller; here discovery may look again.
-    pub(crate) fn peer_failed(&self, id: &str, status: &tonic::Status) {
-        self.inner.peers.failed(id, status);
     }
 
     /// Installs every list the source publishes, until the source closes.
@@ -366,42 +240,67 @@ impl Cluster {
 
     /// The newest epoch whose partitions this node fully holds; 0 before its startup sync.
     pub fn synced_epoch(&self) -> u64 {
-        if self.is_synced() {
-            self.inner.synced_epoch.load(Ordering::Relaxed)
-        } else {
-            0
-        }
+        self.inner.sync.synced_epoch()
     }
 
+    /// This node as the sender of a peer request.
     pub(crate) fn sender(&self) -> proto::Sender {
-        let mut sender = self.inner.identity.sender(self.view().epoch());
-        sender.synced_epoch = self.synced_epoch();
-        sender
+        self.inner
+            .identity
+            .sender(self.view().epoch(), self.synced_epoch())
     }
 
-    /// Whether this node holds `partition` completely, so that "absent" here means absent:
-    /// an owner in `prev` during a move (it keeps everything until the move completes),
-    /// or an owner in `next` that has synced for it.
+    /// A call to peer `id` failed: counted by the caller; here discovery may look again.
+    pub(crate) fn peer_failed(&self, id: &str, status: &tonic::Status) {
+        self.inner.replicator.peers().failed(id, status);
+    }
+
+    /// Whether this node holds `partition` completely, so that "absent" here means absent.
     pub fn holds_completely(&self, partition: u32) -> bool {
-        if !self.is_synced() {
+        self.inner
+            .router
+            .holds_completely(partition, self.inner.sync.holding())
+    }
+
+    /// Whether this node stores a peer's write for `partition` (see
+    /// [`Router::accepts_writes_for`]).
+    pub fn accepts_writes_for(&self, partition: u32, sender_epoch: u64) -> bool {
+        self.inner
+            .router
+            .accepts_writes_for(partition, sender_epoch)
+    }
+
+    /// Whether a write to `partition` must be refused: a drain started and this node
+    /// alone owns it, so the record could miss the hand-off and leave with the process.
+    pub fn refuses_writes_while_draining(&self, partition: u32) -> bool {
+        self.inner
+            .fence
+            .refuses(|| self.inner.router.owns_alone(partition))
+    }
+
+    /// Runs a local store write to `partition` unless the drain fence refuses it (None).
+    pub fn fenced<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
+        self.inner
+            .fence
+            .admit(|| self.inner.router.owns_alone(partition), write)
+    }
+
+    /// Drops `partition` if this node owns it in neither view: its owner holds it now.
+    pub fn release(&self, partition: u32) -> bool {
+        if self.routing().owns_in_either(partition) {
             return false;
         }
-        let routing = self.inner.routing.read();
-        let synced_for_next =
-            self.inner.synced_epoch.load(Ordering::Relaxed) >= routing.next.epoch();
-        (routing.moving() && routing.prev.owns(partition))
-            || (routing.next.owns(partition) && synced_for_next)
+        self.inner.store.drop_partition(partition);
+        true
     }
 
     /// The key's partition and its owners in the current epoch.
     pub fn placement_of(&self, key: &[u8]) -> (u32, Vec<String>) {
         let partition = self.inner.store.partition_of(key);
-        let view = self.view();
-        let owners = view
-            .placement
+        let owners = self
+            .view()
             .owners(partition)
-            .iter()
-            .map(|&owner| view.list.members[usize::from(owner)].id.clone())
+            .map(|owner| owner.id.clone())
             .collect();
         (partition, owners)
     }
@@ -413,20 +312,18 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<Option<Value>, ClusterError> {
         let level = consistency.unwrap_or(self.inner.defaults.read);
-        if self.answerable_locally(key, level) {
+        let partition = self.inner.store.partition_of(key);
+        if self.inner.router.answerable_locally(partition, level) {
             return Ok(self.inner.store.get(key));
         }
-        let targets = self.targets(key)?;
+        let targets = self.inner.router.targets(partition)?;
         let needed = level.required(targets.read_group_size());
         let newest = self.read_newest(key, &targets, needed).await?;
-        Ok(newest.filter(|r| !r.tombstone).map(|record| {
-            let now = self.inner.store.now_ms();
-            Value {
-                data: record.value.into(),
-                version: record.version,
-                ttl: (record.expires_at_ms != 0)
-                    .then(|| Duration::from_millis(record.expires_at_ms.saturating_sub(now))),
-            }
+        let now = self.inner.store.now_ms();
+        Ok(newest.filter(|r| !r.tombstone).map(|record| Value {
+            ttl: record.ttl_at(now),
+            version: record.version,
+            data: record.value.into(),
         }))
     }
 
@@ -440,35 +337,62 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
-        self.check_not_draining(key)?;
-        if self.answerable_locally(key, Consistency::All) {
+        let partition = self.inner.store.partition_of(key);
+        self.check_not_draining(partition)?;
+        if self
+            .inner
+            .router
+            .answerable_locally(partition, Consistency::All)
+        {
             // One copy, and it is here: the store checks the precondition atomically.
-            let partition = self.inner.store.partition_of(key);
             let written = self.fenced(partition, || {
                 self.inner.store.put(key, value, ttl, precondition)
             });
             return Ok(written.ok_or_else(|| self.draining_error(partition))??);
         }
-        let targets = self.targets(key)?;
+        let targets = self.inner.router.targets(partition)?;
         let created = self.check_precondition(key, &targets, precondition).await?;
-        let now = self.inner.store.now_ms();
-        let version = self.inner.store.next_version();
-        let record = Record {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            version,
-            expires_at_ms: ttl.map_or(0, |ttl| now.saturating_add(millis(ttl))),
-            tombstone: false,
-        };
+        let record = self.inner.store.new_put(key, value, ttl);
+        let version = record.version;
         let level = consistency.unwrap_or(self.inner.defaults.write);
         self.replicate(&targets, record, level).await?;
         Ok(Written { version, created })
     }
 
+    /// Deletes `key` on every owner, leaving tombstones.
+    pub async fn delete(
+        &self,
+        key: &[u8],
+        precondition: &Precondition,
+        consistency: Option<Consistency>,
+    ) -> Result<(), ClusterError> {
+        let partition = self.inner.store.partition_of(key);
+        self.check_not_draining(partition)?;
+        if self
+            .inner
+            .router
+            .answerable_locally(partition, Consistency::All)
+        {
+            let deleted = self.fenced(partition, || self.inner.store.delete(key, precondition));
+            deleted.ok_or_else(|| self.draining_error(partition))??;
+            return Ok(());
+        }
+        let targets = self.inner.router.targets(partition)?;
+        let level = consistency.unwrap_or(self.inner.defaults.write);
+        let read_needed = level.required(targets.read_group_size());
+        let current = self.read_newest(key, &targets, read_needed).await?;
+        let live = current.filter(|r| !r.tombstone).map(|r| r.version);
+        precondition.check(live)?;
+        if live.is_none() {
+            return Err(StoreError::NotFound.into());
+        }
+        let tombstone = self.inner.store.new_tombstone(key);
+        self.replicate(&targets, tombstone, level).await
+    }
+
     /// A write to a partition this draining node alone owns would miss the hand-off:
     /// refuse it early (the store write itself goes through [`Self::fenced`]).
-    fn check_not_draining(&self, key: &[u8]) -> Result<(), ClusterError> {
-        let partition = self.inner.store.partition_of(key);
+    fn check_not_draining(&self, partition: u32) -> Result<(), ClusterError> {
         if self.refuses_writes_while_draining(partition) {
             return Err(self.draining_error(partition));
         }
@@ -486,48 +410,13 @@ impl Cluster {
         }
     }
 
-    /// Deletes `key` on every owner, leaving tombstones.
-    pub async fn delete(
-        &self,
-        key: &[u8],
-        precondition: &Precondition,
-        consistency: Option<Consistency>,
-    ) -> Result<(), ClusterError> {
-        self.check_not_draining(key)?;
-        if self.answerable_locally(key, Consistency::All) {
-            let partition = self.inner.store.partition_of(key);
-            let deleted = self.fenced(partition, || self.inner.store.delete(key, precondition));
-            deleted.ok_or_else(|| self.draining_error(partition))??;
-            return Ok(());
-        }
-        let targets = self.targets(key)?;
-        let level = consistency.unwrap_or(self.inner.defaults.write);
-        let read_needed = level.required(targets.read_group_size());
-        let current = self.read_newest(key, &targets, read_needed).await?;
-        let live = current.filter(|r| !r.tombstone).map(|r| r.version);
-        precondition.check(live)?;
-        if live.is_none() {
-            return Err(StoreError::NotFound.into());
-        }
-        let now = self.inner.store.now_ms();
-        let grace = millis(self.inner.store.config().tombstone_ttl).max(1);
-        let record = Record {
-            key: key.to_vec(),
-            value: Vec::new(),
-            version: self.inner.store.next_version(),
-            expires_at_ms: now.saturating_add(grace),
-            tombstone: true,
-        };
-        self.replicate(&targets, record, level).await
-    }
-
     /// Checks a precondition against a quorum read. Returns whether the key was absent.
     /// Unlike the single-owner path this is not atomic with the write: two concurrent
     /// conditional writers can both pass (documented in docs/api.md).
     async fn check_precondition(
         &self,
         key: &[u8],
-        targets: &routing::Targets,
+        targets: &Targets,
         precondition: &Precondition,
     ) -> Result<bool, ClusterError> {
         if *precondition == Precondition::None {
@@ -540,200 +429,103 @@ impl Cluster {
         precondition.check(live)?;
         Ok(live.is_none())
     }
-}
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    /// Asks every replica for its record and returns the newest once `needed` replicas
+    /// that hold the partition completely have answered. Replicas that answered with an
+    /// older version are repaired in the background.
+    async fn read_newest(
+        &self,
+        key: &[u8],
+        targets: &Targets,
+        needed: usize,
+    ) -> Result<Option<Record>, ClusterError> {
+        let partition = self.inner.store.partition_of(key);
+        let mut tally = ReadTally::new(needed);
+        let mut remotes = Vec::new();
+        for target in &targets.targets {
+            match &target.replica {
+                Replica::Local => tally.answer(
+                    Replica::Local,
+                    self.holds_completely(partition),
+                    self.inner.store.get_record(key),
+                ),
+                Replica::Remote(member) => remotes.push((member.clone(), target.replica.clone())),
+            }
+        }
+        let request = proto::GetRequest {
+            sender: Some(self.sender()),
+            key: key.to_vec(),
+        };
+        let call = move |mut client: peer::client::Client| {
+            let request = request.clone();
+            async move { client.get(request).await.map(tonic::Response::into_inner) }
+        };
+        let errors = self
+            .inner
+            .replicator
+            .fan_out(remotes, call, &mut tally, Rest::Abandon)
+            .await;
+        let (newest, stale) = tally.finish(&errors)?;
+        if let Some(newest) = &newest
+            && !stale.is_empty()
+        {
+            let cluster = self.clone();
+            let record = newest.clone();
+            tokio::spawn(async move {
+                let repair = Targets::repair(stale);
+                let _ = cluster.replicate(&repair, record, Consistency::All).await;
+            });
+        }
+        Ok(newest)
+    }
+
+    /// Applies `record` on every target; succeeds once `level` is met among the `next`
+    /// owners and, during a move, among the `prev` owners too. Calls still in flight then
+    /// finish in the background.
+    async fn replicate(
+        &self,
+        targets: &Targets,
+        record: Record,
+        level: Consistency,
+    ) -> Result<(), ClusterError> {
+        let partition = self.inner.store.partition_of(&record.key);
+        let mut tally = WriteTally::new(targets, level);
+        let mut errors = Vec::new();
+        let mut remotes = Vec::new();
+        let node_id = &self.inner.identity.node_id;
+        for target in &targets.targets {
+            let groups = (target.in_next, target.in_prev);
+            match &target.replica {
+                Replica::Local => {
+                    match self.fenced(partition, || self.inner.store.apply(&record)) {
+                        Some(Ok(_)) => tally.ack(groups),
+                        Some(Err(err)) => errors.push(format!("{node_id}: {err}")),
+                        None => {
+                            errors.push(format!("{node_id}: draining, handing off this partition"));
+                        }
+                    }
+                }
+                Replica::Remote(member) => remotes.push((member.clone(), groups)),
+            }
+        }
+        let request = proto::ApplyRequest {
+            sender: Some(self.sender()),
+            records: vec![record.into()],
+            hint: false,
+        };
+        let call = move |mut client: peer::client::Client| {
+            let request = request.clone();
+            async move { client.apply(request).await.map(|_| ()) }
+        };
+        let failed = self
+            .inner
+            .replicator
+            .fan_out(remotes, call, &mut tally, Rest::Finish)
+            .await;
+        errors.extend(failed);
+        tally.finish(&errors)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn consistency_levels_count_owners() {
-        assert_eq!(Consistency::One.required(3), 1);
-        assert_eq!(Consistency::Quorum.required(3), 2);
-        assert_eq!(Consistency::Quorum.required(2), 2);
-        assert_eq!(Consistency::Quorum.required(1), 1);
-        assert_eq!(Consistency::All.required(3), 3);
-        assert!("sometimes".parse::<Consistency>().is_err());
-        assert_eq!("QUORUM".parse(), Ok(Consistency::Quorum));
-    }
-
-    const PARTITIONS: u32 = 64;
-
-    fn list(epoch: u64, members: &[&str], departing: &[&str]) -> MemberList {
-        let member = |id: &&str| membership::Member {
-            id: (*id).to_owned(),
-            address: "127.0.0.1:9".parse().ok(),
-        };
-        MemberList {
-            epoch,
-            partitions: PARTITIONS,
-            replication_factor: ReplicationFactor::Count(1),
-            members: members.iter().map(member).collect(),
-            departing: departing.iter().map(member).collect(),
-        }
-    }
-
-    fn node(id: &str, list: MemberList) -> Cluster {
-        let store = Store::new(crate::store::StoreConfig {
-            node_id: id.into(),
-            partitions: PARTITIONS,
-            max_memory: 1 << 20,
-            eviction: crate::store::EvictionPolicy::Lru,
-            tombstone_ttl: Duration::from_secs(60),
-        });
-        let defaults = Defaults {
-            read: Consistency::Quorum,
-            write: Consistency::Quorum,
-        };
-        Cluster::new(
-            store,
-            Identity::new(id.into()),
-            list,
-            defaults,
-            Discovery::from_list(),
-        )
-    }
-
-    /// A key of each partition.
-    fn keys(cluster: &Cluster) -> Vec<Vec<u8>> {
-        let mut keys: Vec<Option<Vec<u8>>> = vec![None; PARTITIONS as usize];
-        for i in 0u32.. {
-            let key = format!("k{i}").into_bytes();
-            let slot = &mut keys[cluster.store().partition_of(&key) as usize];
-            if slot.is_none() {
-                *slot = Some(key);
-            }
-            if keys.iter().all(Option::is_some) {
-                break;
-            }
-        }
-        keys.into_iter().flatten().collect()
-    }
-
-    #[test]
-    fn departing_members_own_nothing_and_leave_placement_unchanged() {
-        let without = View::new(list(4, &["a", "b", "c"], &[]), "d");
-        let with = View::new(list(4, &["a", "b", "c"], &["d"]), "d");
-        let owner_ids = |view: &View, p: u32| -> Vec<String> {
-            view.placement
-                .owners(p)
-                .iter()
-                .map(|&i| view.list.members[usize::from(i)].id.clone())
-                .collect()
-        };
-        for p in 0..PARTITIONS {
-            assert_eq!(owner_ids(&with, p), owner_ids(&without, p), "partition {p}");
-            assert!(!with.is_owner("d", p) && !with.owns(p));
-        }
-        assert!(with.owned().is_empty());
-        assert_eq!(with.role_of("d"), Role::Departing);
-        assert_eq!(with.role_of("a"), Role::Member);
-        assert_eq!(with.role_of("new-pod"), Role::Absent);
-        assert_eq!(without.role_of("d"), Role::Absent);
-    }
-
-    #[tokio::test]
-    async fn the_first_list_is_not_a_move_and_later_ones_are() {
-        let cluster = node("a", MemberList::none(PARTITIONS));
-        assert!(!cluster.has_list());
-        let waiting = tokio::spawn({
-            let cluster = cluster.clone();
-            async move { cluster.wait_for_list().await }
-        });
-        assert!(!cluster.install(MemberList::none(PARTITIONS)));
-        assert!(cluster.install(list(3, &["a", "b"], &[])));
-        tokio::time::timeout(Duration::from_secs(1), waiting)
-            .await
-            .expect("the wait ends with the first list")
-            .expect("task");
-        let routing = cluster.routing();
-        assert!(!routing.moving(), "no previous owners to move from");
-        assert_eq!(routing.prev.epoch(), 3);
-        assert!(!cluster.install(list(3, &["a"], &[])), "same epoch");
-        assert!(cluster.install(list(4, &["a"], &["b"])));
-        assert!(cluster.routing().moving());
-    }
-
-    #[tokio::test]
-    async fn without_a_list_requests_fail_and_never_miss() {
-        let cluster = node("a", MemberList::none(PARTITIONS));
-        for level in [Consistency::One, Consistency::Quorum, Consistency::All] {
-            let read = cluster.get(b"k", Some(level)).await;
-            assert!(
-                matches!(&read, Err(ClusterError::Unavailable { detail, .. }) if detail.contains("no member list")),
-                "{read:?}"
-            );
-        }
-        let write = cluster
-            .put(
-                b"k",
-                b"v",
-                None,
-                &Precondition::None,
-                Some(Consistency::One),
-            )
-            .await;
-        assert!(matches!(write, Err(ClusterError::Unavailable { .. })));
-        assert!(cluster.store().get(b"k").is_none());
-        let report = cluster.report(false);
-        assert_eq!((report.epoch, report.ownership.owned), (0, 0));
-        assert_eq!(report.node.role, Role::Absent);
-    }
-
-    #[tokio::test]
-    async fn a_departing_node_reports_owning_nothing_and_what_it_still_holds() {
-        let cluster = node("d", list(1, &["a", "d"], &[]));
-        let keys = keys(&cluster);
-        for key in &keys {
-            cluster
-                .store()
-                .put(key, b"v", None, &Precondition::None)
-                .expect("put");
-        }
-        let before = cluster.report(true);
-        assert_eq!(before.node.role, Role::Member);
-        assert!(before.ownership.owned > 0 && before.ownership.held_not_owned > 0);
-
-        assert!(cluster.install(list(2, &["a"], &["d"])));
-        let report = cluster.report(true);
-        assert_eq!(report.node.role, Role::Departing);
-        assert_eq!(report.ownership.owned, 0);
-        assert_eq!(report.ownership.held_not_owned, PARTITIONS as usize);
-        assert_eq!(report.departing.len(), 1);
-        assert!(report.departing[0].is_self);
-        assert!(report.members.iter().all(|m| !m.is_self));
-    }
-
-    #[tokio::test]
-    async fn a_departing_node_keeps_what_it_owned_until_the_move_completes() {
-        let cluster = node("d", list(1, &["a", "d"], &[]));
-        let keys = keys(&cluster);
-        for key in &keys {
-            cluster
-                .store()
-                .put(key, b"v", None, &Precondition::None)
-                .expect("put");
-        }
-        let owned_before: Vec<u32> = cluster.view().owned();
-        assert!(cluster.install(list(2, &["a"], &["d"])));
-        // A restarted member that pulled from it releases; an old owner mid-move keeps
-        // its partitions (other new owners may still pull them), and drops the rest.
-        for p in 0..PARTITIONS {
-            let owned_in_prev = owned_before.contains(&p);
-            assert_eq!(cluster.release(p), !owned_in_prev, "partition {p}");
-        }
-        assert_eq!(
-            cluster.store().partitions_holding_data().len(),
-            owned_before.len()
-        );
-        // Until then it answers reads for them as a complete holder (an old owner).
-        cluster.inner.synced.store(true, Ordering::Relaxed);
-        for p in 0..PARTITIONS {
-            assert_eq!(cluster.holds_completely(p), owned_before.contains(&p));
-        }
-    }
-}
+mod tests;

@@ -17,15 +17,14 @@
 //! hold everything) and restarts the steps against the newer `next`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::membership::Member;
-use super::peer::proto;
-use super::routing::Routing;
+use super::router::Routing;
+use super::wire::proto;
 use super::{Cluster, Consistency};
 
 const POLL: Duration = Duration::from_millis(200);
@@ -57,13 +56,16 @@ impl Cluster {
     /// Drives every membership move until the returned task is aborted.
     pub fn spawn_rebalancer(&self) -> tokio::task::JoinHandle<()> {
         let cluster = self.clone();
-        let mut changes = self.inner.changes.subscribe();
+        let mut changes = self.inner.router.changes();
         tokio::spawn(async move {
             loop {
                 let routing = cluster.routing();
                 if routing.moving() {
                     if let Err(waiting) = cluster.advance(&routing).await {
-                        cluster.inner.rebalance.lock().waiting_for = Some(waiting);
+                        cluster
+                            .inner
+                            .sync
+                            .update_progress(|progress| progress.waiting_for = Some(waiting));
                     }
                     tokio::select! {
                         _ = changes.changed() => {}
@@ -86,13 +88,13 @@ impl Cluster {
             .into_iter()
             .filter(|p| !prev_owned.contains(p))
             .collect();
-        let done = {
-            let mut progress = self.inner.rebalance.lock();
+        let started_at_ms = self.inner.store.now_ms();
+        let done = self.inner.sync.update_progress(|progress| {
             if progress.to_epoch != target {
                 *progress = Progress {
                     from_epoch: routing.prev.epoch(),
                     to_epoch: target,
-                    started_at_ms: self.inner.store.now_ms(),
+                    started_at_ms,
                     partitions_total: gained.len(),
                     ..Progress::default()
                 };
@@ -104,7 +106,7 @@ impl Cluster {
                 );
             }
             progress.partitions_done
-        };
+        });
 
         // 1. Pull what this node gains.
         for &partition in &gained[done..] {
@@ -114,15 +116,16 @@ impl Cluster {
             let (records, bytes) = self
                 .pull_from_prev_owners(routing, partition, false)
                 .await?;
-            let mut progress = self.inner.rebalance.lock();
-            progress.partitions_done += 1;
-            progress.records_moved += records;
-            progress.bytes_moved += bytes;
+            self.inner.sync.update_progress(|progress| {
+                progress.partitions_done += 1;
+                progress.records_moved += records;
+                progress.bytes_moved += bytes;
+            });
         }
 
         // 2. Catch up once nobody writes by the old epoch any more, then report synced.
         let members = self.poll_members(routing).await;
-        if self.inner.synced_epoch.load(Ordering::Relaxed) < target {
+        if self.inner.sync.caught_up_to() < target {
             if let Some(behind) = members.iter().find(|m| m.epoch < target) {
                 return Err(format!(
                     "member {} has not learned epoch {target}",
@@ -132,7 +135,7 @@ impl Cluster {
             for &partition in &gained {
                 self.pull_from_prev_owners(routing, partition, true).await?;
             }
-            self.inner.synced_epoch.store(target, Ordering::Relaxed);
+            self.inner.sync.caught_up(target);
             tracing::info!(epoch = target, "holding every partition of the new epoch");
         }
 
@@ -174,10 +177,7 @@ impl Cluster {
         } else {
             1.min(sources.len())
         };
-        let (pulled_before, bytes_before) = (
-            self.inner.counters.records_pulled.load(Ordering::Relaxed),
-            self.inner.counters.bytes_pulled.load(Ordering::Relaxed),
-        );
+        let (pulled_before, bytes_before) = self.inner.sync.pulled_totals();
         let mut answered = 0;
         let mut failures = Vec::new();
         for member in &sources {
@@ -195,10 +195,7 @@ impl Cluster {
                 Ok(_) => answered += 1,
                 Err(status) => {
                     self.peer_failed(&member.id, &status);
-                    self.inner
-                        .counters
-                        .sync_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.inner.sync.record_failure();
                     failures.push(format!("{}: {}", member.id, status.message()));
                 }
             }
@@ -209,10 +206,8 @@ impl Cluster {
                 failures.join("; ")
             ));
         }
-        Ok((
-            self.inner.counters.records_pulled.load(Ordering::Relaxed) - pulled_before,
-            self.inner.counters.bytes_pulled.load(Ordering::Relaxed) - bytes_before,
-        ))
+        let (pulled_after, bytes_after) = self.inner.sync.pulled_totals();
+        Ok((pulled_after - pulled_before, bytes_after - bytes_before))
     }
 
     /// The epoch and synced epoch of every other member of `prev` and `next`. A member
@@ -231,7 +226,7 @@ impl Cluster {
         let mut calls = JoinSet::new();
         for (id, member) in members {
             let id = id.to_owned();
-            let client = self.inner.peers.client(member);
+            let client = self.inner.replicator.peers().client(member);
             let request = proto::HelloRequest {
                 sender: Some(self.sender()),
             };
@@ -267,13 +262,8 @@ impl Cluster {
     /// Ends the move to `target`: `prev` becomes `next`, and partitions this node no
     /// longer owns are dropped.
     fn complete(&self, target: u64) {
-        let next = {
-            let mut routing = self.inner.routing.write();
-            if routing.next.epoch() != target {
-                return;
-            }
-            routing.prev = routing.next.clone();
-            routing.next.clone()
+        let Some(next) = self.inner.router.complete(target) else {
+            return;
         };
         let owned: BTreeSet<u32> = next.owned().into_iter().collect();
         let mut dropped = 0;
@@ -283,16 +273,14 @@ impl Cluster {
                 dropped += 1;
             }
         }
-        let mut progress = self.inner.rebalance.lock();
-        progress.completed_at_ms = Some(self.inner.store.now_ms());
-        progress.partitions_dropped = dropped;
-        progress.waiting_for = None;
+        let completed_at_ms = self.inner.store.now_ms();
+        self.inner.sync.update_progress(|progress| {
+            progress.completed_at_ms = Some(completed_at_ms);
+            progress.partitions_dropped = dropped;
+            progress.waiting_for = None;
+        });
         tracing::info!(epoch = target, dropped, "rebalance complete");
-        self.inner.changes.send_replace(target);
-    }
-
-    pub(super) fn rebalance_progress(&self) -> Progress {
-        self.inner.rebalance.lock().clone()
+        self.inner.router.announce(target);
     }
 }
 

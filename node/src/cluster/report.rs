@@ -4,13 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
 use super::membership::ReplicationFactor;
-use super::peer::PROTOCOL_VERSION;
 use super::rebalance::Progress;
+use super::wire::PROTOCOL_VERSION;
 use super::{Cluster, Role};
 
 #[derive(Debug, Serialize)]
@@ -85,7 +84,8 @@ pub struct SyncReport {
 }
 
 impl Cluster {
-    pub fn report(&self, ready: bool) -> ClusterReport {
+    /// What `GET /v1/cluster` says; `ready` is the node's lifecycle, read here.
+    pub fn report(&self) -> ClusterReport {
         let routing = self.routing();
         let view = &routing.next;
         let owned: BTreeSet<u32> = view.owned().into_iter().collect();
@@ -93,7 +93,7 @@ impl Cluster {
         let node_id = self.inner.identity.node_id.as_str();
         let member_report = |m: &super::membership::Member| MemberReport {
             id: m.id.clone(),
-            address: self.inner.peers.address(m),
+            address: self.inner.replicator.peers().address(m),
             is_self: m.id == node_id,
         };
         let held_not_owned = self
@@ -108,7 +108,7 @@ impl Cluster {
             node: NodeReport {
                 id: self.inner.identity.node_id.clone(),
                 incarnation: self.inner.identity.incarnation.clone(),
-                ready,
+                ready: self.lifecycle().is_ready(),
                 role: view.role_of(node_id),
                 synced_epoch: self.synced_epoch(),
             },
@@ -124,7 +124,7 @@ impl Cluster {
             },
             rebalance: RebalanceReport {
                 active: routing.moving(),
-                progress: self.rebalance_progress(),
+                progress: self.inner.sync.progress(),
             },
             sync: self.sync_report(),
         }
@@ -132,13 +132,6 @@ impl Cluster {
 
     /// The sync counters alone: cheap, for metrics scrapes.
     pub fn sync_report(&self) -> SyncReport {
-        let counters = &self.inner.counters;
-        SyncReport {
-            anti_entropy_rounds: counters.anti_entropy_rounds.load(Ordering::Relaxed),
-            records_repaired: counters.repaired.load(Ordering::Relaxed),
-            records_pulled: counters.records_pulled.load(Ordering::Relaxed),
-            bytes_pulled: counters.bytes_pulled.load(Ordering::Relaxed),
-            failures: counters.sync_failures.load(Ordering::Relaxed),
-        }
+        self.inner.sync.report()
     }
 }

@@ -10,9 +10,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::AppState;
 use super::error::AppError;
-use super::{AppState, Phase};
 use crate::cluster::ClusterReport;
+use crate::lifecycle::Phase;
 use crate::store::StoreStats;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -110,7 +111,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "kache_ready",
         "gauge",
         "1 when the node accepts traffic.",
-        u64::from(state.is_ready()),
+        u64::from(state.phase() == Phase::Ready),
     );
     let sync = state.cluster.sync_report();
     for (name, kind, help, value) in [
@@ -180,7 +181,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// This node's view of the cluster: epoch, members, what it owns.
 pub async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
-    Json(state.cluster.report(state.is_ready()))
+    Json(state.cluster.report())
 }
 
 /// Where a key lives: its partition and owners (like Redis's CLUSTER KEYSLOT).
@@ -209,8 +210,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     match state.phase() {
         Phase::Ready => Ok(Json(serde_json::json!({ "status": "ready" }))),
-        Phase::Syncing => Err(AppError::Syncing),
-        Phase::Draining => Err(AppError::ShuttingDown),
+        Phase::Starting | Phase::Syncing => Err(AppError::Syncing),
+        Phase::Draining { .. } | Phase::Stopped => Err(AppError::ShuttingDown),
     }
 }
 

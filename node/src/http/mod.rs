@@ -14,7 +14,7 @@ pub mod error;
 pub mod keys;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -27,19 +27,10 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::cluster::Cluster;
-use crate::cluster::peer::Identity;
+use crate::cluster::wire::Identity;
 use crate::config::{Limits, NodeConfig};
+use crate::lifecycle::Phase;
 use crate::store::Store;
-
-/// Where the node is in its life, as `/readyz` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Pulling the partitions it owns from co-owners; not serving as a replica yet.
-    Syncing = 0,
-    Ready = 1,
-    /// Shutting down.
-    Draining = 2,
-}
 
 /// Per-request state: the cluster (and through it the store) plus what the handlers need
 /// of the config.
@@ -54,7 +45,6 @@ struct Shared {
     limits: Limits,
     default_ttl: Option<Duration>,
     started: Instant,
-    phase: AtomicU8,
     /// Responses by status class (1xx..5xx), for `/metrics`.
     responses: [AtomicU64; 5],
 }
@@ -67,7 +57,6 @@ impl AppState {
                 limits: config.limits,
                 default_ttl: config.default_ttl,
                 started: Instant::now(),
-                phase: AtomicU8::new(Phase::Ready as u8),
                 responses: Default::default(),
             }),
         }
@@ -93,21 +82,9 @@ impl AppState {
         self.shared.default_ttl
     }
 
+    /// Where the node is in its life: read from the cluster's lifecycle, never copied.
     pub fn phase(&self) -> Phase {
-        match self.shared.phase.load(Ordering::Relaxed) {
-            0 => Phase::Syncing,
-            1 => Phase::Ready,
-            _ => Phase::Draining,
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.phase() == Phase::Ready
-    }
-
-    /// Ready only when the node holds what it owns; draining is final.
-    pub fn set_phase(&self, phase: Phase) {
-        self.shared.phase.store(phase as u8, Ordering::Relaxed);
+        self.cluster.lifecycle().phase()
     }
 
     pub fn uptime(&self) -> Duration {

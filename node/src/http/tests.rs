@@ -622,14 +622,43 @@ async fn stats_metrics_health_and_readiness() {
 
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
-    api.state.set_phase(Phase::Syncing);
-    let syncing = api.get("/readyz").await;
-    assert_eq!(syncing.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(syncing.error_code(), "syncing");
-    api.state.set_phase(Phase::Draining);
+    api.state.cluster.lifecycle().start_draining();
     let not_ready = api.get("/readyz").await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(not_ready.error_code(), "shutting_down");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_lifecycle_of_a_member_that_has_not_synced() {
+    use crate::cluster::discovery::Discovery;
+    use crate::cluster::membership::MemberList;
+    use crate::cluster::wire::Identity;
+    use crate::lifecycle::Phase;
+
+    let config = config();
+    let cluster = crate::cluster::Cluster::new(
+        Store::new(config.store.clone()),
+        Identity::new("member".into()),
+        MemberList::none(config.store.partitions),
+        config.consistency,
+        Discovery::from_list(),
+    );
+    let state = AppState::new(cluster.clone(), &config);
+    let api = Api {
+        app: BoxCloneSyncService::new(app(state.clone())),
+        state,
+    };
+    for phase in [Phase::Starting, Phase::Syncing] {
+        cluster.lifecycle().advance(phase);
+        let syncing = api.get("/readyz").await;
+        assert_eq!(syncing.status, StatusCode::SERVICE_UNAVAILABLE, "{phase:?}");
+        assert_eq!(syncing.error_code(), "syncing");
+        let report = api.get("/v1/cluster").await.json();
+        assert_eq!(report["node"]["ready"], false);
+    }
+    cluster.lifecycle().start_draining();
+    assert_eq!(api.get("/readyz").await.error_code(), "shutting_down");
+    assert!(!cluster.is_synced(), "stopped mid-sync: never a source");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ pub mod entry;
 mod eviction;
 mod expiry;
 mod partition;
+mod record;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,7 @@ pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
 use partition::PartitionMap;
 pub use partition::key_hash;
+pub use record::Record;
 use xxhash_rust::xxh3::Xxh3;
 
 /// Buckets per partition digest.
@@ -123,17 +125,6 @@ impl Precondition {
             Err(StoreError::PreconditionFailed)
         }
     }
-}
-
-/// A versioned entry as replicas exchange it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub version: Version,
-    /// Unix ms; 0 means never.
-    pub expires_at_ms: u64,
-    pub tombstone: bool,
 }
 
 /// What [`Store::apply`] did with a record.
@@ -235,6 +226,20 @@ impl Store {
     /// A fresh version from this node's hybrid logical clock.
     pub fn next_version(&self) -> Version {
         self.shared.hlc.next(self.now_ms())
+    }
+
+    /// A new write of `value` under `key`, versioned by this node's clock, for replicas.
+    pub fn new_put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Record {
+        let now = self.now_ms();
+        Record::put(key, value, self.shared.hlc.next(now), ttl, now)
+    }
+
+    /// A new delete of `key`, versioned by this node's clock, for replicas: a tombstone
+    /// that lives `--tombstone-ttl`.
+    pub fn new_tombstone(&self, key: &[u8]) -> Record {
+        let now = self.now_ms();
+        let version = self.shared.hlc.next(now);
+        Record::tombstone(key, version, now, self.shared.config.tombstone_ttl)
     }
 
     /// The partition's digest: [`DIGEST_BUCKETS`] order-independent sums over its
@@ -381,7 +386,7 @@ impl Store {
             precondition.check(current.filter(|e| e.is_live(now)).map(Entry::version))?;
             Ok(Decision::Write(EntryMeta {
                 version: self.shared.hlc.next(now),
-                expires_at_ms: ttl.map_or(0, |ttl| now.saturating_add(millis(ttl))),
+                expires_at_ms: record::expiry(now, ttl),
                 eviction: policy.on_insert(now, tick),
                 tombstone: false,
             }))
@@ -538,8 +543,8 @@ impl Store {
             return Err(StoreError::NotFound);
         };
         let version = self.shared.hlc.next(now);
-        let grace = millis(self.shared.config.tombstone_ttl);
-        let (old, kept) = if grace == 0 {
+        let lifetime = self.shared.config.tombstone_ttl;
+        let (old, kept) = if lifetime.is_zero() {
             (part.remove(slot), 0)
         } else {
             let tombstone = Entry::new(
@@ -547,7 +552,7 @@ impl Store {
                 &[],
                 EntryMeta {
                     version,
-                    expires_at_ms: now.saturating_add(grace),
+                    expires_at_ms: record::tombstone_expiry(now, lifetime),
                     eviction: self.shared.config.eviction.on_insert(now, part.tick()),
                     tombstone: true,
                 },
@@ -699,10 +704,6 @@ fn count_removal(part: &mut PartitionMap, removed: &Entry, why: Removal) {
         Removal::Expired => counters.expirations += 1,
         Removal::Evicted => counters.evictions += 1,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! real gRPC on loopback.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -14,7 +13,8 @@ use tokio_stream::StreamExt;
 use super::*;
 use crate::cluster::discovery::Discovery;
 use crate::cluster::membership::{Member, MemberList, ReplicationFactor};
-use crate::cluster::peer::{Identity, PeerService};
+use crate::cluster::peer::PeerService;
+use crate::cluster::wire::Identity;
 use crate::cluster::{Cluster, Consistency, Defaults};
 use crate::store::entry::Entry;
 use crate::store::{EvictionPolicy, Precondition, StoreConfig};
@@ -121,7 +121,7 @@ async fn pair(a: Store, b: Store, replication_factor: u16) -> (Cluster, Cluster)
     }
     let b = clusters.pop().expect("b");
     let a = clusters.pop().expect("a");
-    a.inner.synced.store(true, Ordering::Relaxed);
+    a.lifecycle().advance(crate::lifecycle::Phase::Ready);
     (a, b)
 }
 

@@ -1,0 +1,179 @@
+//! The client side of the peer protocol: one lazily connected channel per member, to the
+//! address discovery gives for it now.
+//!
+//! A member without a known address is an `UNAVAILABLE` error, like a failed call, never
+//! "no data". A call that fails on the transport makes discovery look again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::discovery::Discovery;
+use crate::cluster::membership::Member;
+use crate::cluster::wire::{is_syncing, proto::peer_client::PeerClient};
+
+/// A client for one member.
+pub type Client = PeerClient<Channel>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for discovery to learn a member's address. A new member's
+/// EndpointSlice entry can reach this node a moment after the member list naming it.
+const ADDRESS_WAIT: Duration = Duration::from_secs(3);
+const ADDRESS_POLL: Duration = Duration::from_millis(50);
+
+/// Clients for other members: one lazily connected channel per member, to the address
+/// discovery gives for it now. When that address changes (a recreated pod), the next call
+/// opens a channel to the new one and the old channel is dropped.
+#[derive(Debug, Clone)]
+pub struct PeerClients {
+    discovery: Discovery,
+    /// A parking_lot mutex, never held across an `.await`: callers clone a client out.
+    channels: Arc<Mutex<HashMap<String, Connected>>>,
+}
+
+/// A member's channel and the address it connects to.
+type Connected = (SocketAddr, PeerClient<Channel>);
+
+impl PeerClients {
+    pub fn new(discovery: Discovery) -> Self {
+        Self {
+            discovery,
+            channels: Arc::default(),
+        }
+    }
+
+    /// Where `member` is reachable now, if anywhere.
+    pub fn address(&self, member: &Member) -> Option<SocketAddr> {
+        self.discovery.address(member)
+    }
+
+    /// A client for `member`. A member without a known address is an `UNAVAILABLE`
+    /// error, like a failed call: never "no data".
+    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        let Some(address) = self.discovery.address(member) else {
+            self.discovery.unreachable(&member.id);
+            return Err(Status::unavailable(format!(
+                "no known address for member '{}'",
+                member.id
+            )));
+        };
+        let mut channels = self.channels.lock();
+        if let Some((known, client)) = channels.get(&member.id)
+            && *known == address
+        {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| Status::internal(format!("bad peer address {address}: {err}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        let client = PeerClient::new(endpoint.connect_lazy());
+        channels.insert(member.id.clone(), (address, client.clone()));
+        Ok(client)
+    }
+
+    /// Like [`Self::client`], but a member whose address discovery does not know yet is
+    /// waited for (up to `ADDRESS_WAIT`) before the call counts as failed.
+    pub async fn client_when_known(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        // Bounded: ADDRESS_WAIT / ADDRESS_POLL rounds.
+        let rounds = ADDRESS_WAIT.as_millis() / ADDRESS_POLL.as_millis();
+        for _ in 0..rounds {
+            if self.discovery.address(member).is_some() {
+                break;
+            }
+            tokio::time::sleep(ADDRESS_POLL).await;
+        }
+        self.client(member)
+    }
+
+    /// A call to `id` failed with `status`: if it could not connect or timed out, its
+    /// address may be outdated, and discovery looks again.
+    pub fn failed(&self, id: &str, status: &Status) {
+        let transport = matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        );
+        if transport && !is_syncing(status) {
+            self.discovery.unreachable(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            address: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_changed_address_gets_a_new_channel_and_an_unknown_one_is_an_error() {
+        let first: SocketAddr = "10.0.0.1:7071".parse().expect("addr");
+        let moved: SocketAddr = "10.0.0.2:7071".parse().expect("addr");
+        let discovery = Discovery::knowing(HashMap::from([("a".to_owned(), first)]));
+        let clients = PeerClients::new(discovery.clone());
+        let connected = |id: &str| clients.channels.lock().get(id).map(|(address, _)| *address);
+
+        clients.client(&member("a")).expect("known address");
+        assert_eq!(connected("a"), Some(first));
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), moved)]));
+        clients.client(&member("a")).expect("new address");
+        assert_eq!(connected("a"), Some(moved), "reconnects to the new address");
+        assert_eq!(
+            clients.channels.lock().len(),
+            1,
+            "the old channel is dropped"
+        );
+
+        let unknown = clients.client(&member("b")).expect_err("no address");
+        assert_eq!(unknown.code(), tonic::Code::Unavailable);
+        assert!(
+            !is_syncing(&unknown),
+            "unreachable is not 'syncing' (which means no data)"
+        );
+        assert!(unknown.message().contains("no known address"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_briefly_for_an_address_discovery_has_not_seen_yet() {
+        let late: SocketAddr = "10.0.0.3:7071".parse().expect("addr");
+        let discovery = Discovery::knowing(HashMap::new());
+        let clients = PeerClients::new(discovery.clone());
+        let learn = {
+            let discovery = discovery.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                discovery.replace_for_test(HashMap::from([("c".to_owned(), late)]));
+            })
+        };
+        clients
+            .client_when_known(&member("c"))
+            .await
+            .expect("the address arrived within the wait");
+        learn.await.expect("join");
+
+        let started = tokio::time::Instant::now();
+        let never = clients
+            .client_when_known(&member("d"))
+            .await
+            .expect_err("no address ever arrives");
+        assert_eq!(never.code(), tonic::Code::Unavailable);
+        assert!(
+            started.elapsed() >= ADDRESS_WAIT - ADDRESS_POLL,
+            "it waited before failing"
+        );
+    }
+}

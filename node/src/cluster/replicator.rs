@@ -1,0 +1,305 @@
+//! The replicator: calls a key's remote replicas at once and counts their answers.
+//!
+//! Reads, writes and read repair share one skeleton, [`Replicator::fan_out`]: call every
+//! remote replica concurrently, feed each answer to a [`Tally`] until it has enough, and
+//! collect the errors of the ones that failed. The tallies say what "enough" means:
+//! - [`ReadTally`]: `needed` answers from replicas that hold the partition completely;
+//!   the newest version wins, and replicas that answered older are repaired.
+//! - [`WriteTally`]: W acknowledgements among the `next` owners and, during a move, W
+//!   among the `prev` owners too.
+//!
+//! A failed call is an error in the tally's final answer, never "no data"; it also tells
+//! the peer pool, so discovery looks again at an address that stopped answering.
+
+use std::future::Future;
+
+use tokio::task::JoinSet;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use super::membership::Member;
+use super::peer::PeerClients;
+use super::router::{Replica, Targets};
+use super::wire::proto::{self, peer_client::PeerClient};
+use super::{ClusterError, Consistency};
+use crate::store::Record;
+
+/// Counts the answers of one fan-out.
+pub trait Tally<K, T> {
+    /// The replica tagged `tag` answered `reply`.
+    fn record(&mut self, tag: K, reply: T);
+    /// Whether the answers so far are enough to stop waiting.
+    fn enough(&self) -> bool;
+}
+
+/// What happens to calls still in flight once the tally has enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rest {
+    /// Drop them: their answers no longer matter (reads).
+    Abandon,
+    /// Let them finish in the background: the remaining replicas still get the write.
+    Finish,
+}
+
+/// The peer pool, and the one way of calling several replicas at once.
+#[derive(Debug)]
+pub struct Replicator {
+    peers: PeerClients,
+}
+
+impl Replicator {
+    pub fn new(peers: PeerClients) -> Self {
+        Self { peers }
+    }
+
+    pub fn peers(&self) -> &PeerClients {
+        &self.peers
+    }
+
+    /// Calls `call` on every member of `remotes` concurrently and feeds each answer, with
+    /// the member's tag, to `tally` until it has enough or every call has ended. Returns
+    /// the errors of the calls that failed, as `member: message`.
+    pub async fn fan_out<K, T, F, Fut>(
+        &self,
+        remotes: Vec<(Member, K)>,
+        call: F,
+        tally: &mut impl Tally<K, T>,
+        rest: Rest,
+    ) -> Vec<String>
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+        F: Fn(PeerClient<Channel>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let mut calls = JoinSet::new();
+        for (member, tag) in remotes {
+            let peers = self.peers.clone();
+            let call = call.clone();
+            calls.spawn(async move {
+                let reply = match peers.client_when_known(&member).await {
+                    Ok(client) => call(client).await,
+                    Err(status) => Err(status),
+                };
+                (member.id, tag, reply)
+            });
+        }
+        let mut errors = Vec::new();
+        while !tally.enough() {
+            let Some(joined) = calls.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((_, tag, Ok(reply))) => tally.record(tag, reply),
+                Ok((id, _, Err(status))) => {
+                    self.peers.failed(&id, &status);
+                    errors.push(format!("{id}: {}", status.message()));
+                }
+                Err(join) => errors.push(join.to_string()),
+            }
+        }
+        if rest == Rest::Finish && !calls.is_empty() {
+            // Dropping a JoinSet aborts its tasks.
+            tokio::spawn(async move { while calls.join_next().await.is_some() {} });
+        }
+        errors
+    }
+}
+
+/// A quorum read: the newest record among `needed` complete replicas.
+#[derive(Debug)]
+pub struct ReadTally {
+    needed: usize,
+    /// Answers from replicas that hold the partition completely.
+    authoritative: usize,
+    answers: Vec<(Replica, Option<Record>)>,
+}
+
+impl ReadTally {
+    pub fn new(needed: usize) -> Self {
+        Self {
+            needed,
+            authoritative: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    /// `replica` answered `record`; `authoritative` if it holds the partition completely,
+    /// so that its "absent" means absent.
+    pub fn answer(&mut self, replica: Replica, authoritative: bool, record: Option<Record>) {
+        self.authoritative += usize::from(authoritative);
+        self.answers.push((replica, record));
+    }
+
+    /// The newest record (None: absent everywhere that counts) and the replicas that
+    /// answered something older, to repair; or why there were not enough answers.
+    pub fn finish(self, errors: &[String]) -> Result<(Option<Record>, Vec<Replica>), ClusterError> {
+        if self.authoritative < self.needed {
+            return Err(ClusterError::Unavailable {
+                needed: self.needed,
+                acked: self.authoritative,
+                detail: if errors.is_empty() {
+                    "replicas answered but do not hold the partition completely yet".into()
+                } else {
+                    errors.join("; ")
+                },
+            });
+        }
+        let newest = self
+            .answers
+            .iter()
+            .filter_map(|(_, record)| record.as_ref())
+            .max_by_key(|record| record.version)
+            .cloned();
+        let Some(newest_version) = newest.as_ref().map(|r| r.version) else {
+            return Ok((None, Vec::new()));
+        };
+        let stale = self
+            .answers
+            .into_iter()
+            .filter(|(_, record)| record.as_ref().map(|r| r.version) != Some(newest_version))
+            .map(|(replica, _)| replica)
+            .collect();
+        Ok((newest, stale))
+    }
+}
+
+impl Tally<Replica, proto::GetResponse> for ReadTally {
+    fn record(&mut self, replica: Replica, reply: proto::GetResponse) {
+        self.answer(replica, reply.authoritative, reply.record.map(Record::from));
+    }
+
+    fn enough(&self) -> bool {
+        self.authoritative >= self.needed
+    }
+}
+
+/// Which owner groups an acknowledging replica belongs to: `(in_next, in_prev)`.
+pub type Groups = (bool, bool);
+
+/// A write: `level` among the `next` owners and, during a move, among the `prev` owners.
+#[derive(Debug)]
+pub struct WriteTally {
+    need_next: usize,
+    need_prev: usize,
+    acked_next: usize,
+    acked_prev: usize,
+}
+
+impl WriteTally {
+    pub fn new(targets: &Targets, level: Consistency) -> Self {
+        Self {
+            need_next: level.required(targets.next_owners),
+            need_prev: if targets.moving {
+                level.required(targets.prev_owners)
+            } else {
+                0
+            },
+            acked_next: 0,
+            acked_prev: 0,
+        }
+    }
+
+    /// A replica in the `(in_next, in_prev)` groups stored the write.
+    pub fn ack(&mut self, (in_next, in_prev): Groups) {
+        self.acked_next += usize::from(in_next);
+        self.acked_prev += usize::from(in_prev);
+    }
+
+    /// Ok once both groups met the level; otherwise what was missing.
+    pub fn finish(self, errors: &[String]) -> Result<(), ClusterError> {
+        if self.enough() {
+            return Ok(());
+        }
+        Err(ClusterError::Unavailable {
+            needed: self.need_next + self.need_prev,
+            acked: self.acked_next.min(self.need_next) + self.acked_prev.min(self.need_prev),
+            detail: errors.join("; "),
+        })
+    }
+}
+
+impl Tally<Groups, ()> for WriteTally {
+    fn record(&mut self, groups: Groups, (): ()) {
+        self.ack(groups);
+    }
+
+    fn enough(&self) -> bool {
+        self.acked_next >= self.need_next && self.acked_prev >= self.need_prev
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Version;
+
+    fn record(hlc: u64) -> Record {
+        Record::put(b"k", b"v", Version { hlc, node: 1 }, None, 0)
+    }
+
+    fn remote(id: &str) -> Replica {
+        Replica::Remote(Member {
+            id: id.into(),
+            address: None,
+        })
+    }
+
+    #[test]
+    fn a_read_needs_complete_replicas_and_names_the_stale_ones() {
+        let mut tally = ReadTally::new(2);
+        tally.answer(Replica::Local, false, None);
+        tally.answer(remote("b"), true, Some(record(5)));
+        assert!(!tally.enough(), "an incomplete replica does not count");
+        tally.answer(remote("c"), true, Some(record(3)));
+        assert!(tally.enough());
+        let (newest, stale) = tally.finish(&[]).expect("enough");
+        assert_eq!(newest.map(|r| r.version.hlc), Some(5));
+        let stale: Vec<String> = stale
+            .iter()
+            .map(|r| match r {
+                Replica::Local => "local".to_owned(),
+                Replica::Remote(m) => m.id.clone(),
+            })
+            .collect();
+        assert_eq!(stale, ["local", "c"]);
+
+        let short = ReadTally::new(2);
+        let err = short
+            .finish(&["b: down".into()])
+            .expect_err("no answers");
+        assert!(
+            matches!(err, ClusterError::Unavailable { needed: 2, acked: 0, ref detail } if detail == "b: down")
+        );
+    }
+
+    #[test]
+    fn a_write_during_a_move_needs_both_groups() {
+        let targets = Targets {
+            targets: Vec::new(),
+            moving: true,
+            prev_owners: 2,
+            next_owners: 2,
+        };
+        let mut tally = WriteTally::new(&targets, Consistency::Quorum);
+        tally.ack((true, false));
+        tally.ack((true, false));
+        assert!(!tally.enough(), "the old owners have not acknowledged");
+        tally.ack((false, true));
+        tally.ack((true, true));
+        assert!(tally.enough());
+        assert!(tally.finish(&[]).is_ok());
+
+        let mut half = WriteTally::new(&targets, Consistency::All);
+        half.ack((true, true));
+        let err = half.finish(&["c: refused".into()]).expect_err("short");
+        assert!(matches!(
+            err,
+            ClusterError::Unavailable {
+                needed: 4,
+                acked: 2,
+                ..
+            }
+        ));
+    }
+}

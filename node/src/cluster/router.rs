@@ -1,0 +1,368 @@
+//! The router: this node's view of the membership, and who holds each partition.
+//!
+//! It owns the two views a node routes by: `prev` (the last view whose owners are known
+//! to hold their partitions completely) and `next` (the newest epoch). Outside a move they
+//! are the same view. It answers every "who?" question about a partition: the replicas a
+//! request involves ([`Router::targets`]), whether this node can answer alone, whether it
+//! stores a peer's write, and whether it alone owns a partition. It never moves data.
+//!
+//! During a move, a key's replicas are its owners in `prev` and in `next` together:
+//! - a write needs W acknowledgements from the `prev` owners (so they stay complete for
+//!   reads until the move ends) and W from the `next` owners (so nothing acknowledged
+//!   depends on the partition stream);
+//! - a read asks everyone and counts only answers from replicas that hold the partition
+//!   completely, so a new owner still pulling can add data but never a miss.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::membership::{Member, MemberList};
+use super::placement::Placement;
+use super::{ClusterError, Consistency};
+
+/// One membership epoch with its placement.
+#[derive(Debug)]
+pub struct View {
+    pub list: MemberList,
+    pub placement: Placement,
+    /// This node's index in the list, if it is a member (not departing, not absent).
+    pub self_index: Option<u16>,
+}
+
+/// Where this node stands in a member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// In `members`: owns partitions.
+    Member,
+    /// In `departing`: owns nothing, may still hold data being handed off.
+    Departing,
+    /// In neither (not added yet, or already removed): owns nothing.
+    Absent,
+}
+
+impl View {
+    pub(super) fn new(list: MemberList, node_id: &str) -> Self {
+        let placement = Placement::new(
+            &list.ids(),
+            list.partitions,
+            list.replication_factor.count(),
+        );
+        let self_index = list
+            .members
+            .iter()
+            .position(|m| m.id == node_id)
+            .and_then(|i| u16::try_from(i).ok());
+        Self {
+            list,
+            placement,
+            self_index,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.list.epoch
+    }
+
+    /// Where `node_id` stands in this view.
+    pub fn role_of(&self, node_id: &str) -> Role {
+        if self.list.members.iter().any(|m| m.id == node_id) {
+            Role::Member
+        } else if self.list.is_departing(node_id) {
+            Role::Departing
+        } else {
+            Role::Absent
+        }
+    }
+
+    /// Whether this node owns `partition` in this view.
+    pub fn owns(&self, partition: u32) -> bool {
+        self.self_index
+            .is_some_and(|me| self.placement.owners(partition).contains(&me))
+    }
+
+    /// Whether this node is `partition`'s only owner in this view.
+    pub fn owns_alone(&self, partition: u32) -> bool {
+        self.self_index
+            .is_some_and(|me| self.placement.owners(partition) == [me])
+    }
+
+    /// Whether the member `id` owns `partition` in this view.
+    pub fn is_owner(&self, id: &str, partition: u32) -> bool {
+        self.owners(partition).any(|owner| owner.id == id)
+    }
+
+    /// The members owning `partition`, best ranked first.
+    pub fn owners(&self, partition: u32) -> impl Iterator<Item = &Member> {
+        self.placement
+            .owners(partition)
+            .iter()
+            .map(|&owner| &self.list.members[usize::from(owner)])
+    }
+
+    /// Partitions this node owns in this view.
+    pub fn owned(&self) -> Vec<u32> {
+        self.self_index
+            .map(|me| self.placement.owned_by(me).collect())
+            .unwrap_or_default()
+    }
+
+    fn replica(&self, owner: u16) -> Replica {
+        if Some(owner) == self.self_index {
+            Replica::Local
+        } else {
+            Replica::Remote(self.list.members[usize::from(owner)].clone())
+        }
+    }
+}
+
+/// The views a node routes by: equal outside a move.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// The last view whose owners hold their partitions completely.
+    pub prev: Arc<View>,
+    /// The newest epoch.
+    pub next: Arc<View>,
+}
+
+impl Routing {
+    pub fn moving(&self) -> bool {
+        self.prev.epoch() != self.next.epoch()
+    }
+
+    /// Whether this node owns `partition` in either view (an old owner keeps what it
+    /// owned until the move completes).
+    pub fn owns_in_either(&self, partition: u32) -> bool {
+        self.next.owns(partition) || (self.moving() && self.prev.owns(partition))
+    }
+}
+
+/// Where one copy of a key lives. A remote member's address is looked up (through
+/// discovery) when it is called; one without a known address fails like a failed call.
+#[derive(Debug, Clone)]
+pub enum Replica {
+    Local,
+    Remote(Member),
+}
+
+/// A replica and the owner groups it belongs to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub replica: Replica,
+    pub in_prev: bool,
+    pub in_next: bool,
+}
+
+/// The replicas of one key, and how many owners each group has.
+#[derive(Debug)]
+pub struct Targets {
+    pub targets: Vec<Target>,
+    pub moving: bool,
+    pub prev_owners: usize,
+    pub next_owners: usize,
+}
+
+impl Targets {
+    /// Owners whose answers make a read: the `prev` owners during a move.
+    pub fn read_group_size(&self) -> usize {
+        if self.moving {
+            self.prev_owners
+        } else {
+            self.next_owners
+        }
+    }
+
+    /// Replicas to repair: each counts as one `next` owner, and all must acknowledge.
+    pub fn repair(replicas: Vec<Replica>) -> Self {
+        Self {
+            next_owners: replicas.len(),
+            prev_owners: 0,
+            moving: false,
+            targets: replicas
+                .into_iter()
+                .map(|replica| Target {
+                    replica,
+                    in_prev: false,
+                    in_next: true,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The owner of the routing views. Readers copy two `Arc`s out and let go, so the
+/// parking_lot lock is held for nanoseconds and never across an `.await`.
+#[derive(Debug)]
+pub struct Router {
+    node_id: String,
+    /// Replaced whole on every change.
+    views: RwLock<Routing>,
+    /// Bumped on every routing change, to wake the rebalancer and list waiters.
+    changes: watch::Sender<u64>,
+}
+
+impl Router {
+    pub fn new(node_id: String, list: MemberList) -> Self {
+        let epoch = list.epoch;
+        let view = Arc::new(View::new(list, &node_id));
+        Self {
+            node_id,
+            views: RwLock::new(Routing {
+                prev: view.clone(),
+                next: view,
+            }),
+            changes: watch::channel(epoch).0,
+        }
+    }
+
+    /// The newest view (the epoch in force).
+    pub fn view(&self) -> Arc<View> {
+        self.views.read().next.clone()
+    }
+
+    pub fn routing(&self) -> Routing {
+        self.views.read().clone()
+    }
+
+    /// Wakes on every routing change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Installs a member list if its epoch is newer than the one in force. A move in
+    /// progress keeps its `prev` view: those owners still hold the data. The first list
+    /// a node receives is not a move: with no list before it, nobody owned anything, and
+    /// the startup sync pulls what this node owns.
+    pub fn install(&self, list: MemberList) -> bool {
+        let mut views = self.views.write();
+        if list.epoch <= views.next.epoch() || !list.has_members() {
+            return false;
+        }
+        let view = Arc::new(View::new(list, &self.node_id));
+        tracing::info!(
+            from = views.next.epoch(),
+            to = view.epoch(),
+            members = view.list.members.len(),
+            departing = view.list.departing.len(),
+            role = ?view.role_of(&self.node_id),
+            "membership changed"
+        );
+        let epoch = view.epoch();
+        if !views.next.list.has_members() {
+            views.prev = view.clone();
+        }
+        views.next = view;
+        drop(views);
+        self.changes.send_replace(epoch);
+        true
+    }
+
+    /// Ends the move to `target`: `prev` becomes `next`. Returns the view now in force,
+    /// or None if a newer epoch superseded `target`.
+    pub fn complete(&self, target: u64) -> Option<Arc<View>> {
+        let mut views = self.views.write();
+        if views.next.epoch() != target {
+            return None;
+        }
+        views.prev = views.next.clone();
+        Some(views.next.clone())
+    }
+
+    /// Tells waiters that a move to `epoch` completed.
+    pub fn announce(&self, epoch: u64) {
+        self.changes.send_replace(epoch);
+    }
+
+    /// Whether a request needing `level` of `partition`'s owners can be answered by this
+    /// node alone: the hot path of a single node, decided without allocating.
+    pub fn answerable_locally(&self, partition: u32, level: Consistency) -> bool {
+        let views = self.views.read();
+        if views.moving() {
+            return false;
+        }
+        let owners = views.next.placement.owners(partition);
+        views.next.owns(partition) && level.required(owners.len()) == 1
+    }
+
+    /// Whether this node stores writes for `partition` from a sender on `sender_epoch`:
+    /// as an owner in `prev` or `next`, or unconditionally when the sender has seen a
+    /// newer epoch than this node (this node is behind, and may be a new owner).
+    pub fn accepts_writes_for(&self, partition: u32, sender_epoch: u64) -> bool {
+        let views = self.views.read();
+        sender_epoch > views.next.epoch() || views.owns_in_either(partition)
+    }
+
+    /// Whether this node is `partition`'s only owner in the epoch in force.
+    pub fn owns_alone(&self, partition: u32) -> bool {
+        self.views.read().next.owns_alone(partition)
+    }
+
+    /// Whether this node holds `partition` completely, given the newest epoch it fully
+    /// holds (None before its startup sync): an owner in `prev` during a move (it keeps
+    /// everything until the move completes), or an owner in `next` that has synced for it.
+    pub fn holds_completely(&self, partition: u32, synced_epoch: Option<u64>) -> bool {
+        let Some(synced_epoch) = synced_epoch else {
+            return false;
+        };
+        let views = self.views.read();
+        (views.moving() && views.prev.owns(partition))
+            || (views.next.owns(partition) && synced_epoch >= views.next.epoch())
+    }
+
+    /// The replicas of `partition`. A node without a member list yet knows no owners:
+    /// that is an error, never an empty answer.
+    pub fn targets(&self, partition: u32) -> Result<Targets, ClusterError> {
+        let views = self.routing();
+        if !views.next.list.has_members() {
+            return Err(ClusterError::Unavailable {
+                needed: 1,
+                acked: 0,
+                detail: "this node has no member list yet".into(),
+            });
+        }
+        let next_owners = views.next.placement.owners(partition);
+        let mut targets: Vec<Target> = next_owners
+            .iter()
+            .map(|&owner| Target {
+                replica: views.next.replica(owner),
+                in_prev: false,
+                in_next: true,
+            })
+            .collect();
+        let moving = views.moving();
+        let prev_owners = views.prev.placement.owners(partition);
+        if moving {
+            for &owner in prev_owners {
+                let candidate = views.prev.replica(owner);
+                let id = self.replica_id(&candidate).to_owned();
+                match targets
+                    .iter_mut()
+                    .find(|t| self.replica_id(&t.replica) == id)
+                {
+                    Some(existing) => existing.in_prev = true,
+                    None => targets.push(Target {
+                        replica: candidate,
+                        in_prev: true,
+                        in_next: false,
+                    }),
+                }
+            }
+        }
+        Ok(Targets {
+            targets,
+            moving,
+            prev_owners: prev_owners.len(),
+            next_owners: next_owners.len(),
+        })
+    }
+
+    fn replica_id<'a>(&'a self, replica: &'a Replica) -> &'a str {
+        match replica {
+            Replica::Local => &self.node_id,
+            Replica::Remote(member) => &member.id,
+        }
+    }
+}

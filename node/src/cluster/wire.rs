@@ -1,0 +1,90 @@
+//! The ground floor of the peer protocol: the types generated from `proto/peer.proto`,
+//! their conversions to and from the store's, and the conventions both ends share (the
+//! protocol version, who a request is from, what "still syncing" looks like).
+//!
+//! Everything else in `cluster/` that speaks to peers builds on this module; it imports
+//! nothing from them.
+
+use tonic::Status;
+
+use crate::clock::Version;
+use crate::store::Record;
+
+pub mod proto {
+    // `allow`, not `expect`: which of these fire depends on the generator's version, and
+    // an unfulfilled expectation would fail the build on generated code we don't write.
+    #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("kache.peer.v1");
+}
+
+/// The version of `proto/peer.proto` this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The message of the `UNAVAILABLE` status a node answers while it has not re-synced.
+const SYNCING: &str = "syncing: this node has not re-synced the partitions it owns";
+
+/// The refusal of a node that is not a source yet: it does not hold what it owns.
+pub fn syncing() -> Status {
+    Status::unavailable(SYNCING)
+}
+
+/// Whether a peer refused because it is still syncing (as opposed to being unreachable).
+pub fn is_syncing(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message() == SYNCING
+}
+
+/// Who this node is, as it introduces itself to peers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: String,
+    /// Random per process start.
+    pub incarnation: String,
+}
+
+impl Identity {
+    pub fn new(node_id: String) -> Self {
+        Self {
+            node_id,
+            incarnation: format!("{:016x}", fastrand::u64(..)),
+        }
+    }
+
+    /// This node as a request's sender, on `epoch` and holding `synced_epoch`.
+    pub fn sender(&self, epoch: u64, synced_epoch: u64) -> proto::Sender {
+        proto::Sender {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: self.node_id.clone(),
+            incarnation: self.incarnation.clone(),
+            epoch,
+            synced_epoch,
+        }
+    }
+}
+
+impl From<Record> for proto::Record {
+    fn from(record: Record) -> Self {
+        Self {
+            key: record.key,
+            value: record.value,
+            hlc: record.version.hlc,
+            writer: record.version.node,
+            expires_at_ms: record.expires_at_ms,
+            tombstone: record.tombstone,
+        }
+    }
+}
+
+impl From<proto::Record> for Record {
+    fn from(record: proto::Record) -> Self {
+        Self {
+            key: record.key,
+            value: record.value,
+            version: Version {
+                hlc: record.hlc,
+                node: record.writer,
+            },
+            expires_at_ms: record.expires_at_ms,
+            tombstone: record.tombstone,
+        }
+    }
+}
