@@ -10,7 +10,10 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// Configuration errors are one clear line on stderr and exit code 2.
-#[allow(clippy::print_stderr)]
+#[expect(
+    clippy::print_stderr,
+    reason = "the one place a configuration error reaches the user"
+)]
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -34,6 +34,7 @@
 
 pub mod anti_entropy;
 pub mod chunk;
+mod consistency;
 pub mod discovery;
 pub mod drain;
 pub mod fence;
@@ -47,15 +48,14 @@ pub mod router;
 pub mod sync_state;
 pub mod wire;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
+pub use consistency::Consistency;
 use discovery::Discovery;
 use fence::DrainFence;
 use membership::{MemberList, ReplicationFactor};
@@ -66,41 +66,6 @@ use router::{Replica, Router, Routing, Targets};
 pub use router::{Role, View};
 use sync_state::SyncState;
 use wire::{Identity, proto};
-
-/// How many owners a request waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    One,
-    Quorum,
-    All,
-}
-
-impl Consistency {
-    /// Answers needed out of `owners`.
-    pub fn required(self, owners: usize) -> usize {
-        match self {
-            Self::One => 1.min(owners),
-            Self::Quorum => owners / 2 + 1,
-            Self::All => owners,
-        }
-    }
-}
-
-impl FromStr for Consistency {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "one" => Ok(Self::One),
-            "quorum" => Ok(Self::Quorum),
-            "all" => Ok(Self::All),
-            other => Err(format!(
-                "unknown consistency '{other}' (expected one, quorum or all)"
-            )),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -338,17 +303,11 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
         let partition = self.inner.store.partition_of(key);
-        self.check_not_draining(partition)?;
-        if self
-            .inner
-            .router
-            .answerable_locally(partition, Consistency::All)
-        {
-            // One copy, and it is here: the store checks the precondition atomically.
-            let written = self.fenced(partition, || {
-                self.inner.store.put(key, value, ttl, precondition)
-            });
-            return Ok(written.ok_or_else(|| self.draining_error(partition))??);
+        let alone = self.write_alone(partition, || {
+            self.inner.store.put(key, value, ttl, precondition)
+        })?;
+        if let Some(written) = alone {
+            return Ok(written);
         }
         let targets = self.inner.router.targets(partition)?;
         let created = self.check_precondition(key, &targets, precondition).await?;
@@ -367,14 +326,8 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
         let partition = self.inner.store.partition_of(key);
-        self.check_not_draining(partition)?;
-        if self
-            .inner
-            .router
-            .answerable_locally(partition, Consistency::All)
-        {
-            let deleted = self.fenced(partition, || self.inner.store.delete(key, precondition));
-            deleted.ok_or_else(|| self.draining_error(partition))??;
+        let alone = self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
+        if alone.is_some() {
             return Ok(());
         }
         let targets = self.inner.router.targets(partition)?;
@@ -390,13 +343,29 @@ impl Cluster {
         self.replicate(&targets, tombstone, level).await
     }
 
-    /// A write to a partition this draining node alone owns would miss the hand-off:
-    /// refuse it early (the store write itself goes through [`Self::fenced`]).
-    fn check_not_draining(&self, partition: u32) -> Result<(), ClusterError> {
+    /// The single-owner fast path: when this node is `partition`'s only copy, `write`
+    /// runs on the local store (which checks preconditions atomically) under the drain
+    /// fence. None: the write goes to the replicas. A write to a partition this draining
+    /// node alone owns would miss the hand-off, and is refused either way.
+    fn write_alone<T>(
+        &self,
+        partition: u32,
+        write: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Option<T>, ClusterError> {
         if self.refuses_writes_while_draining(partition) {
             return Err(self.draining_error(partition));
         }
-        Ok(())
+        if !self
+            .inner
+            .router
+            .answerable_locally(partition, Consistency::All)
+        {
+            return Ok(None);
+        }
+        let written = self
+            .fenced(partition, write)
+            .ok_or_else(|| self.draining_error(partition))?;
+        Ok(Some(written?))
     }
 
     fn draining_error(&self, partition: u32) -> ClusterError {

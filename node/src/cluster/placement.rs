@@ -77,7 +77,10 @@ fn score(partition: u32, member_id: &str) -> u64 {
 }
 
 /// Member lists are validated to hold at most `u16::MAX` members.
-#[allow(clippy::cast_possible_truncation)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "member lists hold at most u16::MAX members"
+)]
 fn member_index(index: usize) -> u16 {
     index as u16
 }

@@ -265,9 +265,7 @@ mod tests {
         assert_eq!(stale, ["local", "c"]);
 
         let short = ReadTally::new(2);
-        let err = short
-            .finish(&["b: down".into()])
-            .expect_err("no answers");
+        let err = short.finish(&["b: down".into()]).expect_err("no answers");
         assert!(
             matches!(err, ClusterError::Unavailable { needed: 2, acked: 0, ref detail } if detail == "b: down")
         );

@@ -1,16 +1,5 @@
 use super::*;
 
-#[test]
-fn consistency_levels_count_owners() {
-    assert_eq!(Consistency::One.required(3), 1);
-    assert_eq!(Consistency::Quorum.required(3), 2);
-    assert_eq!(Consistency::Quorum.required(2), 2);
-    assert_eq!(Consistency::Quorum.required(1), 1);
-    assert_eq!(Consistency::All.required(3), 3);
-    assert!("sometimes".parse::<Consistency>().is_err());
-    assert_eq!("QUORUM".parse(), Ok(Consistency::Quorum));
-}
-
 const PARTITIONS: u32 = 64;
 
 fn list(epoch: u64, members: &[&str], departing: &[&str]) -> MemberList {

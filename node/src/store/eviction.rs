@@ -79,7 +79,10 @@ impl EvictionPolicy {
     }
 }
 
-#[allow(clippy::cast_possible_truncation)] // 24 bits of minutes, compared with wrapping_sub
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "24 bits of minutes, compared with wrapping_sub"
+)]
 fn lfu_minutes(now_ms: u64) -> u32 {
     ((now_ms / 60_000) as u32) & 0x00ff_ffff
 }

@@ -120,7 +120,10 @@ impl PartitionMap {
 
 /// Slot numbers are u32 to keep the index small. A partition cannot hold 2^32 entries:
 /// each one is charged at least 72 bytes against `max_memory`, so that would be 300 GB.
-#[allow(clippy::cast_possible_truncation)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a partition never holds 2^32 entries (see above)"
+)]
 fn slot_number(slot: usize) -> u32 {
     slot as u32
 }
