@@ -34,7 +34,7 @@ use crate::cluster::peer::PeerService;
 use crate::cluster::wire::Identity;
 use crate::config::{MembershipConfig, NodeConfig};
 use crate::http::AppState;
-use crate::lifecycle::Phase;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,75 +74,32 @@ pub async fn run(
     let _sweeper = store.spawn_active_expiry();
     let identity = Identity::new(config.store.node_id.clone());
     // Background tasks of a cluster member; aborted when `run` returns.
-    let (cluster, mut background) = if config.membership.is_cluster() {
-        let (cluster, tasks) = member(&config, store.clone(), identity.clone()).await?;
-        (cluster, tasks)
+    let (cluster, _background) = if config.membership.is_cluster() {
+        member(&config, store, identity).await?
     } else {
-        (
-            Cluster::single(store.clone(), identity.clone(), config.consistency),
-            Vec::new(),
-        )
+        let single = Cluster::single(store, identity, config.consistency);
+        (single, Vec::new())
     };
-    let peer = PeerService::new(cluster.clone(), config.limits.max_value_bytes);
-    let state = AppState::new(cluster.clone(), &config);
     let lifecycle = cluster.lifecycle().clone();
-    if config.membership.is_cluster() {
-        // A (re)started member serves as a replica only once it has a member list and
-        // holds what it owns in it; the sync moves the lifecycle to Ready. A node in no
-        // list owns nothing, so it is ready as soon as the list arrives.
-        background.push(AbortOnDrop(tokio::spawn(async move {
-            cluster.initial_sync().await;
-        })));
-    }
-    let app = http::app(state.clone());
+    let state = AppState::new(cluster.clone(), &config);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopping = |mut stop: watch::Receiver<bool>| async move {
-        // An error means the sender is gone, which only happens after it sent.
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
-
-    let grace = config.shutdown_grace;
-    // Drained (or nothing to drain): the servers may stop.
+    // Drained (or nothing to drain): the peer server may stop.
     let (drained_tx, drained_rx) = watch::channel(false);
-    let drain = config
-        .membership
-        .is_cluster()
-        .then(|| state.cluster.clone());
-    let graceful = {
-        let stop = stopping(stop_rx.clone());
-        async move {
-            stop.await;
-            state.cluster.lifecycle().start_draining();
-            if let Some(cluster) = drain {
-                // Keep serving while handing off; leave a quarter of the grace period for
-                // the requests still in flight afterwards.
-                tracing::info!("draining: handing off partitions this node alone owns");
-                match tokio::time::timeout(grace.mul_f64(0.75), cluster.drain()).await {
-                    Ok(drained) => tracing::info!(
-                        partitions = drained.partitions,
-                        records = drained.records,
-                        failed = drained.failed,
-                        "drained"
-                    ),
-                    Err(_) => tracing::warn!(?grace, "drain did not finish in time"),
-                }
-            }
-            let _ = drained_tx.send(true);
-            tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
-        }
-    };
-    let deadline = {
-        let stop = stopping(stop_rx.clone());
-        async move {
-            stop.await;
-            tokio::time::sleep(grace).await;
-        }
-    };
+    let grace = config.shutdown_grace;
+    let drain = config.membership.is_cluster().then(|| cluster.clone());
+    let graceful = drain_then_stop(
+        stopping(stop_rx.clone()),
+        &lifecycle,
+        drain,
+        grace,
+        drained_tx,
+    );
+
     // Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's
     // algorithm and the client's delayed ACK: a 40 ms tail on every request/response.
     let http_listener = listeners.http.tap_io(|tcp| {
@@ -150,6 +107,7 @@ pub async fn run(
             tracing::warn!(error = %err, "cannot set TCP_NODELAY");
         }
     });
+    let app = http::app(state);
     let http_server = axum::serve(http_listener, axum::ServiceExt::into_make_service(app))
         .with_graceful_shutdown(graceful)
         .into_future();
@@ -157,6 +115,7 @@ pub async fn run(
     // on these sockets every peer call waited ~20-40 ms on Nagle and delayed ACKs.
     let peer_incoming =
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let peer = PeerService::new(cluster, config.limits.max_value_bytes);
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));
@@ -164,6 +123,10 @@ pub async fn run(
         tokio::try_join!(async { http_server.await.map_err(Error::Serve) }, async {
             peer_server.await.map_err(Error::Peer)
         },)
+    };
+    let deadline = async move {
+        stopping(stop_rx).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         served = servers => { served?; }
@@ -174,6 +137,45 @@ pub async fn run(
     lifecycle.advance(Phase::Stopped);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Completes once `stop` has been sent.
+async fn stopping(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The first step of shutdown, once `stop` completes: the node turns Draining (not
+/// ready), a cluster member hands off what would be lost with it, and then the HTTP
+/// server stops accepting (this future completing) and `drained` lets the peer server go.
+fn drain_then_stop(
+    stop: impl Future<Output = ()> + Send + 'static,
+    lifecycle: &Lifecycle,
+    drain: Option<Cluster>,
+    grace: std::time::Duration,
+    drained: watch::Sender<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let lifecycle = lifecycle.clone();
+    async move {
+        stop.await;
+        lifecycle.start_draining();
+        if let Some(cluster) = drain {
+            // Keep serving while handing off; leave a quarter of the grace period for
+            // the requests still in flight afterwards.
+            tracing::info!("draining: handing off partitions this node alone owns");
+            match tokio::time::timeout(grace.mul_f64(0.75), cluster.drain()).await {
+                Ok(drained) => tracing::info!(
+                    partitions = drained.partitions,
+                    records = drained.records,
+                    failed = drained.failed,
+                    "drained"
+                ),
+                Err(_) => tracing::warn!(?grace, "drain did not finish in time"),
+            }
+        }
+        let _ = drained.send(true);
+        tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
+    }
 }
 
 /// A cluster member: its membership source, its discovery, and the tasks that follow
@@ -212,6 +214,13 @@ async fn member(
     let list = lists.borrow().clone();
     let cluster = Cluster::new(store, identity, list, config.consistency, discovery);
     tasks.push(AbortOnDrop(cluster.follow(lists)));
+    // A (re)started member serves as a replica only once it has a member list and holds
+    // what it owns in it; the sync moves the lifecycle to Ready. A node in no list owns
+    // nothing, so it is ready as soon as the list arrives.
+    let syncing = cluster.clone();
+    tasks.push(AbortOnDrop(tokio::spawn(async move {
+        syncing.initial_sync().await;
+    })));
     tasks.push(AbortOnDrop(cluster.spawn_rebalancer()));
     if !config.anti_entropy_interval.is_zero() {
         tasks.push(AbortOnDrop(

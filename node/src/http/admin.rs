@@ -41,80 +41,111 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.store().stats();
     let mut out = String::with_capacity(2048);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    let samples = store_samples(&stats)
+        .into_iter()
+        .chain(node_samples(&state));
+    for (name, kind, help, value) in samples {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    metric(
-        "kache_keys",
-        "gauge",
-        "Keys held, including expired keys not yet swept.",
-        stats.keys,
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kache_http_responses_total HTTP responses by status class.\n# TYPE kache_http_responses_total counter"
     );
-    metric(
-        "kache_tombstones",
-        "gauge",
-        "Tombstones of deleted keys still in their grace period.",
-        stats.tombstones,
-    );
-    metric(
-        "kache_memory_used_bytes",
-        "gauge",
-        "Bytes charged against max memory: entries and migration buffers.",
-        stats.bytes,
-    );
-    metric(
-        "kache_memory_buffer_bytes",
-        "gauge",
-        "Of the charged bytes, those held by partition chunks in flight (streams, pulls, hand-offs).",
-        stats.buffer_bytes,
-    );
-    metric(
-        "kache_memory_max_bytes",
-        "gauge",
-        "The max memory bound.",
-        stats.max_memory,
-    );
-    metric(
-        "kache_partitions",
-        "gauge",
-        "Number of partitions.",
-        stats.partitions,
-    );
-    metric(
-        "kache_hits_total",
-        "counter",
-        "Reads that found a live key.",
-        stats.hits,
-    );
-    metric(
-        "kache_misses_total",
-        "counter",
-        "Reads that found no live key.",
-        stats.misses,
-    );
-    metric(
-        "kache_evictions_total",
-        "counter",
-        "Keys evicted to stay under max memory.",
-        stats.evictions,
-    );
-    metric(
-        "kache_expirations_total",
-        "counter",
-        "Keys removed because their TTL passed.",
-        stats.expirations,
-    );
-    metric(
-        "kache_ready",
-        "gauge",
-        "1 when the node accepts traffic.",
-        u64::from(state.phase() == Phase::Ready),
-    );
+    for (class, count) in state.responses_by_class() {
+        let _ = writeln!(
+            out,
+            "kache_http_responses_total{{class=\"{class}\"}} {count}"
+        );
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+/// One metric family with a single unlabelled sample: name, type, help and value.
+type Sample = (&'static str, &'static str, &'static str, u64);
+
+/// The store's counters and gauges.
+fn store_samples(stats: &StoreStats) -> [Sample; 10] {
+    [
+        (
+            "kache_keys",
+            "gauge",
+            "Keys held, including expired keys not yet swept.",
+            stats.keys,
+        ),
+        (
+            "kache_tombstones",
+            "gauge",
+            "Tombstones of deleted keys still in their grace period.",
+            stats.tombstones,
+        ),
+        (
+            "kache_memory_used_bytes",
+            "gauge",
+            "Bytes charged against max memory: entries and migration buffers.",
+            stats.bytes,
+        ),
+        (
+            "kache_memory_buffer_bytes",
+            "gauge",
+            "Of the charged bytes, those held by partition chunks in flight (streams, pulls, hand-offs).",
+            stats.buffer_bytes,
+        ),
+        (
+            "kache_memory_max_bytes",
+            "gauge",
+            "The max memory bound.",
+            stats.max_memory,
+        ),
+        (
+            "kache_partitions",
+            "gauge",
+            "Number of partitions.",
+            stats.partitions,
+        ),
+        (
+            "kache_hits_total",
+            "counter",
+            "Reads that found a live key.",
+            stats.hits,
+        ),
+        (
+            "kache_misses_total",
+            "counter",
+            "Reads that found no live key.",
+            stats.misses,
+        ),
+        (
+            "kache_evictions_total",
+            "counter",
+            "Keys evicted to stay under max memory.",
+            stats.evictions,
+        ),
+        (
+            "kache_expirations_total",
+            "counter",
+            "Keys removed because their TTL passed.",
+            stats.expirations,
+        ),
+    ]
+}
+
+/// The node's lifecycle, cluster sync counters and process memory.
+fn node_samples(state: &AppState) -> Vec<Sample> {
     let sync = state.cluster.sync_report();
-    for (name, kind, help, value) in [
+    let mut samples = vec![
+        (
+            "kache_ready",
+            "gauge",
+            "1 when the node accepts traffic.",
+            u64::from(state.phase() == Phase::Ready),
+        ),
         (
             "kache_cluster_epoch",
             "gauge",
@@ -151,32 +182,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "Digest or stream exchanges with peers that failed.",
             sync.failures,
         ),
-    ] {
-        metric(name, kind, help, value);
-    }
+    ];
     if let Some(rss) = resident_memory_bytes() {
-        metric(
+        samples.push((
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size in bytes.",
             rss,
-        );
+        ));
     }
-    let _ = writeln!(
-        out,
-        "# HELP kache_http_responses_total HTTP responses by status class.\n# TYPE kache_http_responses_total counter"
-    );
-    for (class, count) in state.responses_by_class() {
-        let _ = writeln!(
-            out,
-            "kache_http_responses_total{{class=\"{class}\"}} {count}"
-        );
-    }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
-        .into_response()
+    samples
 }
 
 /// This node's view of the cluster: epoch, members, what it owns.

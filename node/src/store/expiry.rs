@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Removal, Store, count_removal};
+use super::Store;
+use super::memory::{Removal, count_removal};
 
 const TICK: Duration = Duration::from_millis(100);
 const SLOTS_PER_TICK: usize = 10_000;

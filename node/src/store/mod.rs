@@ -12,12 +12,13 @@
 //! partitions two cores almost never contend, and there is no global lock on the hot path.
 //! The only shared atomic a write touches is the memory counter.
 
-mod buffer;
 pub mod entry;
 mod eviction;
 mod expiry;
+mod memory;
 mod partition;
 mod record;
+mod types;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,13 +28,15 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Clock, Hlc, Version};
-pub use buffer::BufferGuard;
 use entry::{Entry, EntryMeta};
 pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
+pub use memory::BufferGuard;
+use memory::{Removal, count_removal};
 use partition::PartitionMap;
 pub use partition::key_hash;
 pub use record::Record;
+pub use types::{Applied, Precondition, StoreError, StoreStats, Value, Written};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Buckets per partition digest.
@@ -84,58 +87,6 @@ struct Shared {
     hlc: Hlc,
 }
 
-/// A live entry as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Value {
-    pub data: Bytes,
-    pub version: Version,
-    /// Remaining time to live, if the entry expires.
-    pub ttl: Option<Duration>,
-}
-
-/// A write's condition on the current live entry, checked atomically with the write.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Precondition {
-    #[default]
-    None,
-    /// `If-Match: *`
-    Exists,
-    /// `If-None-Match: *`
-    Absent,
-    /// `If-Match: <etags>`: the current version is one of these.
-    VersionIn(Vec<Version>),
-    /// `If-None-Match: <etags>`: absent, or the current version is none of these.
-    VersionNotIn(Vec<Version>),
-}
-
-impl Precondition {
-    pub fn check(&self, current: Option<Version>) -> Result<(), StoreError> {
-        let holds = match (self, current) {
-            (Self::None, _) => true,
-            (Self::Exists, current) => current.is_some(),
-            (Self::Absent, current) => current.is_none(),
-            (Self::VersionIn(tags), Some(v)) => tags.contains(&v),
-            (Self::VersionIn(_), None) => false,
-            (Self::VersionNotIn(tags), Some(v)) => !tags.contains(&v),
-            (Self::VersionNotIn(_), None) => true,
-        };
-        if holds {
-            Ok(())
-        } else {
-            Err(StoreError::PreconditionFailed)
-        }
-    }
-}
-
-/// What [`Store::apply`] did with a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// It was newer than what the node held, and is now stored.
-    Stored,
-    /// The node already held the same or a newer version (or the record had expired).
-    Stale,
-}
-
 /// What a write decides after seeing the current entry.
 enum Decision {
     Write(EntryMeta),
@@ -149,51 +100,6 @@ struct WriteOutcome {
     replaced_live: bool,
     /// False when the write decided to keep the current entry.
     stored: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub version: Version,
-    /// No live entry existed before this write.
-    pub created: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StoreError {
-    #[error("the key's current version does not satisfy the request's precondition")]
-    PreconditionFailed,
-    #[error("key not found")]
-    NotFound,
-    #[error("entry needs {needed} bytes but max memory is {max_memory} bytes")]
-    EntryTooLarge { needed: usize, max_memory: usize },
-    #[error(
-        "out of memory: {used} of {max_memory} bytes in use, {needed} more needed, and eviction {policy}"
-    )]
-    OutOfMemory {
-        needed: usize,
-        used: usize,
-        max_memory: usize,
-        policy: &'static str,
-    },
-}
-
-/// Point-in-time counters, summed over partitions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoreStats {
-    /// Entries that are not tombstones (expired entries not yet swept included).
-    pub keys: u64,
-    pub tombstones: u64,
-    /// Bytes charged against `max_memory`: entries plus `buffer_bytes`.
-    pub bytes: u64,
-    /// Bytes charged for migration buffers in flight (partition chunks being streamed,
-    /// pulled or handed off).
-    pub buffer_bytes: u64,
-    pub max_memory: u64,
-    pub partitions: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-    pub expirations: u64,
 }
 
 impl Store {
@@ -593,116 +499,6 @@ impl Store {
 
     fn lock(&self, hash: u64) -> MutexGuard<'_, PartitionMap> {
         self.shared.partitions[self.partition_index(hash)].lock()
-    }
-
-    /// Claims `bytes` of the budget if they fit, all or nothing.
-    fn try_reserve(&self, bytes: usize) -> bool {
-        let max = self.shared.config.max_memory;
-        self.shared
-            .used_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&total| total <= max)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, bytes: usize) {
-        if bytes > 0 {
-            self.shared.used_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
-    }
-
-    /// Evicts until `bytes` more fit, and claims them. Called with no partition lock
-    /// held, so it may lock any partition.
-    fn evict_and_reserve(&self, bytes: usize) -> Result<(), StoreError> {
-        if self.shared.config.eviction == EvictionPolicy::None {
-            return Err(self.out_of_memory(bytes));
-        }
-        for _ in 0..MAX_EVICTIONS_PER_WRITE {
-            if self.try_reserve(bytes) {
-                return Ok(());
-            }
-            if !self.evict_one() {
-                break;
-            }
-        }
-        Err(self.out_of_memory(bytes))
-    }
-
-    /// Removes the least valuable of a few sampled entries, expired ones first.
-    /// Returns false when the store is empty.
-    ///
-    /// The partition is the fuller of two random ones ("power of two choices"). Writes
-    /// land in partitions in proportion to keys; evicting from one uniformly random
-    /// partition would let partition sizes random-walk until some partition, and every
-    /// hot key in it, is drained to nothing.
-    fn evict_one(&self) -> bool {
-        let partitions = self.shared.partitions.len();
-        let policy = self.shared.config.eviction;
-        let (a, b) = (fastrand::usize(..partitions), fastrand::usize(..partitions));
-        let len = |p: usize| self.shared.partitions[p].lock().len();
-        let start = if len(a) >= len(b) { a } else { b };
-        for offset in 0..partitions {
-            let mut part = self.shared.partitions[(start + offset) % partitions].lock();
-            if part.len() == 0 {
-                continue;
-            }
-            let now = self.shared.clock.now_ms();
-            let tick = part.tick();
-            let victim = (0..eviction::SAMPLES)
-                .map(|_| fastrand::usize(..part.len()))
-                .min_by_key(|&slot| {
-                    let entry = part.slot(slot);
-                    if entry.is_expired(now) {
-                        0
-                    } else {
-                        1 + policy.keep_score(entry.eviction(), now, tick)
-                    }
-                })
-                .unwrap_or(0);
-            let removed = part.remove(victim);
-            let why = if removed.is_expired(now) {
-                Removal::Expired
-            } else {
-                Removal::Evicted
-            };
-            count_removal(&mut part, &removed, why);
-            drop(part);
-            self.release(removed.charge());
-            return true;
-        }
-        false
-    }
-
-    fn out_of_memory(&self, needed: usize) -> StoreError {
-        StoreError::OutOfMemory {
-            needed,
-            used: self.shared.used_bytes.load(Ordering::Relaxed),
-            max_memory: self.shared.config.max_memory,
-            policy: match self.shared.config.eviction {
-                EvictionPolicy::None => "is off",
-                EvictionPolicy::Lru | EvictionPolicy::Lfu => "could not free enough",
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Removal {
-    Expired,
-    Evicted,
-}
-
-/// Keeps the partition's counters true after an entry leaves it.
-fn count_removal(part: &mut PartitionMap, removed: &Entry, why: Removal) {
-    let counters = &mut part.counters;
-    if removed.is_tombstone() {
-        counters.tombstones -= 1;
-        return;
-    }
-    match why {
-        Removal::Expired => counters.expirations += 1,
-        Removal::Evicted => counters.evictions += 1,
     }
 }
 
