@@ -23,7 +23,7 @@
 //! - [`prober`] and [`probe`]: running probes, and their settings and thresholds.
 //! - [`snapshot`], [`status`] and [`phase`]: container snapshots, the pure
 //!   `PodStatus` builder and the phase rules.
-//! - [`env`], [`expansion`] and [`downward`]: container environment, `$(VAR)`
+//! - [`env`](mod@env), [`expansion`] and [`downward`]: container environment, `$(VAR)`
 //!   expansion, fieldRefs.
 //! - [`images`]: image name → host binary.
 //! - [`netns`] and [`ipam`]: network namespaces, veths, pod IPs.
