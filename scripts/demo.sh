@@ -34,7 +34,7 @@ esac
 bin=$(tests/k8s/build-control-plane.sh | tail -1)
 export PATH="$bin:$PATH"
 echo "== building kache (cargo build)"
-cargo build --locked -p kache-node -p kache-operator -p kache-e2e --bins
+cargo build --locked -p kache-node -p kache-operator -p process-kubelet --bins
 tests/k8s/cluster.sh up
 tests/k8s/cluster.sh kubelet-up \
   --image "kache/node=$root/target/debug/kache-node" \

@@ -29,7 +29,7 @@ export PATH="$bin:$PATH"
 export HELM="$bin/helm"
 
 echo "== build kache-node, kache-operator, kache-kubelet"
-cargo build --locked -p kache-node -p kache-operator -p kache-e2e --bins
+cargo build --locked -p kache-node -p kache-operator -p process-kubelet --bins
 cargo test --locked -p kache-e2e --features e2e --test e2e --no-run
 
 cleanup() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Launch a real local Kubernetes control plane (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler) as plain background processes,
-# and optionally the process kubelet (kache-kubelet, built by
-# `cargo build -p kache-e2e`), which runs pods as local processes. There is no
+# and optionally the process kubelet (kache-kubelet, from tools/process-kubelet, built
+# by `cargo build -p process-kubelet`), which runs pods as local processes. There is no
 # container runtime. Pods reach the apiserver from their own network
 # namespace via the bridge address (default https://10.88.0.1:6443).
 #
@@ -499,7 +499,7 @@ cmd_kubelet_up() {
   local pid
   need ip; need nsenter; need unshare; need mount; need flock; need setsid; need curl
   [[ "$(id -u)" == 0 ]] || die "must run as root (network namespaces)"
-  [[ -x "${KUBELET_BIN}" ]] || die "${KUBELET_BIN} missing: run \`cargo build -p kache-e2e\` (or set KACHE_KUBELET_BIN)"
+  [[ -x "${KUBELET_BIN}" ]] || die "${KUBELET_BIN} missing: run \`cargo build -p process-kubelet\` (or set KACHE_KUBELET_BIN)"
   [[ -f "${DIR}/admin.kubeconfig" ]] || die "no cluster in ${DIR}: run \`cluster.sh up\` first"
   body_is "${API_URL}/readyz" ok --cacert "${PKI}/ca.crt" || die "apiserver ${API_URL} is not ready"
   take_lock

@@ -14,7 +14,8 @@
 #   -> deleting a pod: graceful stop, object gone, StatefulSet recreates it, data kept
 #   -> an unmapped image is ErrImagePull, not a crash
 #   -> kubelet-down stops every pod process and removes every network namespace.
-# Needs root and `cargo build -p kache-e2e` (done here unless KACHE_SMOKE_NO_BUILD=1).
+# Needs root and `cargo build -p process-kubelet --bins` (kache-kubelet and the pod program
+# kache-e2e-app; done here unless KACHE_SMOKE_NO_BUILD=1).
 #
 # If a cluster is already running in ${KACHE_K8S_DIR:-/tmp/kache-k8s} (someone else's),
 # it is shared, not touched: the test registers its own tainted Node `kt-smoke` with its own
@@ -108,8 +109,8 @@ trap cleanup EXIT
 
 # ---- build, cluster, kubelet ---------------------------------------------------------
 if [[ "${KACHE_SMOKE_NO_BUILD:-0}" != 1 ]]; then
-  step "cargo build -p kache-e2e --bins"
-  (cd "${REPO}" && cargo build -q -p kache-e2e --bins)
+  step "cargo build -p process-kubelet --bins"
+  (cd "${REPO}" && cargo build -q -p process-kubelet --bins)
 fi
 [[ -x "${APP}" ]] || fail "${APP} missing"
 

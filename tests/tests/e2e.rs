@@ -7,7 +7,11 @@
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "a test harness: a failed step should panic with its cause, and progress goes to stderr"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `kache-kubelet`: the process kubelet for the local control plane.
 //!
 //! Parses flags, sets up logging, builds the API client from the kubeconfig
-//! and runs [`kache_e2e::kubelet::run`] until SIGTERM or Ctrl-C. Must run as
+//! and runs [`process_kubelet::run`] until SIGTERM or Ctrl-C. Must run as
 //! root (it creates network namespaces and veths).
 
 use std::net::Ipv4Addr;
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kache_e2e::kubelet::{self, ImageMap, KubeletConfig, node};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use process_kubelet::{ImageMap, KubeletConfig, node};
 
 /// Run the pods bound to a Node as local processes, each in its own network namespace.
 #[derive(Debug, Parser)]
@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         ..defaults
     };
-    kubelet::run(client, config, shutdown_signal()).await?;
+    process_kubelet::run(client, config, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -67,8 +67,8 @@ pub fn phase(view: &PodView<'_>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::status::fixtures::*;
-    use crate::kubelet::status::{ContainerSnapshot, PodView};
+    use crate::status::fixtures::*;
+    use crate::status::{ContainerSnapshot, PodView};
     use k8s_openapi::api::core::v1::PodStatus;
 
     #[test]

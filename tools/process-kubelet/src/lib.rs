@@ -5,7 +5,8 @@
 //! a host process in that namespace with its volumes bind-mounted in a
 //! private mount namespace, and the pod's status is reported through the API
 //! as a real kubelet would, so Deployments, StatefulSets, Services,
-//! EndpointSlices and in-cluster clients behave as in a real cluster.
+//! EndpointSlices and in-cluster clients behave as in a real cluster. What it
+//! supports and what it does not is in this crate's `README.md`.
 //!
 //! # Layout
 //!
@@ -22,7 +23,7 @@
 //! - [`prober`] and [`probe`]: running probes, and their settings and thresholds.
 //! - [`snapshot`], [`status`] and [`phase`]: container snapshots, the pure
 //!   `PodStatus` builder and the phase rules.
-//! - [`env`], [`expansion`] and [`downward`]: container environment, `$(VAR)`
+//! - [`env`](mod@env), [`expansion`] and [`downward`]: container environment, `$(VAR)`
 //!   expansion, fieldRefs.
 //! - [`images`]: image name → host binary.
 //! - [`netns`] and [`ipam`]: network namespaces, veths, pod IPs.
@@ -31,6 +32,12 @@
 //!   token), atomic updates, mount points created on the host.
 //! - [`provisioner`]: local PersistentVolumes for PersistentVolumeClaims.
 //! - [`error`]: the error type.
+//! - `src/bin/kache-kubelet.rs`: the binary. It parses flags into a
+//!   [`KubeletConfig`] and calls [`run`]; `tests/k8s/cluster.sh kubelet-up`
+//!   starts it.
+//! - `src/bin/kache-e2e-app.rs`: a small HTTP program that
+//!   `tests/k8s/kubelet-smoke.sh` runs as a pod to check the kubelet (probes,
+//!   service-account token, in-cluster API access, persistence).
 //!
 //! # Running it
 //!
