@@ -4,37 +4,64 @@
 //! [`Version`]: a hybrid logical clock reading plus the writer's node tag. The higher
 //! version wins, which is what makes replication, handoff and repair idempotent later on.
 //!
-//! [`Clock`] reads wall time once at start and then advances with `tokio::time::Instant`.
-//! That keeps readings monotonic, and lets tests drive TTLs with paused tokio time.
+//! [`Clock`] reads the system's wall time on every call, so NTP corrections (and a clock
+//! that was wrong at start) reach the node at once. Wall time can step backwards; the
+//! hybrid logical clock ([`Hlc`]) keeps versions increasing regardless. Unit tests use a
+//! clock that follows tokio's (pausable) time instead, so they can drive TTLs.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-/// Milliseconds since the Unix epoch, advancing monotonically from process start.
+/// Milliseconds since the Unix epoch.
 #[derive(Debug, Clone)]
 pub struct Clock {
-    base_unix_ms: u64,
-    base: Instant,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// The system's wall clock, read on every call.
+    System,
+    /// Wall time at creation, advanced by tokio's clock: pausable, for tests.
+    Tokio { base_unix_ms: u64, base: Instant },
 }
 
 impl Clock {
+    /// The system's wall clock (in unit tests of this crate: [`Clock::tokio`]).
     pub fn new() -> Self {
-        let base_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        if cfg!(test) {
+            Self::tokio()
+        } else {
+            Self::system()
+        }
+    }
+
+    pub fn system() -> Self {
         Self {
-            base_unix_ms,
-            base: Instant::now(),
+            source: Source::System,
+        }
+    }
+
+    /// Wall time now, then advancing with tokio's clock (which tests can pause).
+    pub fn tokio() -> Self {
+        Self {
+            source: Source::Tokio {
+                base_unix_ms: wall_ms(),
+                base: Instant::now(),
+            },
         }
     }
 
     pub fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.base_unix_ms.saturating_add(elapsed)
+        match &self.source {
+            Source::System => wall_ms(),
+            Source::Tokio { base_unix_ms, base } => {
+                base_unix_ms.saturating_add(millis(base.elapsed()))
+            }
+        }
     }
 }
 
@@ -44,8 +71,16 @@ impl Default for Clock {
     }
 }
 
+/// The system's wall clock, in Unix ms (0 before 1970).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
+}
+
 /// Whole milliseconds in `duration`, saturating: the unit every expiry and timestamp uses.
-pub fn millis(duration: std::time::Duration) -> u64 {
+pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -59,6 +94,11 @@ pub struct Version {
 }
 
 impl Version {
+    /// The wall-clock part of the HLC reading, in Unix ms.
+    pub fn physical_ms(&self) -> u64 {
+        self.hlc >> LOGICAL_BITS
+    }
+
     /// The HTTP entity tag for this version, quotes included.
     pub fn etag(&self) -> String {
         String::from_utf8_lossy(&self.etag_bytes()).into_owned()
@@ -122,7 +162,10 @@ impl Hlc {
         let physical = now_ms << LOGICAL_BITS;
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
-            let next = physical.max(current + 1);
+            // Saturating: a version is never wrapped back to 0. Versions from elsewhere
+            // are bounded by the clock offset before they are observed, so this end is
+            // some 8,900 years away.
+            let next = physical.max(current.saturating_add(1));
             match self.last.compare_exchange_weak(
                 current,
                 next,
@@ -141,6 +184,7 @@ impl Hlc {
     }
 
     /// Folds in a version seen from elsewhere, so later local writes order after it.
+    /// Callers check it against the clock bound first (see `RecordLimits::check_version`).
     pub fn observe(&self, seen: Version) {
         self.last.fetch_max(seen.hlc, Ordering::Relaxed);
     }
@@ -188,11 +232,37 @@ mod tests {
         assert_eq!(Version::from_etag("*"), None);
     }
 
+    #[test]
+    fn the_hlc_never_wraps() {
+        let hlc = Hlc::new("a");
+        hlc.observe(Version {
+            hlc: u64::MAX - 1,
+            node: 1,
+        });
+        let last = hlc.next(1_000);
+        assert_eq!(last.hlc, u64::MAX);
+        assert_eq!(
+            hlc.next(1_000).hlc,
+            u64::MAX,
+            "it saturates, never goes back to 0"
+        );
+    }
+
+    #[test]
+    fn the_system_clock_is_read_on_every_call() {
+        let clock = Clock::system();
+        let first = clock.now_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        let later = clock.now_ms();
+        assert!(later >= first + 30, "{first} then {later}");
+        assert!(first.abs_diff(wall_ms()) < 1_000);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn clock_follows_paused_tokio_time() {
-        let clock = Clock::new();
+        let clock = Clock::tokio();
         let start = clock.now_ms();
-        tokio::time::advance(std::time::Duration::from_secs(90)).await;
+        tokio::time::advance(Duration::from_secs(90)).await;
         assert_eq!(clock.now_ms() - start, 90_000);
     }
 }

@@ -13,7 +13,7 @@ use crate::cluster::discovery::dns::DnsNames;
 use crate::cluster::membership::{ListRules, MemberList, ReplicationFactor};
 use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::MAX_KEY_LEN;
-use crate::store::{EvictionPolicy, StoreConfig};
+use crate::store::{EvictionPolicy, RecordLimits, StoreConfig};
 
 /// The most partitions a cluster may have; partitions are the unit of movement.
 pub const MAX_PARTITIONS: u32 = 65_536;
@@ -72,6 +72,12 @@ pub struct Cli {
     /// How long a deleted key's tombstone is kept, so replicas cannot resurrect it.
     #[arg(long, env = "KACHE_TOMBSTONE_TTL", default_value = "60s", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
+
+    /// How far ahead of this node's clock a version from a peer may be. Further ahead is
+    /// refused (and counted); a node whose clock is that far from most of its peers stops
+    /// accepting writes until it is back within the bound.
+    #[arg(long, env = "KACHE_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = parse_duration)]
+    pub max_clock_offset: Duration,
 
     /// A member-list YAML file, watched for new epochs. Without a membership source
     /// (this, --members or --members-configmap) the node is a cluster of one.
@@ -307,7 +313,12 @@ impl Cli {
                 partitions: self.partitions,
                 max_memory: self.max_memory,
                 eviction: self.eviction,
-                tombstone_ttl: self.tombstone_ttl,
+                limits: RecordLimits {
+                    max_key_bytes: self.max_key_bytes,
+                    max_value_bytes: self.max_value_bytes,
+                    tombstone_ttl: self.tombstone_ttl,
+                    max_clock_offset: self.max_clock_offset,
+                },
             },
             limits: Limits {
                 max_key_bytes: self.max_key_bytes,

@@ -115,7 +115,7 @@ pub async fn run(
     // on these sockets every peer call waited ~20-40 ms on Nagle and delayed ACKs.
     let peer_incoming =
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let peer = PeerService::new(cluster, config.limits.max_value_bytes);
+    let peer = PeerService::new(cluster);
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));

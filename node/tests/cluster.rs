@@ -308,6 +308,7 @@ fn sender(protocol_version: u32) -> proto::Sender {
         incarnation: "0".into(),
         epoch: 1,
         synced_epoch: 0,
+        wall_ms: 0,
     }
 }
 

@@ -15,7 +15,7 @@ use super::Cluster;
 use super::chunk::{chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
 use super::wire::{is_syncing, proto};
-use crate::store::{Applied, DIGEST_BUCKETS, Record};
+use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError};
 
 impl Cluster {
     /// Runs a round every `interval` until the returned task is aborted.
@@ -204,6 +204,17 @@ impl Cluster {
             pulled.streamed += 1;
             let charge = record_charge(&record);
             let record = Record::from(record);
+            if let Err(err) = self.inner.store.check_record(&record) {
+                // Held to the limits a client's write meets; one bad record is skipped
+                // (and a version beyond the clock bound counted), the rest still apply.
+                if matches!(err, RecordError::VersionAhead { .. }) {
+                    self.refused_version(from, &err);
+                } else {
+                    tracing::warn!(peer = %from, partition, error = %err, "skipped an invalid record");
+                }
+                reserved.release(charge);
+                continue;
+            }
             let bytes = record.key.len() + record.value.len();
             let newer = match self.inner.store.apply(&record) {
                 Ok(applied) => applied == Applied::Stored,

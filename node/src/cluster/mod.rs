@@ -34,6 +34,7 @@
 
 pub mod anti_entropy;
 pub mod chunk;
+pub mod clock_watch;
 mod consistency;
 pub mod discovery;
 pub mod drain;
@@ -54,7 +55,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::lifecycle::{Lifecycle, Phase};
-use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
+use crate::store::{Applied, Precondition, Record, Store, StoreError, Value, Written};
+use clock_watch::{ClockReport, ClockWatch};
 pub use consistency::Consistency;
 use discovery::Discovery;
 use fence::DrainFence;
@@ -77,7 +79,23 @@ pub enum ClusterError {
         acked: usize,
         detail: String,
     },
+    /// Too few replicas took the write because they hold a newer version (a clock ahead
+    /// of this node's, or a concurrent write). Retried with a newer version; after the
+    /// last attempt the write fails with this.
+    #[error(
+        "replicas hold a newer version of the key (hlc {newer_hlc:016x}); the write was not acknowledged"
+    )]
+    Superseded { newer_hlc: u64 },
+    #[error(
+        "this node's clock is {offset_ms} ms off most of its peers', beyond the {max_ms} ms bound (--max-clock-offset); it takes no writes until the clocks agree"
+    )]
+    ClockOutOfBounds { offset_ms: i64, max_ms: u64 },
 }
+
+/// How often a write is tried with a fresh version when replicas hold a newer one. The
+/// first refusal folds the newer version into this node's clock, so the second attempt
+/// normally wins; a third covers a concurrent writer racing it.
+const WRITE_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
@@ -100,6 +118,7 @@ struct Inner {
     fence: DrainFence,
     sync: SyncState,
     replicator: Replicator,
+    clock: ClockWatch,
     defaults: Defaults,
 }
 
@@ -139,6 +158,7 @@ impl Cluster {
                 sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
                 fence: DrainFence::default(),
                 replicator: Replicator::new(PeerClients::new(discovery)),
+                clock: ClockWatch::new(store.limits().max_clock_offset),
                 store,
                 identity,
                 defaults,
@@ -210,9 +230,41 @@ impl Cluster {
 
     /// This node as the sender of a peer request.
     pub(crate) fn sender(&self) -> proto::Sender {
+        self.inner.identity.sender(
+            self.view().epoch(),
+            self.synced_epoch(),
+            self.inner.store.now_ms(),
+        )
+    }
+
+    /// Peer `id`'s clock read `wall_ms` just now (a request or an answer said so).
+    pub(crate) fn observe_clock(&self, id: &str, wall_ms: u64) {
         self.inner
-            .identity
-            .sender(self.view().epoch(), self.synced_epoch())
+            .clock
+            .observe(id, wall_ms, self.inner.store.now_ms());
+    }
+
+    /// A version from `from` was refused for being too far ahead of this node's clock.
+    pub(crate) fn refused_version(&self, from: &str, err: &crate::store::RecordError) {
+        self.inner.clock.record_refused();
+        tracing::warn!(peer = %from, error = %err, "refused a version from beyond the clock bound");
+    }
+
+    /// How this node's clock compares with its peers'.
+    pub fn clock_report(&self) -> ClockReport {
+        self.inner.clock.report()
+    }
+
+    /// Writes stop while this node's clock is out of bounds (see [`clock_watch`]).
+    pub fn check_clock(&self) -> Result<(), ClusterError> {
+        let clock = self.inner.clock.report();
+        if clock.in_bounds {
+            return Ok(());
+        }
+        Err(ClusterError::ClockOutOfBounds {
+            offset_ms: clock.offset_ms,
+            max_ms: clock.max_offset_ms,
+        })
     }
 
     /// A call to peer `id` failed: counted by the caller; here discovery may look again.
@@ -310,12 +362,19 @@ impl Cluster {
             return Ok(written);
         }
         let targets = self.inner.router.targets(partition)?;
-        let created = self.check_precondition(key, &targets, precondition).await?;
-        let record = self.inner.store.new_put(key, value, ttl);
-        let version = record.version;
         let level = consistency.unwrap_or(self.inner.defaults.write);
-        self.replicate(&targets, record, level).await?;
-        Ok(Written { version, created })
+        let mut attempt = 1;
+        loop {
+            let created = self.check_precondition(key, &targets, precondition).await?;
+            let record = self.inner.store.new_put(key, value, ttl);
+            let version = record.version;
+            match self.replicate(&targets, record, level).await {
+                Ok(()) => return Ok(Written { version, created }),
+                // The clock has folded in the newer version: the next one beats it.
+                Err(ClusterError::Superseded { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Deletes `key` on every owner, leaving tombstones.
@@ -333,14 +392,20 @@ impl Cluster {
         let targets = self.inner.router.targets(partition)?;
         let level = consistency.unwrap_or(self.inner.defaults.write);
         let read_needed = level.required(targets.read_group_size());
-        let current = self.read_newest(key, &targets, read_needed).await?;
-        let live = current.filter(|r| !r.tombstone).map(|r| r.version);
-        precondition.check(live)?;
-        if live.is_none() {
-            return Err(StoreError::NotFound.into());
+        let mut attempt = 1;
+        loop {
+            let current = self.read_newest(key, &targets, read_needed).await?;
+            let live = current.filter(|r| !r.tombstone).map(|r| r.version);
+            precondition.check(live)?;
+            if live.is_none() {
+                return Err(StoreError::NotFound.into());
+            }
+            let tombstone = self.inner.store.new_tombstone(key);
+            match self.replicate(&targets, tombstone, level).await {
+                Err(ClusterError::Superseded { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                done => return done,
+            }
         }
-        let tombstone = self.inner.store.new_tombstone(key);
-        self.replicate(&targets, tombstone, level).await
     }
 
     /// The single-owner fast path: when this node is `partition`'s only copy, `write`
@@ -352,6 +417,7 @@ impl Cluster {
         partition: u32,
         write: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<Option<T>, ClusterError> {
+        self.check_clock()?;
         if self.refuses_writes_while_draining(partition) {
             return Err(self.draining_error(partition));
         }
@@ -425,9 +491,14 @@ impl Cluster {
             sender: Some(self.sender()),
             key: key.to_vec(),
         };
-        let call = move |mut client: peer::client::Client| {
-            let request = request.clone();
-            async move { client.get(request).await.map(tonic::Response::into_inner) }
+        let cluster = self.clone();
+        let call = move |id: String, mut client: peer::client::Client| {
+            let (request, cluster) = (request.clone(), cluster.clone());
+            async move {
+                let reply = client.get(request).await?.into_inner();
+                cluster.observe_clock(&id, reply.wall_ms);
+                Ok(reply)
+            }
         };
         let errors = self
             .inner
@@ -435,6 +506,11 @@ impl Cluster {
             .fan_out(remotes, call, &mut tally, Rest::Abandon)
             .await;
         let (newest, stale) = tally.finish(&errors)?;
+        if let Some(newest) = &newest {
+            // Fold what was read into the clock: a write after this read orders after it
+            // (a conditional write, a delete), however far behind this node's clock is.
+            self.fold(newest.version.hlc);
+        }
         if let Some(newest) = &newest
             && !stale.is_empty()
         {
@@ -467,7 +543,11 @@ impl Cluster {
             match &target.replica {
                 Replica::Local => {
                     match self.fenced(partition, || self.inner.store.apply(&record)) {
-                        Some(Ok(_)) => tally.ack(groups),
+                        Some(Ok(Applied::Stored)) => tally.ack(groups),
+                        Some(Ok(Applied::Stale)) => {
+                            let newer = self.inner.store.get_record(&record.key);
+                            tally.stale(newer.map_or(0, |r| r.version.hlc));
+                        }
                         Some(Err(err)) => errors.push(format!("{node_id}: {err}")),
                         None => {
                             errors.push(format!("{node_id}: draining, handing off this partition"));
@@ -482,9 +562,14 @@ impl Cluster {
             records: vec![record.into()],
             hint: false,
         };
-        let call = move |mut client: peer::client::Client| {
-            let request = request.clone();
-            async move { client.apply(request).await.map(|_| ()) }
+        let cluster = self.clone();
+        let call = move |id: String, mut client: peer::client::Client| {
+            let (request, cluster) = (request.clone(), cluster.clone());
+            async move {
+                let reply = client.apply(request).await?.into_inner();
+                cluster.observe_clock(&id, reply.wall_ms);
+                Ok(reply)
+            }
         };
         let failed = self
             .inner
@@ -492,7 +577,21 @@ impl Cluster {
             .fan_out(remotes, call, &mut tally, Rest::Finish)
             .await;
         errors.extend(failed);
-        tally.finish(&errors)
+        let outcome = tally.finish(&errors);
+        if let Err(ClusterError::Superseded { newer_hlc }) = &outcome {
+            self.fold(*newer_hlc);
+        }
+        outcome
+    }
+
+    /// Folds a version hlc seen on a replica into this node's clock. One beyond the
+    /// clock bound is not folded (it would drag this clock into the future): it is
+    /// refused and counted instead.
+    fn fold(&self, hlc: u64) {
+        let version = crate::clock::Version { hlc, node: 0 };
+        if let Err(err) = self.inner.store.observe_version(version) {
+            self.refused_version("a replica", &err);
+        }
     }
 }
 

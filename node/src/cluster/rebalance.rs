@@ -237,7 +237,13 @@ impl Cluster {
                     Err(status) => Err(status),
                 };
                 let sender = match reply {
-                    Ok(reply) => reply.into_inner().sender,
+                    Ok(reply) => {
+                        let sender = reply.into_inner().sender;
+                        if let Some(sender) = &sender {
+                            peers.observe_clock(&id, sender.wall_ms);
+                        }
+                        sender
+                    }
                     Err(status) => {
                         peers.peer_failed(&id, &status);
                         None

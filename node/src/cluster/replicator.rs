@@ -56,7 +56,7 @@ impl Replicator {
         &self.peers
     }
 
-    /// Calls `call` on every member of `remotes` concurrently and feeds each answer, with
+    /// Calls `call` (with the member's id) on every member of `remotes` concurrently and feeds each answer, with
     /// the member's tag, to `tally` until it has enough or every call has ended. Returns
     /// the errors of the calls that failed, as `member: message`.
     pub async fn fan_out<K, T, F, Fut>(
@@ -69,7 +69,7 @@ impl Replicator {
     where
         K: Send + 'static,
         T: Send + 'static,
-        F: Fn(PeerClient<Channel>) -> Fut + Clone + Send + 'static,
+        F: Fn(String, PeerClient<Channel>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, Status>> + Send + 'static,
     {
         let mut calls = JoinSet::new();
@@ -78,7 +78,7 @@ impl Replicator {
             let call = call.clone();
             calls.spawn(async move {
                 let reply = match peers.client_when_known(&member).await {
-                    Ok(client) => call(client).await,
+                    Ok(client) => call(member.id.clone(), client).await,
                     Err(status) => Err(status),
                 };
                 (member.id, tag, reply)
@@ -178,12 +178,16 @@ impl Tally<Replica, proto::GetResponse> for ReadTally {
 pub type Groups = (bool, bool);
 
 /// A write: `level` among the `next` owners and, during a move, among the `prev` owners.
+/// A replica that kept a newer version did not take the write: it is no acknowledgement.
 #[derive(Debug)]
 pub struct WriteTally {
     need_next: usize,
     need_prev: usize,
     acked_next: usize,
     acked_prev: usize,
+    /// Replicas that held a newer version, and the newest they named.
+    stale: usize,
+    newer_hlc: u64,
 }
 
 impl WriteTally {
@@ -197,7 +201,15 @@ impl WriteTally {
             },
             acked_next: 0,
             acked_prev: 0,
+            stale: 0,
+            newer_hlc: 0,
         }
+    }
+
+    /// A replica kept a newer version (`newer_hlc`, 0 if it did not say) instead.
+    pub fn stale(&mut self, newer_hlc: u64) {
+        self.stale += 1;
+        self.newer_hlc = self.newer_hlc.max(newer_hlc);
     }
 
     /// A replica in the `(in_next, in_prev)` groups stored the write.
@@ -206,10 +218,16 @@ impl WriteTally {
         self.acked_prev += usize::from(in_prev);
     }
 
-    /// Ok once both groups met the level; otherwise what was missing.
+    /// Ok once both groups met the level. Otherwise `Superseded` when replicas kept a
+    /// newer version (worth a retry with a newer one), or what was missing.
     pub fn finish(self, errors: &[String]) -> Result<(), ClusterError> {
         if self.enough() {
             return Ok(());
+        }
+        if self.stale > 0 {
+            return Err(ClusterError::Superseded {
+                newer_hlc: self.newer_hlc,
+            });
         }
         Err(ClusterError::Unavailable {
             needed: self.need_next + self.need_prev,
@@ -219,9 +237,15 @@ impl WriteTally {
     }
 }
 
-impl Tally<Groups, ()> for WriteTally {
-    fn record(&mut self, groups: Groups, (): ()) {
-        self.ack(groups);
+impl Tally<Groups, proto::ApplyResponse> for WriteTally {
+    /// Stored, or not this replica's partition any more (the sender is behind on a move;
+    /// the new owners get the write too): an acknowledgement. Kept a newer version: not.
+    fn record(&mut self, groups: Groups, reply: proto::ApplyResponse) {
+        if reply.applied > 0 || reply.not_owner > 0 {
+            self.ack(groups);
+        } else {
+            self.stale(reply.newer_hlc);
+        }
     }
 
     fn enough(&self) -> bool {
@@ -299,5 +323,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_replica_that_kept_a_newer_version_did_not_acknowledge() {
+        let targets = Targets {
+            targets: Vec::new(),
+            moving: false,
+            prev_owners: 0,
+            next_owners: 1,
+        };
+        let mut tally = WriteTally::new(&targets, Consistency::One);
+        let kept = proto::ApplyResponse {
+            stale: 1,
+            newer_hlc: 77,
+            ..proto::ApplyResponse::default()
+        };
+        tally.record((true, false), kept);
+        assert!(!tally.enough());
+        let err = tally.finish(&[]).expect_err("nobody took it");
+        assert!(matches!(err, ClusterError::Superseded { newer_hlc: 77 }));
+
+        let mut moved = WriteTally::new(&targets, Consistency::One);
+        let not_owner = proto::ApplyResponse {
+            not_owner: 1,
+            ..proto::ApplyResponse::default()
+        };
+        moved.record((true, false), not_owner);
+        assert!(
+            moved.finish(&[]).is_ok(),
+            "an old owner's refusal is not a lost write"
+        );
     }
 }

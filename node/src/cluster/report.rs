@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use super::clock_watch::ClockReport;
 use super::membership::ReplicationFactor;
 use super::rebalance::Progress;
 use super::wire::PROTOCOL_VERSION;
@@ -26,6 +27,8 @@ pub struct ClusterReport {
     pub ownership: Ownership,
     pub rebalance: RebalanceReport,
     pub sync: SyncReport,
+    /// How this node's clock compares with its peers' (see `clock_watch`).
+    pub clock: ClockReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +130,7 @@ impl Cluster {
                 progress: self.inner.sync.progress(),
             },
             sync: self.sync_report(),
+            clock: self.clock_report(),
         }
     }
 

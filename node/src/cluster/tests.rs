@@ -22,7 +22,12 @@ fn node(id: &str, list: MemberList) -> Cluster {
         partitions: PARTITIONS,
         max_memory: 1 << 20,
         eviction: crate::store::EvictionPolicy::Lru,
-        tombstone_ttl: Duration::from_secs(60),
+        limits: crate::store::RecordLimits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            tombstone_ttl: Duration::from_secs(60),
+            max_clock_offset: Duration::from_millis(500),
+        },
     });
     let defaults = Defaults {
         read: Consistency::Quorum,

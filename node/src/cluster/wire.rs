@@ -49,14 +49,16 @@ impl Identity {
         }
     }
 
-    /// This node as a request's sender, on `epoch` and holding `synced_epoch`.
-    pub fn sender(&self, epoch: u64, synced_epoch: u64) -> proto::Sender {
+    /// This node as a request's sender, on `epoch`, holding `synced_epoch`, its clock
+    /// reading `wall_ms`.
+    pub fn sender(&self, epoch: u64, synced_epoch: u64, wall_ms: u64) -> proto::Sender {
         proto::Sender {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.node_id.clone(),
             incarnation: self.incarnation.clone(),
             epoch,
             synced_epoch,
+            wall_ms,
         }
     }
 }

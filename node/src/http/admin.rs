@@ -183,6 +183,27 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
             sync.failures,
         ),
     ];
+    let clock = state.cluster.clock_report();
+    samples.extend([
+        (
+            "kache_clock_in_bounds",
+            "gauge",
+            "1 while this node's clock is within --max-clock-offset of most peers' (writes are refused otherwise).",
+            u64::from(clock.in_bounds),
+        ),
+        (
+            "kache_clock_offset_abs_ms",
+            "gauge",
+            "How far this node's clock is from its peers' (median, milliseconds, either direction).",
+            clock.offset_ms.unsigned_abs(),
+        ),
+        (
+            "kache_clock_refused_versions_total",
+            "counter",
+            "Versions from peers refused for being further ahead than --max-clock-offset.",
+            clock.refused_versions,
+        ),
+    ]);
     if let Some(rss) = resident_memory_bytes() {
         samples.push((
             "process_resident_memory_bytes",

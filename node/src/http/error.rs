@@ -108,7 +108,7 @@ impl From<ClusterError> for AppError {
     fn from(err: ClusterError) -> Self {
         match err {
             ClusterError::Store(err) => Self::Store(err),
-            unavailable @ ClusterError::Unavailable { .. } => {
+            unavailable => {
                 tracing::warn!(error = %unavailable, "request failed: replicas unavailable");
                 Self::Unavailable(unavailable.to_string())
             }

@@ -35,7 +35,7 @@ pub use memory::BufferGuard;
 use memory::{Removal, count_removal};
 use partition::PartitionMap;
 pub use partition::key_hash;
-pub use record::Record;
+pub use record::{MAX_TTL, Record, RecordError, RecordLimits};
 pub use types::{Applied, Precondition, StoreError, StoreStats, Value, Written};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -62,8 +62,9 @@ pub struct StoreConfig {
     /// migration buffers in flight (see [`Store::reserve_buffer`]).
     pub max_memory: usize,
     pub eviction: EvictionPolicy,
-    /// How long a delete's tombstone outlives it, so replicas cannot resurrect the key.
-    pub tombstone_ttl: Duration,
+    /// What a record may be (keys, values, TTLs, versions), and how long a delete's
+    /// tombstone outlives it, so replicas cannot resurrect the key.
+    pub limits: RecordLimits,
 }
 
 /// A cheap, cloneable handle on the store.
@@ -140,12 +141,34 @@ impl Store {
         Record::put(key, value, self.shared.hlc.next(now), ttl, now)
     }
 
+    /// What a record may be.
+    pub fn limits(&self) -> &RecordLimits {
+        &self.shared.config.limits
+    }
+
+    /// Checks a record from elsewhere (a peer's write, a pulled chunk) against the same
+    /// limits a client's request meets, and its version against the clock bound.
+    pub fn check_record(&self, record: &Record) -> Result<(), RecordError> {
+        self.shared.config.limits.check(record, self.now_ms())
+    }
+
+    /// Folds a version seen elsewhere (a replica's answer) into this node's clock, so the
+    /// next write orders after it; a version beyond the clock bound is refused instead.
+    pub fn observe_version(&self, version: Version) -> Result<(), RecordError> {
+        self.shared
+            .config
+            .limits
+            .check_version(version, self.now_ms())?;
+        self.shared.hlc.observe(version);
+        Ok(())
+    }
+
     /// A new delete of `key`, versioned by this node's clock, for replicas: a tombstone
     /// that lives `--tombstone-ttl`.
     pub fn new_tombstone(&self, key: &[u8]) -> Record {
         let now = self.now_ms();
         let version = self.shared.hlc.next(now);
-        Record::tombstone(key, version, now, self.shared.config.tombstone_ttl)
+        Record::tombstone(key, version, now, self.shared.config.limits.tombstone_ttl)
     }
 
     /// The partition's digest: [`DIGEST_BUCKETS`] order-independent sums over its
@@ -449,7 +472,7 @@ impl Store {
             return Err(StoreError::NotFound);
         };
         let version = self.shared.hlc.next(now);
-        let lifetime = self.shared.config.tombstone_ttl;
+        let lifetime = self.shared.config.limits.tombstone_ttl;
         let (old, kept) = if lifetime.is_zero() {
             (part.remove(slot), 0)
         } else {

@@ -11,7 +11,12 @@ fn config(max_memory: usize, eviction: EvictionPolicy) -> StoreConfig {
         partitions: 16,
         max_memory,
         eviction,
-        tombstone_ttl: Duration::from_secs(60),
+        limits: crate::store::RecordLimits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            tombstone_ttl: Duration::from_secs(60),
+            max_clock_offset: Duration::from_millis(500),
+        },
     }
 }
 
@@ -586,7 +591,10 @@ fn digests_are_order_independent_and_see_every_version_change() {
 fn a_chunked_scan_sees_every_entry_despite_concurrent_removals() {
     // No tombstones: a delete removes the entry and moves the last slot into its hole.
     let store = Store::new(StoreConfig {
-        tombstone_ttl: Duration::ZERO,
+        limits: RecordLimits {
+            tombstone_ttl: Duration::ZERO,
+            ..config(64 << 20, EvictionPolicy::Lru).limits
+        },
         ..config(64 << 20, EvictionPolicy::Lru)
     });
     for i in 0..2_000 {

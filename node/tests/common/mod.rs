@@ -37,7 +37,21 @@ impl Node {
 
     /// Starts a node with `base` flags, then `args` (later flags win).
     pub fn start_with(base: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_under(&[], base, args)
+    }
+
+    /// Like [`Node::start_with`], run through `wrapper` (a command that runs the node,
+    /// such as `faketime -f +1h`); none when empty.
+    pub fn start_under(wrapper: &[&str], base: &[&str], args: &[&str]) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(base)
             .args(args)
             .env("RUST_LOG", "info")

@@ -28,7 +28,12 @@ fn store(id: &str, max_memory: usize, eviction: EvictionPolicy) -> Store {
         partitions: PARTITIONS,
         max_memory,
         eviction,
-        tombstone_ttl: Duration::from_secs(60),
+        limits: crate::store::RecordLimits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            tombstone_ttl: Duration::from_secs(60),
+            max_clock_offset: Duration::from_millis(500),
+        },
     })
 }
 
@@ -114,7 +119,7 @@ async fn pair(a: Store, b: Store, replication_factor: u16) -> (Cluster, Cluster)
             Discovery::from_list(),
         );
         let server = tonic::transport::Server::builder()
-            .add_service(PeerService::new(cluster.clone(), 1 << 20).into_server())
+            .add_service(PeerService::new(cluster.clone()).into_server())
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
         tokio::spawn(server);
         clusters.push(cluster);

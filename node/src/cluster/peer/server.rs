@@ -10,23 +10,19 @@ use tonic::{Request, Response, Status};
 use crate::cluster::Cluster;
 use crate::cluster::chunk::{self, ChunkStream};
 use crate::cluster::wire::{PROTOCOL_VERSION, proto, syncing};
-use crate::store::entry::MAX_KEY_LEN;
-use crate::store::{Applied, DIGEST_BUCKETS, Record, Store};
+use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
 use proto::peer_server::Peer;
 
 /// The server side: answers other nodes from this node's own store.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     cluster: Cluster,
-    max_value_bytes: usize,
 }
 
 impl PeerService {
-    pub fn new(cluster: Cluster, max_value_bytes: usize) -> Self {
-        Self {
-            cluster,
-            max_value_bytes,
-        }
+    /// Answers from `cluster`'s store, holding peers' records to its limits.
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
     }
 
     pub fn into_server(self) -> proto::peer_server::PeerServer<Self> {
@@ -38,24 +34,6 @@ impl PeerService {
     }
 }
 
-/// Refuses requests without a sender or on another protocol version.
-fn check_sender(sender: Option<&proto::Sender>) -> Result<&proto::Sender, Status> {
-    let sender = sender.ok_or_else(|| Status::invalid_argument("request names no sender"))?;
-    if sender.protocol_version != PROTOCOL_VERSION {
-        tracing::warn!(
-            peer = %sender.node_id,
-            peer_version = sender.protocol_version,
-            version = PROTOCOL_VERSION,
-            "refused a peer on another protocol version"
-        );
-        return Err(Status::failed_precondition(format!(
-            "peer '{}' speaks kache peer protocol v{}, this node speaks v{}",
-            sender.node_id, sender.protocol_version, PROTOCOL_VERSION
-        )));
-    }
-    Ok(sender)
-}
-
 #[tonic::async_trait]
 impl Peer for PeerService {
     type StreamPartitionStream = ChunkStream;
@@ -65,7 +43,7 @@ impl Peer for PeerService {
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
         let request = request.into_inner();
-        check_sender(request.sender.as_ref())?;
+        self.check_sender(request.sender.as_ref())?;
         let partition = self.partition(request.partition)?;
         let dropped = self.cluster.release(partition);
         Ok(Response::new(proto::ReleaseResponse { dropped }))
@@ -76,7 +54,7 @@ impl Peer for PeerService {
         request: Request<proto::DigestRequest>,
     ) -> Result<Response<proto::DigestResponse>, Status> {
         let request = request.into_inner();
-        check_sender(request.sender.as_ref())?;
+        self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
         let partition = self.partition(request.partition)?;
         Ok(Response::new(proto::DigestResponse {
@@ -89,7 +67,7 @@ impl Peer for PeerService {
         request: Request<proto::StreamRequest>,
     ) -> Result<Response<Self::StreamPartitionStream>, Status> {
         let request = request.into_inner();
-        check_sender(request.sender.as_ref())?;
+        self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
         let partition = self.partition(request.partition)?;
         let buckets = if request.buckets.is_empty() {
@@ -115,7 +93,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::HelloRequest>,
     ) -> Result<Response<proto::HelloResponse>, Status> {
-        check_sender(request.get_ref().sender.as_ref())?;
+        self.check_sender(request.get_ref().sender.as_ref())?;
         Ok(Response::new(proto::HelloResponse {
             sender: Some(self.cluster.sender()),
         }))
@@ -126,9 +104,12 @@ impl Peer for PeerService {
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
         let request = request.into_inner();
-        check_sender(request.sender.as_ref())?;
+        self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
-        check_key(&request.key)?;
+        self.store()
+            .limits()
+            .check_key(&request.key)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
         let partition = self.store().partition_of(&request.key);
         let record = self
             .store()
@@ -137,6 +118,7 @@ impl Peer for PeerService {
         Ok(Response::new(proto::GetResponse {
             record,
             authoritative: self.cluster.holds_completely(partition),
+            wall_ms: self.store().now_ms(),
         }))
     }
 
@@ -145,13 +127,13 @@ impl Peer for PeerService {
         request: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
         let request = request.into_inner();
-        let sender = check_sender(request.sender.as_ref())?;
+        let sender = self.check_sender(request.sender.as_ref())?;
         let charge = chunk::chunk_charge(&request.records);
         // Validate the whole batch first, so a bad record changes nothing.
         let records = request
             .records
             .into_iter()
-            .map(|record| self.record_from_proto(record))
+            .map(|record| self.record_from_proto(&sender.node_id, record))
             .collect::<Result<Vec<_>, _>>()?;
         // A hinted batch is a drain's hand-off chunk: partition data in flight, charged
         // until it is stored. (A replicated write is one record, a request body like any
@@ -163,38 +145,87 @@ impl Peer for PeerService {
         } else {
             None
         };
+        if !request.hint {
+            // A node whose clock is off most of its peers' takes no writes (hand-offs
+            // still land: they carry versions other nodes made).
+            self.cluster
+                .check_clock()
+                .map_err(|err| Status::unavailable(err.to_string()))?;
+        }
         let mut reply = proto::ApplyResponse::default();
         for record in &records {
-            let partition = self.store().partition_of(&record.key);
-            if !request.hint && !self.cluster.accepts_writes_for(partition, sender.epoch) {
-                // A coordinator that has not yet seen a move complete still writes to
-                // this old owner; the new owners get the write too. Storing it here would
-                // bring back a partition this node has handed off.
-                reply.stale += 1;
-                continue;
-            }
-            let applied = if request.hint {
-                Some(self.store().apply(record))
-            } else {
-                self.cluster
-                    .fenced(partition, || self.store().apply(record))
-            };
-            match applied {
-                Some(Ok(Applied::Stored)) => reply.applied += 1,
-                Some(Ok(Applied::Stale)) => reply.stale += 1,
-                Some(Err(err)) => return Err(Status::resource_exhausted(err.to_string())),
-                None => {
-                    return Err(Status::unavailable(format!(
-                        "draining: partition {partition} is being handed off"
-                    )));
-                }
-            }
+            self.apply_one(record, request.hint, sender.epoch, &mut reply)?;
         }
+        reply.wall_ms = self.store().now_ms();
         Ok(Response::new(reply))
     }
 }
 
 impl PeerService {
+    /// Refuses requests without a sender or on another protocol version; notes how far
+    /// the sender's clock is from this node's.
+    fn check_sender<'a>(
+        &self,
+        sender: Option<&'a proto::Sender>,
+    ) -> Result<&'a proto::Sender, Status> {
+        let sender = sender.ok_or_else(|| Status::invalid_argument("request names no sender"))?;
+        if sender.protocol_version != PROTOCOL_VERSION {
+            tracing::warn!(
+                peer = %sender.node_id,
+                peer_version = sender.protocol_version,
+                version = PROTOCOL_VERSION,
+                "refused a peer on another protocol version"
+            );
+            return Err(Status::failed_precondition(format!(
+                "peer '{}' speaks kache peer protocol v{}, this node speaks v{}",
+                sender.node_id, sender.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        self.cluster.observe_clock(&sender.node_id, sender.wall_ms);
+        Ok(sender)
+    }
+
+    /// Applies one record of an `Apply` from a sender on `sender_epoch`, counting the
+    /// outcome in `reply`.
+    fn apply_one(
+        &self,
+        record: &Record,
+        hint: bool,
+        sender_epoch: u64,
+        reply: &mut proto::ApplyResponse,
+    ) -> Result<(), Status> {
+        let partition = self.store().partition_of(&record.key);
+        if !hint && !self.cluster.accepts_writes_for(partition, sender_epoch) {
+            // A coordinator that has not yet seen a move complete still writes to this
+            // old owner; the new owners get the write too. Storing it here would bring
+            // back a partition this node has handed off.
+            reply.not_owner += 1;
+            return Ok(());
+        }
+        let applied = if hint {
+            Some(self.store().apply(record))
+        } else {
+            self.cluster
+                .fenced(partition, || self.store().apply(record))
+        };
+        match applied {
+            Some(Ok(Applied::Stored)) => reply.applied += 1,
+            Some(Ok(Applied::Stale)) => {
+                // Tell the sender what beat its record, so it can write after it.
+                reply.stale += 1;
+                let newer = self.store().get_record(&record.key);
+                reply.newer_hlc = reply.newer_hlc.max(newer.map_or(0, |r| r.version.hlc));
+            }
+            Some(Err(err)) => return Err(Status::resource_exhausted(err.to_string())),
+            None => {
+                return Err(Status::unavailable(format!(
+                    "draining: partition {partition} is being handed off"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses to act as a source (reads, digests, streams) before the startup sync.
     fn check_synced(&self) -> Result<(), Status> {
         if self.cluster.is_synced() {
@@ -214,25 +245,16 @@ impl PeerService {
         Ok(partition)
     }
 
-    fn record_from_proto(&self, record: proto::Record) -> Result<Record, Status> {
-        check_key(&record.key)?;
-        if record.value.len() > self.max_value_bytes {
-            return Err(Status::invalid_argument(format!(
-                "value of {} bytes exceeds this node's limit of {}",
-                record.value.len(),
-                self.max_value_bytes
-            )));
+    /// A peer's record, held to the limits a client's request meets (key, value, TTL,
+    /// tombstone expiry) and to the clock bound on its version.
+    fn record_from_proto(&self, from: &str, record: proto::Record) -> Result<Record, Status> {
+        let record = Record::from(record);
+        if let Err(err) = self.store().check_record(&record) {
+            if matches!(err, RecordError::VersionAhead { .. }) {
+                self.cluster.refused_version(from, &err);
+            }
+            return Err(Status::invalid_argument(err.to_string()));
         }
-        Ok(Record::from(record))
+        Ok(record)
     }
-}
-
-fn check_key(key: &[u8]) -> Result<(), Status> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(Status::invalid_argument(format!(
-            "key must be 1 to {MAX_KEY_LEN} bytes, got {}",
-            key.len()
-        )));
-    }
-    Ok(())
 }
