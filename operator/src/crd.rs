@@ -502,5 +502,4 @@ pub struct RebalanceStatus {
 }
 
 #[cfg(test)]
-#[path = "crd_tests.rs"]
 mod tests;

@@ -351,5 +351,4 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
 }
 
 #[cfg(test)]
-#[path = "scale_tests.rs"]
 pub(crate) mod tests;

@@ -370,5 +370,4 @@ fn condition(
 }
 
 #[cfg(test)]
-#[path = "status_tests.rs"]
 mod tests;

@@ -545,5 +545,4 @@ async fn emit(
 }
 
 #[cfg(test)]
-#[path = "controller_tests.rs"]
 mod tests;
