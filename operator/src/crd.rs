@@ -19,8 +19,10 @@ use std::collections::BTreeMap;
 pub const DEFAULT_PARTITIONS: u32 = 271;
 
 /// A kache cache cluster: a StatefulSet of cache nodes that reshard safely when it scales.
-// The printer columns repeat keys like `type_`, which clippy takes for duplicates.
-#[allow(clippy::duplicated_attributes)]
+#[expect(
+    clippy::duplicated_attributes,
+    reason = "the printer columns repeat keys like `type_`, which clippy takes for duplicates"
+)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kache.dev",
@@ -502,5 +504,4 @@ pub struct RebalanceStatus {
 }
 
 #[cfg(test)]
-#[path = "crd_tests.rs"]
 mod tests;

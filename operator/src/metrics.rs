@@ -22,8 +22,6 @@ struct Inner {
     reconciliations: u64,
     reconcile_seconds_sum: f64,
     failures: BTreeMap<&'static str, u64>,
-    /// Consecutive failures per cluster, for the backoff.
-    failing: BTreeMap<String, u32>,
     clusters: BTreeMap<String, ClusterGauges>,
     leader: bool,
 }
@@ -57,7 +55,6 @@ impl Metrics {
         let mut inner = self.inner.lock();
         inner.reconciliations += 1;
         inner.reconcile_seconds_sum += took.as_secs_f64();
-        inner.failing.remove(cluster);
         let rebalance = status.rebalance.clone().unwrap_or_default();
         inner.clusters.insert(
             cluster.to_owned(),
@@ -74,19 +71,13 @@ impl Metrics {
         );
     }
 
-    /// Counts a failed reconcile; returns how many in a row this cluster has had.
-    pub fn reconcile_failed(&self, cluster: &str, reason: &'static str) -> u32 {
-        let mut inner = self.inner.lock();
-        *inner.failures.entry(reason).or_default() += 1;
-        let failing = inner.failing.entry(cluster.to_owned()).or_default();
-        *failing = failing.saturating_add(1);
-        *failing
+    /// Counts a failed reconcile by its cause.
+    pub fn reconcile_failed(&self, reason: &'static str) {
+        *self.inner.lock().failures.entry(reason).or_default() += 1;
     }
 
     pub fn forget(&self, cluster: &str) {
-        let mut inner = self.inner.lock();
-        inner.clusters.remove(cluster);
-        inner.failing.remove(cluster);
+        self.inner.lock().clusters.remove(cluster);
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -96,15 +87,24 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.inner.lock();
         let mut out = String::new();
+        inner.render_operator(&mut out);
+        inner.render_clusters(&mut out);
+        out
+    }
+}
+
+impl Inner {
+    /// The operator's own families: leadership and reconciliations.
+    fn render_operator(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "kache_operator_leader",
             "gauge",
             "1 while this replica holds the leader lease.",
         );
-        let _ = writeln!(out, "kache_operator_leader {}", u8::from(inner.leader));
+        let _ = writeln!(out, "kache_operator_leader {}", u8::from(self.leader));
         header(
-            &mut out,
+            out,
             "kache_operator_reconciliations_total",
             "counter",
             "Reconciliations that finished.",
@@ -112,10 +112,10 @@ impl Metrics {
         let _ = writeln!(
             out,
             "kache_operator_reconciliations_total {}",
-            inner.reconciliations
+            self.reconciliations
         );
         header(
-            &mut out,
+            out,
             "kache_operator_reconcile_seconds_total",
             "counter",
             "Time spent in finished reconciliations.",
@@ -123,20 +123,24 @@ impl Metrics {
         let _ = writeln!(
             out,
             "kache_operator_reconcile_seconds_total {:.6}",
-            inner.reconcile_seconds_sum
+            self.reconcile_seconds_sum
         );
         header(
-            &mut out,
+            out,
             "kache_operator_reconcile_failures_total",
             "counter",
             "Reconciliations that failed, by cause.",
         );
-        for (reason, count) in &inner.failures {
+        for (reason, count) in &self.failures {
             let _ = writeln!(
                 out,
                 "kache_operator_reconcile_failures_total{{reason=\"{reason}\"}} {count}"
             );
         }
+    }
+
+    /// One gauge family per figure of each cluster's status, and its phase.
+    fn render_clusters(&self, out: &mut String) {
         let gauges: [Gauge; 7] = [
             (
                 "kache_cachecluster_epoch",
@@ -175,18 +179,18 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            header(&mut out, name, "gauge", help);
-            for (cluster, g) in &inner.clusters {
+            header(out, name, "gauge", help);
+            for (cluster, g) in &self.clusters {
                 let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
             }
         }
         header(
-            &mut out,
+            out,
             "kache_cachecluster_phase",
             "gauge",
             "1 for the phase each cluster is in.",
         );
-        for (cluster, g) in &inner.clusters {
+        for (cluster, g) in &self.clusters {
             for phase in PHASES {
                 let _ = writeln!(
                     out,
@@ -196,7 +200,6 @@ impl Metrics {
                 );
             }
         }
-        out
     }
 }
 
@@ -220,8 +223,8 @@ mod tests {
             ..CacheClusterStatus::default()
         };
         metrics.observe("shop/demo", &status, Duration::from_millis(20));
-        assert_eq!(metrics.reconcile_failed("shop/other", "kube"), 1);
-        assert_eq!(metrics.reconcile_failed("shop/other", "kube"), 2);
+        metrics.reconcile_failed("kube");
+        metrics.reconcile_failed("kube");
         let text = metrics.render();
         assert!(
             text.contains("kache_cachecluster_epoch{cluster=\"shop/demo\"} 5"),

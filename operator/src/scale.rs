@@ -1,7 +1,11 @@
 //! The membership state machine: how the operator moves a cluster from one member list to
 //! the next without losing data. A pure function of (spec, published list, pods, node
-//! reports), so every path is unit-tested without a cluster.
+//! reports, the last reported phase), so every path is unit-tested without a cluster.
+//! The plan decides every step; the status only reports it.
 //!
+//! - **Create**: publish every member at epoch 1 and start all pods at once. Until the
+//!   cluster was available once, members that have not joined are `Starting`, not a
+//!   failure.
 //! - **Scale up**: grow the StatefulSet; once every new pod answers `GET /v1/cluster`,
 //!   publish a list with the new members (epoch + 1); the nodes move partitions to them.
 //! - **Scale down**: publish a list without the leaving ordinals, which become `departing`
@@ -16,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::crd::{MemberRole, MemberStatus};
+use crate::crd::{MemberRole, MemberStatus, Phase};
 use crate::members::{MemberId, MemberList, ReplicationFactor};
 use crate::report::NodeReport;
 
@@ -47,6 +51,9 @@ pub struct Observed {
     pub reports: BTreeMap<u32, NodeReport>,
     /// Pods listed in the peer Service's EndpointSlices: the nodes can find them.
     pub discoverable: BTreeSet<u32>,
+    /// The phase the status last reported, None before the first status. It is the
+    /// plan's only memory: whether every member has joined once since creation.
+    pub last_phase: Option<Phase>,
 }
 
 /// What the cluster is doing, which decides the phase and conditions.
@@ -54,8 +61,8 @@ pub struct Observed {
 pub enum Step {
     /// The first member list was just published.
     Create,
-    /// The first members are starting (the status's view of `Degraded` before every
-    /// member joined once; the plan itself has no history).
+    /// The first members are starting: the list is the first one (epoch 1) and the
+    /// status never left Creating, so members that have not joined are no failure yet.
     Starting { waiting_for: Vec<String> },
     /// Scale-up: the new pods do not answer yet, so they are not members yet.
     WaitForPods { starting: Vec<String> },
@@ -110,31 +117,13 @@ pub fn ordinal_of(name: &str, id: &str) -> Option<u32> {
 
 /// Decides the next step. Pure: the same inputs always give the same plan.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
-    if let ReplicationFactor::Count(copies) = desired.replication_factor
-        && (copies == 0 || u32::from(copies) > desired.replicas)
-    {
+    if let Some(reason) = invalid_replication_factor(desired) {
         // The CRD's CEL rule refuses this; an object written before the rule existed
         // must still change nothing.
-        let reason = format!(
-            "replicationFactor {copies} must be between 1 and replicas ({})",
-            desired.replicas
-        );
-        let Some(current) = &observed.list else {
-            return Plan {
-                list: MemberList {
-                    epoch: 0,
-                    partitions: desired.partitions,
-                    replication_factor: desired.replication_factor,
-                    members: Vec::new(),
-                    departing: Vec::new(),
-                },
-                publish: false,
-                statefulset_replicas: 0,
-                step: Step::Invalid { reason },
-                members: Vec::new(),
-            };
+        return match &observed.list {
+            None => refuse(desired, reason),
+            Some(current) => hold(desired, observed, current, Step::Invalid { reason }),
         };
-        return hold(desired, observed, current, Step::Invalid { reason });
     }
     let Some(current) = &observed.list else {
         return create(desired, observed);
@@ -146,93 +135,151 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         );
         return hold(desired, observed, current, Step::Invalid { reason });
     }
-
-    let target: Vec<String> = (0..desired.replicas)
-        .map(|i| member_id(&desired.name, i))
-        .collect();
+    let target = target_members(desired);
     let members_match = current.member_ids().eq(target.iter().map(String::as_str));
     if !members_match || current.replication_factor != desired.replication_factor {
-        let current_members: BTreeSet<&str> = current.member_ids().collect();
-        let starting: Vec<String> = target
-            .iter()
-            .filter(|id| !current_members.contains(id.as_str()))
-            // A new member must answer, and be in the EndpointSlices the nodes discover
-            // peers through: writes to it fail until every node knows its address.
-            .filter(|id| !reachable(desired, observed, id) || !discoverable(desired, observed, id))
-            .cloned()
-            .collect();
-        if !starting.is_empty() {
-            return hold(desired, observed, current, Step::WaitForPods { starting });
-        }
-        let target_set: BTreeSet<&str> = target.iter().map(String::as_str).collect();
-        let departing: BTreeSet<String> = current
-            .member_ids()
-            .chain(current.departing_ids())
-            .filter(|id| !target_set.contains(id))
-            .map(str::to_owned)
-            .collect();
-        let next = MemberList {
-            epoch: current.epoch + 1,
-            partitions: current.partitions,
-            replication_factor: desired.replication_factor,
-            members: target
-                .iter()
-                .map(|id| MemberId { id: id.clone() })
-                .collect(),
-            departing: by_ordinal(&desired.name, departing),
-        };
-        let waiting_for = target;
-        return publish(desired, observed, next, Step::Rebalancing { waiting_for });
+        return change(desired, observed, current, target);
     }
+    if !current.departing.is_empty() {
+        return hand_off(desired, observed, current);
+    }
+    settle(desired, observed, current)
+}
 
-    let epoch = current.epoch;
-    let not_joined: Vec<String> = current
+/// Why the replication factor cannot be acted on, if it cannot.
+fn invalid_replication_factor(desired: &Desired) -> Option<String> {
+    let ReplicationFactor::Count(copies) = desired.replication_factor else {
+        return None;
+    };
+    (copies == 0 || u32::from(copies) > desired.replicas).then(|| {
+        format!(
+            "replicationFactor {copies} must be between 1 and replicas ({})",
+            desired.replicas
+        )
+    })
+}
+
+/// An invalid spec and no list yet: nothing is published and no pod is started.
+fn refuse(desired: &Desired, reason: String) -> Plan {
+    Plan {
+        list: MemberList {
+            epoch: 0,
+            partitions: desired.partitions,
+            replication_factor: desired.replication_factor,
+            members: Vec::new(),
+            departing: Vec::new(),
+        },
+        publish: false,
+        statefulset_replicas: 0,
+        step: Step::Invalid { reason },
+        members: Vec::new(),
+    }
+}
+
+/// The members the spec asks for, in ordinal order.
+fn target_members(desired: &Desired) -> Vec<String> {
+    (0..desired.replicas)
+        .map(|i| member_id(&desired.name, i))
+        .collect()
+}
+
+/// The spec asks for other members or another replication factor: once every new pod
+/// can take part, publish the target members (epoch + 1); whoever leaves is departing.
+fn change(
+    desired: &Desired,
+    observed: &Observed,
+    current: &MemberList,
+    target: Vec<String>,
+) -> Plan {
+    let current_members: BTreeSet<&str> = current.member_ids().collect();
+    let starting: Vec<String> = target
+        .iter()
+        .filter(|id| !current_members.contains(id.as_str()))
+        // A new member must answer, and be in the EndpointSlices the nodes discover
+        // peers through: writes to it fail until every node knows its address.
+        .filter(|id| !reachable(desired, observed, id) || !discoverable(desired, observed, id))
+        .cloned()
+        .collect();
+    if !starting.is_empty() {
+        return hold(desired, observed, current, Step::WaitForPods { starting });
+    }
+    let target_set: BTreeSet<&str> = target.iter().map(String::as_str).collect();
+    let departing: BTreeSet<String> = current
         .member_ids()
-        .filter(|id| !report_of(&desired.name, observed, id).is_some_and(|r| r.joined(epoch)))
+        .chain(current.departing_ids())
+        .filter(|id| !target_set.contains(id))
         .map(str::to_owned)
         .collect();
-    if !current.departing.is_empty() {
-        let holding: Vec<String> = current
-            .departing_ids()
-            .filter(|id| !report_of(&desired.name, observed, id).is_some_and(|r| r.drained(epoch)))
-            .map(str::to_owned)
-            .collect();
-        if not_joined.is_empty() && holding.is_empty() {
-            // Every departing member handed everything off: forget them, then shrink.
-            let next = MemberList {
-                epoch: epoch + 1,
-                departing: Vec::new(),
-                ..current.clone()
-            };
-            let waiting_for = current.member_ids().map(str::to_owned).collect();
-            return publish(desired, observed, next, Step::Rebalancing { waiting_for });
-        }
-        let unreachable: Vec<String> = current
-            .member_ids()
-            .chain(current.departing_ids())
-            .filter(|id| !reachable(desired, observed, id))
-            .map(str::to_owned)
-            .collect();
-        if !unreachable.is_empty() {
-            return hold(
-                desired,
-                observed,
-                current,
-                Step::ScaleDownBlocked { unreachable },
-            );
-        }
-        let waiting_for = not_joined.into_iter().chain(holding).collect();
-        return hold(desired, observed, current, Step::HandingOff { waiting_for });
-    }
+    let next = MemberList {
+        epoch: current.epoch + 1,
+        partitions: current.partitions,
+        replication_factor: desired.replication_factor,
+        members: target
+            .iter()
+            .map(|id| MemberId { id: id.clone() })
+            .collect(),
+        departing: by_ordinal(&desired.name, departing),
+    };
+    let waiting_for = target;
+    publish(desired, observed, next, Step::Rebalancing { waiting_for })
+}
 
+/// A scale-down in progress: forget the departing members once every member joined and
+/// every departing one handed everything off; until then say who is waited for.
+fn hand_off(desired: &Desired, observed: &Observed, current: &MemberList) -> Plan {
+    let epoch = current.epoch;
+    let not_joined = not_joined(desired, observed, current);
+    let holding: Vec<String> = current
+        .departing_ids()
+        .filter(|id| !report_of(&desired.name, observed, id).is_some_and(|r| r.drained(epoch)))
+        .map(str::to_owned)
+        .collect();
+    if not_joined.is_empty() && holding.is_empty() {
+        // Every departing member handed everything off: forget them, then shrink.
+        let next = MemberList {
+            epoch: epoch + 1,
+            departing: Vec::new(),
+            ..current.clone()
+        };
+        let waiting_for = current.member_ids().map(str::to_owned).collect();
+        return publish(desired, observed, next, Step::Rebalancing { waiting_for });
+    }
+    let unreachable: Vec<String> = current
+        .member_ids()
+        .chain(current.departing_ids())
+        .filter(|id| !reachable(desired, observed, id))
+        .map(str::to_owned)
+        .collect();
+    if !unreachable.is_empty() {
+        let step = Step::ScaleDownBlocked { unreachable };
+        return hold(desired, observed, current, step);
+    }
+    let waiting_for = not_joined.into_iter().chain(holding).collect();
+    hold(desired, observed, current, Step::HandingOff { waiting_for })
+}
+
+/// The published list is the one the spec asks for: stable once every member joined;
+/// otherwise still starting, still moving partitions, or degraded.
+fn settle(desired: &Desired, observed: &Observed, current: &MemberList) -> Plan {
+    let not_joined = not_joined(desired, observed, current);
     if not_joined.is_empty() {
         return hold(desired, observed, current, Step::Stable);
     }
+    // Until every member joined once, members that have not joined are still starting
+    // (nodes that have not read the first list yet look like members of a move).
+    let still_creating = current.epoch <= 1
+        && observed
+            .last_phase
+            .is_none_or(|phase| phase == Phase::Creating);
     let moving = current.member_ids().any(|id| {
         report_of(&desired.name, observed, id)
-            .is_some_and(|r| r.epoch < epoch || r.rebalance.active)
+            .is_some_and(|r| r.epoch < current.epoch || r.rebalance.active)
     });
-    let step = if moving {
+    let step = if still_creating {
+        Step::Starting {
+            waiting_for: not_joined,
+        }
+    } else if moving {
         Step::Rebalancing {
             waiting_for: not_joined,
         }
@@ -240,6 +287,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         Step::Degraded { not_joined }
     };
     hold(desired, observed, current, step)
+}
+
+/// The members of `current` that have not fully joined its epoch.
+fn not_joined(desired: &Desired, observed: &Observed, current: &MemberList) -> Vec<String> {
+    current
+        .member_ids()
+        .filter(|id| {
+            !report_of(&desired.name, observed, id).is_some_and(|r| r.joined(current.epoch))
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The first list: every desired member at epoch 1, all pods at once. Nodes that start
@@ -351,5 +409,6 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
 }
 
 #[cfg(test)]
-#[path = "scale_tests.rs"]
-pub(crate) mod tests;
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,6 @@
-//! Names, labels and ownership shared by every object of one CacheCluster.
+//! Names, labels, label selectors and ownership shared by every object of one
+//! CacheCluster. The only place that spells a label: the StatefulSet's selector is
+//! immutable and the operator's watches must match what the builders write.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,29 @@ use crate::crd::CacheCluster;
 pub const FIELD_MANAGER: &str = "kache-operator";
 /// Pod-template annotation holding the node config hash: pods roll when it changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "kache.dev/config-hash";
+
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label naming the CacheCluster a cache pod belongs to.
+const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The label the EndpointSlice controller puts on a Service's slices.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Selects every object the operator owns, across all CacheClusters (for its watches).
+pub fn owned_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}")
+}
+
+/// Selects the cache pods of every CacheCluster (for the operator's pod watch).
+pub fn cache_pods_selector() -> String {
+    format!("{NAME_LABEL}=kache,{COMPONENT_LABEL}=cache")
+}
+
+/// The name of the CacheCluster a cache pod belongs to, from the pod's labels.
+pub fn cluster_of(pod_labels: &BTreeMap<String, String>) -> Option<&str> {
+    pod_labels.get(INSTANCE_LABEL).map(String::as_str)
+}
 
 /// The names of one CacheCluster's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +77,9 @@ impl Names {
     /// selector is immutable.
     pub fn selector_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("app.kubernetes.io/name".to_owned(), "kache".to_owned()),
-            (
-                "app.kubernetes.io/instance".to_owned(),
-                self.cluster.clone(),
-            ),
-            ("app.kubernetes.io/component".to_owned(), "cache".to_owned()),
+            (NAME_LABEL.to_owned(), "kache".to_owned()),
+            (INSTANCE_LABEL.to_owned(), self.cluster.clone()),
+            (COMPONENT_LABEL.to_owned(), "cache".to_owned()),
         ])
     }
 
@@ -69,16 +91,24 @@ impl Names {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// Selects the EndpointSlices of the peer Service: the addresses the nodes find
+    /// each other at.
+    pub fn peer_endpoint_slices_selector(&self) -> String {
+        format!("{SERVICE_NAME_LABEL}={}", self.peers())
+    }
+
+    /// `namespace/name`: how logs and metrics name this CacheCluster.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.cluster)
+    }
 }
 
 /// Labels for every owned object: the user's extra labels, then ours (ours win).
 pub fn labels(cc: &CacheCluster) -> BTreeMap<String, String> {
     let mut labels = cc.spec.labels.clone();
     labels.extend(Names::of(cc).selector_labels());
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_owned(),
-        FIELD_MANAGER.to_owned(),
-    );
+    labels.insert(MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned());
     labels
 }
 
@@ -138,5 +168,56 @@ pub(crate) mod tests {
             Names::of(&cc).selector_string(),
             "app.kubernetes.io/component=cache,app.kubernetes.io/instance=demo,app.kubernetes.io/name=kache"
         );
+    }
+
+    /// `k=v,k=v` as pairs.
+    fn pairs(selector: &str) -> Vec<(String, String)> {
+        selector
+            .split(',')
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap();
+                (key.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_watch_selectors_match_the_labels_every_object_gets() {
+        let cc = cache_cluster(
+            "replicas: 3
+labels: {team: cart}",
+        );
+        let labels = labels(&cc);
+        let selects = |selector: &str| {
+            pairs(selector)
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        };
+        assert!(selects(&owned_selector()), "{}", owned_selector());
+        assert!(selects(&cache_pods_selector()), "{}", cache_pods_selector());
+        assert!(selects(&Names::of(&cc).selector_string()));
+        assert_eq!(cluster_of(&labels), Some("demo"));
+        // Other clusters' pods match the pod watch too: it is not per cluster.
+        let other = Names {
+            cluster: "other".to_owned(),
+            namespace: "shop".to_owned(),
+        };
+        let other_labels = other.selector_labels();
+        assert!(
+            pairs(&cache_pods_selector())
+                .iter()
+                .all(|(k, v)| other_labels.get(k) == Some(v))
+        );
+        assert_eq!(cluster_of(&other_labels), Some("other"));
+    }
+
+    #[test]
+    fn the_peer_slices_are_selected_by_their_service() {
+        let names = Names::of(&cache_cluster("replicas: 3"));
+        assert_eq!(
+            names.peer_endpoint_slices_selector(),
+            "kubernetes.io/service-name=demo-peers"
+        );
+        assert_eq!(names.key(), "shop/demo");
     }
 }

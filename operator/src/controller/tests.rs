@@ -1,6 +1,6 @@
 //! Reconcile error paths against a mocked API server (a real HTTP server on loopback that
 //! answers like kube-apiserver would): a failing API or an unreadable member list is an
-//! error with backoff, and nothing is written.
+//! error with backoff, and nothing is written; a deleted cluster's backoff starts over.
 
 use std::sync::Arc;
 
@@ -9,6 +9,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use parking_lot::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::crd::CacheClusterSpec;
@@ -129,10 +131,32 @@ async fn failures_back_off_exponentially_and_reset_on_success() {
         delays,
         [1, 2, 4, 8].map(|s| Action::requeue(Duration::from_secs(s)))
     );
-    ctx.metrics
-        .observe("shop/demo", &CacheClusterStatus::default(), Duration::ZERO);
+    // What a successful reconcile does at its end.
+    ctx.backoff.reset("shop/demo");
+    assert_eq!(
+        error_policy(cc.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        error_policy(cc.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(2))
+    );
+
+    // A cluster being deleted is forgotten without asking the API anything.
+    let mut deleted = (*cc).clone();
+    deleted.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let action = reconcile(Arc::new(deleted), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
     assert_eq!(
         error_policy(cc, &error, ctx),
         Action::requeue(Duration::from_secs(1))
     );
+}
+
+#[test]
+fn the_rebalance_timeout_reads_seconds_minutes_and_hours() {
+    let cases = [("90s", 90), ("10m", 600), ("2h", 7_200), ("45", 45)];
+    for (text, seconds) in cases {
+        assert_eq!(parse_timeout(text), Duration::from_secs(seconds), "{text}");
+    }
 }

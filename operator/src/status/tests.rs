@@ -2,8 +2,9 @@
 //! nodes say, and the timestamps move only on real transitions.
 
 use super::*;
+use crate::scale::fixtures::{desired, drained, holding, joined, list, moving, observed};
 use crate::scale::plan;
-use crate::scale::tests::{desired, drained, holding, joined, list, moving, observed};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::ToSpan;
 
 fn ctx<'a>(previous: Option<&'a CacheClusterStatus>, now: Timestamp) -> Context<'a> {
@@ -155,26 +156,29 @@ fn a_new_cluster_is_creating_until_every_member_joined_once() {
     unaware.node.ready = false;
     let before_list = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1), unaware]);
     let p = plan(&desired(3, 1), &before_list);
-    assert!(matches!(p.step, Step::Rebalancing { .. }), "{:?}", p.step);
+    assert!(matches!(p.step, Step::Starting { .. }), "{:?}", p.step);
     let first = status(&p, &before_list, &ctx(None, t0()));
     assert_eq!(first.phase, Phase::Creating);
     assert!(first.rebalance.is_none(), "creating is not a move");
 
-    let starting = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1)]);
+    let mut starting = observed(Some(list(1, &[0, 1, 2], &[])), vec![joined(0, 1)]);
+    starting.last_phase = Some(first.phase);
     let p = plan(&desired(3, 1), &starting);
     let first = status(&p, &starting, &ctx(Some(&first), t0()));
     assert_eq!(first.phase, Phase::Creating);
     assert_eq!(condition(&first, DEGRADED).status, "False");
     assert_eq!(condition(&first, PROGRESSING).reason, "Creating");
 
-    let up = observed(
+    let mut up = observed(
         Some(list(1, &[0, 1, 2], &[])),
         vec![joined(0, 1), joined(1, 1), joined(2, 1)],
     );
+    up.last_phase = Some(first.phase);
     let available = status(&plan(&desired(3, 1), &up), &up, &ctx(Some(&first), t0()));
     assert_eq!(available.phase, Phase::Available);
 
     // Once it was available, a member that stops answering makes it Degraded.
+    starting.last_phase = Some(available.phase);
     let later = plan(&desired(3, 1), &starting);
     let degraded = status(&later, &starting, &ctx(Some(&available), t0()));
     assert_eq!(degraded.phase, Phase::Degraded);

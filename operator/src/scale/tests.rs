@@ -1,107 +1,9 @@
 //! The state machine's paths: create, scale up, scale down, a blocked scale-down, a
-//! change superseding one in progress, scaling to the same size, and bad specs.
+//! change superseding one in progress, scaling to the same size, the first members
+//! starting, and bad specs.
 
 use super::*;
-use crate::report::{NodeSelf, Ownership, Rebalance};
-
-const NAME: &str = "demo";
-
-pub(crate) fn desired(replicas: u32, rf: u16) -> Desired {
-    Desired {
-        name: NAME.to_owned(),
-        replicas,
-        replication_factor: ReplicationFactor::Count(rf),
-        partitions: 271,
-    }
-}
-
-pub(crate) fn list(epoch: u64, members: &[u32], departing: &[u32]) -> MemberList {
-    let ids = |ordinals: &[u32]| {
-        ordinals
-            .iter()
-            .map(|&i| MemberId {
-                id: member_id(NAME, i),
-            })
-            .collect()
-    };
-    MemberList {
-        epoch,
-        partitions: 271,
-        replication_factor: ReplicationFactor::Count(1),
-        members: ids(members),
-        departing: ids(departing),
-    }
-}
-
-/// A member that fully joined `epoch`.
-pub(crate) fn joined(ordinal: u32, epoch: u64) -> NodeReport {
-    NodeReport {
-        protocol_version: 1,
-        node: NodeSelf {
-            id: member_id(NAME, ordinal),
-            incarnation: "i".to_owned(),
-            ready: true,
-            synced_epoch: epoch,
-        },
-        epoch,
-        ownership: Ownership {
-            owned: 90,
-            pending: 0,
-            held_not_owned: 0,
-        },
-        rebalance: Rebalance {
-            to_epoch: epoch,
-            ..Rebalance::default()
-        },
-    }
-}
-
-/// A member still moving partitions into `epoch`.
-pub(crate) fn moving(ordinal: u32, epoch: u64) -> NodeReport {
-    let mut report = joined(ordinal, epoch);
-    report.rebalance.active = true;
-    report.ownership.pending = 12;
-    report
-}
-
-/// A departing member that still holds partitions.
-pub(crate) fn holding(ordinal: u32, epoch: u64) -> NodeReport {
-    let mut report = joined(ordinal, epoch);
-    report.ownership.owned = 0;
-    report.ownership.held_not_owned = 40;
-    report
-}
-
-/// A departing member that handed everything off.
-pub(crate) fn drained(ordinal: u32, epoch: u64) -> NodeReport {
-    let mut report = holding(ordinal, epoch);
-    report.ownership.held_not_owned = 0;
-    report
-}
-
-pub(crate) fn observed(list: Option<MemberList>, reports: Vec<NodeReport>) -> Observed {
-    let mut observed = Observed {
-        list,
-        ..Observed::default()
-    };
-    for report in reports {
-        let ordinal = ordinal_of(NAME, &report.node.id).unwrap();
-        observed.pods.insert(
-            ordinal,
-            PodView {
-                ip: Some(format!("10.88.1.{}", ordinal + 10)),
-                ready: report.node.ready,
-            },
-        );
-        observed.reports.insert(ordinal, report);
-        observed.discoverable.insert(ordinal);
-    }
-    observed
-}
-
-pub(crate) fn ids(ordinals: &[u32]) -> Vec<String> {
-    ordinals.iter().map(|&i| member_id(NAME, i)).collect()
-}
+use crate::scale::fixtures::*;
 
 #[test]
 fn create_publishes_every_member_at_epoch_one() {
@@ -400,6 +302,47 @@ fn a_scale_up_that_never_started_is_dropped_by_a_scale_down() {
         plan.statefulset_replicas, 3,
         "the pods that never joined go"
     );
+}
+
+#[test]
+fn the_first_members_are_starting_until_the_cluster_was_available_once() {
+    // demo-1 has not read the first list yet: it reports epoch 0, like a member of a move.
+    let mut unaware = joined(1, 0);
+    unaware.node.ready = false;
+    let slow = vec![joined(0, 1)];
+    let behind = vec![joined(0, 1), unaware];
+    let waiting = || ids(&[1, 2]);
+    let starting = || Step::Starting {
+        waiting_for: waiting(),
+    };
+    let degraded = || Step::Degraded {
+        not_joined: waiting(),
+    };
+    let rebalancing = || Step::Rebalancing {
+        waiting_for: waiting(),
+    };
+    let all = vec![joined(0, 1), joined(1, 1), joined(2, 1)];
+    let cases = [
+        // (epoch, last phase, reports, step)
+        (1, None, slow.clone(), starting()),
+        (1, Some(Phase::Creating), slow.clone(), starting()),
+        (1, None, behind.clone(), starting()),
+        (1, Some(Phase::Creating), behind.clone(), starting()),
+        // Once the cluster was available, the same reports are a failure or a move.
+        (1, Some(Phase::Available), slow, degraded()),
+        (1, Some(Phase::Degraded), behind, rebalancing()),
+        // A later epoch is never the creation, whatever the status said.
+        (2, None, vec![joined(0, 2)], degraded()),
+        (1, None, all, Step::Stable),
+    ];
+    for (epoch, last_phase, reports, step) in cases {
+        let mut obs = observed(Some(list(epoch, &[0, 1, 2], &[])), reports);
+        obs.last_phase = last_phase;
+        let plan = plan(&desired(3, 1), &obs);
+        assert_eq!(plan.step, step, "epoch {epoch}, last phase {last_phase:?}");
+        assert!(!plan.publish, "starting publishes nothing new");
+        assert_eq!(plan.statefulset_replicas, 3);
+    }
 }
 
 #[test]

@@ -1,0 +1,162 @@
+//! Apply: writes what the plan decided, with server-side apply under the operator's one
+//! field manager, and the status. The member list goes before the StatefulSet: a
+//! scale-down shrinks the StatefulSet only after the list without the departed members
+//! is out.
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, events};
+use crate::crd::{CacheCluster, CacheClusterStatus};
+use crate::resources::{self, Names, names::FIELD_MANAGER};
+use crate::scale::Plan;
+use crate::{Error, Result};
+
+/// Applies every owned object. `list_version` is the resourceVersion the member list
+/// was read at.
+pub(super) async fn objects(
+    cc: &CacheCluster,
+    ctx: &Context,
+    plan: &Plan,
+    list_version: Option<String>,
+) -> Result<()> {
+    let names = Names::of(cc);
+    let ns = names.namespace.as_str();
+    let client = &ctx.client;
+    apply(client, ns, &resources::rbac::service_account(cc)).await?;
+    apply(client, ns, &resources::rbac::role(cc)).await?;
+    apply(client, ns, &resources::rbac::role_binding(cc)).await?;
+    apply(client, ns, &resources::service::peer_service(cc)).await?;
+    apply(client, ns, &resources::service::client_service(cc)).await?;
+    let settings = resources::config::node_settings(cc);
+    apply(client, ns, &resources::config::node_config_map(cc)).await?;
+    if plan.publish {
+        // Written at the version it was read at: a second operator that decided on an
+        // older view gets a conflict instead of publishing another list for the epoch.
+        let mut members = resources::config::members_config_map(cc, &plan.list);
+        members.metadata.resource_version = list_version;
+        apply(client, ns, &members).await?;
+    }
+    let hash = resources::config::settings_hash(&settings);
+    let sts =
+        resources::statefulset::statefulset(cc, plan.statefulset_replicas, &ctx.node_image, &hash);
+    apply(client, ns, &sts).await?;
+
+    match resources::pdb::pod_disruption_budget(cc) {
+        Some(pdb) => apply(client, ns, &pdb).await?,
+        None => delete::<PodDisruptionBudget>(client, ns, &names.cluster).await?,
+    }
+    match resources::optional::network_policy(cc) {
+        Some(policy) => apply(client, ns, &policy).await?,
+        None => delete::<NetworkPolicy>(client, ns, &names.cluster).await?,
+    }
+    service_monitor(cc, ctx).await;
+    Ok(())
+}
+
+/// Writes the status subresource.
+pub(super) async fn status(
+    ctx: &Context,
+    names: &Names,
+    status: &CacheClusterStatus,
+) -> Result<()> {
+    let clusters: Api<CacheCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    clusters
+        .patch_status(
+            &names.cluster,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(|e| Error::kube("patch status", e))?;
+    Ok(())
+}
+
+async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<()>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut object = object.clone();
+    // Server-side apply needs apiVersion and kind in the body.
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+    });
+    let mut value = serde_json::to_value(&mut object).map_err(Error::Serialize)?;
+    if let (Some(target), Some(extra)) = (value.as_object_mut(), body.as_object()) {
+        target.extend(extra.clone());
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .map_err(|e| Error::kube(&format!("apply {} {name}", K::kind(&())), e))?;
+    Ok(())
+}
+
+async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(&format!("delete {} {name}", K::kind(&())), e)),
+    }
+}
+
+/// The ServiceMonitor is optional and its CRD may not be installed: a failure is a
+/// warning event, not a failed reconcile.
+async fn service_monitor(cc: &CacheCluster, ctx: &Context) {
+    let names = Names::of(cc);
+    let resource = resources::optional::service_monitor_resource();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &names.namespace, &resource);
+    let result = match resources::optional::service_monitor(cc) {
+        Some(monitor) => api
+            .patch(
+                &names.cluster,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&monitor),
+            )
+            .await
+            .map(|_| ()),
+        None => match api.delete(&names.cluster, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(error) = result
+        && cc.spec.monitoring.service_monitor
+    {
+        let note =
+            format!("cannot apply the ServiceMonitor (is prometheus-operator installed?): {error}");
+        events::emit(
+            ctx,
+            cc,
+            EventType::Warning,
+            "ServiceMonitorFailed",
+            "ApplyServiceMonitor",
+            note,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,226 @@
+//! The reconciler: observe (member list, pods, node reports), decide (`scale::plan`),
+//! apply (server-side apply under one field manager), report (status, events, metrics).
+//! Everything it writes comes from the pure builders in `resources/` and the plan.
+//!
+//! - `observe`: reads what the plan depends on.
+//! - `apply`: writes the owned objects and the status.
+//! - `events`: one Kubernetes event per transition.
+//! - `backoff`: when to retry a failed reconcile.
+
+mod apply;
+pub mod backoff;
+mod events;
+mod observe;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+use crate::crd::{CacheCluster, CacheClusterStatus};
+use crate::metrics::Metrics;
+use crate::resources::{Names, names};
+use crate::scale::{self, Desired, Step};
+use crate::{Error, Result, status};
+use backoff::Backoff;
+
+/// How often a cluster in the middle of a change is looked at again: progress comes
+/// from polling the nodes, which do not notify the operator.
+const REQUEUE_CHANGING: Duration = Duration::from_secs(2);
+/// How often a settled cluster is looked at again, to notice a node that stopped
+/// answering or restarted.
+const REQUEUE_SETTLED: Duration = Duration::from_secs(15);
+
+/// What the reconciler needs: a client, an HTTP client for the nodes, settings, metrics.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub recorder: Recorder,
+    pub node_image: String,
+    pub metrics: Metrics,
+    pub backoff: Backoff,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("node_image", &self.node_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, node_image: String, metrics: Metrics, identity: String) -> Self {
+        let reporter = Reporter {
+            controller: names::FIELD_MANAGER.to_owned(),
+            instance: Some(identity),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            http: reqwest::Client::new(),
+            node_image,
+            metrics,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Drops what is kept about a cluster that is gone.
+    fn forget(&self, key: &str) {
+        self.metrics.forget(key);
+        self.backoff.reset(key);
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (clusters, statefulsets, config_maps, pods) = match &namespace {
+        Some(ns) => (
+            Api::<CacheCluster>::namespaced(client.clone(), ns),
+            Api::<StatefulSet>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let owned = watcher::Config::default().labels(&names::owned_selector());
+    let cache_pods = watcher::Config::default().labels(&names::cache_pods_selector());
+    Controller::new(clusters, watcher::Config::default())
+        // Every status patch is a change of the CacheCluster itself; without a debounce
+        // each reconcile would trigger the next one at once.
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)))
+        .owns(statefulsets, owned.clone())
+        .owns(config_maps, owned)
+        // Pods are owned by the StatefulSet, not the CacheCluster: map them by label.
+        .watches(pods, cache_pods, |pod| {
+            let name = names::cluster_of(pod.labels())?.to_owned();
+            Some(ObjectRef::<CacheCluster>::new(&name).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    // Deleted before a reconcile saw it go: drop what is kept about it.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                        let namespace = gone.namespace.as_deref().unwrap_or_default();
+                        ctx.forget(&format!("{namespace}/{}", gone.name));
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube-runtime calls"
+)]
+pub(crate) fn error_policy(cc: Arc<CacheCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", cc.namespace().unwrap_or_default(), cc.name_any());
+    ctx.metrics.reconcile_failed(error.metric_label());
+    let failures = ctx.backoff.fail(&key);
+    tracing::warn!(cluster = %key, %error, failures, "reconcile failed");
+    Action::requeue(backoff::delay(failures))
+}
+
+pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let names = Names::of(&cc);
+    let key = names.key();
+    if cc.meta().deletion_timestamp.is_some() {
+        // Owner references garbage-collect everything it owned.
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
+
+    let (observed, list_version) = observe::observe(&cc, &ctx, &names).await?;
+    let plan = scale::plan(&desired(&cc), &observed);
+    if !matches!(plan.step, Step::Invalid { .. }) {
+        apply::objects(&cc, &ctx, &plan, list_version).await?;
+    }
+
+    let previous = cc.status.as_ref();
+    let status_ctx = status_context(&cc, &names, previous, Timestamp::now());
+    let status = status::status(&plan, &observed, &status_ctx);
+    apply::status(&ctx, &names, &status).await?;
+
+    events::publish(&cc, &ctx, &plan, previous, &status).await;
+    ctx.backoff.reset(&key);
+    ctx.metrics.observe(&key, &status, started.elapsed());
+    Ok(Action::requeue(if plan.step.is_change() {
+        REQUEUE_CHANGING
+    } else {
+        REQUEUE_SETTLED
+    }))
+}
+
+/// The spec as the state machine sees it.
+fn desired(cc: &CacheCluster) -> Desired {
+    Desired {
+        name: cc.name_any(),
+        replicas: u32::try_from(cc.spec.replicas).unwrap_or(0),
+        replication_factor: cc.spec.replication_factor(),
+        partitions: cc.spec.partitions,
+    }
+}
+
+/// What the status depends on besides the plan and the observation.
+fn status_context<'a>(
+    cc: &CacheCluster,
+    names: &'a Names,
+    previous: Option<&'a CacheClusterStatus>,
+    now: Timestamp,
+) -> status::Context<'a> {
+    status::Context {
+        name: &names.cluster,
+        generation: cc.meta().generation,
+        previous,
+        now,
+        rebalance_timeout: parse_timeout(&cc.spec.rebalance_timeout),
+        selector: names.selector_string(),
+        created_at: cc.meta().creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+/// spec.rebalanceTimeout (`90s`, `10m`, `2h`: what the CRD's pattern allows) as a
+/// duration. Missing digits read as 600, a missing unit as seconds.
+fn parse_timeout(text: &str) -> Duration {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().unwrap_or(600);
+    let seconds = match unit {
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        _ => number,
+    };
+    Duration::from_secs(seconds)
+}
+
+#[cfg(test)]
+mod tests;
