@@ -121,7 +121,7 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
         .member_ids()
         .chain(plan.list.departing_ids())
         .filter_map(|id| report_of(ctx.name, observed, id))
-        .filter(|r| r.rebalance.to_epoch == epoch);
+        .filter(|r| r.rebalance.progress.to_epoch == epoch);
     let (mut moved, mut total, mut bytes, mut records) = figures(involved);
     // Publishing the next step of a change: the nodes still report the step that just
     // finished, and will not once they move on, so take its figures now.
@@ -133,7 +133,7 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
             .member_ids()
             .chain(finished.departing_ids())
             .filter_map(|id| report_of(ctx.name, observed, id))
-            .filter(|r| r.rebalance.to_epoch == finished.epoch);
+            .filter(|r| r.rebalance.progress.to_epoch == finished.epoch);
         (moved, total, bytes, records) = figures(reports);
     }
     let continuing = previous.filter(|_| was_active);
@@ -178,14 +178,15 @@ fn rebalance(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> Option<Reba
 
 /// Partitions moved and to move, bytes and records, summed over node reports.
 fn figures<'a>(
-    reports: impl Iterator<Item = &'a crate::report::NodeReport>,
+    reports: impl Iterator<Item = &'a crate::report::ClusterReport>,
 ) -> (u64, u64, u64, u64) {
     reports.fold((0, 0, 0, 0), |(moved, total, bytes, records), r| {
+        let progress = &r.rebalance.progress;
         (
-            moved + r.rebalance.partitions_done,
-            total + r.rebalance.partitions_total,
-            bytes + r.rebalance.bytes_moved,
-            records + r.rebalance.records_moved,
+            moved + progress.partitions_done as u64,
+            total + progress.partitions_total as u64,
+            bytes + progress.bytes_moved,
+            records + progress.records_moved,
         )
     })
 }

@@ -49,10 +49,10 @@ use tokio::sync::watch;
 
 use crate::store::{Precondition, Record, Store, StoreError, Value, Written};
 use discovery::Discovery;
+pub use kache_api::report::{ClusterReport, Role};
 use membership::{MemberList, ReplicationFactor};
 use peer::{Identity, PeerClients, proto};
 use placement::Placement;
-pub use report::ClusterReport;
 use routing::Routing;
 
 /// How many owners a request waits for.
@@ -109,18 +109,6 @@ pub struct View {
     pub placement: Placement,
     /// This node's index in the list, if it is a member (not departing, not absent).
     pub self_index: Option<u16>,
-}
-
-/// Where this node stands in a member list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// In `members`: owns partitions.
-    Member,
-    /// In `departing`: owns nothing, may still hold data being handed off.
-    Departing,
-    /// In neither (not added yet, or already removed): owns nothing.
-    Absent,
 }
 
 impl View {
