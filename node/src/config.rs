@@ -1,12 +1,18 @@
 //! Node configuration: command-line flags with environment equivalents, parsed and
 //! validated into a [`NodeConfig`] that the library takes as a plain value.
+//!
+//! The variables' names are [`kache_api::env`]'s, which the operator sets too, and sizes
+//! and durations are read by [`kache_api::units`], which the operator checks its values
+//! with; [`Cli::try_parse_from_env`] lets a test feed the node what the operator writes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use kache_api::env;
+pub use kache_api::units::{parse_bytes, parse_duration};
 
 use crate::cluster::discovery::DiscoveryConfig;
 use crate::cluster::discovery::dns::DnsNames;
@@ -30,47 +36,47 @@ pub const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceacco
 )]
 pub struct Cli {
     /// Address of the client HTTP API.
-    #[arg(long, env = "KACHE_HTTP_ADDR", default_value = "0.0.0.0:7070")]
+    #[arg(long, env = env::HTTP_ADDR, default_value = "0.0.0.0:7070")]
     pub http_addr: SocketAddr,
 
     /// Address of the peer gRPC API (used once clustering is on).
-    #[arg(long, env = "KACHE_GRPC_ADDR", default_value = "0.0.0.0:7071")]
+    #[arg(long, env = env::GRPC_ADDR, default_value = "0.0.0.0:7071")]
     pub grpc_addr: SocketAddr,
 
     /// This node's name; defaults to the host name (the pod name in Kubernetes).
-    #[arg(long, env = "KACHE_NODE_ID")]
+    #[arg(long, env = env::NODE_ID)]
     pub node_id: Option<String>,
 
     /// Number of partitions; fixed for the life of a cluster.
-    #[arg(long, env = "KACHE_PARTITIONS", default_value_t = 271)]
+    #[arg(long, env = env::PARTITIONS, default_value_t = 271)]
     pub partitions: u32,
 
     /// Hard bound on stored bytes, e.g. 64MiB, 1GiB, 512Mi, 1000000.
-    #[arg(long, env = "KACHE_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long, env = env::MAX_MEMORY, default_value = "1GiB", value_parser = parse_bytes)]
     pub max_memory: usize,
 
     /// Longest accepted key, in bytes.
-    #[arg(long, env = "KACHE_MAX_KEY_BYTES", default_value = "1024", value_parser = parse_bytes)]
+    #[arg(long, env = env::MAX_KEY_BYTES, default_value = "1024", value_parser = parse_bytes)]
     pub max_key_bytes: usize,
 
     /// Largest accepted value, in bytes.
-    #[arg(long, env = "KACHE_MAX_VALUE_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    #[arg(long, env = env::MAX_VALUE_BYTES, default_value = "1MiB", value_parser = parse_bytes)]
     pub max_value_bytes: usize,
 
     /// Largest accepted batch request body, in bytes.
-    #[arg(long, env = "KACHE_MAX_BATCH_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    #[arg(long, env = env::MAX_BATCH_BYTES, default_value = "16MiB", value_parser = parse_bytes)]
     pub max_batch_bytes: usize,
 
     /// What to do when memory is full: lru, lfu, or none (refuse writes with 507).
-    #[arg(long, env = "KACHE_EVICTION", default_value = "lru")]
+    #[arg(long, env = env::EVICTION, default_value = "lru")]
     pub eviction: EvictionPolicy,
 
     /// TTL for writes that do not set one, e.g. 30s, 5m, 1h; unset means no expiry.
-    #[arg(long, env = "KACHE_DEFAULT_TTL", value_parser = parse_duration)]
+    #[arg(long, env = env::DEFAULT_TTL, value_parser = parse_duration)]
     pub default_ttl: Option<Duration>,
 
     /// How long a deleted key's tombstone is kept, so replicas cannot resurrect it.
-    #[arg(long, env = "KACHE_TOMBSTONE_TTL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = env::TOMBSTONE_TTL, default_value = "60s", value_parser = parse_duration)]
     pub tombstone_ttl: Duration,
 
     /// How far ahead of this node's clock a version from a peer may be. Further ahead is
@@ -81,64 +87,64 @@ pub struct Cli {
 
     /// A member-list YAML file, watched for new epochs. Without a membership source
     /// (this, --members or --members-configmap) the node is a cluster of one.
-    #[arg(long, env = "KACHE_MEMBERS_FILE")]
+    #[arg(long, env = env::MEMBERS_FILE)]
     pub members_file: Option<PathBuf>,
 
     /// A static member list at epoch 1: `id=ip:port,...`, or ids alone with
     /// --discovery endpointslices or dns.
-    #[arg(long, env = "KACHE_MEMBERS")]
+    #[arg(long, env = env::MEMBERS)]
     pub members: Option<String>,
 
     /// Replication factor of the --members list: a number or "all" (default 1). A member
     /// file or ConfigMap carries its own.
-    #[arg(long, env = "KACHE_REPLICATION_FACTOR")]
+    #[arg(long, env = env::REPLICATION_FACTOR)]
     pub replication_factor: Option<ReplicationFactor>,
 
     /// A Kubernetes ConfigMap (key members.yaml) holding the member list, watched
     /// through the API (in-cluster config or KUBECONFIG).
-    #[arg(long, env = "KACHE_MEMBERS_CONFIGMAP")]
+    #[arg(long, env = env::MEMBERS_CONFIGMAP)]
     pub members_configmap: Option<String>,
 
     /// Namespace of the ConfigMap and the Service; defaults to the pod's own.
-    #[arg(long, env = "KACHE_NAMESPACE")]
+    #[arg(long, env = env::NAMESPACE)]
     pub namespace: Option<String>,
 
     /// How peer addresses are found: static (in the member list), endpointslices (of
     /// --service, through the API) or dns (<id>.<service>.<namespace>.svc.<domain>).
-    #[arg(long, env = "KACHE_DISCOVERY", default_value = "static")]
+    #[arg(long, env = env::DISCOVERY, default_value = "static")]
     pub discovery: DiscoveryKind,
 
     /// The headless Service whose EndpointSlices or DNS names locate the members.
-    #[arg(long, env = "KACHE_SERVICE")]
+    #[arg(long, env = env::SERVICE)]
     pub service: Option<String>,
 
     /// Peer port of the members: for DNS, and for EndpointSlices without a `grpc` port.
-    #[arg(long, env = "KACHE_PEER_PORT", default_value_t = 7071)]
+    #[arg(long, env = env::PEER_PORT, default_value_t = 7071)]
     pub peer_port: u16,
 
     /// The cluster's DNS domain, for DNS discovery.
-    #[arg(long, env = "KACHE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    #[arg(long, env = env::CLUSTER_DOMAIN, default_value = "cluster.local")]
     pub cluster_domain: String,
 
     /// How often replicas compare partition digests and repair differences; 0 turns it off.
-    #[arg(long, env = "KACHE_ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = env::ANTI_ENTROPY_INTERVAL, default_value = "10s", value_parser = parse_duration)]
     pub anti_entropy_interval: Duration,
 
     /// Owners a read asks when the request does not say (one, quorum, all).
-    #[arg(long, env = "KACHE_READ_CONSISTENCY", default_value = "quorum")]
+    #[arg(long, env = env::READ_CONSISTENCY, default_value = "quorum")]
     pub read_consistency: Consistency,
 
     /// Owners a write waits for when the request does not say (one, quorum, all).
-    #[arg(long, env = "KACHE_WRITE_CONSISTENCY", default_value = "quorum")]
+    #[arg(long, env = env::WRITE_CONSISTENCY, default_value = "quorum")]
     pub write_consistency: Consistency,
 
     /// Threads serving requests; defaults to the CPUs available. Set it to the pod's CPU
     /// limit, since more threads than cores only adds context switches.
-    #[arg(long, env = "KACHE_WORKER_THREADS")]
+    #[arg(long, env = env::WORKER_THREADS)]
     pub worker_threads: Option<usize>,
 
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[arg(long, env = "KACHE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = env::SHUTDOWN_GRACE, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 
@@ -264,6 +270,45 @@ pub enum ConfigError {
 }
 
 impl Cli {
+    /// Parses `vars` as if they were the whole process environment and no flag were
+    /// given, without reading or changing the real environment. A variable the node does
+    /// not read is ignored, as it would be in a pod. This is how a test checks what the
+    /// operator puts in a pod's environment against the real flag parser.
+    pub fn try_parse_from_env<K, V>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, clap::Error>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        // Each variable becomes its flag, so clap applies the same value parser;
+        // clearing the env bindings keeps the process environment out.
+        let mut argv = vec!["kache-node".to_owned()];
+        let command = Self::command();
+        for (name, value) in vars {
+            let flag = command
+                .get_arguments()
+                .find(|arg| arg.get_env().is_some_and(|env| env == name.as_ref()))
+                .and_then(|arg| arg.get_long());
+            if let Some(long) = flag {
+                argv.push(format!("--{long}={}", value.as_ref()));
+            }
+        }
+        let mut matches = command
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(argv)?;
+        Self::from_arg_matches_mut(&mut matches)
+    }
+
+    /// The environment variables the flags read.
+    pub fn env_names() -> Vec<String> {
+        Self::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+
     pub fn into_config(self) -> Result<NodeConfig, ConfigError> {
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(ConfigError::Partitions(self.partitions));
@@ -453,74 +498,6 @@ fn host_name() -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
-/// Parses a byte size: a plain number, or one with a unit. Binary units (KiB, MiB,
-/// GiB, and the Kubernetes forms Ki, Mi, Gi, and K, M, G) are powers of 1024; decimal
-/// units (KB, MB, GB) are powers of 1000.
-pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "'{text}' is not a byte size (e.g. 64MiB, 1GiB, 1048576)"
-        ));
-    }
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is too large"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "ki" | "kib" => 1 << 10,
-        "m" | "mi" | "mib" => 1 << 20,
-        "g" | "gi" | "gib" => 1 << 30,
-        "t" | "ti" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(format!(
-                "unknown unit '{}' in '{text}' (use B, KiB, MiB, GiB, KB, MB or GB)",
-                unit.trim()
-            ));
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .and_then(|bytes| usize::try_from(bytes).ok())
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
-/// Parses a duration: seconds as a plain number, or with a unit (ms, s, m, h, d).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (e.g. 30s, 5m, 1h)"))?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{text}' (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("'{text}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,25 +510,51 @@ mod tests {
     }
 
     #[test]
-    fn byte_sizes_accept_binary_decimal_and_kubernetes_units() {
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
-        assert!(parse_bytes("64XB").is_err_and(|e| e.contains("unknown unit")));
-        assert!(parse_bytes("MiB").is_err());
-        assert!(parse_bytes("-1").is_err());
-        assert!(parse_bytes("99999999999999999999").is_err());
+    fn every_flag_reads_a_variable_of_the_shared_contract() {
+        let mut names = Cli::env_names();
+        names.sort();
+        let mut contract: Vec<String> = env::ALL.iter().map(|&name| name.to_owned()).collect();
+        contract.sort();
+        assert_eq!(names, contract);
     }
 
     #[test]
-    fn durations_accept_units() {
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("5 weeks").is_err());
-        assert!(parse_duration("").is_err());
+    fn the_environment_is_parsed_like_flags() {
+        let cli = Cli::try_parse_from_env([
+            (env::NODE_ID, "n1"),
+            (env::MAX_MEMORY, "64MiB"),
+            (env::DEFAULT_TTL, "5m"),
+            (env::REPLICATION_FACTOR, "all"),
+            (env::MEMBERS, "a=127.0.0.1:1"),
+            ("PATH", "/usr/bin"),
+            ("KACHE_NOT_A_SETTING", "1"),
+        ])
+        .expect("valid environment");
+        assert_eq!(cli.node_id.as_deref(), Some("n1"));
+        assert_eq!(cli.max_memory, 64 << 20);
+        assert_eq!(cli.default_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(cli.replication_factor, Some(ReplicationFactor::ALL));
+        assert_eq!(cli.partitions, 271, "defaults apply as with flags");
+        let err = Cli::try_parse_from_env([(env::MAX_MEMORY, "lots")]).expect_err("bad size");
+        assert!(
+            err.to_string().contains("--max-memory") && err.to_string().contains("'lots'"),
+            "{err}"
+        );
+        // A value that looks like a flag is still a value.
+        let cli = Cli::try_parse_from_env([(env::NODE_ID, "--partitions=7")]).expect("odd id");
+        assert_eq!(cli.node_id.as_deref(), Some("--partitions=7"));
+        assert_eq!(cli.partitions, 271);
+    }
+
+    #[test]
+    fn sizes_and_durations_are_refused_with_the_flag_named() {
+        let err = parse(&["--max-memory", "64XB"]).expect_err("unknown unit");
+        assert!(
+            err.contains("--max-memory") && err.contains("unknown unit"),
+            "{err}"
+        );
+        let err = parse(&["--tombstone-ttl", "5 weeks"]).expect_err("unknown unit");
+        assert!(err.contains("--tombstone-ttl"), "{err}");
     }
 
     #[test]

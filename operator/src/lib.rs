@@ -40,6 +40,8 @@ pub enum Error {
     },
     #[error("the published member list cannot be read: {0}")]
     MemberList(String),
+    #[error("the spec cannot be run: {0}")]
+    Settings(#[from] resources::config::SettingsError),
     #[error("cannot serialize an object: {0}")]
     Serialize(#[source] serde_json::Error),
     #[error("lost the leader lease to {0}")]
@@ -61,6 +63,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "kube",
             Self::MemberList(_) => "member_list",
+            Self::Settings(_) => "settings",
             Self::Serialize(_) => "serialize",
             Self::LostLease(_) => "lease",
             Self::Telemetry(_) => "telemetry",

@@ -21,8 +21,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::crd::{MemberRole, MemberStatus, Phase};
-use crate::members::{MemberId, MemberList, ReplicationFactor};
-use crate::report::NodeReport;
+use crate::members::{Member, MemberList, ReplicationFactor};
+use crate::report::{ClusterReport, partition_count};
 
 /// What the spec asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub struct Observed {
     pub list: Option<MemberList>,
     pub pods: BTreeMap<u32, PodView>,
     /// Reports of the nodes that answered; a missing ordinal did not.
-    pub reports: BTreeMap<u32, NodeReport>,
+    pub reports: BTreeMap<u32, ClusterReport>,
     /// Pods listed in the peer Service's EndpointSlices: the nodes can find them.
     pub discoverable: BTreeSet<u32>,
     /// The phase the status last reported, None before the first status. It is the
@@ -214,10 +214,7 @@ fn change(
         epoch: current.epoch + 1,
         partitions: current.partitions,
         replication_factor: desired.replication_factor,
-        members: target
-            .iter()
-            .map(|id| MemberId { id: id.clone() })
-            .collect(),
+        members: target.iter().map(|id| Member::new(id.clone())).collect(),
         departing: by_ordinal(&desired.name, departing),
     };
     let waiting_for = target;
@@ -308,9 +305,7 @@ fn create(desired: &Desired, observed: &Observed) -> Plan {
         partitions: desired.partitions,
         replication_factor: desired.replication_factor,
         members: (0..desired.replicas)
-            .map(|i| MemberId {
-                id: member_id(&desired.name, i),
-            })
+            .map(|i| Member::new(member_id(&desired.name, i)))
             .collect(),
         departing: Vec::new(),
     };
@@ -350,7 +345,7 @@ pub(crate) fn report_of<'a>(
     name: &str,
     observed: &'a Observed,
     id: &str,
-) -> Option<&'a NodeReport> {
+) -> Option<&'a ClusterReport> {
     let report = observed.reports.get(&ordinal_of(name, id)?)?;
     // A report from another node (an IP reused by another pod) is not this member's.
     (report.node.id == id).then_some(report)
@@ -364,10 +359,10 @@ fn discoverable(desired: &Desired, observed: &Observed, id: &str) -> bool {
     ordinal_of(&desired.name, id).is_some_and(|ordinal| observed.discoverable.contains(&ordinal))
 }
 
-fn by_ordinal(name: &str, ids: BTreeSet<String>) -> Vec<MemberId> {
+fn by_ordinal(name: &str, ids: BTreeSet<String>) -> Vec<Member> {
     let mut ids: Vec<String> = ids.into_iter().collect();
     ids.sort_by_key(|id| (ordinal_of(name, id), id.clone()));
-    ids.into_iter().map(|id| MemberId { id }).collect()
+    ids.into_iter().map(Member::new).collect()
 }
 
 /// One line per member, departing member and pod that is neither yet.
@@ -399,8 +394,8 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
                 reachable: report.is_some(),
                 settled,
                 epoch: report.map(|r| r.epoch),
-                owned_partitions: report.map_or(0, |r| r.ownership.owned),
-                held_not_owned: report.map_or(0, |r| r.ownership.held_not_owned),
+                owned_partitions: report.map_or(0, |r| partition_count(r.ownership.owned)),
+                held_not_owned: report.map_or(0, |r| partition_count(r.ownership.held_not_owned)),
                 name,
                 role,
             }

@@ -175,12 +175,12 @@ fn reported_figures(name: &str, observed: &Observed, list: &MemberList) -> Figur
     list.member_ids()
         .chain(list.departing_ids())
         .filter_map(|id| report_of(name, observed, id))
-        .filter(|r| r.rebalance.to_epoch == list.epoch)
+        .filter(|r| r.rebalance.progress.to_epoch == list.epoch)
         .fold(Figures::default(), |sum, r| Figures {
-            moved: sum.moved + r.rebalance.partitions_done,
-            total: sum.total + r.rebalance.partitions_total,
-            bytes: sum.bytes + r.rebalance.bytes_moved,
-            records: sum.records + r.rebalance.records_moved,
+            moved: sum.moved + r.rebalance.progress.partitions_done as u64,
+            total: sum.total + r.rebalance.progress.partitions_total as u64,
+            bytes: sum.bytes + r.rebalance.progress.bytes_moved,
+            records: sum.records + r.rebalance.progress.records_moved,
         })
 }
 

@@ -1,12 +1,30 @@
 //! The contract between the operator and the nodes, checked against the real node code:
-//! a member list the operator publishes is one the node accepts, and the report a real
-//! node serves on `GET /v1/cluster` is one the operator reads.
+//! a member list the operator publishes is one the node accepts, the environment the
+//! operator gives a pod is one the node's flag parser reads as meant, and the report a
+//! real node serves on `GET /v1/cluster` is one the operator reads.
+#![expect(
+    clippy::expect_used,
+    reason = "the helpers build fixtures; a fixture that cannot be built is a failed test"
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
-use kache_node::cluster::membership::{ListRules, MemberList as NodeMemberList};
-use kache_node::config::Cli;
+use kache_api::env;
+use kache_node::cluster::Consistency;
+use kache_node::cluster::discovery::DiscoveryConfig;
+use kache_node::cluster::membership::ListRules;
+use kache_node::config::{Cli, MembershipConfig, NodeConfig};
+use kache_node::store::EvictionPolicy;
+use kache_operator::crd::{CacheCluster, CacheClusterSpec};
 use kache_operator::members::{MemberList, ReplicationFactor, ids};
 use kache_operator::report;
+use kache_operator::resources::config::{
+    NODE_SHUTDOWN_GRACE_SECONDS, node_config_map, node_settings, settings_hash,
+};
+use kache_operator::resources::statefulset::statefulset;
 
 #[test]
 fn the_node_accepts_every_list_the_operator_publishes() {
@@ -25,12 +43,144 @@ fn the_node_accepts_every_list_the_operator_publishes() {
             members: ids(["demo-0", "demo-1", "demo-2"].map(str::to_owned)),
             departing: ids(departing.clone()),
         };
-        let parsed = NodeMemberList::parse(&list.to_yaml(), &rules)
+        let parsed = MemberList::parse(&list.to_yaml(), &rules)
             .unwrap_or_else(|e| panic!("the node refused:\n{}\n{e}", list.to_yaml()));
-        assert_eq!(parsed.epoch, 9);
-        assert_eq!(parsed.members.len(), 3);
-        assert_eq!(parsed.departing.len(), departing.len());
+        assert_eq!(parsed, list);
     }
+}
+
+fn cache_cluster(spec: &str) -> CacheCluster {
+    let spec: CacheClusterSpec = serde_yaml::from_str(spec).expect("spec");
+    let mut cc = CacheCluster::new("demo", spec);
+    cc.metadata.namespace = Some("shop".to_owned());
+    cc.metadata.uid = Some("0b1e4c52-5a3c-4f4e-9a57-6c3c1b2e7d10".to_owned());
+    cc
+}
+
+/// The environment of pod `demo-<ordinal>`, built the way the kubelet builds it from the
+/// operator's objects: the ConfigMap behind `envFrom`, then `env` (the downward API's
+/// pod name and namespace), a later source winning over an earlier one.
+fn pod_environment(cc: &CacheCluster, ordinal: u32) -> BTreeMap<String, String> {
+    let settings = node_settings(cc).expect("valid settings");
+    let config = node_config_map(cc, &settings);
+    let sts = statefulset(cc, 3, "kache/node:test", &settings_hash(&settings));
+    let pod = sts
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("a pod template");
+    let container = &pod.containers[0];
+    let mut environment = BTreeMap::new();
+    for source in container.env_from.iter().flatten() {
+        let referenced = source.config_map_ref.as_ref().expect("a ConfigMap source");
+        assert_eq!(Some(&referenced.name), config.metadata.name.as_ref());
+        environment.extend(config.data.clone().expect("data"));
+    }
+    for variable in container.env.iter().flatten() {
+        let value = match (&variable.value, &variable.value_from) {
+            (Some(value), None) => value.clone(),
+            (None, Some(from)) => {
+                let field = from.field_ref.as_ref().expect("only field references");
+                match field.field_path.as_str() {
+                    "metadata.name" => format!("demo-{ordinal}"),
+                    "metadata.namespace" => "shop".to_owned(),
+                    other => panic!("{} reads an unexpected field {other}", variable.name),
+                }
+            }
+            other => panic!("{} has no single source: {other:?}", variable.name),
+        };
+        environment.insert(variable.name.clone(), value);
+    }
+    environment
+}
+
+/// What the node makes of `environment`, and the address it serves clients on (which
+/// `main` takes from the flags, not from the config).
+fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfig) {
+    let refused = |e: &dyn std::fmt::Display| -> ! {
+        panic!("the node refused its environment {environment:#?}:\n{e}")
+    };
+    let cli = Cli::try_parse_from_env(environment).unwrap_or_else(|e| refused(&e));
+    let http_addr = cli.http_addr;
+    let config = cli.into_config().unwrap_or_else(|e| refused(&e));
+    (http_addr, config)
+}
+
+const SPECS: [&str; 3] = [
+    "replicas: 3",
+    "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
+     defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\n\
+     service: {httpPort: 8080, grpcPort: 9090}",
+    "replicas: 2\nresources: {limits: {memory: 1.5Gi}}\neviction: none",
+];
+
+#[test]
+fn every_variable_the_operator_sets_is_one_the_node_reads() {
+    let node_reads = Cli::env_names();
+    for spec in SPECS {
+        let environment = pod_environment(&cache_cluster(spec), 0);
+        for name in environment.keys() {
+            assert!(
+                node_reads.contains(name),
+                "the operator sets {name}, which the node does not read (spec: {spec})"
+            );
+        }
+        for name in [env::NODE_ID, env::NAMESPACE, env::MEMBERS_CONFIGMAP] {
+            assert!(environment.contains_key(name), "{name} is missing: {spec}");
+        }
+    }
+}
+
+#[test]
+fn the_node_reads_the_operators_environment_as_meant() {
+    for spec in SPECS {
+        let (_, config) = node_config(&pod_environment(&cache_cluster(spec), 2));
+        assert_eq!(config.store.node_id, "demo-2", "{spec}");
+        assert_eq!(
+            config.membership,
+            MembershipConfig::ConfigMap {
+                namespace: "shop".to_owned(),
+                name: "demo-members".to_owned()
+            }
+        );
+        assert!(
+            !config.list_rules().addresses_required,
+            "the operator publishes ids only, so discovery must find the addresses"
+        );
+        assert_eq!(
+            config.shutdown_grace,
+            Duration::from_secs(NODE_SHUTDOWN_GRACE_SECONDS.unsigned_abs())
+        );
+    }
+
+    let (http_addr, full) = node_config(&pod_environment(&cache_cluster(SPECS[1]), 4));
+    assert_eq!(http_addr.port(), 8080);
+    assert_eq!(full.grpc_addr.port(), 9090);
+    assert_eq!(
+        full.discovery,
+        DiscoveryConfig::EndpointSlices {
+            namespace: "shop".to_owned(),
+            service: "demo-peers".to_owned(),
+            peer_port: 9090
+        }
+    );
+    assert_eq!(full.store.partitions, 64);
+    assert_eq!(full.store.max_memory, 256 << 20);
+    assert_eq!(full.store.eviction, EvictionPolicy::Lfu);
+    assert_eq!(full.default_ttl, Some(Duration::from_secs(300)));
+    assert_eq!(full.consistency.read, Consistency::One);
+    assert_eq!(full.consistency.write, Consistency::All);
+
+    // Three quarters of a fractional limit, which the operator once left to the node's
+    // 1 GiB default.
+    let (_, limited) = node_config(&pod_environment(&cache_cluster(SPECS[2]), 0));
+    assert_eq!(limited.store.max_memory, 1_610_612_736 / 4 * 3);
+    assert_eq!(limited.store.eviction, EvictionPolicy::None);
+    let (_, defaults) = node_config(&pod_environment(&cache_cluster(SPECS[0]), 0));
+    assert_eq!(
+        defaults.store.max_memory,
+        1 << 30,
+        "neither set: the node's own"
+    );
 }
 
 #[tokio::test]

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::time::Instant;
+
+pub use kache_api::report::ClockReport;
 
 use crate::clock::millis;
 
@@ -35,20 +36,6 @@ pub struct ClockWatch {
     peers: Mutex<HashMap<String, (i64, Instant)>>,
     /// Versions refused for being too far ahead.
     refused: AtomicU64,
-}
-
-/// What `GET /v1/cluster` and `/metrics` say about this node's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClockReport {
-    /// This node's clock minus its peers' (the median over recent readings), in ms.
-    pub offset_ms: i64,
-    pub max_offset_ms: u64,
-    /// False while most recently heard peers are further away than the bound.
-    pub in_bounds: bool,
-    pub peers_heard: usize,
-    /// Versions refused because they were too far ahead of this node's clock.
-    pub refused_versions: u64,
 }
 
 impl ClockWatch {

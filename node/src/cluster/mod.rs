@@ -60,12 +60,12 @@ use clock_watch::{ClockReport, ClockWatch};
 pub use consistency::Consistency;
 use discovery::Discovery;
 use fence::DrainFence;
+pub use kache_api::report::{ClusterReport, Role};
 use membership::{MemberList, ReplicationFactor};
 use peer::PeerClients;
 use replicator::{ReadTally, Replicator, Rest, WriteTally};
-pub use report::ClusterReport;
+pub use router::View;
 use router::{Replica, Router, Routing, Targets};
-pub use router::{Role, View};
 use sync_state::SyncState;
 use wire::{Identity, proto};
 

@@ -19,7 +19,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::membership::Member;
@@ -27,30 +26,10 @@ use super::router::Routing;
 use super::wire::proto;
 use super::{Cluster, Consistency};
 
-const POLL: Duration = Duration::from_millis(200);
-
 /// The move towards one epoch, as `GET /v1/cluster` reports it.
-#[derive(Debug, Default, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub from_epoch: u64,
-    pub to_epoch: u64,
-    pub started_at_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at_ms: Option<u64>,
-    /// Partitions this node gains in the move.
-    pub partitions_total: usize,
-    /// Of those, pulled so far.
-    pub partitions_done: usize,
-    /// Records and key/value bytes streamed to this node for the move.
-    pub records_moved: u64,
-    pub bytes_moved: u64,
-    /// Partitions this node dropped when the move completed.
-    pub partitions_dropped: usize,
-    /// What the move waits for, when it waits.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub waiting_for: Option<String>,
-}
+pub use kache_api::report::Progress;
+
+const POLL: Duration = Duration::from_millis(200);
 
 impl Cluster {
     /// Drives every membership move until the returned task is aborted.

@@ -1,90 +1,18 @@
 //! `GET /v1/cluster`: this node's view of the cluster, what it owns and holds, and how
 //! the current (or last) membership move is going. The operator reads it to report
 //! resharding progress; its shape is in docs/architecture.md.
+//!
+//! The types are [`kache_api::report`]'s, the ones the operator deserializes; this module
+//! fills them in from the node's state.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
-use serde::Serialize;
+use kache_api::report::{
+    ClusterReport, MemberReport, NodeReport, Ownership, RebalanceReport, SyncReport,
+};
 
-use super::clock_watch::ClockReport;
-use super::membership::ReplicationFactor;
-use super::rebalance::Progress;
+use super::Cluster;
 use super::wire::PROTOCOL_VERSION;
-use super::{Cluster, Role};
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterReport {
-    pub protocol_version: u32,
-    pub node: NodeReport,
-    pub epoch: u64,
-    pub partitions: u32,
-    pub replication_factor: ReplicationFactor,
-    pub members: Vec<MemberReport>,
-    /// Members on their way out: they own nothing and hand off what they hold.
-    pub departing: Vec<MemberReport>,
-    pub ownership: Ownership,
-    pub rebalance: RebalanceReport,
-    pub sync: SyncReport,
-    /// How this node's clock compares with its peers' (see `clock_watch`).
-    pub clock: ClockReport,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeReport {
-    pub id: String,
-    pub incarnation: String,
-    pub ready: bool,
-    /// Where this node stands in the list in force: `member`, `departing`, or `absent`
-    /// (not added yet, removed, or no list yet).
-    pub role: Role,
-    /// The newest epoch whose partitions this node fully holds (0 before its startup sync).
-    pub synced_epoch: u64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberReport {
-    pub id: String,
-    /// The peer address in use (from discovery); absent while none is known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<SocketAddr>,
-    pub is_self: bool,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ownership {
-    /// Partitions this node owns in the current epoch (0 when departing or absent).
-    pub owned: usize,
-    /// Owned partitions this node does not hold completely yet (startup sync or move).
-    pub pending: usize,
-    /// Partitions holding data this node does not own (dropped when a move completes).
-    pub held_not_owned: usize,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RebalanceReport {
-    /// A move is in progress (from `fromEpoch` to `toEpoch`).
-    pub active: bool,
-    #[serde(flatten)]
-    pub progress: Progress,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncReport {
-    pub anti_entropy_rounds: u64,
-    /// Records pulled from peers that were newer than what this node held.
-    pub records_repaired: u64,
-    pub records_pulled: u64,
-    pub bytes_pulled: u64,
-    /// Digest or stream exchanges with peers that failed.
-    pub failures: u64,
-}
 
 impl Cluster {
     /// What `GET /v1/cluster` says; `ready` is the node's lifecycle, read here.

@@ -16,12 +16,12 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use super::membership::{Member, MemberList};
 use super::placement::Placement;
 use super::{ClusterError, Consistency};
+use kache_api::report::Role;
 
 /// One membership epoch with its placement.
 #[derive(Debug)]
@@ -30,18 +30,6 @@ pub struct View {
     pub placement: Placement,
     /// This node's index in the list, if it is a member (not departing, not absent).
     pub self_index: Option<u16>,
-}
-
-/// Where this node stands in a member list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// In `members`: owns partitions.
-    Member,
-    /// In `departing`: owns nothing, may still hold data being handed off.
-    Departing,
-    /// In neither (not added yet, or already removed): owns nothing.
-    Absent,
 }
 
 impl View {

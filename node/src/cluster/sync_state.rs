@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::rebalance::Progress;
-use super::report::SyncReport;
 use crate::lifecycle::{Lifecycle, Phase};
+use kache_api::report::SyncReport;
 
 #[derive(Debug)]
 pub struct SyncState {

@@ -33,8 +33,9 @@ pub(super) async fn objects(
     apply(client, ns, &resources::rbac::role_binding(cc)).await?;
     apply(client, ns, &resources::service::peer_service(cc)).await?;
     apply(client, ns, &resources::service::client_service(cc)).await?;
-    let settings = resources::config::node_settings(cc);
-    apply(client, ns, &resources::config::node_config_map(cc)).await?;
+    let settings = resources::config::node_settings(cc)?;
+    let config = resources::config::node_config_map(cc, &settings);
+    apply(client, ns, &config).await?;
     if plan.publish {
         // Written at the version it was read at: a second operator that decided on an
         // older view gets a conflict instead of publishing another list for the epoch.

@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams};
 use super::Context;
 use crate::crd::CacheCluster;
 use crate::members::{MEMBERS_KEY, MemberList};
-use crate::report::{self, NodeReport};
+use crate::report::{self, ClusterReport};
 use crate::resources::Names;
 use crate::scale::{self, Observed, PodView};
 use crate::{Error, Result};
@@ -55,7 +55,7 @@ async fn member_list(ctx: &Context, names: &Names) -> Result<(Option<MemberList>
         .as_ref()
         .and_then(|d| d.get(MEMBERS_KEY))
         .ok_or_else(|| Error::MemberList(format!("{} has no {MEMBERS_KEY}", names.members())))?;
-    let list = MemberList::parse(yaml)
+    let list = MemberList::from_yaml(yaml)
         .map_err(|e| Error::MemberList(format!("{}: {e}", names.members())))?;
     Ok((Some(list), members_map.metadata.resource_version.clone()))
 }
@@ -89,7 +89,7 @@ async fn reports(
     names: &Names,
     pods: &BTreeMap<u32, PodView>,
     http_port: i32,
-) -> BTreeMap<u32, NodeReport> {
+) -> BTreeMap<u32, ClusterReport> {
     let fetches = pods.iter().filter_map(|(ordinal, view)| {
         let ip = view.ip.clone()?;
         let http = ctx.http.clone();

@@ -2,11 +2,18 @@
 //! variables) and the member list (`<name>-members`, watched by the nodes through the
 //! API). They are separate on purpose: a settings change must roll the pods, and a
 //! membership change must not.
+//!
+//! The variables are named by [`kache_api::env`] and their values checked with
+//! [`kache_api::units`], as the node names and parses them; `tests/node_contract.rs`
+//! feeds these settings to the node's own parser.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
+
+use kache_api::env;
+use kache_api::units::{self, Quantity, UnitError};
 
 use super::names::{Names, metadata};
 use crate::crd::CacheCluster;
@@ -16,85 +23,96 @@ use crate::members::{MEMBERS_KEY, MemberList};
 /// termination grace period leaves it some room on top.
 pub const NODE_SHUTDOWN_GRACE_SECONDS: i64 = 20;
 
-/// The node settings, as the `KACHE_*` environment variables `kache-node` reads.
-pub fn node_settings(cc: &CacheCluster) -> BTreeMap<String, String> {
+/// A spec value the nodes cannot run with. The operator refuses it (the reconcile fails
+/// with this error, before anything is applied) rather than leave the variable out and
+/// let the nodes fall back to a default the user did not ask for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("spec.maxMemory: {0}")]
+    MaxMemory(UnitError),
+    #[error("spec.defaultTtl: {0}")]
+    DefaultTtl(UnitError),
+    #[error(
+        "spec.resources.limits.memory: {0}; maxMemory defaults to three quarters of it, so fix it or set spec.maxMemory"
+    )]
+    MemoryLimit(UnitError),
+    #[error(
+        "spec.resources.limits.memory '{0}' is negative or 2^64 bytes or more; fix it or set spec.maxMemory"
+    )]
+    MemoryLimitRange(String),
+}
+
+/// The node settings, as the `KACHE_*` environment variables `kache-node` reads. Sizes
+/// and durations are checked with the parsers the node uses, so a value is refused here,
+/// where the user sees it, and never in a crash-looping pod.
+pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, SettingsError> {
     let names = Names::of(cc);
     let spec = &cc.spec;
-    let mut env = BTreeMap::from([
+    let mut settings = BTreeMap::from([
         (
-            "KACHE_HTTP_ADDR".to_owned(),
+            env::HTTP_ADDR.to_owned(),
             format!("0.0.0.0:{}", spec.service.http_port),
         ),
         (
-            "KACHE_GRPC_ADDR".to_owned(),
+            env::GRPC_ADDR.to_owned(),
             format!("0.0.0.0:{}", spec.service.grpc_port),
         ),
-        ("KACHE_PARTITIONS".to_owned(), spec.partitions.to_string()),
+        (env::PARTITIONS.to_owned(), spec.partitions.to_string()),
+        (env::EVICTION.to_owned(), spec.eviction.as_str().to_owned()),
         (
-            "KACHE_EVICTION".to_owned(),
-            spec.eviction.as_str().to_owned(),
-        ),
-        (
-            "KACHE_READ_CONSISTENCY".to_owned(),
+            env::READ_CONSISTENCY.to_owned(),
             spec.read_consistency.as_str().to_owned(),
         ),
         (
-            "KACHE_WRITE_CONSISTENCY".to_owned(),
+            env::WRITE_CONSISTENCY.to_owned(),
             spec.write_consistency.as_str().to_owned(),
         ),
-        ("KACHE_MEMBERS_CONFIGMAP".to_owned(), names.members()),
-        ("KACHE_DISCOVERY".to_owned(), "endpointslices".to_owned()),
-        ("KACHE_SERVICE".to_owned(), names.peers()),
+        (env::MEMBERS_CONFIGMAP.to_owned(), names.members()),
+        (env::DISCOVERY.to_owned(), "endpointslices".to_owned()),
+        (env::SERVICE.to_owned(), names.peers()),
         (
-            "KACHE_PEER_PORT".to_owned(),
+            env::PEER_PORT.to_owned(),
             spec.service.grpc_port.to_string(),
         ),
         (
-            "KACHE_SHUTDOWN_GRACE".to_owned(),
+            env::SHUTDOWN_GRACE.to_owned(),
             format!("{NODE_SHUTDOWN_GRACE_SECONDS}s"),
         ),
     ]);
-    if let Some(max_memory) = max_memory(cc) {
-        env.insert("KACHE_MAX_MEMORY".to_owned(), max_memory);
+    if let Some(max_memory) = max_memory(cc)? {
+        settings.insert(env::MAX_MEMORY.to_owned(), max_memory);
     }
     if let Some(ttl) = &spec.default_ttl {
-        env.insert("KACHE_DEFAULT_TTL".to_owned(), ttl.clone());
+        units::parse_duration(ttl).map_err(SettingsError::DefaultTtl)?;
+        settings.insert(env::DEFAULT_TTL.to_owned(), ttl.clone());
     }
-    env
+    Ok(settings)
 }
 
 /// `spec.maxMemory`, or else three quarters of the container's memory limit, leaving
-/// room for the process itself and connection buffers. None: the node's own default.
-fn max_memory(cc: &CacheCluster) -> Option<String> {
+/// room for the process itself and connection buffers. None: neither is set, and the
+/// node's own default applies.
+fn max_memory(cc: &CacheCluster) -> Result<Option<String>, SettingsError> {
     if let Some(max) = &cc.spec.max_memory {
-        return Some(max.clone());
+        units::parse_bytes(max).map_err(SettingsError::MaxMemory)?;
+        return Ok(Some(max.clone()));
     }
-    let limit = cc.spec.resources.as_ref()?.limits.as_ref()?.get("memory")?;
-    let bytes = quantity_bytes(&limit.0)?;
-    Some((bytes / 4 * 3).to_string())
-}
-
-/// Parses a memory quantity ("512Mi", "1G", "1500000") into bytes; None for forms a
-/// memory limit does not use (fractions, exponents, milli).
-fn quantity_bytes(quantity: &str) -> Option<u64> {
-    let split = quantity
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(quantity.len());
-    let (digits, suffix) = quantity.split_at(split);
-    let number: u64 = digits.parse().ok()?;
-    let multiplier: u64 = match suffix {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        _ => return None,
+    let Some(limit) = cc
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|limits| limits.get("memory"))
+    else {
+        return Ok(None);
     };
-    number.checked_mul(multiplier)
+    let bytes = limit
+        .0
+        .parse::<Quantity>()
+        .map_err(SettingsError::MemoryLimit)?
+        .ceil_u64()
+        .ok_or_else(|| SettingsError::MemoryLimitRange(limit.0.clone()))?;
+    Ok(Some((bytes / 4 * 3).to_string()))
 }
 
 /// A short, stable hash of the node settings for the pod-template annotation.
@@ -114,10 +132,11 @@ pub fn settings_hash(settings: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
-pub fn node_config_map(cc: &CacheCluster) -> ConfigMap {
+/// The `<name>-config` ConfigMap holding `settings` (from [`node_settings`]).
+pub fn node_config_map(cc: &CacheCluster, settings: &BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
         metadata: metadata(cc, Names::of(cc).config()),
-        data: Some(node_settings(cc)),
+        data: Some(settings.clone()),
         ..ConfigMap::default()
     }
 }
@@ -135,41 +154,80 @@ mod tests {
     use super::*;
     use crate::resources::names::tests::cache_cluster;
 
+    fn settings(spec: &str) -> BTreeMap<String, String> {
+        node_settings(&cache_cluster(spec)).expect("valid settings")
+    }
+
     #[test]
     fn settings_follow_the_spec() {
-        let cc = cache_cluster(
+        let settings = settings(
             "replicas: 3\nmaxMemory: 256MiB\neviction: lfu\ndefaultTtl: 5m\nwriteConsistency: all",
         );
-        let env = node_settings(&cc);
-        assert_eq!(env["KACHE_MAX_MEMORY"], "256MiB");
-        assert_eq!(env["KACHE_EVICTION"], "lfu");
-        assert_eq!(env["KACHE_DEFAULT_TTL"], "5m");
-        assert_eq!(env["KACHE_WRITE_CONSISTENCY"], "all");
-        assert_eq!(env["KACHE_READ_CONSISTENCY"], "quorum");
-        assert_eq!(env["KACHE_PARTITIONS"], "271");
-        assert_eq!(env["KACHE_MEMBERS_CONFIGMAP"], "demo-members");
-        assert_eq!(env["KACHE_SERVICE"], "demo-peers");
-        assert_eq!(env["KACHE_GRPC_ADDR"], "0.0.0.0:7071");
+        assert_eq!(settings[env::MAX_MEMORY], "256MiB");
+        assert_eq!(settings[env::EVICTION], "lfu");
+        assert_eq!(settings[env::DEFAULT_TTL], "5m");
+        assert_eq!(settings[env::WRITE_CONSISTENCY], "all");
+        assert_eq!(settings[env::READ_CONSISTENCY], "quorum");
+        assert_eq!(settings[env::PARTITIONS], "271");
+        assert_eq!(settings[env::MEMBERS_CONFIGMAP], "demo-members");
+        assert_eq!(settings[env::SERVICE], "demo-peers");
+        assert_eq!(settings[env::GRPC_ADDR], "0.0.0.0:7071");
     }
 
     #[test]
     fn max_memory_defaults_to_three_quarters_of_the_limit() {
-        let cc = cache_cluster("replicas: 3\nresources: {limits: {memory: 1Gi}}");
-        assert_eq!(node_settings(&cc)["KACHE_MAX_MEMORY"], "805306368");
-        let cc = cache_cluster("replicas: 3\nresources: {limits: {memory: 1.5Gi}}");
-        assert!(!node_settings(&cc).contains_key("KACHE_MAX_MEMORY"));
-        let cc = cache_cluster("replicas: 3");
-        assert!(!node_settings(&cc).contains_key("KACHE_MAX_MEMORY"));
+        for (limit, max_memory) in [
+            ("1Gi", "805306368"),
+            // Every form Kubernetes accepts is understood, fractions and exponents too.
+            ("1.5Gi", "1207959552"),
+            ("1536Mi", "1207959552"),
+            ("1G", "750000000"),
+            ("2e9", "1500000000"),
+            ("1Pi", "844424930131968"),
+        ] {
+            let spec = format!("replicas: 3\nresources: {{limits: {{memory: {limit}}}}}");
+            assert_eq!(settings(&spec)[env::MAX_MEMORY], max_memory, "{limit}");
+        }
+        let spec = "replicas: 3\nmaxMemory: 256MiB\nresources: {limits: {memory: 1Gi}}";
+        assert_eq!(settings(spec)[env::MAX_MEMORY], "256MiB", "the spec wins");
+        assert!(!settings("replicas: 3").contains_key(env::MAX_MEMORY));
+    }
+
+    #[test]
+    fn a_value_the_nodes_cannot_use_is_refused_not_defaulted() {
+        let refused = |spec: &str| node_settings(&cache_cluster(spec)).expect_err("refused");
+        assert_eq!(
+            refused("replicas: 3\nresources: {limits: {memory: lots}}"),
+            SettingsError::MemoryLimit(UnitError::NotQuantity("lots".to_owned()))
+        );
+        assert_eq!(
+            refused("replicas: 3\nresources: {limits: {memory: -1Gi}}"),
+            SettingsError::MemoryLimitRange("-1Gi".to_owned())
+        );
+        // The schema's patterns let these through; the node's parsers would not.
+        assert!(matches!(
+            refused("replicas: 3\nmaxMemory: 999999999999999TiB"),
+            SettingsError::MaxMemory(UnitError::TooLarge(_))
+        ));
+        assert!(matches!(
+            refused("replicas: 3\ndefaultTtl: 5 weeks"),
+            SettingsError::DefaultTtl(UnitError::UnknownUnit { .. })
+        ));
+        let message = refused("replicas: 3\nresources: {limits: {memory: 1.5.0Gi}}").to_string();
+        assert!(
+            message.contains("spec.resources.limits.memory") && message.contains("spec.maxMemory"),
+            "{message}"
+        );
     }
 
     #[test]
     fn the_hash_changes_with_settings_and_only_with_them() {
-        let a = cache_cluster("replicas: 3\nmaxMemory: 256MiB");
-        let scaled = cache_cluster("replicas: 5\nmaxMemory: 256MiB\nreplicationFactor: 2");
-        let resized = cache_cluster("replicas: 3\nmaxMemory: 512MiB");
-        let hash = |cc: &CacheCluster| settings_hash(&node_settings(cc));
-        assert_eq!(hash(&a), hash(&scaled), "scaling must not roll pods");
-        assert_ne!(hash(&a), hash(&resized));
-        assert_eq!(hash(&a).len(), 16);
+        let a = "replicas: 3\nmaxMemory: 256MiB";
+        let scaled = "replicas: 5\nmaxMemory: 256MiB\nreplicationFactor: 2";
+        let resized = "replicas: 3\nmaxMemory: 512MiB";
+        let hash = |spec: &str| settings_hash(&settings(spec));
+        assert_eq!(hash(a), hash(scaled), "scaling must not roll pods");
+        assert_ne!(hash(a), hash(resized));
+        assert_eq!(hash(a).len(), 16);
     }
 }

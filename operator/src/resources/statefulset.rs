@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kache_api::env;
 
 use super::config::NODE_SHUTDOWN_GRACE_SECONDS;
 use super::names::{CONFIG_HASH_ANNOTATION, Names, labels, metadata};
@@ -123,8 +124,8 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
             ..EnvFromSource::default()
         }]),
         env: Some(vec![
-            field_env("KACHE_NODE_ID", "metadata.name"),
-            field_env("KACHE_NAMESPACE", "metadata.namespace"),
+            field_env(env::NODE_ID, "metadata.name"),
+            field_env(env::NAMESPACE, "metadata.namespace"),
         ]),
         ports: Some(vec![
             container_port("http", spec.service.http_port),
@@ -218,14 +219,14 @@ mod tests {
         assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("kache/node:0.1.0"));
-        let env: Vec<_> = container
+        let variables: Vec<_> = container
             .env
             .as_ref()
             .unwrap()
             .iter()
             .map(|e| e.name.as_str())
             .collect();
-        assert_eq!(env, ["KACHE_NODE_ID", "KACHE_NAMESPACE"]);
+        assert_eq!(variables, [env::NODE_ID, env::NAMESPACE]);
         assert_eq!(
             container.env_from.as_ref().unwrap()[0]
                 .config_map_ref

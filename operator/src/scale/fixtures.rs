@@ -1,8 +1,10 @@
 //! Observations for the tests of the plan, the status and the controller: a cluster
 //! named `demo`, its member lists, and node reports in each state a node can be in.
 
-use crate::members::{MemberId, MemberList, ReplicationFactor};
-use crate::report::{NodeReport, NodeSelf, Ownership, Rebalance};
+use crate::members::{Member, MemberList, ReplicationFactor};
+use crate::report::{
+    ClusterReport, NodeReport, Ownership, Progress, RebalanceReport, Role, SyncReport,
+};
 use crate::scale::{Desired, Observed, PodView, member_id, ordinal_of};
 
 const NAME: &str = "demo";
@@ -20,9 +22,7 @@ pub(crate) fn list(epoch: u64, members: &[u32], departing: &[u32]) -> MemberList
     let ids = |ordinals: &[u32]| {
         ordinals
             .iter()
-            .map(|&i| MemberId {
-                id: member_id(NAME, i),
-            })
+            .map(|&i| Member::new(member_id(NAME, i)))
             .collect()
     };
     MemberList {
@@ -35,30 +35,40 @@ pub(crate) fn list(epoch: u64, members: &[u32], departing: &[u32]) -> MemberList
 }
 
 /// A member that fully joined `epoch`.
-pub(crate) fn joined(ordinal: u32, epoch: u64) -> NodeReport {
-    NodeReport {
+pub(crate) fn joined(ordinal: u32, epoch: u64) -> ClusterReport {
+    ClusterReport {
         protocol_version: 1,
-        node: NodeSelf {
+        node: NodeReport {
             id: member_id(NAME, ordinal),
             incarnation: "i".to_owned(),
             ready: true,
+            role: Role::Member,
             synced_epoch: epoch,
         },
         epoch,
+        partitions: 271,
+        replication_factor: ReplicationFactor::Count(1),
+        members: Vec::new(),
+        departing: Vec::new(),
         ownership: Ownership {
             owned: 90,
             pending: 0,
             held_not_owned: 0,
         },
-        rebalance: Rebalance {
-            to_epoch: epoch,
-            ..Rebalance::default()
+        rebalance: RebalanceReport {
+            active: false,
+            progress: Progress {
+                to_epoch: epoch,
+                ..Progress::default()
+            },
         },
+        sync: SyncReport::default(),
+        clock: kache_api::report::ClockReport::default(),
     }
 }
 
 /// A member still moving partitions into `epoch`.
-pub(crate) fn moving(ordinal: u32, epoch: u64) -> NodeReport {
+pub(crate) fn moving(ordinal: u32, epoch: u64) -> ClusterReport {
     let mut report = joined(ordinal, epoch);
     report.rebalance.active = true;
     report.ownership.pending = 12;
@@ -66,7 +76,7 @@ pub(crate) fn moving(ordinal: u32, epoch: u64) -> NodeReport {
 }
 
 /// A departing member that still holds partitions.
-pub(crate) fn holding(ordinal: u32, epoch: u64) -> NodeReport {
+pub(crate) fn holding(ordinal: u32, epoch: u64) -> ClusterReport {
     let mut report = joined(ordinal, epoch);
     report.ownership.owned = 0;
     report.ownership.held_not_owned = 40;
@@ -74,13 +84,13 @@ pub(crate) fn holding(ordinal: u32, epoch: u64) -> NodeReport {
 }
 
 /// A departing member that handed everything off.
-pub(crate) fn drained(ordinal: u32, epoch: u64) -> NodeReport {
+pub(crate) fn drained(ordinal: u32, epoch: u64) -> ClusterReport {
     let mut report = holding(ordinal, epoch);
     report.ownership.held_not_owned = 0;
     report
 }
 
-pub(crate) fn observed(list: Option<MemberList>, reports: Vec<NodeReport>) -> Observed {
+pub(crate) fn observed(list: Option<MemberList>, reports: Vec<ClusterReport>) -> Observed {
     let mut observed = Observed {
         list,
         ..Observed::default()

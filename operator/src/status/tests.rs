@@ -48,11 +48,11 @@ fn a_joined_cluster_is_available() {
 fn progress_is_summed_from_the_nodes_and_completion_is_recorded() {
     let d = desired(4, 1);
     let mut a = moving(3, 5);
-    a.rebalance.partitions_total = 60;
-    a.rebalance.partitions_done = 15;
-    a.rebalance.bytes_moved = 1_000;
+    a.rebalance.progress.partitions_total = 60;
+    a.rebalance.progress.partitions_done = 15;
+    a.rebalance.progress.bytes_moved = 1_000;
     let mut b = joined(0, 5);
-    b.rebalance.partitions_total = 0;
+    b.rebalance.progress.partitions_total = 0;
     let obs = observed(
         Some(list(5, &[0, 1, 2, 3], &[])),
         vec![b, joined(1, 5), joined(2, 5), a],
@@ -79,8 +79,8 @@ fn progress_is_summed_from_the_nodes_and_completion_is_recorded() {
 
     let later = t0() + 30.seconds();
     let mut done = joined(3, 5);
-    done.rebalance.partitions_total = 60;
-    done.rebalance.partitions_done = 60;
+    done.rebalance.progress.partitions_total = 60;
+    done.rebalance.progress.partitions_done = 60;
     let obs = observed(
         Some(list(5, &[0, 1, 2, 3], &[])),
         vec![joined(0, 5), joined(1, 5), joined(2, 5), done],
@@ -190,9 +190,9 @@ fn forgetting_departed_members_keeps_the_figures_of_the_move() {
     // Epoch 6 moved the data away from demo-2; epoch 7 only forgets it.
     let d = desired(2, 1);
     let mut pulled = joined(0, 6);
-    pulled.rebalance.partitions_total = 90;
-    pulled.rebalance.partitions_done = 90;
-    pulled.rebalance.bytes_moved = 4_096;
+    pulled.rebalance.progress.partitions_total = 90;
+    pulled.rebalance.progress.partitions_done = 90;
+    pulled.rebalance.progress.bytes_moved = 4_096;
     let obs = observed(
         Some(list(6, &[0, 1], &[2])),
         vec![pulled.clone(), joined(1, 6), holding(2, 6)],
@@ -230,8 +230,8 @@ fn a_step_that_finished_between_two_looks_keeps_its_figures() {
     // saw it in progress, and now publishes epoch 7.
     let d = desired(2, 1);
     let mut pulled = joined(0, 6);
-    pulled.rebalance.partitions_total = 70;
-    pulled.rebalance.partitions_done = 70;
+    pulled.rebalance.progress.partitions_total = 70;
+    pulled.rebalance.progress.partitions_done = 70;
     let obs = observed(
         Some(list(6, &[0, 1], &[2])),
         vec![pulled, joined(1, 6), drained(2, 6)],

@@ -15,9 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use super::{ListRules, MemberList, MembershipError, Publisher};
-
-/// The ConfigMap key holding the list.
-pub const MEMBERS_KEY: &str = "members.yaml";
+pub use kache_api::members::MEMBERS_KEY;
 
 /// The list a ConfigMap holds, validated like a member file.
 pub fn list_from_configmap(

@@ -1,0 +1,87 @@
+//! The environment contract: the `KACHE_*` variables a node reads, one per command-line
+//! flag (`--max-memory` is [`MAX_MEMORY`]).
+//!
+//! The node's flag parser names its variables with these constants, and the operator
+//! sets them on the StatefulSet with the same constants (most through the `<name>-config`
+//! ConfigMap, the pod's own name and namespace through the downward API). A name that
+//! exists on one side only therefore does not compile, and `operator/tests/node_contract.rs`
+//! checks that the values the operator writes are ones the node parses.
+
+pub const HTTP_ADDR: &str = "KACHE_HTTP_ADDR";
+pub const GRPC_ADDR: &str = "KACHE_GRPC_ADDR";
+pub const NODE_ID: &str = "KACHE_NODE_ID";
+pub const PARTITIONS: &str = "KACHE_PARTITIONS";
+/// A byte size, as [`crate::units::parse_bytes`] reads it.
+pub const MAX_MEMORY: &str = "KACHE_MAX_MEMORY";
+pub const MAX_KEY_BYTES: &str = "KACHE_MAX_KEY_BYTES";
+pub const MAX_VALUE_BYTES: &str = "KACHE_MAX_VALUE_BYTES";
+pub const MAX_BATCH_BYTES: &str = "KACHE_MAX_BATCH_BYTES";
+pub const EVICTION: &str = "KACHE_EVICTION";
+/// A duration, as [`crate::units::parse_duration`] reads it.
+pub const DEFAULT_TTL: &str = "KACHE_DEFAULT_TTL";
+pub const TOMBSTONE_TTL: &str = "KACHE_TOMBSTONE_TTL";
+pub const MEMBERS_FILE: &str = "KACHE_MEMBERS_FILE";
+pub const MEMBERS: &str = "KACHE_MEMBERS";
+pub const REPLICATION_FACTOR: &str = "KACHE_REPLICATION_FACTOR";
+pub const MEMBERS_CONFIGMAP: &str = "KACHE_MEMBERS_CONFIGMAP";
+pub const NAMESPACE: &str = "KACHE_NAMESPACE";
+pub const DISCOVERY: &str = "KACHE_DISCOVERY";
+pub const SERVICE: &str = "KACHE_SERVICE";
+pub const PEER_PORT: &str = "KACHE_PEER_PORT";
+pub const CLUSTER_DOMAIN: &str = "KACHE_CLUSTER_DOMAIN";
+pub const ANTI_ENTROPY_INTERVAL: &str = "KACHE_ANTI_ENTROPY_INTERVAL";
+pub const READ_CONSISTENCY: &str = "KACHE_READ_CONSISTENCY";
+pub const WRITE_CONSISTENCY: &str = "KACHE_WRITE_CONSISTENCY";
+pub const WORKER_THREADS: &str = "KACHE_WORKER_THREADS";
+pub const SHUTDOWN_GRACE: &str = "KACHE_SHUTDOWN_GRACE";
+
+/// Every variable above; the node's tests check that its flags read exactly these.
+pub const ALL: [&str; 25] = [
+    HTTP_ADDR,
+    GRPC_ADDR,
+    NODE_ID,
+    PARTITIONS,
+    MAX_MEMORY,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    MAX_BATCH_BYTES,
+    EVICTION,
+    DEFAULT_TTL,
+    TOMBSTONE_TTL,
+    MEMBERS_FILE,
+    MEMBERS,
+    REPLICATION_FACTOR,
+    MEMBERS_CONFIGMAP,
+    NAMESPACE,
+    DISCOVERY,
+    SERVICE,
+    PEER_PORT,
+    CLUSTER_DOMAIN,
+    ANTI_ENTROPY_INTERVAL,
+    READ_CONSISTENCY,
+    WRITE_CONSISTENCY,
+    WORKER_THREADS,
+    SHUTDOWN_GRACE,
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_name_is_distinct_and_namespaced() {
+        let distinct: HashSet<&str> = ALL.into_iter().collect();
+        assert_eq!(distinct.len(), ALL.len(), "a name listed twice");
+        for name in ALL {
+            assert!(
+                name.starts_with("KACHE_")
+                    && name[6..]
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{name}"
+            );
+        }
+    }
+}
