@@ -9,6 +9,7 @@
 //! Every change of state is sent to the pod worker as an
 //! [`Update`]; a stop request carries the grace period to use.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,98 +161,18 @@ impl Supervisor {
             if self.stop.borrow().is_some() {
                 return self.snap;
             }
-            let Launch {
-                spec,
-                env,
-                image_id,
-            } = match launch::prepare(&self.pod, &self.spec).await {
-                Ok(launch) => launch,
-                Err(LaunchError {
-                    reason,
-                    message,
-                    retry,
-                }) => {
-                    tracing::warn!(container = %self.spec.name, reason, %message, "cannot start container");
-                    self.warn("Failed", format!("Error: {reason}: {message}"));
-                    self.snap.state = RunState::Waiting {
-                        reason: reason.into(),
-                        message: Some(message),
-                    };
-                    self.publish();
-                    let delay = if retry {
-                        self.backoff.delay(Duration::ZERO)
-                    } else {
-                        Duration::MAX
-                    };
-                    if self.sleep_or_stop(delay).await {
+            let mut run = match self.start().await {
+                Ok(run) => run,
+                Err(retry_in) => {
+                    if self.sleep_or_stop(retry_in).await {
                         return self.snap;
                     }
                     continue;
                 }
             };
-            self.snap.image_id = image_id;
-            let header = format!("{} start #{}", Timestamp::now(), self.snap.restart_count);
-            let mut proc = match Process::spawn(&spec, &header) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.snap.state = RunState::Waiting {
-                        reason: "RunContainerError".into(),
-                        message: Some(e.to_string()),
-                    };
-                    self.warn("Failed", format!("Error: RunContainerError: {e}"));
-                    self.publish();
-                    let delay = self.backoff.delay(Duration::ZERO);
-                    if self.sleep_or_stop(delay).await {
-                        return self.snap;
-                    }
-                    continue;
-                }
-            };
-            let (started_at, started) = (Timestamp::now(), Instant::now());
-            tracing::info!(container = %self.spec.name, pid = proc.pid(), argv = ?spec.argv, "container started");
-            self.note("Started", format!("Started container {}", self.spec.name));
-            // For people and scripts that want to poke the process (next to its log).
-            let pid_file = self.pod.log_dir.join(format!("{}.pid", self.spec.name));
-            let _ = std::fs::write(&pid_file, format!("{}\n", proc.pid()));
-            self.snap.container_id = Some(format!(
-                "{}/{}/{}",
-                self.pod.id_prefix,
-                self.spec.name,
-                proc.pid()
-            ));
-            self.snap.state = RunState::Running { started_at };
-            self.snap.started = false;
-            self.snap.ready = false;
-            self.publish();
-
-            let (termination, stop_grace) =
-                self.supervise(&mut proc, env, started, started_at).await;
-            let _ = std::fs::remove_file(&pid_file);
-            self.snap.ready = self.role == Role::Init && termination.exit_code == 0;
-            self.snap.started = false;
-            let exit = termination.exit_code;
-            tracing::info!(container = %self.spec.name, exit, reason = %termination.reason, "container exited");
-            if stop_grace.is_some() || !should_restart(&policy, self.role, exit) {
-                self.snap.state = RunState::Terminated(termination);
-                self.publish();
+            let Some(delay) = self.run_to_exit(&mut run, &policy).await else {
                 return self.snap;
-            }
-            let delay = self.backoff.delay(started.elapsed());
-            self.snap.last_termination = Some(termination);
-            self.snap.state = RunState::Waiting {
-                reason: "CrashLoopBackOff".into(),
-                message: Some(format!(
-                    "back-off {delay:?} restarting failed container={}",
-                    self.spec.name
-                )),
             };
-            self.publish();
-            if !delay.is_zero() {
-                self.warn(
-                    "BackOff",
-                    format!("Back-off restarting failed container {}", self.spec.name),
-                );
-            }
             if self.sleep_or_stop(delay).await {
                 return self.snap;
             }
@@ -259,12 +180,116 @@ impl Supervisor {
         }
     }
 
+    /// Prepare the launch and start the process, reporting it Running. When it
+    /// cannot start, it is reported Waiting and the error is the delay before
+    /// the next try (`Duration::MAX` when trying again cannot help).
+    async fn start(&mut self) -> Result<Run, Duration> {
+        let Launch {
+            spec,
+            env,
+            image_id,
+        } = match launch::prepare(&self.pod, &self.spec).await {
+            Ok(launch) => launch,
+            Err(LaunchError {
+                reason,
+                message,
+                retry,
+            }) => {
+                tracing::warn!(container = %self.spec.name, reason, %message, "cannot start container");
+                self.cannot_start(reason, message);
+                return Err(if retry {
+                    self.backoff.delay(Duration::ZERO)
+                } else {
+                    Duration::MAX
+                });
+            }
+        };
+        self.snap.image_id = image_id;
+        let header = format!("{} start #{}", Timestamp::now(), self.snap.restart_count);
+        let proc = match Process::spawn(&spec, &header) {
+            Ok(p) => p,
+            Err(e) => {
+                self.cannot_start("RunContainerError", e.to_string());
+                return Err(self.backoff.delay(Duration::ZERO));
+            }
+        };
+        let (started_at, started) = (Timestamp::now(), Instant::now());
+        tracing::info!(container = %self.spec.name, pid = proc.pid(), argv = ?spec.argv, "container started");
+        self.note("Started", format!("Started container {}", self.spec.name));
+        // For people and scripts that want to poke the process (next to its log).
+        let pid_file = self.pod.log_dir.join(format!("{}.pid", self.spec.name));
+        let _ = std::fs::write(&pid_file, format!("{}\n", proc.pid()));
+        self.snap.container_id = Some(format!(
+            "{}/{}/{}",
+            self.pod.id_prefix,
+            self.spec.name,
+            proc.pid()
+        ));
+        self.snap.state = RunState::Running { started_at };
+        self.snap.started = false;
+        self.snap.ready = false;
+        self.publish();
+        Ok(Run {
+            proc,
+            env,
+            pid_file,
+            started,
+            started_at,
+        })
+    }
+
+    /// Report a start that failed before the process ran, with a Warning event.
+    fn cannot_start(&mut self, reason: &str, message: String) {
+        self.warn("Failed", format!("Error: {reason}: {message}"));
+        self.snap.state = RunState::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+        };
+        self.publish();
+    }
+
+    /// Supervise `run` until it ends and report how. The back-off before the
+    /// next start, or `None` when the container is done for good (stopped, or
+    /// `restartPolicy` says no).
+    async fn run_to_exit(&mut self, run: &mut Run, policy: &str) -> Option<Duration> {
+        let (termination, stop_grace) = self
+            .supervise(&mut run.proc, &run.env, run.started, run.started_at)
+            .await;
+        let _ = std::fs::remove_file(&run.pid_file);
+        self.snap.ready = self.role == Role::Init && termination.exit_code == 0;
+        self.snap.started = false;
+        let exit = termination.exit_code;
+        tracing::info!(container = %self.spec.name, exit, reason = %termination.reason, "container exited");
+        if stop_grace.is_some() || !should_restart(policy, self.role, exit) {
+            self.snap.state = RunState::Terminated(termination);
+            self.publish();
+            return None;
+        }
+        let delay = self.backoff.delay(run.started.elapsed());
+        self.snap.last_termination = Some(termination);
+        self.snap.state = RunState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: Some(format!(
+                "back-off {delay:?} restarting failed container={}",
+                self.spec.name
+            )),
+        };
+        self.publish();
+        if !delay.is_zero() {
+            self.warn(
+                "BackOff",
+                format!("Back-off restarting failed container {}", self.spec.name),
+            );
+        }
+        Some(delay)
+    }
+
     /// Run until the process exits, a probe kills it, or a stop comes.
     /// Returns how it ended and, for a stop, the grace period used.
     async fn supervise(
         &mut self,
         proc: &mut Process,
-        env: Environment,
+        env: &Environment,
         started: Instant,
         started_at: Timestamp,
     ) -> (Termination, Option<Duration>) {
@@ -328,6 +353,16 @@ impl Supervisor {
         };
         (termination, stop_grace)
     }
+}
+
+/// One started run of the container: its process, and what its probes and
+/// its exit report need.
+struct Run {
+    proc: Process,
+    env: Environment,
+    pid_file: PathBuf,
+    started: Instant,
+    started_at: Timestamp,
 }
 
 /// Aborts the probe task when the run ends.

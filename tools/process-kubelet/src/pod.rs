@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
@@ -119,9 +119,7 @@ pub async fn run(ctx: Arc<Context>, desired: watch::Receiver<Desired>) {
     let log_dir = ctx.config.pod_dir(&ns, &name);
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
-    let snapshots = |cs: &[k8s_openapi::api::core::v1::Container],
-                     reason: &str,
-                     seen: Option<&Vec<ContainerStatus>>| {
+    let snapshots = |cs: &[Container], reason: &str, seen: Option<&Vec<ContainerStatus>>| {
         cs.iter()
             .map(|c| ContainerSnapshot {
                 restart_count: restarts_so_far(seen, &c.name),
@@ -172,23 +170,56 @@ impl Worker {
         self.desired.borrow().pod.clone()
     }
 
+    /// Run the pod until it must go; the reason it must.
     async fn live(&mut self) -> Removal {
+        match self.start().await {
+            Ok(mut volumes) => self.keep_running(&mut volumes).await,
+            Err(removal) => removal,
+        }
+    }
+
+    /// Sandbox, volumes, init containers one by one, then every container.
+    /// `Err` when the pod must go before it got that far.
+    async fn start(&mut self) -> Result<PodVolumes, Removal> {
+        self.ensure_sandbox().await?;
+        let pod = self.pod();
+        let volumes = self.ensure_volumes(&pod).await?;
+        let pctx = Arc::new(self.pod_context(&pod, &volumes));
+        let spec = pod.spec.clone().unwrap_or_default();
+        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            self.spawn_container(&pctx, c, Role::Init, i);
+            self.wait_for_init(i).await?;
+        }
+        self.initialized = true;
+        for (i, c) in spec.containers.iter().enumerate() {
+            self.spawn_container(&pctx, c, Role::Regular, i);
+        }
+        Ok(volumes)
+    }
+
+    /// Create the sandbox, retrying every 5 s, then report the pod ready to
+    /// start containers.
+    async fn ensure_sandbox(&mut self) -> Result<(), Removal> {
         while let Err(e) = self.setup_sandbox().await {
             tracing::warn!(pod = %self.name, error = %e, "sandbox setup failed");
             let note = format!("Failed to create pod sandbox: {e}");
             self.events.warning(None, "FailedCreatePodSandBox", note);
             self.set_waiting("ContainerCreating", &e.to_string());
             if let Some(r) = self.pause(Duration::from_secs(5)).await {
-                return r;
+                return Err(r);
             }
         }
         self.sandbox_ready = true;
         self.write_status().await;
-        let pod = self.pod();
-        let mut volumes = loop {
-            let facts = self.facts(&pod);
-            match PodVolumes::setup(&self.ctx.client, &pod, &facts, &self.run_dir).await {
-                Ok(v) => break v,
+        Ok(())
+    }
+
+    /// Set up the volumes, retrying every 2 s while something they need is missing.
+    async fn ensure_volumes(&mut self, pod: &Pod) -> Result<PodVolumes, Removal> {
+        loop {
+            let facts = self.facts(pod);
+            match PodVolumes::setup(&self.ctx.client, pod, &facts, &self.run_dir).await {
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     tracing::info!(pod = %self.name, error = %e, "volumes not ready");
                     self.events.warning(
@@ -198,19 +229,23 @@ impl Worker {
                     );
                     self.set_waiting("ContainerCreating", &e.to_string());
                     if let Some(r) = self.pause(Duration::from_secs(2)).await {
-                        return r;
+                        return Err(r);
                     }
                 }
             }
-        };
-        let pctx = Arc::new(PodContext {
+        }
+    }
+
+    /// What every container of the pod is launched with.
+    fn pod_context(&self, pod: &Arc<Pod>, volumes: &PodVolumes) -> PodContext {
+        PodContext {
             client: self.ctx.client.clone(),
             config: self.ctx.config.clone(),
             pod: pod.clone(),
             pod_ip: self.pod_ip.unwrap_or(self.ctx.node_ip),
             host_ip: self.ctx.node_ip,
             netns: self.sandbox.as_ref().and_then(Sandbox::netns_path),
-            hostname: hostname(&pod),
+            hostname: hostname(pod),
             home: self.run_dir.join("home"),
             log_dir: self.log_dir.clone(),
             hosts_file: self
@@ -221,47 +256,49 @@ impl Worker {
             mountpoints: self.ctx.mountpoints.clone(),
             id_prefix: format!("process://{}", self.ctx.config.node_name),
             events: self.events.clone(),
-        });
-        let spec = pod.spec.clone().unwrap_or_default();
-        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-            let restarts = self.init.get(i).map_or(0, |s| s.restart_count);
-            self.handles.push(container::spawn(
-                pctx.clone(),
-                c.clone(),
-                Role::Init,
-                i,
-                restarts,
-                self.updates_tx.clone(),
-            ));
-            loop {
-                tokio::select! {
-                    Some(u) = self.updates.recv() => self.apply(u),
-                    r = removal(&mut self.desired) => return r,
+        }
+    }
+
+    /// Supervise container `index` of `role`, counting the restarts seen so far.
+    fn spawn_container(&mut self, pctx: &Arc<PodContext>, c: &Container, role: Role, index: usize) {
+        let restarts = self
+            .snapshots(role)
+            .get(index)
+            .map_or(0, |s| s.restart_count);
+        self.handles.push(container::spawn(
+            pctx.clone(),
+            c.clone(),
+            role,
+            index,
+            restarts,
+            self.updates_tx.clone(),
+        ));
+    }
+
+    /// Relay updates until init container `i` succeeds. `Err` when the pod
+    /// must go, or once it failed for good (`restartPolicy: Never`), which
+    /// leaves the pod Failed, keeping its object until it is removed.
+    async fn wait_for_init(&mut self, i: usize) -> Result<(), Removal> {
+        loop {
+            tokio::select! {
+                Some(u) = self.updates.recv() => self.apply(u),
+                r = removal(&mut self.desired) => return Err(r),
+            }
+            self.drain_and_write().await;
+            match self.init.get(i).map(|s| &s.state) {
+                Some(RunState::Terminated(t)) if t.exit_code == 0 => return Ok(()),
+                Some(RunState::Terminated(_)) => {
+                    self.release_sandbox().await;
+                    return Err(removal(&mut self.desired).await);
                 }
-                self.drain_and_write().await;
-                match self.init.get(i).map(|s| &s.state) {
-                    Some(RunState::Terminated(t)) if t.exit_code == 0 => break,
-                    // failed for good (restartPolicy Never): the pod is Failed
-                    Some(RunState::Terminated(_)) => {
-                        self.release_sandbox().await;
-                        return removal(&mut self.desired).await;
-                    }
-                    _ => {}
-                }
+                _ => {}
             }
         }
-        self.initialized = true;
-        for (i, c) in spec.containers.iter().enumerate() {
-            let restarts = self.containers.get(i).map_or(0, |s| s.restart_count);
-            self.handles.push(container::spawn(
-                pctx.clone(),
-                c.clone(),
-                Role::Regular,
-                i,
-                restarts,
-                self.updates_tx.clone(),
-            ));
-        }
+    }
+
+    /// Relay container updates into the status, refresh the API-backed
+    /// volumes, and release a finished pod's sandbox, until the pod must go.
+    async fn keep_running(&mut self, volumes: &mut PodVolumes) -> Removal {
         let mut refresh = tokio::time::interval(self.ctx.config.volume_refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resync = tokio::time::interval(Duration::from_secs(30));
@@ -337,6 +374,14 @@ impl Worker {
         tokio::select! {
             () = tokio::time::sleep(d) => None,
             r = removal(&mut self.desired) => Some(r),
+        }
+    }
+
+    /// The snapshots of the init or the regular containers.
+    fn snapshots(&self, role: Role) -> &[ContainerSnapshot] {
+        match role {
+            Role::Init => &self.init,
+            Role::Regular => &self.containers,
         }
     }
 

@@ -69,14 +69,7 @@ pub async fn run(
         .await
         .flatten();
         if let Some(message) = verdict {
-            let grace = startup.termination_grace;
-            let _ = events
-                .send(ProbeEvent::Unhealthy {
-                    kind: ProbeKind::Startup,
-                    message,
-                    grace,
-                })
-                .await;
+            report_unhealthy(&events, ProbeKind::Startup, startup, message).await;
             return;
         }
     }
@@ -114,20 +107,31 @@ pub async fn run(
         })
         .await;
         if let Some(message) = failed {
-            let grace = params.termination_grace;
-            let _ = events
-                .send(ProbeEvent::Unhealthy {
-                    kind: ProbeKind::Liveness,
-                    message,
-                    grace,
-                })
-                .await;
+            report_unhealthy(&events, ProbeKind::Liveness, params, message).await;
         }
     };
     tokio::select! {
         () = readiness => {}
         () = liveness => {}
     }
+}
+
+/// Tell the supervisor that the startup or liveness probe failed, so that it
+/// restarts the container within the probe's own grace period, if it has one.
+async fn report_unhealthy(
+    events: &mpsc::Sender<ProbeEvent>,
+    kind: ProbeKind,
+    params: &ProbeParams,
+    message: String,
+) {
+    let grace = params.termination_grace;
+    let _ = events
+        .send(ProbeEvent::Unhealthy {
+            kind,
+            message,
+            grace,
+        })
+        .await;
 }
 
 /// Check every period from `started + initial_delay` until `decide` returns Some.
@@ -160,20 +164,14 @@ async fn probe_loop<T>(
 /// One check. `Err` carries the reason it failed.
 pub async fn check(action: &Action, target: &ProbeTarget) -> Result<(), String> {
     match action {
-        Action::Tcp { host, port } => {
-            let host = host.clone().unwrap_or_else(|| target.ip.to_string());
-            TcpStream::connect((host.as_str(), *port))
-                .await
-                .map(drop)
-                .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
-        }
-        Action::Http {
+        // No TLS client here: an HTTPS probe passes when the port accepts, as a TCP one does.
+        Action::Tcp { host, port }
+        | Action::Http {
             host,
             port,
             https: true,
             ..
         } => {
-            // No TLS client here: an HTTPS probe passes when the port accepts.
             let host = host.clone().unwrap_or_else(|| target.ip.to_string());
             TcpStream::connect((host.as_str(), *port))
                 .await

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Secret, ServiceAccount,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, ProjectedVolumeSource, Secret, ServiceAccount,
     ServiceAccountTokenProjection, Volume,
 };
 use kube::Client;
@@ -105,15 +105,11 @@ pub fn key_files(
             for item in items {
                 match data.get(&item.key) {
                     Some(v) => {
-                        let mode = item
-                            .mode
-                            .and_then(|m| u32::try_from(m).ok())
-                            .unwrap_or(default_mode);
                         payload.insert(
                             PathBuf::from(&item.path),
                             FileContent {
                                 data: v.clone(),
-                                mode,
+                                mode: file_mode(item.mode, default_mode),
                             },
                         );
                     }
@@ -144,24 +140,27 @@ pub fn downward_files(
             continue;
         }
         .map_err(|e| Error::NotReady(format!("downwardAPI {}: {e}", item.path)))?;
-        let mode = item
-            .mode
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(default_mode);
         payload.insert(
             PathBuf::from(&item.path),
             FileContent {
                 data: value.into_bytes(),
-                mode,
+                mode: file_mode(item.mode, default_mode),
             },
         );
     }
     Ok(payload)
 }
 
-fn mode(m: Option<i32>) -> u32 {
-    m.and_then(|m| u32::try_from(m).ok())
-        .unwrap_or(DEFAULT_MODE)
+/// A `mode` or `defaultMode` from the spec; `default` when unset or out of range.
+fn file_mode(mode: Option<i32>, default: u32) -> u32 {
+    mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(default)
+}
+
+/// The objects whose keys become files.
+#[derive(Debug, Clone, Copy)]
+enum KeySource {
+    ConfigMap,
+    Secret,
 }
 
 #[derive(Debug)]
@@ -207,35 +206,26 @@ impl Projector {
     /// The files `volume` should contain now. `Error::NotReady` when a
     /// non-optional object or key is missing.
     pub async fn payload(&mut self, volume: &Volume, facts: &PodFacts<'_>) -> Result<Payload> {
-        let ns = self.namespace.clone();
         if let Some(cm) = &volume.config_map {
-            let data = config_map_data(&self.client, &ns, &cm.name).await?;
-            let what = format!("configmap {:?}", cm.name);
-            return key_files(
-                data.as_ref(),
-                cm.items.as_deref(),
-                cm.optional == Some(true),
-                mode(cm.default_mode),
-                &what,
-            );
+            let mode = file_mode(cm.default_mode, DEFAULT_MODE);
+            let items = cm.items.as_deref();
+            return self
+                .key_source_files(KeySource::ConfigMap, &cm.name, items, cm.optional, mode)
+                .await;
         }
         if let Some(s) = &volume.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            let data = secret_data(&self.client, &ns, &name).await?;
-            let what = format!("secret {name:?}");
-            return key_files(
-                data.as_ref(),
-                s.items.as_deref(),
-                s.optional == Some(true),
-                mode(s.default_mode),
-                &what,
-            );
+            let name = s.secret_name.as_deref().unwrap_or_default();
+            let mode = file_mode(s.default_mode, DEFAULT_MODE);
+            let items = s.items.as_deref();
+            return self
+                .key_source_files(KeySource::Secret, name, items, s.optional, mode)
+                .await;
         }
         if let Some(d) = &volume.downward_api {
             return downward_files(
                 d.items.as_deref().unwrap_or_default(),
                 facts,
-                mode(d.default_mode),
+                file_mode(d.default_mode, DEFAULT_MODE),
             );
         }
         let Some(projected) = &volume.projected else {
@@ -244,30 +234,45 @@ impl Projector {
                 volume.name
             )));
         };
-        let default_mode = mode(projected.default_mode);
+        self.projected_files(volume, projected, facts).await
+    }
+
+    /// A `projected` volume: its sources merged, each file with the volume's
+    /// `defaultMode` unless an item says otherwise.
+    async fn projected_files(
+        &mut self,
+        volume: &Volume,
+        projected: &ProjectedVolumeSource,
+        facts: &PodFacts<'_>,
+    ) -> Result<Payload> {
+        let default_mode = file_mode(projected.default_mode, DEFAULT_MODE);
         let mut payload = Payload::new();
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
-                let data = config_map_data(&self.client, &ns, &cm.name).await?;
-                let what = format!("configmap {:?}", cm.name);
-                payload.extend(key_files(
-                    data.as_ref(),
-                    cm.items.as_deref(),
-                    cm.optional == Some(true),
-                    default_mode,
-                    &what,
-                )?);
+                let items = cm.items.as_deref();
+                payload.extend(
+                    self.key_source_files(
+                        KeySource::ConfigMap,
+                        &cm.name,
+                        items,
+                        cm.optional,
+                        default_mode,
+                    )
+                    .await?,
+                );
             }
             if let Some(s) = &source.secret {
-                let data = secret_data(&self.client, &ns, &s.name).await?;
-                let what = format!("secret {:?}", s.name);
-                payload.extend(key_files(
-                    data.as_ref(),
-                    s.items.as_deref(),
-                    s.optional == Some(true),
-                    default_mode,
-                    &what,
-                )?);
+                let items = s.items.as_deref();
+                payload.extend(
+                    self.key_source_files(
+                        KeySource::Secret,
+                        &s.name,
+                        items,
+                        s.optional,
+                        default_mode,
+                    )
+                    .await?,
+                );
             }
             if let Some(d) = &source.downward_api {
                 payload.extend(downward_files(
@@ -294,6 +299,29 @@ impl Projector {
             }
         }
         Ok(payload)
+    }
+
+    /// The files of ConfigMap or Secret `name` (a volume or a projection source).
+    async fn key_source_files(
+        &self,
+        source: KeySource,
+        name: &str,
+        items: Option<&[KeyToPath]>,
+        optional: Option<bool>,
+        default_mode: u32,
+    ) -> Result<Payload> {
+        let (data, what) = match source {
+            KeySource::ConfigMap => (
+                config_map_data(&self.client, &self.namespace, name).await?,
+                format!("configmap {name:?}"),
+            ),
+            KeySource::Secret => (
+                secret_data(&self.client, &self.namespace, name).await?,
+                format!("secret {name:?}"),
+            ),
+        };
+        let optional = optional == Some(true);
+        key_files(data.as_ref(), items, optional, default_mode, &what)
     }
 
     /// A token for the pod's service account, bound to the pod.

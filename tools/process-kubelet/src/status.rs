@@ -49,122 +49,10 @@ pub struct PodView<'a> {
 pub fn pod_status(view: &PodView<'_>) -> PodStatus {
     let phase = phase(view);
     let terminal = phase == "Succeeded" || phase == "Failed";
-    let generation = view.pod.metadata.generation;
-    let old_conditions = view
-        .previous
-        .or(view.pod.status.as_ref())
-        .and_then(|s| s.conditions.as_ref());
-    let api_conditions = view.pod.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let condition = |type_: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
-        let status = if ok { "True" } else { "False" };
-        let since = old_conditions
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .and_then(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(view.now));
-        PodCondition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            reason: if ok { None } else { reason.map(str::to_string) },
-            message: if ok { None } else { message },
-            last_transition_time: Some(since),
-            last_probe_time: None,
-            observed_generation: generation,
-        }
-    };
-
-    let unready: Vec<&str> = view
-        .containers
-        .iter()
-        .filter(|c| !c.ready)
-        .map(|c| c.name.as_str())
-        .collect();
-    let containers_ready = !terminal && unready.is_empty() && !view.containers.is_empty();
-    let gates: Vec<&str> = view
-        .pod
-        .spec
-        .iter()
-        .flat_map(|s| s.readiness_gates.iter().flatten())
-        .map(|g| g.condition_type.as_str())
-        .collect();
-    let gate_ok = |t: &str| {
-        api_conditions
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == t && c.status == "True")
-    };
-    let gates_ready = gates.iter().all(|g| gate_ok(g));
-    let (ready_reason, ready_message) = if terminal {
-        ("PodCompleted", None)
-    } else if !containers_ready {
-        (
-            "ContainersNotReady",
-            Some(format!(
-                "containers with unready status: [{}]",
-                unready.join(" ")
-            )),
-        )
-    } else {
-        (
-            "ReadinessGatesNotReady",
-            Some("the status of pod readiness gates is not \"True\"".into()),
-        )
-    };
-    let incomplete: Vec<&str> = view
-        .init
-        .iter()
-        .filter(|c| !c.succeeded())
-        .map(|c| c.name.as_str())
-        .collect();
-
-    let mut conditions = vec![
-        condition("PodReadyToStartContainers", view.sandbox_ready, None, None),
-        condition(
-            "Initialized",
-            view.initialized,
-            Some("ContainersNotInitialized"),
-            Some(format!(
-                "containers with incomplete status: [{}]",
-                incomplete.join(" ")
-            )),
-        ),
-        condition(
-            "Ready",
-            containers_ready && gates_ready,
-            Some(ready_reason),
-            ready_message.clone(),
-        ),
-        condition(
-            "ContainersReady",
-            containers_ready,
-            Some(if terminal {
-                "PodCompleted"
-            } else {
-                "ContainersNotReady"
-            }),
-            ready_message.filter(|_| !containers_ready),
-        ),
-    ];
-    let ours = [
-        "PodReadyToStartContainers",
-        "Initialized",
-        "Ready",
-        "ContainersReady",
-    ];
-    let others = api_conditions
-        .into_iter()
-        .flatten()
-        .filter(|c| !ours.contains(&c.type_.as_str()));
-    conditions.extend(others.cloned());
-    if !conditions.iter().any(|c| c.type_ == "PodScheduled") {
-        conditions.push(condition("PodScheduled", true, None, None));
-    }
-
     let ip = view.pod_ip.map(|ip| ip.to_string());
     PodStatus {
         phase: Some(phase.to_string()),
-        conditions: Some(conditions),
+        conditions: Some(conditions(view, terminal)),
         host_ip: Some(view.host_ip.to_string()),
         host_ips: Some(vec![HostIP {
             ip: view.host_ip.to_string(),
@@ -176,8 +64,176 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
         init_container_statuses: (!view.init.is_empty())
             .then(|| view.init.iter().map(container_status).collect()),
         qos_class: view.pod.status.as_ref().and_then(|s| s.qos_class.clone()),
-        observed_generation: generation,
+        observed_generation: view.pod.metadata.generation,
         ..Default::default()
+    }
+}
+
+/// The conditions this kubelet owns, then those others own (a readiness
+/// gate, DisruptionTarget) as the API has them, then PodScheduled if nobody
+/// set it.
+fn conditions(view: &PodView<'_>, terminal: bool) -> Vec<PodCondition> {
+    let history = ConditionHistory::of(view);
+    let readiness = Readiness::of(view, terminal);
+    let incomplete: Vec<&str> = view
+        .init
+        .iter()
+        .filter(|c| !c.succeeded())
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut conditions = vec![
+        history.condition("PodReadyToStartContainers", view.sandbox_ready, None, None),
+        history.condition(
+            "Initialized",
+            view.initialized,
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
+        ),
+        history.condition(
+            "Ready",
+            readiness.containers_ready && readiness.gates_ready,
+            Some(readiness.reason),
+            readiness.message.clone(),
+        ),
+        history.condition(
+            "ContainersReady",
+            readiness.containers_ready,
+            Some(if terminal {
+                "PodCompleted"
+            } else {
+                "ContainersNotReady"
+            }),
+            readiness.message.filter(|_| !readiness.containers_ready),
+        ),
+    ];
+    let ours = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+    ];
+    let others = api_conditions(view)
+        .into_iter()
+        .flatten()
+        .filter(|c| !ours.contains(&c.type_.as_str()));
+    conditions.extend(others.cloned());
+    if !conditions.iter().any(|c| c.type_ == "PodScheduled") {
+        conditions.push(history.condition("PodScheduled", true, None, None));
+    }
+    conditions
+}
+
+/// The conditions as the API has them: those others own live there.
+fn api_conditions<'a>(view: &PodView<'a>) -> Option<&'a Vec<PodCondition>> {
+    view.pod.status.as_ref().and_then(|s| s.conditions.as_ref())
+}
+
+/// The conditions reported last, so that a condition keeps its
+/// `lastTransitionTime` while its status does not change.
+struct ConditionHistory<'a> {
+    old: Option<&'a Vec<PodCondition>>,
+    now: Timestamp,
+    generation: Option<i64>,
+}
+
+impl<'a> ConditionHistory<'a> {
+    /// What this kubelet wrote last, or else what the API has.
+    fn of(view: &PodView<'a>) -> Self {
+        ConditionHistory {
+            old: view
+                .previous
+                .or(view.pod.status.as_ref())
+                .and_then(|s| s.conditions.as_ref()),
+            now: view.now,
+            generation: view.pod.metadata.generation,
+        }
+    }
+
+    /// Condition `type_`, True when `ok`; a False one carries `reason` and `message`.
+    fn condition(
+        &self,
+        type_: &str,
+        ok: bool,
+        reason: Option<&str>,
+        message: Option<String>,
+    ) -> PodCondition {
+        let status = if ok { "True" } else { "False" };
+        let since = self
+            .old
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(self.now));
+        PodCondition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: if ok { None } else { reason.map(str::to_string) },
+            message: if ok { None } else { message },
+            last_transition_time: Some(since),
+            last_probe_time: None,
+            observed_generation: self.generation,
+        }
+    }
+}
+
+/// Whether the pod is Ready, and if not, why.
+struct Readiness {
+    /// Every container is ready (never for a finished pod or one without containers).
+    containers_ready: bool,
+    /// Every readiness gate's condition is True in the API.
+    gates_ready: bool,
+    /// Why the pod is not Ready.
+    reason: &'static str,
+    message: Option<String>,
+}
+
+impl Readiness {
+    fn of(view: &PodView<'_>, terminal: bool) -> Self {
+        let unready: Vec<&str> = view
+            .containers
+            .iter()
+            .filter(|c| !c.ready)
+            .map(|c| c.name.as_str())
+            .collect();
+        let containers_ready = !terminal && unready.is_empty() && !view.containers.is_empty();
+        let gate_ok = |t: &str| {
+            api_conditions(view)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        let gates_ready = view
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.readiness_gates.iter().flatten())
+            .all(|g| gate_ok(&g.condition_type));
+        let (reason, message) = if terminal {
+            ("PodCompleted", None)
+        } else if !containers_ready {
+            (
+                "ContainersNotReady",
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
+            )
+        } else {
+            (
+                "ReadinessGatesNotReady",
+                Some("the status of pod readiness gates is not \"True\"".into()),
+            )
+        };
+        Readiness {
+            containers_ready,
+            gates_ready,
+            reason,
+            message,
+        }
     }
 }
 

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, PersistentVolume, PersistentVolumeClaim, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolume, PersistentVolumeClaim, Pod, Volume, VolumeMount,
+};
 use kube::Client;
 use kube::api::Api;
 
@@ -144,38 +146,12 @@ impl VolumeDirs {
         hosts: Option<&Path>,
         mountpoints: &Mountpoints,
     ) -> Result<Vec<Mount>> {
-        let mut mounts = Vec::new();
-        for vm in container.volume_mounts.iter().flatten() {
-            let dir = self.dirs.get(&vm.name).ok_or_else(|| {
-                Error::NotReady(format!("volumeMount {:?} names no volume", vm.name))
-            })?;
-            let sub = match (&vm.sub_path, &vm.sub_path_expr) {
-                (Some(p), _) if !p.is_empty() => p.clone(),
-                (_, Some(expr)) if !expr.is_empty() => env.expand(expr),
-                _ => String::new(),
-            };
-            if Path::new(&sub)
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-            {
-                return Err(Error::NotReady(format!(
-                    "subPath {sub:?} must be relative and stay inside the volume"
-                )));
-            }
-            let source = if sub.is_empty() {
-                dir.clone()
-            } else {
-                dir.join(&sub)
-            };
-            if !sub.is_empty() && !source.exists() {
-                fs::create_dir_all(&source).map_err(Error::io(&source))?;
-            }
-            mounts.push(Mount {
-                source,
-                target: PathBuf::from(&vm.mount_path),
-                read_only: vm.read_only == Some(true),
-            });
-        }
+        let mut mounts = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|vm| self.mount(vm, env))
+            .collect::<Result<Vec<_>>>()?;
         if let Some(hosts) = hosts
             && !mounts.iter().any(|m| m.target == Path::new("/etc/hosts"))
         {
@@ -185,46 +161,92 @@ impl VolumeDirs {
                 read_only: false,
             });
         }
-        // Parents first, so a mount inside another volume lands in it. But a mount
-        // whose target covers another mount's source (an emptyDir at /tmp while the
-        // kubelet's state dir, where volumes and /etc/hosts live, is under /tmp)
-        // goes after the others, unless it is also the parent of another target.
-        let hides_a_source: Vec<bool> = mounts
-            .iter()
-            .map(|m| {
-                let covers_source = mounts.iter().any(|o| o.source.starts_with(&m.target));
-                let parent_of_target = mounts
-                    .iter()
-                    .any(|o| o.target != m.target && o.target.starts_with(&m.target));
-                covers_source && !parent_of_target
-            })
-            .collect();
-        let mut keyed: Vec<(bool, usize, Mount)> = mounts
-            .into_iter()
-            .zip(hides_a_source)
-            .map(|(m, hides)| (hides, m.target.components().count(), m))
-            .collect();
-        keyed.sort_by_key(|(hides, depth, _)| (*hides, *depth));
-        let mounts: Vec<Mount> = keyed.into_iter().map(|(_, _, m)| m).collect();
-        for (i, m) in mounts.iter().enumerate() {
-            let is_dir = m.source.is_dir();
-            // Inside an earlier (parent) mount: create the mount point in that volume.
-            let parent = mounts[..i]
-                .iter()
-                .rev()
-                .find(|p| m.target.starts_with(&p.target));
-            match parent.and_then(|p| {
-                m.target
-                    .strip_prefix(&p.target)
-                    .ok()
-                    .map(|rel| p.source.join(rel))
-            }) {
-                Some(inside) => Mountpoints::default().ensure(&inside, is_dir)?,
-                None => mountpoints.ensure(&m.target, is_dir)?,
-            }
-        }
+        let mounts = in_mount_order(mounts);
+        create_mount_points(&mounts, mountpoints)?;
         Ok(mounts)
     }
+
+    /// The bind mount for `vm`. A `subPath` that does not exist yet is
+    /// created as a directory in the volume, since a bind mount needs a source.
+    fn mount(&self, vm: &VolumeMount, env: &Environment) -> Result<Mount> {
+        let dir = self
+            .dirs
+            .get(&vm.name)
+            .ok_or_else(|| Error::NotReady(format!("volumeMount {:?} names no volume", vm.name)))?;
+        let sub = match (&vm.sub_path, &vm.sub_path_expr) {
+            (Some(p), _) if !p.is_empty() => p.clone(),
+            (_, Some(expr)) if !expr.is_empty() => env.expand(expr),
+            _ => String::new(),
+        };
+        if Path::new(&sub)
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::NotReady(format!(
+                "subPath {sub:?} must be relative and stay inside the volume"
+            )));
+        }
+        let source = if sub.is_empty() {
+            dir.clone()
+        } else {
+            dir.join(&sub)
+        };
+        if !sub.is_empty() && !source.exists() {
+            fs::create_dir_all(&source).map_err(Error::io(&source))?;
+        }
+        Ok(Mount {
+            source,
+            target: PathBuf::from(&vm.mount_path),
+            read_only: vm.read_only == Some(true),
+        })
+    }
+}
+
+/// Parents first, so a mount inside another volume lands in it. But a mount
+/// whose target covers another mount's source (an emptyDir at /tmp while the
+/// kubelet's state dir, where volumes and /etc/hosts live, is under /tmp)
+/// goes after the others, unless it is also the parent of another target.
+fn in_mount_order(mounts: Vec<Mount>) -> Vec<Mount> {
+    let hides_a_source: Vec<bool> = mounts
+        .iter()
+        .map(|m| {
+            let covers_source = mounts.iter().any(|o| o.source.starts_with(&m.target));
+            let parent_of_target = mounts
+                .iter()
+                .any(|o| o.target != m.target && o.target.starts_with(&m.target));
+            covers_source && !parent_of_target
+        })
+        .collect();
+    let mut keyed: Vec<(bool, usize, Mount)> = mounts
+        .into_iter()
+        .zip(hides_a_source)
+        .map(|(m, hides)| (hides, m.target.components().count(), m))
+        .collect();
+    keyed.sort_by_key(|(hides, depth, _)| (*hides, *depth));
+    keyed.into_iter().map(|(_, _, m)| m).collect()
+}
+
+/// Make sure every mount point of the ordered `mounts` exists. One inside an
+/// earlier (parent) mount is created in that volume, where the container will
+/// see it; one elsewhere on the host is recorded in `mountpoints`.
+fn create_mount_points(mounts: &[Mount], mountpoints: &Mountpoints) -> Result<()> {
+    for (i, m) in mounts.iter().enumerate() {
+        let is_dir = m.source.is_dir();
+        let parent = mounts[..i]
+            .iter()
+            .rev()
+            .find(|p| m.target.starts_with(&p.target));
+        match parent.and_then(|p| {
+            m.target
+                .strip_prefix(&p.target)
+                .ok()
+                .map(|rel| p.source.join(rel))
+        }) {
+            Some(inside) => Mountpoints::default().ensure(&inside, is_dir)?,
+            None => mountpoints.ensure(&m.target, is_dir)?,
+        }
+    }
+    Ok(())
 }
 
 /// The host directory behind a bound PVC.
