@@ -1,9 +1,15 @@
 //! `/v1/batch/get` and `/v1/batch/put`: many keys in one request.
 //!
 //! Keys and values travel as JSON strings, either as UTF-8 text (the default) or base64
-//! (`"encoding": "base64"`) for binary data. A batch is validated whole before any item
-//! is applied, so a malformed batch changes nothing. Items then succeed or fail one by
-//! one (a full node can refuse some writes), and each item reports its own status.
+//! (`"encoding": "base64"`) for binary data; the base64 decoder takes only canonical,
+//! padded text, so each key has one spelling in either encoding. A batch is validated
+//! whole before any item is applied, so a malformed batch changes nothing; a key written
+//! twice in one batch is malformed, since the items run concurrently and either could win.
+//! A key read twice is harmless and answered twice. Items then succeed or fail one by one
+//! (a full node can refuse some writes), and each item reports its own status.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -12,11 +18,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{AppError, ErrorDetail};
+use super::error::{AppError, ErrorDetail, Outcome, WritePath};
 use super::keys::{
     KeyError, MAX_TTL_SECS, ceil_secs, check_key, consistency, read_body, ttl_from_secs,
 };
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, Consistency};
 use crate::store::{Precondition, Written};
 
 /// The most items one batch may carry.
@@ -173,23 +179,8 @@ pub async fn put_many(
         };
         decoded.push((key, value, ttl));
     }
-    // The items' writes run concurrently: in a cluster each one waits on its owners.
-    let mut writes = tokio::task::JoinSet::new();
-    for (index, (key, value, ttl)) in decoded.into_iter().enumerate() {
-        let cluster = state.cluster.clone();
-        writes.spawn(async move {
-            let result = cluster
-                .put(&key, &value, ttl, &Precondition::None, consistency)
-                .await;
-            (index, result)
-        });
-    }
-    let mut results: Vec<Option<Result<Written, ClusterError>>> =
-        (0..request.items.len()).map(|_| None).collect();
-    while let Some(joined) = writes.join_next().await {
-        let (index, result) = joined.map_err(|err| AppError::Internal(Box::new(err)))?;
-        results[index] = Some(result);
-    }
+    refuse_duplicate_keys(&request.items, &decoded)?;
+    let results = write_all(&state, decoded, consistency).await;
     let items = request
         .items
         .into_iter()
@@ -202,7 +193,7 @@ pub async fn put_many(
                 error: None,
             },
             Some(Err(err)) => {
-                let err = AppError::from(err);
+                let err = AppError::from_write(err, WritePath::WriteOnly);
                 PutResult {
                     key: item.key,
                     status: err.status().as_u16(),
@@ -210,15 +201,70 @@ pub async fn put_many(
                     error: Some(err.body()),
                 }
             }
+            // The write task ended without an answer: it may have stored the item or not.
             None => PutResult {
                 key: item.key,
                 status: 500,
                 etag: None,
-                error: Some(AppError::Internal("write task lost".into()).body()),
+                error: Some(ErrorDetail {
+                    outcome: Some(Outcome::Indeterminate),
+                    ..AppError::Internal("write task lost".into()).body()
+                }),
             },
         })
         .collect();
     Ok(Json(BatchResponse { items }))
+}
+
+/// A validated item: key, value and TTL.
+type Decoded = (Vec<u8>, Vec<u8>, Option<Duration>);
+
+/// Runs the items' writes concurrently (in a cluster each one waits on its owners) and
+/// returns their results in item order; None for a write task that panicked. A lost task
+/// fails its own item only: returning early would abort the other items' writes midway.
+async fn write_all(
+    state: &AppState,
+    decoded: Vec<Decoded>,
+    consistency: Option<Consistency>,
+) -> Vec<Option<Result<Written, ClusterError>>> {
+    let mut results: Vec<Option<Result<Written, ClusterError>>> =
+        (0..decoded.len()).map(|_| None).collect();
+    let mut writes = tokio::task::JoinSet::new();
+    for (index, (key, value, ttl)) in decoded.into_iter().enumerate() {
+        let cluster = state.cluster.clone();
+        writes.spawn(async move {
+            let result = cluster
+                .put(&key, &value, ttl, &Precondition::None, consistency)
+                .await;
+            (index, result)
+        });
+    }
+    while let Some(joined) = writes.join_next().await {
+        match joined {
+            Ok((index, result)) => results[index] = Some(result),
+            Err(err) => tracing::error!(error = %err, "batch write task lost"),
+        }
+    }
+    results
+}
+
+/// Refuses a batch that writes one key twice, naming both items: they would run
+/// concurrently and either could win.
+fn refuse_duplicate_keys(items: &[PutItem], decoded: &[Decoded]) -> Result<(), AppError> {
+    let mut first_index: HashMap<&[u8], usize> = HashMap::with_capacity(decoded.len());
+    for (i, (item, (key, ..))) in items.iter().zip(decoded).enumerate() {
+        if let Some(first) = first_index.insert(key, i) {
+            return Err(AppError::bad_request(
+                "duplicate_key",
+                format!(
+                    "items[{i}].key {:?} repeats items[{first}].key; a batch writes each key \
+                     at most once",
+                    item.key
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn parse_json<T: serde::de::DeserializeOwned>(

@@ -2,6 +2,11 @@
 //!
 //! Every failure a client can cause maps to a precise status and a stable `code`. Server
 //! faults are logged here and reach the client only as a generic 500.
+//!
+//! A 4xx (and a 507) changes nothing. A write that answers 503 is different: some owners
+//! may have stored it before too few acknowledged, and it can become visible later. Its
+//! body says so (`"outcome": "indeterminate"`) and, where the count means anything, how
+//! many acknowledgements arrived; a read's 503 carries neither.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -27,8 +32,12 @@ pub enum AppError {
     MethodNotAllowed { method: String, path: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too few owners answered a read.
     #[error("{0}")]
     Unavailable(String),
+    /// Too few owners acknowledged a write, which may still have been stored by some.
+    #[error("{message}")]
+    WriteIndeterminate { message: String, acks: Option<Acks> },
     #[error("node is shutting down")]
     ShuttingDown,
     #[error("node is syncing the partitions it owns from their other owners")]
@@ -58,9 +67,10 @@ impl AppError {
             Self::Store(StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
-            Self::ShuttingDown | Self::Syncing | Self::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ShuttingDown
+            | Self::Syncing
+            | Self::Unavailable(_)
+            | Self::WriteIndeterminate { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,24 +89,80 @@ impl AppError {
             }
             Self::ShuttingDown => "shutting_down",
             Self::Syncing => "syncing",
-            Self::Unavailable(_) => "replicas_unavailable",
+            Self::Unavailable(_) | Self::WriteIndeterminate { .. } => "replicas_unavailable",
             Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The error of a write (PUT, DELETE, a batch item). A 503 becomes
+    /// [`AppError::WriteIndeterminate`]; `path` says whether its acknowledgement count
+    /// counts stored copies, and so may be reported.
+    pub fn from_write(err: ClusterError, path: WritePath) -> Self {
+        match err {
+            ClusterError::Store(err) => Self::Store(err),
+            unavailable @ ClusterError::Unavailable { needed, acked, .. } => {
+                tracing::warn!(error = %unavailable, "write failed: replicas unavailable");
+                Self::WriteIndeterminate {
+                    message: unavailable.to_string(),
+                    acks: (path == WritePath::WriteOnly).then_some(Acks { acked, needed }),
+                }
+            }
         }
     }
 
     /// The error as it appears inside a batch response item.
     pub fn body(&self) -> ErrorDetail {
+        let (outcome, acks) = match self {
+            Self::WriteIndeterminate { acks, .. } => (Some(Outcome::Indeterminate), *acks),
+            _ => (None, None),
+        };
         ErrorDetail {
             code: self.code(),
             message: self.to_string(),
+            outcome,
+            acks,
         }
     }
+}
+
+/// How a write reached the owners, which decides what a 503's acknowledgement count means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// Straight to the owners (an unconditional PUT, a batch item): every acknowledgement
+    /// counted is an owner that stored the write.
+    WriteOnly,
+    /// A quorum read first (a conditional PUT, a DELETE): a 503 from the read carries the
+    /// count of read answers, indistinguishable from write acknowledgements, so no count is
+    /// reported.
+    ReadThenWrite,
+}
+
+/// What a failed write's client can know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It may have been stored by some owners, or by none.
+    Indeterminate,
+}
+
+/// Acknowledgements of a write that got too few. `acked > 0` means at least one owner
+/// stored it; `acked == 0` does not mean none did (an acknowledgement can be lost).
+/// During a move an owner in both the old and the new owner set counts once in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Acks {
+    pub acked: usize,
+    pub needed: usize,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ErrorDetail {
     pub code: &'static str,
     pub message: String,
+    /// Only on a write that failed after it may have reached an owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub acks: Option<Acks>,
 }
 
 #[derive(Serialize)]

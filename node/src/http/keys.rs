@@ -2,7 +2,8 @@
 //!
 //! Keys are arbitrary bytes, percent-encoded in the path, so the key is decoded from the
 //! raw path rather than through axum's UTF-8 `Path` extractor. Everything a request can
-//! get wrong is checked before the store is touched.
+//! get wrong is checked before the store is touched, strictly: each key and each TTL has
+//! exactly one spelling, so two requests that look different never name the same thing.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 
 use super::AppState;
-use super::error::AppError;
+use super::error::{AppError, WritePath};
 use crate::clock::Version;
 use crate::cluster::Consistency;
 use crate::store::Precondition;
@@ -76,10 +77,17 @@ pub async fn put_key(
     let precondition = precondition(&parts.headers)?;
     let consistency = consistency(&parts.headers)?;
     let value = read_body(body, &parts.headers, limits.max_value_bytes, "value").await?;
+    // Cluster::put reads the owners first only to check a precondition.
+    let path = if precondition == Precondition::None {
+        WritePath::WriteOnly
+    } else {
+        WritePath::ReadThenWrite
+    };
     let written = state
         .cluster
         .put(&key, &value, ttl, &precondition, consistency)
-        .await?;
+        .await
+        .map_err(|err| AppError::from_write(err, path))?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -97,10 +105,12 @@ pub async fn delete_key(
     reject_query(uri.query(), "DELETE")?;
     let precondition = precondition(request.headers())?;
     let consistency = consistency(request.headers())?;
+    // Cluster::delete always reads the owners first, to answer 404 for an absent key.
     state
         .cluster
         .delete(&key, &precondition, consistency)
-        .await?;
+        .await
+        .map_err(|err| AppError::from_write(err, WritePath::ReadThenWrite))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -112,15 +122,38 @@ pub async fn empty_key() -> AppError {
     )
 }
 
-/// Decodes the key from the raw request path.
+/// Decodes the key from the raw request path. Every `%` must open an escape of two hex
+/// digits: a lenient decoder keeps a stray `%` as itself, which made `/v1/keys/%` and
+/// `/v1/keys/%25` the same key.
 pub fn key_from_path(path: &str, max_key_bytes: usize) -> Result<Cow<'_, [u8]>, AppError> {
     let raw = path.strip_prefix(KEYS_PREFIX).unwrap_or_default();
+    if let Some(at) = invalid_escape(raw) {
+        let escape = raw.get(at..raw.len().min(at + 3)).unwrap_or("%");
+        return Err(AppError::bad_request(
+            "invalid_key_encoding",
+            format!(
+                "the key's percent-encoding is invalid at '{escape}': '%' must be followed by \
+                 two hex digits (write a literal '%' as %25)"
+            ),
+        ));
+    }
     let key: Cow<'_, [u8]> = percent_decode_str(raw).into();
     check_key(&key, max_key_bytes).map_err(|err| match err {
         KeyError::Empty => AppError::bad_request("empty_key", "the key is empty"),
         KeyError::TooLong { len, max } => AppError::KeyTooLong { len, max },
     })?;
     Ok(key)
+}
+
+/// The byte offset of the first `%` not followed by two hex digits.
+fn invalid_escape(raw: &str) -> Option<usize> {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().find_map(|(at, &byte)| {
+        let escape_ok = bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit));
+        (byte == b'%' && !escape_ok).then_some(at)
+    })
 }
 
 #[derive(Debug)]
@@ -142,12 +175,12 @@ pub fn check_key(key: &[u8], max_key_bytes: usize) -> Result<(), KeyError> {
     }
 }
 
-/// The TTL for a PUT: `?ttl=SECONDS`, else the node's default.
+/// The TTL for a PUT: `?ttl=SECONDS`, given at most once, else the node's default.
 fn ttl_from_query(
     query: Option<&str>,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, AppError> {
-    let mut ttl = default;
+    let mut ttl = None;
     for pair in query
         .unwrap_or_default()
         .split('&')
@@ -155,6 +188,12 @@ fn ttl_from_query(
     {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
+            "ttl" if ttl.is_some() => {
+                return Err(AppError::bad_request(
+                    "duplicate_parameter",
+                    "ttl is given more than once; give it once",
+                ));
+            }
             "ttl" => ttl = Some(parse_ttl(value).map_err(|m| AppError::bad_request("bad_ttl", m))?),
             other => {
                 return Err(AppError::bad_request(
@@ -164,16 +203,21 @@ fn ttl_from_query(
             }
         }
     }
-    Ok(ttl)
+    Ok(ttl.or(default))
 }
 
-/// Parses a TTL in whole seconds, between 1 and ten years.
+/// Parses a TTL in whole seconds, between 1 and ten years, written in plain ASCII digits:
+/// `u64::from_str` alone would also take a leading `+`.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    text.parse::<u64>()
-        .ok()
+    Some(text)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
         .and_then(ttl_from_secs)
         .ok_or_else(|| {
-            format!("ttl must be a whole number of seconds from 1 to {MAX_TTL_SECS}, got '{text}'")
+            format!(
+                "ttl must be a whole number of seconds from 1 to {MAX_TTL_SECS} in plain digits, \
+                 got '{text}'"
+            )
         })
 }
 
@@ -303,9 +347,48 @@ mod tests {
     }
 
     #[test]
+    fn a_percent_without_two_hex_digits_is_refused() {
+        for bad in [
+            "/v1/keys/%",
+            "/v1/keys/%4",
+            "/v1/keys/%zz",
+            "/v1/keys/a%2",
+            "/v1/keys/%%41",
+        ] {
+            assert!(
+                matches!(
+                    key_from_path(bad, 1024),
+                    Err(AppError::BadRequest {
+                        code: "invalid_key_encoding",
+                        ..
+                    })
+                ),
+                "{bad} must be refused"
+            );
+        }
+        assert_eq!(invalid_escape("ab%4"), Some(2));
+        assert_eq!(invalid_escape("%25%aF"), None);
+        let percent = key_from_path("/v1/keys/%25", 1024).expect("valid");
+        assert_eq!(percent.as_ref(), b"%");
+    }
+
+    #[test]
     fn ttl_must_be_whole_positive_seconds() {
         assert_eq!(parse_ttl("60"), Ok(Duration::from_secs(60)));
-        for bad in ["0", "-1", "1.5", "abc", "", "315360001"] {
+        assert_eq!(parse_ttl("007"), Ok(Duration::from_secs(7)));
+        for bad in [
+            "0",
+            "-1",
+            "+5",
+            " 5",
+            "5 ",
+            "%205",
+            "1.5",
+            "abc",
+            "",
+            "315360001",
+            "99999999999999999999999",
+        ] {
             assert!(parse_ttl(bad).is_err(), "{bad} must be refused");
         }
     }
@@ -319,6 +402,13 @@ mod tests {
             Some(Some(Duration::from_secs(9)))
         );
         assert!(ttl_from_query(Some("tll=9"), None).is_err());
+        assert!(matches!(
+            ttl_from_query(Some("ttl=5&ttl=5"), default),
+            Err(AppError::BadRequest {
+                code: "duplicate_parameter",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -128,6 +128,31 @@ impl Api {
     fn stats(&self) -> StoreStats {
         self.state.store().stats()
     }
+
+    /// A cluster member that has no member list yet: it knows no owners, so every request
+    /// that needs one fails with 503 and nothing acknowledged.
+    fn member_without_list(config: &NodeConfig) -> Self {
+        use crate::cluster::discovery::Discovery;
+        use crate::cluster::membership::MemberList;
+        use crate::cluster::wire::Identity;
+
+        let cluster = crate::cluster::Cluster::new(
+            Store::new(config.store.clone()),
+            Identity::new("member".into()),
+            MemberList::none(config.store.partitions),
+            config.consistency,
+            Discovery::from_list(),
+        );
+        let state = AppState::new(cluster, config);
+        Self {
+            app: BoxCloneSyncService::new(app(state.clone())),
+            state,
+        }
+    }
+
+    async fn post(&self, uri: &str, body: Json) -> Reply {
+        self.send(Method::POST, uri, body.to_string()).await
+    }
 }
 
 #[tokio::test]
@@ -630,24 +655,10 @@ async fn stats_metrics_health_and_readiness() {
 
 #[tokio::test]
 async fn readiness_follows_the_lifecycle_of_a_member_that_has_not_synced() {
-    use crate::cluster::discovery::Discovery;
-    use crate::cluster::membership::MemberList;
-    use crate::cluster::wire::Identity;
     use crate::lifecycle::Phase;
 
-    let config = config();
-    let cluster = crate::cluster::Cluster::new(
-        Store::new(config.store.clone()),
-        Identity::new("member".into()),
-        MemberList::none(config.store.partitions),
-        config.consistency,
-        Discovery::from_list(),
-    );
-    let state = AppState::new(cluster.clone(), &config);
-    let api = Api {
-        app: BoxCloneSyncService::new(app(state.clone())),
-        state,
-    };
+    let api = Api::member_without_list(&config());
+    let cluster = api.state.cluster.clone();
     for phase in [Phase::Starting, Phase::Syncing] {
         cluster.lifecycle().advance(phase);
         let syncing = api.get("/readyz").await;
@@ -686,4 +697,203 @@ async fn openapi_documents_every_route() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_percent_without_two_hex_digits_is_refused_so_each_key_has_one_spelling() {
+    let api = Api::new(&config());
+    for bad in ["%", "%4", "%zz", "a%2", "%%41"] {
+        for (method, uri) in [
+            (Method::PUT, format!("/v1/keys/{bad}")),
+            (Method::GET, format!("/v1/keys/{bad}")),
+            (Method::DELETE, format!("/v1/keys/{bad}")),
+            (Method::GET, format!("/v1/cluster/keys/{bad}")),
+        ] {
+            let label = format!("{method} {uri}");
+            let reply = api.send(method, &uri, "v").await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{label}");
+            assert_eq!(reply.error_code(), "invalid_key_encoding", "{label}");
+        }
+    }
+    assert_eq!(api.stats().keys, 0, "nothing was written");
+
+    assert_eq!(
+        api.put("/v1/keys/%25", "percent").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.state.store().get(b"%").expect("stored").data.as_ref(),
+        b"percent",
+        "%25 is the key '%'"
+    );
+    assert_eq!(api.get("/v1/keys/%25").await.body, b"percent");
+    assert_eq!(
+        api.get("/v1/keys/%").await.status,
+        StatusCode::BAD_REQUEST,
+        "a bare % does not name the key '%'"
+    );
+}
+
+#[tokio::test]
+async fn ttl_is_plain_digits_given_at_most_once() {
+    let api = Api::new(&config());
+    let etag = api
+        .put("/v1/keys/t", "old")
+        .await
+        .header("etag")
+        .expect("etag")
+        .to_owned();
+    // A raw space cannot be in a request target, so ` 5` arrives as %205.
+    for (query, code) in [
+        ("ttl=+5", "bad_ttl"),
+        ("ttl=-1", "bad_ttl"),
+        ("ttl=%205", "bad_ttl"),
+        ("ttl=5%20", "bad_ttl"),
+        ("ttl=%2B5", "bad_ttl"),
+        ("ttl=5&ttl=6", "duplicate_parameter"),
+        ("ttl=5&ttl=5", "duplicate_parameter"),
+        ("ttl=5&&ttl=5", "duplicate_parameter"),
+    ] {
+        for key in ["t", "fresh"] {
+            let reply = api.put(&format!("/v1/keys/{key}?{query}"), "new").await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{key}?{query}");
+            assert_eq!(reply.error_code(), code, "{key}?{query}");
+        }
+    }
+    let kept = api.get("/v1/keys/t").await;
+    assert_eq!(kept.body, b"old", "a refused PUT changes nothing");
+    assert_eq!(kept.header("etag"), Some(etag.as_str()));
+    assert_eq!(kept.header("x-kache-ttl"), None);
+    assert_eq!(
+        api.get("/v1/keys/fresh").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    assert_eq!(
+        api.put("/v1/keys/t?ttl=5&", "new").await.status,
+        StatusCode::NO_CONTENT,
+        "empty pairs are still skipped"
+    );
+    assert_eq!(api.get("/v1/keys/t").await.header("x-kache-ttl"), Some("5"));
+}
+
+#[tokio::test]
+async fn a_batch_put_that_repeats_a_key_is_refused_whole() {
+    let api = Api::new(&config());
+    for (body, repeated) in [
+        (
+            r#"{"items": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"},
+                          {"key": "a", "value": "3"}]}"#,
+            r#"items[2].key "a" repeats items[0].key"#,
+        ),
+        // One key, two JSON spellings: the decoded bytes are compared.
+        (
+            r#"{"items": [{"key": "b", "value": "1"}, {"key": "\u0062", "value": "2"}]}"#,
+            r#"items[1].key "b" repeats items[0].key"#,
+        ),
+        (
+            r#"{"items": [{"key": "YQ==", "value": "MQ=="}, {"key": "Yg==", "value": "Mg=="},
+                          {"key": "YQ==", "value": "Mw=="}], "encoding": "base64"}"#,
+            r#"items[2].key "YQ==" repeats items[0].key"#,
+        ),
+    ] {
+        let reply = api.send(Method::POST, "/v1/batch/put", body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{repeated}");
+        assert_eq!(reply.error_code(), "duplicate_key", "{repeated}");
+        let message = reply.json()["error"]["message"].clone();
+        assert!(
+            message.as_str().expect("message").contains(repeated),
+            "{message}"
+        );
+    }
+    assert_eq!(api.stats().keys, 0, "nothing was written");
+
+    // Base64 has one spelling per key: unpadded text or stray bits are refused, not a
+    // second name for "a".
+    for other_spelling in ["YQ", "YR=="] {
+        let reply = api
+            .post(
+                "/v1/batch/put",
+                json!({"items": [{"key": other_spelling, "value": "MQ=="}], "encoding": "base64"}),
+            )
+            .await;
+        assert_eq!(reply.error_code(), "bad_base64", "{other_spelling}");
+    }
+
+    api.put("/v1/keys/a", "1").await;
+    let got = api
+        .post("/v1/batch/get", json!({"keys": ["a", "zz", "a"]}))
+        .await;
+    assert_eq!(
+        got.status,
+        StatusCode::OK,
+        "reading a key twice is harmless"
+    );
+    let items = got.json()["items"].clone();
+    assert_eq!(items[0]["value"], "1");
+    assert_eq!(items[1]["found"], false);
+    assert_eq!(items[2]["value"], "1");
+}
+
+#[tokio::test]
+async fn a_write_that_answers_503_says_its_outcome_is_indeterminate() {
+    let api = Api::member_without_list(&config());
+    let error_of = |reply: &Reply| {
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        reply.json()["error"].clone()
+    };
+
+    let put = error_of(&api.put("/v1/keys/k", "v").await);
+    assert_eq!(put["code"], "replicas_unavailable");
+    assert_eq!(put["outcome"], "indeterminate");
+    assert_eq!(
+        (put["acked"].as_u64(), put["needed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(
+        put["message"]
+            .as_str()
+            .expect("message")
+            .contains("no member list")
+    );
+
+    // A conditional PUT and a DELETE read the owners first: a 503 from that read counts
+    // answers, not stored copies, so no count is given.
+    let conditional = Request::put("/v1/keys/k")
+        .header(header::IF_NONE_MATCH, "*")
+        .body(Body::from("v"))
+        .expect("request");
+    let delete = Request::delete("/v1/keys/k")
+        .body(Body::empty())
+        .expect("request");
+    for request in [conditional, delete] {
+        let label = format!("{} {}", request.method(), request.uri());
+        let error = error_of(&api.call(request).await);
+        assert_eq!(error["code"], "replicas_unavailable", "{label}");
+        assert_eq!(error["outcome"], "indeterminate", "{label}");
+        assert!(error.get("acked").is_none(), "{label}: {error}");
+    }
+
+    let read = error_of(&api.get("/v1/keys/k").await);
+    assert_eq!(
+        read.as_object().expect("object").keys().collect::<Vec<_>>(),
+        ["code", "message"],
+        "a read that fails changed nothing: just unavailable"
+    );
+
+    let batch = api
+        .post(
+            "/v1/batch/put",
+            json!({"items": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::OK);
+    let item = batch.json()["items"][0].clone();
+    assert_eq!(item["status"], 503);
+    assert_eq!(item["error"]["outcome"], "indeterminate");
+    assert_eq!(item["error"]["acked"], 0);
+    let got = api.post("/v1/batch/get", json!({"keys": ["k"]})).await;
+    let error = got.json()["items"][0]["error"].clone();
+    assert_eq!(error["code"], "replicas_unavailable");
+    assert!(error.get("outcome").is_none(), "{error}");
 }
