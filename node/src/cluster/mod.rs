@@ -45,17 +45,17 @@ pub mod placement;
 pub mod rebalance;
 pub mod replicator;
 pub mod report;
+mod requests;
 pub mod router;
 pub mod sync_state;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::lifecycle::{Lifecycle, Phase};
-use crate::store::{Applied, Precondition, Record, Store, StoreError, Value, Written};
+use crate::store::{Store, StoreError};
 use clock_watch::{ClockReport, ClockWatch};
 pub use consistency::Consistency;
 use discovery::Discovery;
@@ -63,9 +63,9 @@ use fence::DrainFence;
 pub use kache_api::report::{ClusterReport, Role};
 use membership::{MemberList, ReplicationFactor};
 use peer::PeerClients;
-use replicator::{ReadTally, Replicator, Rest, WriteTally};
+use replicator::Replicator;
 pub use router::View;
-use router::{Replica, Router, Routing, Targets};
+use router::{Router, Routing};
 use sync_state::SyncState;
 use wire::{Identity, proto};
 
@@ -320,278 +320,6 @@ impl Cluster {
             .map(|owner| owner.id.clone())
             .collect();
         (partition, owners)
-    }
-
-    /// Reads `key` from the owners the consistency level asks for; the newest version wins.
-    pub async fn get(
-        &self,
-        key: &[u8],
-        consistency: Option<Consistency>,
-    ) -> Result<Option<Value>, ClusterError> {
-        let level = consistency.unwrap_or(self.inner.defaults.read);
-        let partition = self.inner.store.partition_of(key);
-        if self.inner.router.answerable_locally(partition, level) {
-            return Ok(self.inner.store.get(key));
-        }
-        let targets = self.inner.router.targets(partition)?;
-        let needed = level.required(targets.read_group_size());
-        let newest = self.read_newest(key, &targets, needed).await?;
-        let now = self.inner.store.now_ms();
-        Ok(newest.filter(|r| !r.tombstone).map(|record| Value {
-            ttl: record.ttl_at(now),
-            version: record.version,
-            data: record.value.into(),
-        }))
-    }
-
-    /// Writes `value` to every owner and returns once the consistency level's worth of
-    /// them acknowledged (from both the old and the new owners during a move).
-    pub async fn put(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        ttl: Option<Duration>,
-        precondition: &Precondition,
-        consistency: Option<Consistency>,
-    ) -> Result<Written, ClusterError> {
-        let partition = self.inner.store.partition_of(key);
-        let alone = self.write_alone(partition, || {
-            self.inner.store.put(key, value, ttl, precondition)
-        })?;
-        if let Some(written) = alone {
-            return Ok(written);
-        }
-        let targets = self.inner.router.targets(partition)?;
-        let level = consistency.unwrap_or(self.inner.defaults.write);
-        let mut attempt = 1;
-        loop {
-            let created = self.check_precondition(key, &targets, precondition).await?;
-            let record = self.inner.store.new_put(key, value, ttl);
-            let version = record.version;
-            match self.replicate(&targets, record, level).await {
-                Ok(()) => return Ok(Written { version, created }),
-                // The clock has folded in the newer version: the next one beats it.
-                Err(ClusterError::Superseded { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// Deletes `key` on every owner, leaving tombstones.
-    pub async fn delete(
-        &self,
-        key: &[u8],
-        precondition: &Precondition,
-        consistency: Option<Consistency>,
-    ) -> Result<(), ClusterError> {
-        let partition = self.inner.store.partition_of(key);
-        let alone = self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
-        if alone.is_some() {
-            return Ok(());
-        }
-        let targets = self.inner.router.targets(partition)?;
-        let level = consistency.unwrap_or(self.inner.defaults.write);
-        let read_needed = level.required(targets.read_group_size());
-        let mut attempt = 1;
-        loop {
-            let current = self.read_newest(key, &targets, read_needed).await?;
-            let live = current.filter(|r| !r.tombstone).map(|r| r.version);
-            precondition.check(live)?;
-            if live.is_none() {
-                return Err(StoreError::NotFound.into());
-            }
-            let tombstone = self.inner.store.new_tombstone(key);
-            match self.replicate(&targets, tombstone, level).await {
-                Err(ClusterError::Superseded { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
-                done => return done,
-            }
-        }
-    }
-
-    /// The single-owner fast path: when this node is `partition`'s only copy, `write`
-    /// runs on the local store (which checks preconditions atomically) under the drain
-    /// fence. None: the write goes to the replicas. A write to a partition this draining
-    /// node alone owns would miss the hand-off, and is refused either way.
-    fn write_alone<T>(
-        &self,
-        partition: u32,
-        write: impl FnOnce() -> Result<T, StoreError>,
-    ) -> Result<Option<T>, ClusterError> {
-        self.check_clock()?;
-        if self.refuses_writes_while_draining(partition) {
-            return Err(self.draining_error(partition));
-        }
-        if !self
-            .inner
-            .router
-            .answerable_locally(partition, Consistency::All)
-        {
-            return Ok(None);
-        }
-        let written = self
-            .fenced(partition, write)
-            .ok_or_else(|| self.draining_error(partition))?;
-        Ok(Some(written?))
-    }
-
-    fn draining_error(&self, partition: u32) -> ClusterError {
-        ClusterError::Unavailable {
-            needed: 1,
-            acked: 0,
-            detail: format!(
-                "{}: draining, handing off partition {partition}",
-                self.inner.identity.node_id
-            ),
-        }
-    }
-
-    /// Checks a precondition against a quorum read. Returns whether the key was absent.
-    /// Unlike the single-owner path this is not atomic with the write: two concurrent
-    /// conditional writers can both pass (documented in docs/api.md).
-    async fn check_precondition(
-        &self,
-        key: &[u8],
-        targets: &Targets,
-        precondition: &Precondition,
-    ) -> Result<bool, ClusterError> {
-        if *precondition == Precondition::None {
-            // Nothing was read, so nothing is known about creation; report a replace.
-            return Ok(false);
-        }
-        let needed = Consistency::Quorum.required(targets.read_group_size());
-        let current = self.read_newest(key, targets, needed).await?;
-        let live = current.filter(|r| !r.tombstone).map(|r| r.version);
-        precondition.check(live)?;
-        Ok(live.is_none())
-    }
-
-    /// Asks every replica for its record and returns the newest once `needed` replicas
-    /// that hold the partition completely have answered. Replicas that answered with an
-    /// older version are repaired in the background.
-    async fn read_newest(
-        &self,
-        key: &[u8],
-        targets: &Targets,
-        needed: usize,
-    ) -> Result<Option<Record>, ClusterError> {
-        let partition = self.inner.store.partition_of(key);
-        let mut tally = ReadTally::new(needed);
-        let mut remotes = Vec::new();
-        for target in &targets.targets {
-            match &target.replica {
-                Replica::Local => tally.answer(
-                    Replica::Local,
-                    self.holds_completely(partition),
-                    self.inner.store.get_record(key),
-                ),
-                Replica::Remote(member) => remotes.push((member.clone(), target.replica.clone())),
-            }
-        }
-        let request = proto::GetRequest {
-            sender: Some(self.sender()),
-            key: key.to_vec(),
-        };
-        let cluster = self.clone();
-        let call = move |id: String, mut client: peer::client::Client| {
-            let (request, cluster) = (request.clone(), cluster.clone());
-            async move {
-                let reply = client.get(request).await?.into_inner();
-                cluster.observe_clock(&id, reply.wall_ms);
-                Ok(reply)
-            }
-        };
-        let errors = self
-            .inner
-            .replicator
-            .fan_out(remotes, call, &mut tally, Rest::Abandon)
-            .await;
-        let (newest, stale) = tally.finish(&errors)?;
-        if let Some(newest) = &newest {
-            // Fold what was read into the clock: a write after this read orders after it
-            // (a conditional write, a delete), however far behind this node's clock is.
-            self.fold(newest.version.hlc);
-        }
-        if let Some(newest) = &newest
-            && !stale.is_empty()
-        {
-            let cluster = self.clone();
-            let record = newest.clone();
-            tokio::spawn(async move {
-                let repair = Targets::repair(stale);
-                let _ = cluster.replicate(&repair, record, Consistency::All).await;
-            });
-        }
-        Ok(newest)
-    }
-
-    /// Applies `record` on every target; succeeds once `level` is met among the `next`
-    /// owners and, during a move, among the `prev` owners too. Calls still in flight then
-    /// finish in the background.
-    async fn replicate(
-        &self,
-        targets: &Targets,
-        record: Record,
-        level: Consistency,
-    ) -> Result<(), ClusterError> {
-        let partition = self.inner.store.partition_of(&record.key);
-        let mut tally = WriteTally::new(targets, level);
-        let mut errors = Vec::new();
-        let mut remotes = Vec::new();
-        let node_id = &self.inner.identity.node_id;
-        for target in &targets.targets {
-            let groups = (target.in_next, target.in_prev);
-            match &target.replica {
-                Replica::Local => {
-                    match self.fenced(partition, || self.inner.store.apply(&record)) {
-                        Some(Ok(Applied::Stored)) => tally.ack(groups),
-                        Some(Ok(Applied::Stale)) => {
-                            let newer = self.inner.store.get_record(&record.key);
-                            tally.stale(newer.map_or(0, |r| r.version.hlc));
-                        }
-                        Some(Err(err)) => errors.push(format!("{node_id}: {err}")),
-                        None => {
-                            errors.push(format!("{node_id}: draining, handing off this partition"));
-                        }
-                    }
-                }
-                Replica::Remote(member) => remotes.push((member.clone(), groups)),
-            }
-        }
-        let request = proto::ApplyRequest {
-            sender: Some(self.sender()),
-            records: vec![record.into()],
-            hint: false,
-        };
-        let cluster = self.clone();
-        let call = move |id: String, mut client: peer::client::Client| {
-            let (request, cluster) = (request.clone(), cluster.clone());
-            async move {
-                let reply = client.apply(request).await?.into_inner();
-                cluster.observe_clock(&id, reply.wall_ms);
-                Ok(reply)
-            }
-        };
-        let failed = self
-            .inner
-            .replicator
-            .fan_out(remotes, call, &mut tally, Rest::Finish)
-            .await;
-        errors.extend(failed);
-        let outcome = tally.finish(&errors);
-        if let Err(ClusterError::Superseded { newer_hlc }) = &outcome {
-            self.fold(*newer_hlc);
-        }
-        outcome
-    }
-
-    /// Folds a version hlc seen on a replica into this node's clock. One beyond the
-    /// clock bound is not folded (it would drag this clock into the future): it is
-    /// refused and counted instead.
-    fn fold(&self, hlc: u64) {
-        let version = crate::clock::Version { hlc, node: 0 };
-        if let Err(err) = self.inner.store.observe_version(version) {
-            self.refused_version("a replica", &err);
-        }
     }
 }
 

@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::store::Precondition;
 
 const PARTITIONS: u32 = 64;
 

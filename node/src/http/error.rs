@@ -38,6 +38,10 @@ pub enum AppError {
     /// Too few owners acknowledged a write, which may still have been stored by some.
     #[error("{message}")]
     WriteIndeterminate { message: String, acks: Option<Acks> },
+    /// This node's clock is too far from its peers': it takes no writes (nothing was
+    /// written).
+    #[error("{0}")]
+    ClockOutOfBounds(String),
     #[error("node is shutting down")]
     ShuttingDown,
     #[error("node is syncing the partitions it owns from their other owners")]
@@ -68,6 +72,7 @@ impl AppError {
                 StatusCode::INSUFFICIENT_STORAGE
             }
             Self::ShuttingDown
+            | Self::ClockOutOfBounds(_)
             | Self::Syncing
             | Self::Unavailable(_)
             | Self::WriteIndeterminate { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,6 +93,7 @@ impl AppError {
                 "insufficient_storage"
             }
             Self::ShuttingDown => "shutting_down",
+            Self::ClockOutOfBounds(_) => "clock_out_of_bounds",
             Self::Syncing => "syncing",
             Self::Unavailable(_) | Self::WriteIndeterminate { .. } => "replicas_unavailable",
             Self::Internal(_) => "internal",
@@ -106,6 +112,17 @@ impl AppError {
                     message: unavailable.to_string(),
                     acks: (path == WritePath::WriteOnly).then_some(Acks { acked, needed }),
                 }
+            }
+            // Some replicas may have stored it before the others refused: indeterminate.
+            superseded @ ClusterError::Superseded { .. } => {
+                tracing::warn!(error = %superseded, "write failed: replicas hold newer versions");
+                Self::WriteIndeterminate {
+                    message: superseded.to_string(),
+                    acks: None,
+                }
+            }
+            clock @ ClusterError::ClockOutOfBounds { .. } => {
+                Self::ClockOutOfBounds(clock.to_string())
             }
         }
     }
