@@ -26,8 +26,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/kache-node"
+# KACHE_BIN compares another build (say, the previous commit's) with the same script.
+if [ -n "${KACHE_BIN:-}" ]; then
+  bin=$KACHE_BIN
+else
+  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/kache-node"
+fi
 
 http_port() { echo $((BASE + 10 * $1)); }
 grpc_port() { echo $((BASE + 10 * $1 + 1)); }

@@ -37,8 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-kache_bin="$root/target/release/kache-node"
+# KACHE_BIN compares another build (say, the previous commit's) with the same script.
+if [ -n "${KACHE_BIN:-}" ]; then
+  kache_bin=$KACHE_BIN
+else
+  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
+  kache_bin="$root/target/release/kache-node"
+fi
 
 wait_port() {
   for _ in $(seq 1 100); do

@@ -12,6 +12,8 @@ echo "== cargo test"
 cargo test --workspace --all-targets --locked
 echo "== crds/ and charts/kache/crds/ match operator/src/crd.rs"
 cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
+echo "== the module graph has no import cycles (scripts/code-map.py)"
+python3 scripts/code-map.py graph >/dev/null || python3 scripts/code-map.py graph
 echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh tests/e2e/*.sh; do
   bash -n "$script"

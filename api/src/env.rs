@@ -20,6 +20,8 @@ pub const EVICTION: &str = "KACHE_EVICTION";
 /// A duration, as [`crate::units::parse_duration`] reads it.
 pub const DEFAULT_TTL: &str = "KACHE_DEFAULT_TTL";
 pub const TOMBSTONE_TTL: &str = "KACHE_TOMBSTONE_TTL";
+/// A duration: how far ahead of a node's clock a peer's version may be.
+pub const MAX_CLOCK_OFFSET: &str = "KACHE_MAX_CLOCK_OFFSET";
 pub const MEMBERS_FILE: &str = "KACHE_MEMBERS_FILE";
 pub const MEMBERS: &str = "KACHE_MEMBERS";
 pub const REPLICATION_FACTOR: &str = "KACHE_REPLICATION_FACTOR";
@@ -36,7 +38,7 @@ pub const WORKER_THREADS: &str = "KACHE_WORKER_THREADS";
 pub const SHUTDOWN_GRACE: &str = "KACHE_SHUTDOWN_GRACE";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     HTTP_ADDR,
     GRPC_ADDR,
     NODE_ID,
@@ -48,6 +50,7 @@ pub const ALL: [&str; 25] = [
     EVICTION,
     DEFAULT_TTL,
     TOMBSTONE_TTL,
+    MAX_CLOCK_OFFSET,
     MEMBERS_FILE,
     MEMBERS,
     REPLICATION_FACTOR,

@@ -82,7 +82,7 @@ pub struct Cli {
     /// How far ahead of this node's clock a version from a peer may be. Further ahead is
     /// refused (and counted); a node whose clock is that far from most of its peers stops
     /// accepting writes until it is back within the bound.
-    #[arg(long, env = "KACHE_MAX_CLOCK_OFFSET", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = env::MAX_CLOCK_OFFSET, default_value = "500ms", value_parser = parse_duration)]
     pub max_clock_offset: Duration,
 
     /// A member-list YAML file, watched for new epochs. Without a membership source

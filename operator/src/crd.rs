@@ -126,6 +126,14 @@ pub struct CacheClusterSpec {
     #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|m|h|d)$"))]
     pub default_ttl: Option<String>,
 
+    /// How far ahead of a node's clock a peer's version may be, e.g. 500ms (the
+    /// default). Further ahead is refused; a node whose clock is that far from most of
+    /// its peers' takes no writes until the clocks agree. Keep the nodes' clocks in sync
+    /// (NTP) well within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(ms|s)$"))]
+    pub max_clock_offset: Option<String>,
+
     /// Disk persistence (snapshots). Not available in this version.
     #[serde(default)]
     pub persistence: Persistence,

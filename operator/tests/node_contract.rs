@@ -108,7 +108,7 @@ fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfi
 const SPECS: [&str; 3] = [
     "replicas: 3",
     "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
-     defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\n\
+     defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\nmaxClockOffset: 250ms\n\
      service: {httpPort: 8080, grpcPort: 9090}",
     "replicas: 2\nresources: {limits: {memory: 1.5Gi}}\neviction: none",
 ];
@@ -167,6 +167,10 @@ fn the_node_reads_the_operators_environment_as_meant() {
     assert_eq!(full.store.max_memory, 256 << 20);
     assert_eq!(full.store.eviction, EvictionPolicy::Lfu);
     assert_eq!(full.default_ttl, Some(Duration::from_secs(300)));
+    assert_eq!(
+        full.store.limits.max_clock_offset,
+        Duration::from_millis(250)
+    );
     assert_eq!(full.consistency.read, Consistency::One);
     assert_eq!(full.consistency.write, Consistency::All);
 
@@ -180,6 +184,10 @@ fn the_node_reads_the_operators_environment_as_meant() {
         defaults.store.max_memory,
         1 << 30,
         "neither set: the node's own"
+    );
+    assert_eq!(
+        defaults.store.limits.max_clock_offset,
+        Duration::from_millis(500)
     );
 }
 

@@ -32,6 +32,8 @@ pub enum SettingsError {
     MaxMemory(UnitError),
     #[error("spec.defaultTtl: {0}")]
     DefaultTtl(UnitError),
+    #[error("spec.maxClockOffset: {0}")]
+    MaxClockOffset(UnitError),
     #[error(
         "spec.resources.limits.memory: {0}; maxMemory defaults to three quarters of it, so fix it or set spec.maxMemory"
     )]
@@ -85,6 +87,10 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
     if let Some(ttl) = &spec.default_ttl {
         units::parse_duration(ttl).map_err(SettingsError::DefaultTtl)?;
         settings.insert(env::DEFAULT_TTL.to_owned(), ttl.clone());
+    }
+    if let Some(offset) = &spec.max_clock_offset {
+        units::parse_duration(offset).map_err(SettingsError::MaxClockOffset)?;
+        settings.insert(env::MAX_CLOCK_OFFSET.to_owned(), offset.clone());
     }
     Ok(settings)
 }
