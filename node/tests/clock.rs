@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Node, free_ports};
@@ -20,8 +19,11 @@ use kache_node::cluster::wire::proto::{self, peer_client::PeerClient};
 use reqwest::StatusCode;
 use serde_json::Value as Json;
 
-/// Nodes `node-i` on loopback with a static member list; node i runs under
-/// `faketime -f skews[i]` when that is given.
+/// libfaketime, as Debian's `faketime` package installs it.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Nodes `node-i` on loopback with a static member list; node i's clock is shifted by
+/// libfaketime (`FAKETIME=skews[i]`, e.g. `+1h`) when that is given.
 struct Skewed {
     nodes: Vec<Node>,
     grpc_ports: Vec<u16>,
@@ -30,7 +32,7 @@ struct Skewed {
 impl Skewed {
     fn start(skews: &[Option<&str>], replication_factor: &str) -> Self {
         assert!(
-            Command::new("faketime").arg("--version").output().is_ok(),
+            std::path::Path::new(LIBFAKETIME).exists(),
             "these tests need libfaketime: apt-get install faketime"
         );
         let grpc_ports = free_ports(skews.len());
@@ -46,12 +48,12 @@ impl Skewed {
             .map(|(i, skew)| {
                 let grpc = format!("127.0.0.1:{}", grpc_ports[i]);
                 let id = format!("node-{i}");
-                let wrapper: Vec<&str> = match skew {
-                    Some(skew) => vec!["faketime", "-f", skew],
+                let env: Vec<(&str, &str)> = match skew {
+                    Some(skew) => vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", skew)],
                     None => Vec::new(),
                 };
-                Node::start_under(
-                    &wrapper,
+                Node::start_env(
+                    &env,
                     &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
                     &[
                         "--node-id",

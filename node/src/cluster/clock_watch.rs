@@ -15,7 +15,7 @@
 //! below the bound's hundreds of milliseconds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -36,6 +36,10 @@ pub struct ClockWatch {
     peers: Mutex<HashMap<String, (i64, Instant)>>,
     /// Versions refused for being too far ahead.
     refused: AtomicU64,
+    /// The last verdict, so a write checks one atomic. Recomputed whenever a peer's
+    /// reading crosses the bound (or a new peer is heard), and on every report; an
+    /// out-of-bounds verdict is recomputed on every check, so old readings age out.
+    in_bounds: AtomicBool,
 }
 
 impl ClockWatch {
@@ -44,6 +48,7 @@ impl ClockWatch {
             max_offset_ms: millis(max_offset),
             peers: Mutex::default(),
             refused: AtomicU64::new(0),
+            in_bounds: AtomicBool::new(true),
         }
     }
 
@@ -54,12 +59,23 @@ impl ClockWatch {
         }
         let offset =
             i64::try_from(i128::from(peer_wall_ms) - i128::from(now_ms)).unwrap_or(i64::MAX);
-        let mut peers = self.peers.lock();
-        match peers.get_mut(peer) {
-            Some(reading) => *reading = (offset, Instant::now()),
-            None => {
-                peers.insert(peer.to_owned(), (offset, Instant::now()));
+        let far = |offset: i64| offset.unsigned_abs() > self.max_offset_ms;
+        let crossed = {
+            let mut peers = self.peers.lock();
+            match peers.get_mut(peer) {
+                Some(reading) => {
+                    let crossed = far(reading.0) != far(offset);
+                    *reading = (offset, Instant::now());
+                    crossed
+                }
+                None => {
+                    peers.insert(peer.to_owned(), (offset, Instant::now()));
+                    true
+                }
             }
+        };
+        if crossed {
+            self.report();
         }
     }
 
@@ -67,9 +83,10 @@ impl ClockWatch {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether this node's clock is within the bound of most peers heard recently.
+    /// Whether this node's clock is within the bound of most peers heard recently: one
+    /// atomic load on the write path while it is.
     pub fn in_bounds(&self) -> bool {
-        self.report().in_bounds
+        self.in_bounds.load(Ordering::Relaxed) || self.report().in_bounds
     }
 
     pub fn report(&self) -> ClockReport {
@@ -87,10 +104,12 @@ impl ClockWatch {
         let median = offsets
             .get(offsets.len() / 2)
             .map_or(0, |m| m.saturating_neg());
+        let in_bounds = far * 2 <= offsets.len();
+        self.in_bounds.store(in_bounds, Ordering::Relaxed);
         ClockReport {
             offset_ms: median,
             max_offset_ms: self.max_offset_ms,
-            in_bounds: far * 2 <= offsets.len(),
+            in_bounds,
             peers_heard: offsets.len(),
             refused_versions: self.refused.load(Ordering::Relaxed),
         }

@@ -257,10 +257,10 @@ impl Cluster {
 
     /// Writes stop while this node's clock is out of bounds (see [`clock_watch`]).
     pub fn check_clock(&self) -> Result<(), ClusterError> {
-        let clock = self.inner.clock.report();
-        if clock.in_bounds {
+        if self.inner.clock.in_bounds() {
             return Ok(());
         }
+        let clock = self.inner.clock.report();
         Err(ClusterError::ClockOutOfBounds {
             offset_ms: clock.offset_ms,
             max_ms: clock.max_offset_ms,

@@ -37,21 +37,15 @@ impl Node {
 
     /// Starts a node with `base` flags, then `args` (later flags win).
     pub fn start_with(base: &[&str], args: &[&str]) -> Self {
-        Self::start_under(&[], base, args)
+        Self::start_env(&[], base, args)
     }
 
-    /// Like [`Node::start_with`], run through `wrapper` (a command that runs the node,
-    /// such as `faketime -f +1h`); none when empty.
-    pub fn start_under(wrapper: &[&str], base: &[&str], args: &[&str]) -> Self {
-        let mut command = match wrapper.split_first() {
-            Some((program, wrapper_args)) => {
-                let mut command = Command::new(program);
-                command.args(wrapper_args).arg(BIN);
-                command
-            }
-            None => Command::new(BIN),
-        };
-        let mut child = command
+    /// Like [`Node::start_with`], with extra environment variables (such as libfaketime's
+    /// `LD_PRELOAD` and `FAKETIME`). The child is the node itself, so dropping the
+    /// `Node` kills the node, never just a wrapper around it.
+    pub fn start_env(env: &[(&str, &str)], base: &[&str], args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(base)
             .args(args)
             .env("RUST_LOG", "info")
