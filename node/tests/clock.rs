@@ -14,100 +14,33 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Node, free_ports};
-use kache_node::cluster::wire::proto::{self, peer_client::PeerClient};
+use common::{Node, StaticCluster};
+use kache_node::cluster::wire::proto;
 use reqwest::StatusCode;
 use serde_json::Value as Json;
 
 /// libfaketime, as Debian's `faketime` package installs it.
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
-/// Nodes `node-i` on loopback with a static member list; node i's clock is shifted by
-/// libfaketime (`FAKETIME=skews[i]`, e.g. `+1h`) when that is given.
-struct Skewed {
-    nodes: Vec<Node>,
-    grpc_ports: Vec<u16>,
-}
-
-impl Skewed {
-    fn start(skews: &[Option<&str>], replication_factor: &str) -> Self {
-        assert!(
-            std::path::Path::new(LIBFAKETIME).exists(),
-            "these tests need libfaketime: apt-get install faketime"
-        );
-        let grpc_ports = free_ports(skews.len());
-        let members: Vec<String> = grpc_ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("node-{i}=127.0.0.1:{port}"))
-            .collect();
-        let members = members.join(",");
-        let nodes: Vec<Node> = skews
-            .iter()
-            .enumerate()
-            .map(|(i, skew)| {
-                let grpc = format!("127.0.0.1:{}", grpc_ports[i]);
-                let id = format!("node-{i}");
-                let env: Vec<(&str, &str)> = match skew {
-                    Some(skew) => vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", skew)],
-                    None => Vec::new(),
-                };
-                Node::start_env(
-                    &env,
-                    &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
-                    &[
-                        "--node-id",
-                        &id,
-                        "--members",
-                        &members,
-                        "--replication-factor",
-                        replication_factor,
-                        "--anti-entropy-interval",
-                        "1s",
-                    ],
-                )
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for node in &nodes {
-            while !node.is_ready() {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {} never became ready",
-                    node.addr
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Self { nodes, grpc_ports }
-    }
-
-    /// Keys whose only owner (at RF=1) is `owner`.
-    async fn keys_owned_by(&self, owner: &str, count: usize) -> Vec<String> {
-        let mut keys = Vec::new();
-        for i in 0..10_000 {
-            let key = format!("k{i}");
-            let placement: Json = self.nodes[0]
-                .get(&format!("/v1/cluster/keys/{key}"))
-                .await
-                .json()
-                .await
-                .unwrap();
-            if placement["owners"][0] == owner {
-                keys.push(key);
-                if keys.len() == count {
-                    return keys;
-                }
-            }
-        }
-        panic!("fewer than {count} keys owned by {owner}");
-    }
-
-    async fn peer(&self, i: usize) -> PeerClient<tonic::transport::Channel> {
-        PeerClient::connect(format!("http://127.0.0.1:{}", self.grpc_ports[i]))
-            .await
-            .unwrap()
-    }
+/// Nodes `node-i` on loopback; node i's clock is shifted by libfaketime
+/// (`FAKETIME=skews[i]`, e.g. `+1h`) when that is given.
+fn skewed(skews: &[Option<&str>], replication_factor: &str) -> StaticCluster {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "these tests need libfaketime: apt-get install faketime"
+    );
+    let envs: Vec<Vec<(&str, &str)>> = skews
+        .iter()
+        .map(|skew| match skew {
+            Some(skew) => vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", *skew)],
+            None => Vec::new(),
+        })
+        .collect();
+    StaticCluster::start(
+        &envs,
+        replication_factor,
+        &["--anti-entropy-interval", "1s"],
+    )
 }
 
 async fn put(node: &Node, key: &str, value: &str, if_match: Option<&str>) -> reqwest::Response {
@@ -134,7 +67,7 @@ async fn cluster_report(node: &Node) -> Json {
 async fn under_skew_within_the_bound_every_acknowledged_write_takes_effect() {
     // node-0's clock runs 400 ms ahead, inside the default 500 ms bound: its versions are
     // newer than any node-1 makes at the same moment.
-    let cluster = Skewed::start(&[Some("+0.4"), None], "1");
+    let cluster = skewed(&[Some("+0.4"), None], "1");
     let (ahead, behind) = (&cluster.nodes[0], &cluster.nodes[1]);
     let keys = cluster.keys_owned_by("node-0", 12).await;
     for key in &keys[..4] {
@@ -193,7 +126,7 @@ async fn under_skew_within_the_bound_every_acknowledged_write_takes_effect() {
 #[tokio::test]
 async fn a_node_beyond_the_bound_takes_no_writes_and_nothing_acknowledged_is_lost() {
     // node-2's clock is an hour ahead; the other two agree.
-    let cluster = Skewed::start(&[None, None, Some("+1h")], "3");
+    let cluster = skewed(&[None, None, Some("+1h")], "3");
     let skewed = &cluster.nodes[2];
     let mut acknowledged = Vec::new();
     for i in 0..30 {
@@ -261,7 +194,7 @@ fn now_ms() -> u64 {
 
 #[tokio::test]
 async fn the_peer_protocol_refuses_forged_versions_and_what_http_refuses() {
-    let cluster = Skewed::start(&[None, None], "2");
+    let cluster = skewed(&[None, None], "2");
     assert!(
         put(&cluster.nodes[0], "k", "v", None)
             .await

@@ -18,8 +18,11 @@ use super::wire::{is_syncing, proto};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError};
 
 impl Cluster {
-    /// Runs a round every `interval` until the returned task is aborted.
+    /// Runs a round every `interval` until the returned task is aborted. From now on a
+    /// tombstone is removed only once every co-owner agreed on its partition after it
+    /// expired (see [`Cluster::anti_entropy_round`]).
     pub fn spawn_anti_entropy(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.inner.store.hold_tombstones();
         let cluster = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
@@ -33,6 +36,14 @@ impl Cluster {
     }
 
     /// One pass over every partition this node owns. Returns the records repaired here.
+    ///
+    /// Deletes that stay deleted: when every co-owner of a partition answers with a
+    /// digest equal to this node's, none of them holds a live copy of a key whose
+    /// tombstone has expired here (digests leave expired tombstones out, and count every
+    /// live version). Only then may this node drop the tombstones that expired before
+    /// the comparison began (less the clock bound). A co-owner that is paused, cut off or
+    /// down keeps them all, however long it is away; when it is back, its older copies
+    /// lose to the tombstones still held, which it pulls in turn.
     pub async fn anti_entropy_round(&self) -> u64 {
         let view = self.view();
         let Some(me) = view.self_index else {
@@ -43,15 +54,22 @@ impl Cluster {
             return 0;
         }
         let mut repaired = 0;
+        let offset_ms = crate::clock::millis(self.inner.store.limits().max_clock_offset);
         for partition in view.placement.owned_by(me).collect::<Vec<_>>() {
+            let started = self.inner.store.now_ms();
+            let mut agreed = true;
             for &owner in view.placement.owners(partition) {
                 if owner == me {
                     continue;
                 }
                 let member = &view.list.members[usize::from(owner)];
-                match self.repair_partition_from(member, partition).await {
-                    Ok(count) => repaired += count,
+                match self.exchange_digests(member, partition).await {
+                    Ok(exchange) => {
+                        repaired += exchange.stored;
+                        agreed &= exchange.agreed;
+                    }
                     Err(status) => {
+                        agreed = false;
                         self.peer_failed(&member.id, &status);
                         self.inner.sync.record_failure();
                         tracing::debug!(
@@ -62,6 +80,11 @@ impl Cluster {
                         );
                     }
                 }
+            }
+            if agreed {
+                self.inner
+                    .store
+                    .release_tombstones(partition, started.saturating_sub(offset_ms));
             }
         }
         self.inner.sync.record_round();
@@ -135,6 +158,11 @@ impl Cluster {
         member: &Member,
         partition: u32,
     ) -> Result<u64, Status> {
+        Ok(self.exchange_digests(member, partition).await?.stored)
+    }
+
+    /// Compares `partition`'s digest with `member`'s and pulls the buckets that differ.
+    async fn exchange_digests(&self, member: &Member, partition: u32) -> Result<Exchange, Status> {
         let mut client = self.inner.replicator.peers().client(member)?;
         let remote = client
             .partition_digest(proto::DigestRequest {
@@ -156,9 +184,16 @@ impl Cluster {
             .filter_map(|b| u32::try_from(b).ok())
             .collect();
         if differing.is_empty() {
-            return Ok(0);
+            return Ok(Exchange {
+                stored: 0,
+                agreed: true,
+            });
         }
-        Ok(self.pull(member, partition, differing).await?.stored)
+        let stored = self.pull(member, partition, differing).await?.stored;
+        Ok(Exchange {
+            stored,
+            agreed: false,
+        })
     }
 
     /// Streams `partition` (only `buckets`, or all when empty) from `member` and applies it.
@@ -230,6 +265,15 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// What one digest exchange found and did.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    /// Records pulled that were newer than this node's.
+    stored: u64,
+    /// The digests were equal: the two replicas held the same versions.
+    agreed: bool,
 }
 
 /// What one partition stream brought.

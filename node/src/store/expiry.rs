@@ -1,4 +1,5 @@
-//! Active expiry: a background sweep that removes expired entries and old tombstones.
+//! Active expiry: a background sweep that removes expired entries, and expired
+//! tombstones once they may go (see `Store::hold_tombstones`).
 //!
 //! Reads expire entries lazily, but keys nobody reads again would hold memory forever.
 //! The sweep walks every slot of every partition with a cursor, a fixed number of slots
@@ -31,12 +32,13 @@ impl Store {
         let mut removed = 0;
         let mut visited = 0;
         while checked < budget && visited <= partitions {
-            let mut part = self.shared.partitions[cursor.partition % partitions].lock();
+            let index = cursor.partition % partitions;
+            let mut part = self.shared.partitions[index].lock();
             let now = self.shared.clock.now_ms();
             let mut freed = 0;
             while cursor.slot < part.len() && checked < budget {
                 checked += 1;
-                if part.slot(cursor.slot).is_expired(now) {
+                if self.removable(part.slot(cursor.slot), index, now) {
                     // The last entry moves into this slot; check it next.
                     let gone = part.remove(cursor.slot);
                     count_removal(&mut part, &gone, Removal::Expired);

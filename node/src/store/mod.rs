@@ -21,7 +21,7 @@ mod record;
 mod types;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,6 +86,11 @@ struct Shared {
     config: StoreConfig,
     clock: Clock,
     hlc: Hlc,
+    /// Per partition: an expired tombstone may be removed only if it expired at or
+    /// before this time (Unix ms). `u64::MAX` (the default, and a single node's) purges
+    /// at expiry; a cluster member holds them (0) until every co-owner is known to have
+    /// no older copy left to resurrect (see `Store::hold_tombstones`).
+    tombstone_horizons: Box<[AtomicU64]>,
 }
 
 /// What a write decides after seeing the current entry.
@@ -108,6 +113,9 @@ impl Store {
         let partitions = (0..config.partitions.max(1))
             .map(|_| Mutex::new(PartitionMap::default()))
             .collect();
+        let tombstone_horizons = (0..config.partitions.max(1))
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect();
         let hlc = Hlc::new(&config.node_id);
         Self {
             shared: Arc::new(Shared {
@@ -117,6 +125,7 @@ impl Store {
                 config,
                 clock: Clock::new(),
                 hlc,
+                tombstone_horizons,
             }),
         }
     }
@@ -169,6 +178,38 @@ impl Store {
         let now = self.now_ms();
         let version = self.shared.hlc.next(now);
         Record::tombstone(key, version, now, self.shared.config.limits.tombstone_ttl)
+    }
+
+    /// Keeps every expired tombstone until [`Store::release_tombstones`] lets it go: a
+    /// cluster member's deletes must outlive every older copy on a replica that was
+    /// paused, partitioned or stopped longer than the tombstone TTL, or that copy would
+    /// come back. Until released, an expired tombstone no longer counts in digests or
+    /// client reads, but it still shadows older versions and travels to replicas that
+    /// hold one.
+    pub fn hold_tombstones(&self) {
+        for horizon in &self.shared.tombstone_horizons {
+            horizon.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets `partition`'s tombstones that expired at or before `expired_by` (Unix ms) be
+    /// removed: every owner is known to hold no older copy of their keys.
+    pub fn release_tombstones(&self, partition: u32, expired_by: u64) {
+        if let Some(horizon) = self.shared.tombstone_horizons.get(partition as usize) {
+            horizon.fetch_max(expired_by, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `entry`, in partition index `partition`, may be removed as expired at `now`.
+    fn removable(&self, entry: &Entry, partition: usize, now: u64) -> bool {
+        if !entry.is_expired(now) {
+            return false;
+        }
+        if !entry.is_tombstone() {
+            return true;
+        }
+        let horizon = self.shared.tombstone_horizons[partition].load(Ordering::Relaxed);
+        entry.expires_at_ms().is_some_and(|at| at <= horizon)
     }
 
     /// The partition's digest: [`DIGEST_BUCKETS`] order-independent sums over its
@@ -224,7 +265,8 @@ impl Store {
         while next > 0 && records.len() < limit && bytes < max_bytes {
             next -= 1;
             let entry = part.slot(next);
-            if entry.is_expired(now) {
+            // Expired tombstones still held travel: they shadow older copies elsewhere.
+            if entry.is_expired(now) && !entry.is_tombstone() {
                 continue;
             }
             if buckets.is_some_and(|wanted| !wanted[digest_bucket(key_hash(entry.key()))]) {
@@ -291,7 +333,8 @@ impl Store {
             part.counters.hits += 1;
             return Some(value);
         }
-        let expired = entry.is_expired(now);
+        let partition = self.partition_index(hash);
+        let expired = self.removable(entry, partition, now);
         part.counters.misses += 1;
         if expired {
             let removed = part.remove(slot);
@@ -326,13 +369,14 @@ impl Store {
         })
     }
 
-    /// The key's record as replicas exchange it: tombstones included, expired entries not.
+    /// The key's record as replicas exchange it: tombstones included (expired ones still
+    /// held too: they shadow older copies), expired values not.
     pub fn get_record(&self, key: &[u8]) -> Option<Record> {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
         let part = self.lock(hash);
         let entry = part.slot(part.find(hash, key)?);
-        if entry.is_expired(now) {
+        if entry.is_expired(now) && !entry.is_tombstone() {
             return None;
         }
         Some(Record {
@@ -349,13 +393,17 @@ impl Store {
     pub fn apply(&self, record: &Record) -> Result<Applied, StoreError> {
         self.shared.hlc.observe(record.version);
         let now = self.shared.clock.now_ms();
-        if record.expires_at_ms != 0 && record.expires_at_ms <= now {
+        let expired = record.expires_at_ms != 0 && record.expires_at_ms <= now;
+        if expired && !record.tombstone {
             return Ok(Applied::Stale);
         }
         let policy = self.shared.config.eviction;
         let outcome = self.write(&record.key, &record.value, |current, now, tick| {
             Ok(match current {
                 Some(held) if held.version() >= record.version => Decision::Keep(held.version()),
+                // An expired tombstone is stored only to shadow an older copy held here;
+                // with nothing to shadow there is nothing to keep.
+                None if expired => Decision::Keep(record.version),
                 _ => Decision::Write(EntryMeta {
                     version: record.version,
                     expires_at_ms: record.expires_at_ms,

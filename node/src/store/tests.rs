@@ -633,3 +633,48 @@ fn a_chunked_scan_sees_every_entry_despite_concurrent_removals() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn held_tombstones_outlive_their_ttl_and_shadow_older_copies_until_released() {
+    // Made together: their clocks follow the same (paused) time.
+    let store = Store::new(config(1 << 20, EvictionPolicy::Lru));
+    let behind = Store::new(config(1 << 20, EvictionPolicy::Lru));
+    let empty = Store::new(config(1 << 20, EvictionPolicy::Lru));
+    store.hold_tombstones();
+    let old = store.new_put(b"k", b"old", None);
+    assert_eq!(store.apply(&old), Ok(Applied::Stored));
+    let tombstone = store.new_tombstone(b"k");
+    assert_eq!(store.apply(&tombstone), Ok(Applied::Stored));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let mut cursor = expiry::SweepCursor::default();
+    assert_eq!(
+        store.sweep_expired(&mut cursor, 1_000),
+        0,
+        "held past its TTL"
+    );
+    assert!(store.get(b"k").is_none(), "still a delete to readers");
+    assert_eq!(
+        store.apply(&old),
+        Ok(Applied::Stale),
+        "the older copy loses"
+    );
+    assert!(
+        store.get_record(b"k").is_some_and(|r| r.tombstone),
+        "and it travels"
+    );
+
+    // Another replica holding the old copy takes the expired tombstone to shadow it;
+    // one holding nothing does not store it.
+    behind.hold_tombstones();
+    assert_eq!(behind.apply(&old), Ok(Applied::Stored));
+    let expired = store.get_record(b"k").expect("held");
+    assert_eq!(behind.apply(&expired), Ok(Applied::Stored));
+    assert!(behind.get(b"k").is_none());
+    assert_eq!(empty.apply(&expired), Ok(Applied::Stale));
+    assert_eq!(empty.stats().tombstones, 0);
+
+    store.release_tombstones(store.partition_of(b"k"), store.now_ms());
+    let mut cursor = expiry::SweepCursor::default();
+    assert_eq!(store.sweep_expired(&mut cursor, 1_000), 1);
+    assert_eq!(store.stats().tombstones, 0);
+}

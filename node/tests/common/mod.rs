@@ -189,3 +189,91 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     }
     ports
 }
+
+/// Nodes `node-i` on loopback with a static member list (`--members`), each started with
+/// its own extra environment (`envs[i]`) and the shared `extra` flags. Every node is
+/// killed on drop.
+pub struct StaticCluster {
+    pub nodes: Vec<Node>,
+    pub grpc_ports: Vec<u16>,
+}
+
+impl StaticCluster {
+    pub fn start(envs: &[Vec<(&str, &str)>], replication_factor: &str, extra: &[&str]) -> Self {
+        let grpc_ports = free_ports(envs.len());
+        let members: Vec<String> = grpc_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("node-{i}=127.0.0.1:{port}"))
+            .collect();
+        let members = members.join(",");
+        let nodes: Vec<Node> = envs
+            .iter()
+            .enumerate()
+            .map(|(i, env)| {
+                let grpc = format!("127.0.0.1:{}", grpc_ports[i]);
+                let id = format!("node-{i}");
+                let mut args = vec![
+                    "--node-id",
+                    &id,
+                    "--members",
+                    &members,
+                    "--replication-factor",
+                    replication_factor,
+                ];
+                args.extend_from_slice(extra);
+                Node::start_env(
+                    env,
+                    &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
+                    &args,
+                )
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            while !node.is_ready() {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} never became ready",
+                    node.addr
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes, grpc_ports }
+    }
+
+    /// Keys whose first-ranked owner is `owner`.
+    pub async fn keys_owned_by(&self, owner: &str, count: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        for i in 0..10_000 {
+            let key = format!("k{i}");
+            let placement: Json = self.nodes[0]
+                .get(&format!("/v1/cluster/keys/{key}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if placement["owners"][0] == owner {
+                keys.push(key);
+                if keys.len() == count {
+                    return keys;
+                }
+            }
+        }
+        panic!("fewer than {count} keys owned by {owner}");
+    }
+
+    /// A raw peer-protocol client for node `i`.
+    pub async fn peer(
+        &self,
+        i: usize,
+    ) -> kache_node::cluster::wire::proto::peer_client::PeerClient<tonic::transport::Channel> {
+        kache_node::cluster::wire::proto::peer_client::PeerClient::connect(format!(
+            "http://127.0.0.1:{}",
+            self.grpc_ports[i]
+        ))
+        .await
+        .unwrap()
+    }
+}
