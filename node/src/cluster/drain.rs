@@ -2,13 +2,17 @@
 //!
 //! A restart is not a membership change: the member stays in the list and keeps its
 //! partitions. At RF >= 2 its co-owners hold copies, and its startup sync pulls them
-//! back. A partition it alone owns (RF=1) would be lost with the process, so drain
-//! pushes it, as hinted records, to the partition's next-ranked member (where it would
-//! live without this node). The restarted node's startup sync pulls from every member,
+//! back. A partition whose last live copy is here would be lost with the process: one
+//! it alone owns (RF=1), or one whose other owners are down or still syncing when the
+//! drain starts (RF >= 2 with the other replica gone). Drain pushes each, as hinted
+//! records, to the partition's best-ranked member that answers (where it would live
+//! without this node), and fences writes to them first. The restarted node's startup sync pulls from every member,
 //! gets the hints back, and releases them, so the holder drops them.
 //!
 //! A departing node owns nothing but may still hold partitions it is handing off in a
 //! scale-down; on SIGTERM it pushes them to their owners rather than take them along.
+
+use std::collections::BTreeSet;
 
 use super::Cluster;
 use super::chunk::{CHUNK_BYTES, CHUNK_RECORDS, chunk_charge, reserve_chunk};
@@ -26,32 +30,46 @@ pub struct Drained {
 }
 
 impl Cluster {
-    /// Pushes what would be lost with this process. A member pushes every partition it
-    /// alone owns to its next-ranked member. A departing (or absent) node owns nothing,
-    /// so whatever it still holds is a hand-off in progress: each such partition goes to
-    /// its first owner.
+    /// Pushes what would be lost with this process. A member pushes every partition
+    /// whose last live copy is here: one it alone owns, or one whose other owners do not
+    /// answer (or have not synced) right now. Each goes to its best-ranked member that
+    /// answers. A departing (or absent) node owns nothing, so whatever it still holds is
+    /// a hand-off in progress: each such partition goes to its first owner.
     pub async fn drain(&self) -> Drained {
+        let view = self.view();
+        let self_id = self.inner.identity.node_id.as_str();
+        let alive: BTreeSet<String> = self
+            .poll_members(&self.routing())
+            .await
+            .into_iter()
+            .filter(|member| member.synced_epoch > 0)
+            .map(|member| member.id)
+            .collect();
+        let last_copies: BTreeSet<u32> = view
+            .owned()
+            .into_iter()
+            .filter(|&p| {
+                !view
+                    .owners(p)
+                    .any(|o| o.id != self_id && alive.contains(&o.id))
+            })
+            .collect();
         // Fence first: a write that reached a partition after its hand-off started
         // would be lost with the process. Closing the fence waits out writes in flight.
-        self.inner.fence.close();
-        let view = self.view();
+        self.inner.fence.close(last_copies.clone());
         let mut drained = Drained::default();
-        let self_id = self.inner.identity.node_id.as_str();
         for partition in self.inner.store.partitions_holding_data() {
             let holder = match view.self_index {
-                Some(me) => {
-                    if view.placement.owners(partition) != [me] {
+                Some(_) => {
+                    if !last_copies.contains(&partition) {
                         continue;
                     }
-                    let ids = view.list.members.iter().map(|m| m.id.as_str());
-                    best_ranked(ids, partition, |id| id != self_id)
+                    let ids = || view.list.members.iter().map(|m| m.id.as_str());
+                    best_ranked(ids(), partition, |id| id != self_id && alive.contains(id))
+                        .or_else(|| best_ranked(ids(), partition, |id| id != self_id))
                         .and_then(|id| view.list.members.iter().find(|m| m.id == id))
                 }
-                None => view
-                    .placement
-                    .owners(partition)
-                    .first()
-                    .map(|&owner| &view.list.members[usize::from(owner)]),
+                None => view.owners(partition).next(),
             };
             let Some(holder) = holder else {
                 drained.failed += 1;

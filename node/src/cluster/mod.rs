@@ -292,14 +292,14 @@ impl Cluster {
     pub fn refuses_writes_while_draining(&self, partition: u32) -> bool {
         self.inner
             .fence
-            .refuses(|| self.inner.router.owns_alone(partition))
+            .refuses(partition, || self.inner.router.owns_alone(partition))
     }
 
     /// Runs a local store write to `partition` unless the drain fence refuses it (None).
     pub fn fenced<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
         self.inner
             .fence
-            .admit(|| self.inner.router.owns_alone(partition), write)
+            .admit(partition, || self.inner.router.owns_alone(partition), write)
     }
 
     /// Drops `partition` if this node owns it in neither view: its owner holds it now.

@@ -193,7 +193,7 @@ impl Cluster {
     /// that does not answer reports epoch 0, which holds the move open. A member removed
     /// in `next` (departing or gone) is still polled through `prev`: it is an old owner,
     /// and drops what it hands off only once the move completes.
-    async fn poll_members(&self, routing: &Routing) -> Vec<MemberStatus> {
+    pub(super) async fn poll_members(&self, routing: &Routing) -> Vec<MemberStatus> {
         let mut members: HashMap<&str, &Member> = HashMap::new();
         for view in [&routing.prev, &routing.next] {
             for member in &view.list.members {
@@ -270,8 +270,8 @@ impl Cluster {
 }
 
 #[derive(Debug)]
-struct MemberStatus {
-    id: String,
-    epoch: u64,
-    synced_epoch: u64,
+pub(super) struct MemberStatus {
+    pub id: String,
+    pub epoch: u64,
+    pub synced_epoch: u64,
 }

@@ -141,6 +141,19 @@ impl Node {
         }
     }
 
+    /// Waits until the node reports ready, or fails the test after `within`.
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became ready",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `GET /readyz` answered 200 (a blocking call, usable outside async code).
     pub fn is_ready(&self) -> bool {
         use std::io::{Read, Write};
@@ -193,9 +206,14 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Nodes `node-i` on loopback with a static member list (`--members`), each started with
 /// its own extra environment (`envs[i]`) and the shared `extra` flags. Every node is
 /// killed on drop.
+/// How to start one node again: its environment and flags.
+type Launch = (Vec<(String, String)>, Vec<String>);
+
 pub struct StaticCluster {
     pub nodes: Vec<Node>,
     pub grpc_ports: Vec<u16>,
+    /// Each node's environment and flags, to start it again.
+    launches: Vec<Launch>,
 }
 
 impl StaticCluster {
@@ -207,40 +225,51 @@ impl StaticCluster {
             .map(|(i, port)| format!("node-{i}=127.0.0.1:{port}"))
             .collect();
         let members = members.join(",");
-        let nodes: Vec<Node> = envs
+        let launches: Vec<Launch> = envs
             .iter()
             .enumerate()
             .map(|(i, env)| {
-                let grpc = format!("127.0.0.1:{}", grpc_ports[i]);
-                let id = format!("node-{i}");
-                let mut args = vec![
+                let env = env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                let mut args: Vec<String> = [
+                    "--http-addr",
+                    "127.0.0.1:0",
+                    "--grpc-addr",
+                    &format!("127.0.0.1:{}", grpc_ports[i]),
                     "--node-id",
-                    &id,
+                    &format!("node-{i}"),
                     "--members",
                     &members,
                     "--replication-factor",
                     replication_factor,
-                ];
-                args.extend_from_slice(extra);
-                Node::start_env(
-                    env,
-                    &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
-                    &args,
-                )
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+                args.extend(extra.iter().map(|s| (*s).to_owned()));
+                (env, args)
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for node in &nodes {
-            while !node.is_ready() {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {} never became ready",
-                    node.addr
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            grpc_ports,
+            launches,
+        };
+        cluster.nodes = (0..envs.len()).map(|i| cluster.launch(i)).collect();
+        for node in &cluster.nodes {
+            node.wait_ready(Duration::from_secs(20));
         }
-        Self { nodes, grpc_ports }
+        cluster
+    }
+
+    /// Starts node `i` as it was first started (same id, ports and flags).
+    pub fn launch(&self, i: usize) -> Node {
+        let (env, args) = &self.launches[i];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Node::start_env(&env, &[], &args)
     }
 
     /// Keys whose first-ranked owner is `owner`.
