@@ -3,11 +3,6 @@
 //! partitions it then alone holds, and every acknowledged key is readable once both
 //! owners are back (issue 10, item 8: suspected, proven here).
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failed step fails the test"
-)]
-
 mod common;
 
 use std::time::Duration;
