@@ -6,7 +6,9 @@
 //! has the store mint the record, and [`Cluster::replicate`]s it, which hands the remote
 //! replicas to the replicator's fan-out (`replicator.rs`). A write that replicas refuse
 //! because they hold a newer version is tried again with a newer one (this node's clock
-//! has folded theirs in by then), never acknowledged as if it had landed.
+//! has folded theirs in by then), never acknowledged as if it had landed. A read that
+//! finds replicas behind repairs them before it answers, so quorum reads never go
+//! backwards.
 
 use std::time::Duration;
 
@@ -209,12 +211,17 @@ impl Cluster {
         if let Some(newest) = &newest
             && !stale.is_empty()
         {
-            let cluster = self.clone();
-            let record = newest.clone();
-            tokio::spawn(async move {
-                let repair = Targets::repair(stale);
-                let _ = cluster.replicate(&repair, record, Consistency::All).await;
-            });
+            // Blocking read repair: every replica that answered holds the newest version
+            // before it is returned, so the answering quorum holds it, and no later quorum
+            // read can return anything older (reads never go backwards). The replicas
+            // just answered, so this is one more round trip, and only on disagreement.
+            let repair = Targets::repair(stale);
+            if let Err(err) = self
+                .replicate(&repair, newest.clone(), Consistency::All)
+                .await
+            {
+                tracing::debug!(error = %err, "read repair incomplete");
+            }
         }
         Ok(newest)
     }
