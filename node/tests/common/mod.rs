@@ -203,12 +203,12 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
-/// Nodes `node-i` on loopback with a static member list (`--members`), each started with
-/// its own extra environment (`envs[i]`) and the shared `extra` flags. Every node is
-/// killed on drop.
 /// How to start one node again: its environment and flags.
 type Launch = (Vec<(String, String)>, Vec<String>);
 
+/// Nodes `node-i` on loopback with a static member list (`--members`), each started with
+/// its own extra environment (`envs[i]`) and the shared `extra` flags, on fixed ports.
+/// Every node is killed on drop.
 pub struct StaticCluster {
     pub nodes: Vec<Node>,
     pub grpc_ports: Vec<u16>,
@@ -219,6 +219,8 @@ pub struct StaticCluster {
 impl StaticCluster {
     pub fn start(envs: &[Vec<(&str, &str)>], replication_factor: &str, extra: &[&str]) -> Self {
         let grpc_ports = free_ports(envs.len());
+        // Fixed HTTP ports too, so a restarted node is where clients left it.
+        let http_ports = free_ports(envs.len());
         let members: Vec<String> = grpc_ports
             .iter()
             .enumerate()
@@ -235,7 +237,7 @@ impl StaticCluster {
                     .collect();
                 let mut args: Vec<String> = [
                     "--http-addr",
-                    "127.0.0.1:0",
+                    &format!("127.0.0.1:{}", http_ports[i]),
                     "--grpc-addr",
                     &format!("127.0.0.1:{}", grpc_ports[i]),
                     "--node-id",
