@@ -16,6 +16,9 @@ pub const MAX_MEMORY: &str = "KACHE_MAX_MEMORY";
 pub const MAX_KEY_BYTES: &str = "KACHE_MAX_KEY_BYTES";
 pub const MAX_VALUE_BYTES: &str = "KACHE_MAX_VALUE_BYTES";
 pub const MAX_BATCH_BYTES: &str = "KACHE_MAX_BATCH_BYTES";
+/// A duration: the longest wait for a request's headers (an idle keep-alive included).
+pub const HTTP_HEADER_TIMEOUT: &str = "KACHE_HTTP_HEADER_TIMEOUT";
+pub const MAX_CONNECTIONS: &str = "KACHE_MAX_CONNECTIONS";
 pub const EVICTION: &str = "KACHE_EVICTION";
 /// A duration, as [`crate::units::parse_duration`] reads it.
 pub const DEFAULT_TTL: &str = "KACHE_DEFAULT_TTL";
@@ -38,7 +41,7 @@ pub const WORKER_THREADS: &str = "KACHE_WORKER_THREADS";
 pub const SHUTDOWN_GRACE: &str = "KACHE_SHUTDOWN_GRACE";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 28] = [
     HTTP_ADDR,
     GRPC_ADDR,
     NODE_ID,
@@ -47,6 +50,8 @@ pub const ALL: [&str; 26] = [
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     MAX_BATCH_BYTES,
+    HTTP_HEADER_TIMEOUT,
+    MAX_CONNECTIONS,
     EVICTION,
     DEFAULT_TTL,
     TOMBSTONE_TTL,

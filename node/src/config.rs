@@ -67,6 +67,15 @@ pub struct Cli {
     #[arg(long, env = env::MAX_BATCH_BYTES, default_value = "16MiB", value_parser = parse_bytes)]
     pub max_batch_bytes: usize,
 
+    /// How long a client connection may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open; a slower connection is closed.
+    #[arg(long, env = env::HTTP_HEADER_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Most client HTTP connections open at once; a connection over it is closed on accept.
+    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// What to do when memory is full: lru, lfu, or none (refuse writes with 507).
     #[arg(long, env = env::EVICTION, default_value = "lru")]
     pub eviction: EvictionPolicy,
@@ -218,12 +227,15 @@ pub struct NodeConfig {
     pub worker_threads: Option<usize>,
 }
 
-/// Request limits enforced before anything reaches the store.
+/// Request and connection limits enforced before anything reaches the store.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     pub max_batch_bytes: usize,
+    /// Longest wait for a request's headers, an idle keep-alive included.
+    pub header_timeout: Duration,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -243,6 +255,10 @@ pub enum ConfigError {
     },
     #[error("--max-batch-bytes must be at least 1 KiB, got {0}")]
     MaxBatchBytes(usize),
+    #[error("--http-header-timeout must be at least 1ms")]
+    HeaderTimeout,
+    #[error("--max-connections must be at least 1")]
+    MaxConnections,
     #[error("--default-ttl must be at least 1s when set")]
     DefaultTtl,
     #[error("--worker-threads must be between 1 and 1024, got {0}")]
@@ -328,6 +344,12 @@ impl Cli {
         if self.max_batch_bytes < 1024 {
             return Err(ConfigError::MaxBatchBytes(self.max_batch_bytes));
         }
+        if self.http_header_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::HeaderTimeout);
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::MaxConnections);
+        }
         if self
             .default_ttl
             .is_some_and(|ttl| ttl < Duration::from_secs(1))
@@ -369,6 +391,8 @@ impl Cli {
                 max_key_bytes: self.max_key_bytes,
                 max_value_bytes: self.max_value_bytes,
                 max_batch_bytes: self.max_batch_bytes,
+                header_timeout: self.http_header_timeout,
+                max_connections: self.max_connections,
             },
             default_ttl: self.default_ttl,
             shutdown_grace: self.shutdown_grace,

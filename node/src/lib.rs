@@ -21,9 +21,8 @@ pub mod lifecycle;
 pub mod shutdown;
 pub mod store;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,8 +38,6 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("serving HTTP failed")]
-    Serve(#[source] std::io::Error),
     #[error("serving the peer protocol failed")]
     Peer(#[source] tonic::transport::Error),
     #[error(transparent)]
@@ -100,17 +97,7 @@ pub async fn run(
         drained_tx,
     );
 
-    // Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's
-    // algorithm and the client's delayed ACK: a 40 ms tail on every request/response.
-    let http_listener = listeners.http.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let app = http::app(state);
-    let http_server = axum::serve(http_listener, axum::ServiceExt::into_make_service(app))
-        .with_graceful_shutdown(graceful)
-        .into_future();
+    let http_server = http::serve::serve(listeners.http, state, graceful);
     // The builder's own tcp_nodelay applies only to listeners it binds itself; without it
     // on these sockets every peer call waited ~20-40 ms on Nagle and delayed ACKs.
     let peer_incoming =
@@ -120,9 +107,13 @@ pub async fn run(
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));
     let servers = async {
-        tokio::try_join!(async { http_server.await.map_err(Error::Serve) }, async {
-            peer_server.await.map_err(Error::Peer)
-        },)
+        tokio::try_join!(
+            async {
+                http_server.await;
+                Ok(())
+            },
+            async { peer_server.await.map_err(Error::Peer) },
+        )
     };
     let deadline = async move {
         stopping(stop_rx).await;

@@ -65,6 +65,8 @@ fn defaults_match_the_documentation() {
     assert_eq!(config.store.eviction, EvictionPolicy::Lru);
     assert_eq!(config.limits.max_key_bytes, 1024);
     assert_eq!(config.limits.max_value_bytes, 1 << 20);
+    assert_eq!(config.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.limits.max_connections, 10_000);
     assert_eq!(config.default_ttl, None);
     assert_eq!(config.grpc_addr.port(), 7071);
     assert_eq!(config.membership, MembershipConfig::Single);
@@ -89,6 +91,10 @@ fn invalid_combinations_are_refused_with_the_flag_named() {
     assert!(err.contains("most"), "{err}");
     let err = parse(&["--worker-threads", "0"]).expect_err("no threads");
     assert!(err.contains("--worker-threads"), "{err}");
+    let err = parse(&["--max-connections", "0"]).expect_err("no connections");
+    assert!(err.contains("--max-connections"), "{err}");
+    let err = parse(&["--http-header-timeout", "0s"]).expect_err("no time for a head");
+    assert!(err.contains("--http-header-timeout"), "{err}");
 }
 
 fn cli(args: &[&str]) -> Cli {

@@ -136,7 +136,7 @@ fn store_samples(stats: &StoreStats) -> [Sample; 10] {
     ]
 }
 
-/// The node's lifecycle, cluster sync counters and process memory.
+/// The node's lifecycle, cluster sync counters, client connections and process memory.
 fn node_samples(state: &AppState) -> Vec<Sample> {
     let sync = state.cluster.sync_report();
     let mut samples = vec![
@@ -183,6 +183,27 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
             sync.failures,
         ),
     ];
+    let connections = state.connections();
+    samples.extend([
+        (
+            "kache_http_connections",
+            "gauge",
+            "Client HTTP connections open.",
+            connections.open(),
+        ),
+        (
+            "kache_http_connections_refused_total",
+            "counter",
+            "Client HTTP connections closed on accept because --max-connections were open.",
+            connections.refused(),
+        ),
+        (
+            "kache_http_header_timeouts_total",
+            "counter",
+            "Client HTTP connections closed for sending no complete request head within --http-header-timeout (idle keep-alives included).",
+            connections.header_timeouts(),
+        ),
+    ]);
     let clock = state.cluster.clock_report();
     samples.extend([
         (

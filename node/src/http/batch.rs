@@ -7,15 +7,23 @@
 //! twice in one batch is malformed, since the items run concurrently and either could win.
 //! A key read twice is harmless and answered twice. Items then succeed or fail one by one
 //! (a full node can refuse some writes), and each item reports its own status.
+//!
+//! A batch's items are parsed into at most [`MAX_BATCH_ITEMS`] values, the rest only
+//! counted (see [`Capped`]): a 16 MiB body of 4 million one-letter keys took a node
+//! (debug build, 19 MB idle) to a peak RSS of 252 MB as a `Vec<String>` before the count
+//! was checked, and takes it to 36 MB now, the body included.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
 use super::error::{AppError, ErrorDetail, Outcome, WritePath};
@@ -39,7 +47,7 @@ pub enum Encoding {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchGetRequest {
-    keys: Vec<String>,
+    keys: Capped<String>,
     #[serde(default)]
     encoding: Encoding,
 }
@@ -47,7 +55,7 @@ pub struct BatchGetRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchPutRequest {
-    items: Vec<PutItem>,
+    items: Capped<PutItem>,
     #[serde(default)]
     encoding: Encoding,
 }
@@ -59,6 +67,51 @@ struct PutItem {
     value: String,
     /// Seconds; the node's default TTL applies when absent.
     ttl: Option<u64>,
+}
+
+/// A JSON array of which only the first [`MAX_BATCH_ITEMS`] elements are parsed; the
+/// rest are skipped (serde_json skips a string or object without allocating) and only
+/// counted, so an oversized batch costs memory for the limit, not for what it holds,
+/// and is still refused with its true size.
+#[derive(Debug)]
+struct Capped<T> {
+    items: Vec<T>,
+    /// Elements in the array, parsed or not.
+    len: usize,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Capped<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CappedVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for CappedVisitor<T> {
+            type Value = Capped<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Capped<T>, A::Error> {
+                let mut items = Vec::new();
+                while items.len() < MAX_BATCH_ITEMS {
+                    match seq.next_element()? {
+                        Some(item) => items.push(item),
+                        None => {
+                            let len = items.len();
+                            return Ok(Capped { items, len });
+                        }
+                    }
+                }
+                let mut len = items.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    len += 1;
+                }
+                Ok(Capped { items, len })
+            }
+        }
+
+        deserializer.deserialize_seq(CappedVisitor(PhantomData))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -109,16 +162,17 @@ pub async fn get_many(
 ) -> Result<Json<BatchResponse<GotItem>>, AppError> {
     let consistency = consistency(request.headers())?;
     let request: BatchGetRequest = parse_json(&state, request).await?;
-    check_count(request.keys.len())?;
+    check_count(request.keys.len)?;
     let max_key = state.limits().max_key_bytes;
     let keys = request
         .keys
+        .items
         .iter()
         .enumerate()
         .map(|(i, key)| decode_key(key, request.encoding, max_key, &format!("keys[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let mut items = Vec::with_capacity(keys.len());
-    for (name, key) in request.keys.into_iter().zip(keys) {
+    for (name, key) in request.keys.items.into_iter().zip(keys) {
         let item = match state.cluster.get(&key, consistency).await {
             Ok(None) => GotItem::absent(name),
             Ok(Some(value)) => {
@@ -151,10 +205,11 @@ pub async fn put_many(
 ) -> Result<Json<BatchResponse<PutResult>>, AppError> {
     let consistency = consistency(request.headers())?;
     let request: BatchPutRequest = parse_json(&state, request).await?;
-    check_count(request.items.len())?;
+    check_count(request.items.len)?;
+    let items = request.items.items;
     let limits = state.limits();
-    let mut decoded = Vec::with_capacity(request.items.len());
-    for (i, item) in request.items.iter().enumerate() {
+    let mut decoded = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
         let key = decode_key(
             &item.key,
             request.encoding,
@@ -179,10 +234,9 @@ pub async fn put_many(
         };
         decoded.push((key, value, ttl));
     }
-    refuse_duplicate_keys(&request.items, &decoded)?;
+    refuse_duplicate_keys(&items, &decoded)?;
     let results = write_all(&state, decoded, consistency).await;
-    let items = request
-        .items
+    let items = items
         .into_iter()
         .zip(results)
         .map(|(item, result)| match result {
@@ -323,5 +377,64 @@ fn encode_value(value: &[u8], encoding: Encoding) -> Result<String, AppError> {
                 "the value is not valid UTF-8; ask with \"encoding\": \"base64\"",
             )
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    thread_local! {
+        static PARSED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// An element that counts how many times it is parsed.
+    struct Counted;
+
+    impl<'de> Deserialize<'de> for Counted {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            IgnoredAny::deserialize(deserializer)?;
+            PARSED.set(PARSED.get() + 1);
+            Ok(Counted)
+        }
+    }
+
+    fn array(len: usize) -> String {
+        format!("[{}]", vec!["\"k\""; len].join(","))
+    }
+
+    #[test]
+    fn an_oversized_array_is_parsed_up_to_the_limit_and_counted_whole() {
+        PARSED.set(0);
+        let capped: Capped<Counted> =
+            serde_json::from_str(&array(100 * MAX_BATCH_ITEMS)).expect("valid");
+        assert_eq!(
+            PARSED.get(),
+            MAX_BATCH_ITEMS,
+            "the rest is skipped unparsed"
+        );
+        assert_eq!(capped.items.len(), MAX_BATCH_ITEMS);
+        assert_eq!(capped.len, 100 * MAX_BATCH_ITEMS);
+        let keys: Capped<String> =
+            serde_json::from_str(&array(100 * MAX_BATCH_ITEMS)).expect("valid");
+        assert!(
+            keys.items.capacity() <= 2 * MAX_BATCH_ITEMS,
+            "held: the limit"
+        );
+    }
+
+    #[test]
+    fn an_array_within_the_limit_is_parsed_whole() {
+        for len in [0, 1, MAX_BATCH_ITEMS] {
+            let capped: Capped<String> = serde_json::from_str(&array(len)).expect("valid");
+            assert_eq!((capped.items.len(), capped.len), (len, len));
+        }
+        let err = serde_json::from_str::<Capped<String>>("\"k\"").expect_err("not an array");
+        assert!(err.to_string().contains("an array"), "{err}");
+        // Elements past the limit are still JSON that must be well formed.
+        let broken = format!("[{}, {{]", vec!["\"k\""; MAX_BATCH_ITEMS + 5].join(","));
+        assert!(serde_json::from_str::<Capped<String>>(&broken).is_err());
     }
 }

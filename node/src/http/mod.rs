@@ -5,6 +5,7 @@
 //! - [`batch`]: `/v1/batch/get` and `/v1/batch/put`.
 //! - [`admin`]: stats, cluster report, metrics, health, readiness, OpenAPI.
 //! - [`error`]: the JSON error type every handler returns.
+//! - [`serve`]: the listener, with its connection cap and header-read timeout.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
 
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod batch;
 pub mod error;
 pub mod keys;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,7 @@ struct Shared {
     started: Instant,
     /// Responses by status class (1xx..5xx), for `/metrics`.
     responses: [AtomicU64; 5],
+    connections: Arc<serve::Connections>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 default_ttl: config.default_ttl,
                 started: Instant::now(),
                 responses: Default::default(),
+                connections: Arc::new(serve::Connections::new(config.limits.max_connections)),
             }),
         }
     }
@@ -89,6 +93,11 @@ impl AppState {
 
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
+    }
+
+    /// The listener's connection counts.
+    pub fn connections(&self) -> &Arc<serve::Connections> {
+        &self.shared.connections
     }
 
     pub fn responses_by_class(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {

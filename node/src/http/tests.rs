@@ -572,6 +572,25 @@ async fn batches_are_limited_in_item_count() {
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.error_code(), "too_many_items");
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("got 1001")),
+        "the true count, though items past the limit are not parsed"
+    );
+    let items: Vec<Json> = (0..5_000)
+        .map(|i| json!({"key": i.to_string(), "value": "v"}))
+        .collect();
+    let reply = api
+        .send(
+            Method::POST,
+            "/v1/batch/put",
+            json!({ "items": items }).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), "too_many_items");
+    assert_eq!(api.stats().keys, 0, "nothing written");
 }
 
 #[tokio::test]
