@@ -3,7 +3,11 @@
 //!
 //!     cargo run --release --example router_cost
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 use std::time::Instant;
 

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::cluster::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
 use crate::cluster::membership::{MemberList, watch_configmap, watch_file};
-use crate::cluster::peer::PeerService;
+use crate::cluster::peer::{self, PeerService};
 use crate::cluster::wire::Identity;
 use crate::config::{MembershipConfig, NodeConfig};
 use crate::http::AppState;
@@ -98,12 +98,10 @@ pub async fn run(
     );
 
     let http_server = http::serve::serve(listeners.http, state, graceful);
-    // The builder's own tcp_nodelay applies only to listeners it binds itself; without it
-    // on these sockets every peer call waited ~20-40 ms on Nagle and delayed ACKs.
-    let peer_incoming =
-        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    // Bounded streams, message sizes and keepalives: see `cluster::peer::server`.
+    let peer_incoming = peer::server::incoming(listeners.grpc);
     let peer = PeerService::new(cluster);
-    let peer_server = tonic::transport::Server::builder()
+    let peer_server = peer::server::transport()
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));
     let servers = async {

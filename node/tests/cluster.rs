@@ -6,7 +6,11 @@
 //! restarting during a scale-down pulls from the departing members, and a node in no
 //! list (static `--members`) starts ready, owns nothing and forwards.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod common;
 

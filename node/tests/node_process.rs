@@ -2,7 +2,11 @@
 //! every bad-input case (a clear JSON error that changes nothing), config errors, graceful
 //! shutdown on SIGTERM, and the memory bound under four times its size of distinct keys.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod common;
 

@@ -4,7 +4,11 @@
 //! and a batch of millions of tiny keys is refused without the node's memory growing
 //! with the key count.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step fails the test"
+)]
 
 mod common;
 

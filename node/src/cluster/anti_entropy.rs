@@ -12,7 +12,7 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::Cluster;
-use super::chunk::{chunk_charge, record_charge, reserve_chunk};
+use super::chunk::{STREAM_IDLE, chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
 use super::wire::{is_syncing, proto};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError};
@@ -199,7 +199,9 @@ impl Cluster {
     /// Streams `partition` (only `buckets`, or all when empty) from `member` and applies it.
     /// Each received chunk is charged against `--max-memory` until its records are
     /// applied; one that does not fit fails the pull with `RESOURCE_EXHAUSTED` (what it
-    /// applied so far stays: records are idempotent), and the caller retries.
+    /// applied so far stays: records are idempotent), and the caller retries. So does a
+    /// source that sends nothing for [`STREAM_IDLE`] (`DEADLINE_EXCEEDED`): a half-open
+    /// peer fails the pull instead of stalling it forever.
     pub(crate) async fn pull(
         &self,
         member: &Member,
@@ -216,7 +218,16 @@ impl Cluster {
             .await?
             .into_inner();
         let mut pulled = Pulled::default();
-        while let Some(chunk) = stream.message().await? {
+        let idle = || {
+            Status::deadline_exceeded(format!(
+                "partition {partition} from '{}': no chunk for {STREAM_IDLE:?}",
+                member.id
+            ))
+        };
+        while let Some(chunk) = tokio::time::timeout(STREAM_IDLE, stream.message())
+            .await
+            .map_err(|_| idle())??
+        {
             self.apply_chunk(&member.id, partition, chunk, &mut pulled)?;
         }
         Ok(pulled)

@@ -152,12 +152,13 @@ impl Cluster {
         discovery: Discovery,
     ) -> Self {
         let epoch = list.epoch;
+        let max_message = chunk::max_message_bytes(store.limits());
         Self {
             inner: Arc::new(Inner {
                 router: Router::new(identity.node_id.clone(), list),
                 sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
                 fence: DrainFence::default(),
-                replicator: Replicator::new(PeerClients::new(discovery)),
+                replicator: Replicator::new(PeerClients::new(discovery, max_message)),
                 clock: ClockWatch::new(store.limits().max_clock_offset),
                 store,
                 identity,

@@ -13,7 +13,12 @@ use crate::store::Record;
 pub mod proto {
     // `allow`, not `expect`: which of these fire depends on the generator's version, and
     // an unfulfilled expectation would fail the build on generated code we don't write.
-    #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    #![allow(
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic,
+        reason = "generated code"
+    )]
     tonic::include_proto!("kache.peer.v1");
 }
 

@@ -1,16 +1,21 @@
 //! The memory bound: the one budget every entry and buffer is charged against, and
 //! eviction when it is spent.
 //!
-//! Entries claim their bytes with [`Store::try_reserve`] (all or nothing) and, when the
-//! budget is spent, [`Store::evict_and_reserve`], which evicts by the configured policy.
-//!
 //! `--max-memory` is a hard bound on everything the node holds for the data it serves,
 //! including the chunks of partition data on their way to or from a peer (a stream to a
-//! new owner, a pull, a drain's hand-off). Such a buffer reserves its bytes from the same
-//! budget as entries, with the same all-or-nothing reservation, evicting by the configured
-//! policy when the budget is spent. The reservation lives in a [`BufferGuard`] and is
-//! released when the guard drops, so a buffer that is dropped on any path (sent, applied,
-//! an error, a receiver that went away) gives its bytes back.
+//! new owner, a pull, a drain's hand-off). It is split in two shares:
+//! - **Buffers** hold at most [`Store::buffer_cap`] together (1/8 of the bound, see
+//!   there). A buffer reserves its bytes all or nothing in [`Store::reserve_buffer`] and
+//!   **never evicts**: when the buffers' share is spent, the reservation is refused and
+//!   the exchange fails (callers retry). The reservation lives in a [`BufferGuard`] and
+//!   is released when the guard drops, so a buffer dropped on any path (sent, applied, an
+//!   error, a receiver that went away) gives its bytes back.
+//! - **Entries** take the rest. They claim their bytes with [`Store::try_reserve`] (all
+//!   or nothing) and, when their share is spent, [`Store::evict_and_reserve`], which
+//!   evicts by the configured policy. Entries never take the buffers' share, so a full
+//!   cache can still move partitions, and no buffer, however many streams a peer opens,
+//!   costs a live key. (One exception: a store holding no entries at all admits one entry
+//!   as large as the whole bound, as before the split.)
 
 use std::sync::atomic::Ordering;
 
@@ -18,6 +23,16 @@ use super::entry::Entry;
 use super::eviction::{self, EvictionPolicy};
 use super::partition::PartitionMap;
 use super::{MAX_EVICTIONS_PER_WRITE, Store, StoreError};
+
+/// The buffers' share is 1/8 of `--max-memory`...
+const BUFFER_SHARE: usize = 8;
+/// ...but at least 4 MiB (about 14 chunks of 284 KiB: a few partition streams of three
+/// chunks each, and the pulls this node runs), and at least two of the largest records,
+/// so that any record can move...
+const BUFFER_FLOOR: usize = 4 << 20;
+/// ...and at most 64 MiB (or the floor, if the records are that large): more buffers in
+/// flight would only be more unread chunks. The share never exceeds half the bound.
+const BUFFER_CEILING: usize = 64 << 20;
 
 /// Bytes reserved for one buffer in flight; given back when dropped.
 #[derive(Debug)]
@@ -27,27 +42,71 @@ pub struct BufferGuard {
     bytes: usize,
 }
 
+/// Why a buffer could not be reserved. Buffers never evict, so this is final for now;
+/// the exchange fails and its caller retries.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "no room for a {needed}-byte buffer: buffers in flight hold {held} of their {cap}-byte \
+     share of max memory ({used} of {max_memory} bytes in use); buffers never evict"
+)]
+pub struct NoBufferRoom {
+    pub needed: usize,
+    pub held: usize,
+    pub cap: usize,
+    pub used: usize,
+    pub max_memory: usize,
+}
+
 impl Store {
-    /// Reserves `bytes` for a transient buffer under the same bound as entries: evicting
-    /// by the configured policy if they do not fit, refused with
-    /// [`StoreError::OutOfMemory`] when eviction is off or cannot free enough. A buffer
-    /// larger than the whole bound is refused without evicting anything.
-    pub fn reserve_buffer(&self, bytes: usize) -> Result<BufferGuard, StoreError> {
-        if bytes > self.shared.config.max_memory {
-            return Err(self.out_of_memory(bytes));
+    /// The most all buffers in flight may hold together: 1/8 of `--max-memory`, at least
+    /// 4 MiB and two of the largest records, at most 64 MiB, never more than half the
+    /// bound. Entries never take this share.
+    pub fn buffer_cap(&self) -> usize {
+        let config = &self.shared.config;
+        let largest_record = config.limits.max_key_bytes + config.limits.max_value_bytes;
+        let floor = BUFFER_FLOOR.max(largest_record.saturating_mul(2));
+        (config.max_memory / BUFFER_SHARE)
+            .clamp(floor, BUFFER_CEILING.max(floor))
+            .min(config.max_memory / 2)
+    }
+
+    /// Reserves `bytes` for a transient buffer from the buffers' share, all or nothing.
+    /// Never evicts: refused when the share (or, if an oversized entry took it, the
+    /// bound) has no room for them.
+    pub fn reserve_buffer(&self, bytes: usize) -> Result<BufferGuard, NoBufferRoom> {
+        let cap = self.buffer_cap();
+        let shared = &self.shared;
+        // The share first, then the bound; the share is given back if the bound refuses.
+        // Between the two, an entry may see the buffer counted in the share but not yet
+        // in the bound, and overshoot the entries' share by these bytes; the bound holds.
+        let within_share = shared
+            .buffer_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|&total| total <= cap)
+            })
+            .is_ok();
+        let max = shared.config.max_memory;
+        if within_share {
+            if self.claim(bytes, |total| total <= max) {
+                return Ok(BufferGuard {
+                    store: self.clone(),
+                    bytes,
+                });
+            }
+            shared.buffer_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
-        if bytes > 0 && !self.try_reserve(bytes) {
-            self.evict_and_reserve(bytes)?;
-        }
-        self.shared.buffer_bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(BufferGuard {
-            store: self.clone(),
-            bytes,
+        Err(NoBufferRoom {
+            needed: bytes,
+            held: shared.buffer_bytes.load(Ordering::Relaxed),
+            cap,
+            used: shared.used_bytes.load(Ordering::Relaxed),
+            max_memory: max,
         })
     }
 
     fn release_buffer(&self, bytes: usize) {
         if bytes > 0 {
+            // The share before the bound: in between, entries see less room, not more.
             self.shared.buffer_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.release(bytes);
         }
@@ -77,13 +136,25 @@ impl Drop for BufferGuard {
 
 /// The budget itself: claims, releases and eviction.
 impl Store {
-    /// Claims `bytes` of the budget if they fit, all or nothing.
+    /// Claims `bytes` of the entries' share if they fit, all or nothing. A store holding
+    /// no entries admits one entry up to the whole bound, as long as the buffers in
+    /// flight leave room for it.
     pub(super) fn try_reserve(&self, bytes: usize) -> bool {
         let max = self.shared.config.max_memory;
+        let entries_max = max - self.buffer_cap();
+        let buffers = &self.shared.buffer_bytes;
+        self.claim(bytes, |total| {
+            let entries = total.saturating_sub(buffers.load(Ordering::Relaxed));
+            total <= max && (entries <= entries_max || entries == bytes)
+        })
+    }
+
+    /// Adds `bytes` to the charged total if `fits(new total)`, all or nothing.
+    fn claim(&self, bytes: usize, fits: impl Fn(usize) -> bool) -> bool {
         self.shared
             .used_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&total| total <= max)
+                used.checked_add(bytes).filter(|&total| fits(total))
             })
             .is_ok()
     }

@@ -31,7 +31,7 @@ use crate::clock::{Clock, Hlc, Version};
 use entry::{Entry, EntryMeta};
 pub use eviction::EvictionPolicy;
 pub use expiry::ActiveExpiry;
-pub use memory::BufferGuard;
+pub use memory::{BufferGuard, NoBufferRoom};
 use memory::{Removal, count_removal};
 use partition::PartitionMap;
 pub use partition::key_hash;

@@ -244,9 +244,10 @@ fn lru_eviction_keeps_memory_under_the_bound_and_keeps_hot_keys() {
     }
     let stats = store.stats();
     assert!(stats.evictions > 15_000, "evictions {}", stats.evictions);
+    let room = (max - store.buffer_cap()) / Entry::charge_for(10, 100);
     assert!(
-        stats.keys > 1_000,
-        "the cache stays full: {} keys",
+        stats.keys > room as u64 * 9 / 10,
+        "the cache stays full: {} keys, room for {room}",
         stats.keys
     );
     assert_eq!(store.used(), store.recount_bytes());
@@ -349,91 +350,121 @@ fn a_buffer_is_charged_until_its_guard_drops() {
 }
 
 #[test]
-fn entries_cannot_take_the_room_a_buffer_holds() {
-    let store = Store::new(config(10_000, EvictionPolicy::None));
-    let chunk = store.reserve_buffer(8_000).expect("fits");
-    let value = "x".repeat(2_000);
-    let refused = store
-        .put(b"k", value.as_bytes(), None, &Precondition::None)
-        .expect_err("only 2,000 bytes are left");
-    assert!(
-        matches!(refused, StoreError::OutOfMemory { .. }),
-        "{refused}"
+fn the_buffers_share_is_an_eighth_of_the_bound_within_its_floor_and_ceiling() {
+    let cap = |max: usize| Store::new(config(max, EvictionPolicy::Lru)).buffer_cap();
+    assert_eq!(cap(64 << 20), 8 << 20, "1/8");
+    assert_eq!(cap(16 << 20), 4 << 20, "the 4 MiB floor");
+    assert_eq!(cap(4 << 20), 2 << 20, "never more than half");
+    assert_eq!(cap(1 << 30), 64 << 20, "the ceiling");
+    let mut large_values = config(64 << 20, EvictionPolicy::Lru);
+    large_values.limits.max_value_bytes = 10 << 20;
+    assert_eq!(
+        Store::new(large_values).buffer_cap(),
+        2 * ((10 << 20) + 1024),
+        "room for two of the largest records"
     );
-    assert!(store.reserve_buffer(2_001).is_err(), "nor another buffer");
-    drop(chunk);
-    put(&store, "k", &value);
-    assert_eq!(store.used(), store.recount_bytes());
 }
 
 #[test]
-fn a_buffer_beyond_the_bound_evicts_by_the_policy() {
-    let max = 200 * 1024;
-    let store = Store::new(config(max, EvictionPolicy::Lru));
-    let value = "x".repeat(100);
-    for i in 0..5_000 {
-        put(&store, &format!("k{i}"), &value);
-    }
-    let full = store.stats();
-    assert!(
-        full.evictions > 0 && max - store.used() < 200,
-        "the store is full"
-    );
-    let chunk = store
-        .reserve_buffer(64 * 1024)
-        .expect("eviction makes room");
-    let after = store.stats();
-    assert!(store.used() <= max, "used {} > max {max}", store.used());
-    assert_eq!(store.used(), store.recount_bytes() + 64 * 1024);
-    let evicted = after.evictions - full.evictions;
-    assert!(
-        evicted >= 64 * 1024 / Entry::charge_for(5, 100) as u64,
-        "evicted {evicted} entries for 64 KiB"
-    );
-    assert_eq!(after.keys, full.keys - evicted);
-    drop(chunk);
-    assert_eq!(store.used(), store.recount_bytes());
-}
-
-#[test]
-fn a_buffer_that_does_not_fit_is_refused_like_a_write_without_eviction() {
-    let max = 50 * 1024;
+fn entries_never_take_the_buffers_share() {
+    let max = 100_000;
     let store = Store::new(config(max, EvictionPolicy::None));
+    let share = store.buffer_cap();
     let value = "x".repeat(100);
-    let mut i = 0;
+    let mut written = 0;
     while store
         .put(
-            format!("k{i}").as_bytes(),
+            format!("k{written}").as_bytes(),
             value.as_bytes(),
             None,
             &Precondition::None,
         )
         .is_ok()
     {
-        i += 1;
+        written += 1;
     }
-    let before = store.stats();
-    let refused = store.reserve_buffer(4_096).expect_err("full");
+    let full = store.used();
     assert!(
-        matches!(refused, StoreError::OutOfMemory { needed: 4_096, max_memory, .. } if max_memory == max),
-        "{refused}"
+        full <= max - share && full > max - share - Entry::charge_for(6, 100),
+        "entries fill their share and no more: {full}"
     );
-    assert_eq!(store.stats(), before, "a refused buffer changes nothing");
+    // The whole share is still there for buffers.
+    let buffer = store
+        .reserve_buffer(share)
+        .expect("the buffers' share is free");
+    assert_eq!(store.used(), full + share);
+    assert!(store.reserve_buffer(1).is_err(), "and no more");
+    drop(buffer);
+    assert_eq!(store.used(), store.recount_bytes());
+}
 
-    // Larger than the whole bound: refused without evicting anything, whatever the policy.
-    let lru = Store::new(config(max, EvictionPolicy::Lru));
-    put(&lru, "kept", "v");
-    let refused = lru.reserve_buffer(max + 1).expect_err("can never fit");
-    assert!(
-        matches!(refused, StoreError::OutOfMemory { .. }),
-        "{refused}"
-    );
+#[test]
+fn buffers_never_evict_and_entries_cannot_take_their_room() {
+    let max = 200 * 1024;
+    let store = Store::new(config(max, EvictionPolicy::Lru));
+    let share = store.buffer_cap();
+    let value = "x".repeat(100);
+    for i in 0..5_000 {
+        put(&store, &format!("k{i}"), &value);
+    }
+    let full = store.stats();
+    assert!(full.evictions > 0, "the cache is full");
+    // A full cache still moves partitions: its buffers take their own share...
+    let chunk = store.reserve_buffer(share / 2).expect("the share is free");
+    let after = store.stats();
+    assert_eq!(after.evictions, full.evictions, "a buffer evicts nothing");
+    assert_eq!(after.keys, full.keys);
+    assert_eq!(store.used(), store.recount_bytes() + share / 2);
+    // ...and writes meanwhile evict only for themselves, leaving the buffer its room.
+    for i in 5_000..6_000 {
+        put(&store, &format!("k{i}"), &value);
+    }
+    assert!(store.used() <= max, "used {} > max {max}", store.used());
+    assert_eq!(store.stats().buffer_bytes, (share / 2) as u64);
+    let more = store
+        .reserve_buffer(share / 2)
+        .expect("the rest of the share");
+    let refused = store.reserve_buffer(1).expect_err("the share is spent");
     assert_eq!(
-        get(&lru, "kept").as_deref(),
-        Some("v"),
-        "nothing was evicted"
+        (refused.needed, refused.held, refused.cap),
+        (1, share, share)
     );
-    assert_eq!(lru.stats().buffer_bytes, 0);
+    assert!(refused.to_string().contains("never evict"), "{refused}");
+    drop((chunk, more));
+    assert_eq!(store.used(), store.recount_bytes());
+}
+
+#[test]
+fn a_buffer_beyond_its_share_is_refused_without_evicting_anything() {
+    let max = 50 * 1024;
+    for policy in [EvictionPolicy::None, EvictionPolicy::Lru] {
+        let store = Store::new(config(max, policy));
+        put(&store, "kept", "v");
+        let before = store.stats();
+        let refused = store
+            .reserve_buffer(store.buffer_cap() + 1)
+            .expect_err("beyond the share");
+        assert_eq!(refused.max_memory, max);
+        assert_eq!(store.stats(), before, "a refused buffer changes nothing");
+        assert!(
+            store.reserve_buffer(max + 1).is_err(),
+            "nor beyond the bound"
+        );
+        assert_eq!(get(&store, "kept").as_deref(), Some("v"));
+        assert_eq!(store.stats().buffer_bytes, 0);
+    }
+}
+
+#[test]
+fn an_empty_store_admits_one_entry_beyond_the_entries_share() {
+    let max = 100_000;
+    for policy in [EvictionPolicy::None, EvictionPolicy::Lru] {
+        let store = Store::new(config(max, policy));
+        let large = "x".repeat(max - store.buffer_cap() + 1_000);
+        put(&store, "large", &large);
+        assert_eq!(get(&store, "large").as_deref(), Some(large.as_str()));
+        assert!(store.used() <= max);
+    }
 }
 
 #[test]

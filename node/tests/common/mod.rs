@@ -1,6 +1,11 @@
 //! Shared harness: a real `kache-node` process, killed on drop.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    reason = "test harness: each test crate uses part of it, and a failed step fails the test"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

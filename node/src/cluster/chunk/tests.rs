@@ -1,8 +1,9 @@
 //! Partition chunks in flight are charged against `--max-memory` on every path: a stream's
 //! queued chunks on the sender, a pulled chunk on the receiver, a drain's hand-off on both
 //! sides. A chunk that does not fit fails its exchange with `RESOURCE_EXHAUSTED`, changes
-//! nothing, and the exchange succeeds once there is room. Two nodes in one process, over
-//! real gRPC on loopback.
+//! nothing, and the exchange succeeds once there is room. A chunk never evicts an entry.
+//! Two nodes in one process, over real gRPC on loopback, served with the node's transport
+//! limits. (The idle deadlines are tested in `peer/server/tests.rs`.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio_stream::StreamExt;
 use super::*;
 use crate::cluster::discovery::Discovery;
 use crate::cluster::membership::{Member, MemberList, ReplicationFactor};
-use crate::cluster::peer::PeerService;
+use crate::cluster::peer::{PeerService, server};
 use crate::cluster::wire::Identity;
 use crate::cluster::{Cluster, Consistency, Defaults};
 use crate::store::entry::Entry;
@@ -70,15 +71,13 @@ fn entry_and_chunk_bytes(keys: &[Vec<u8>]) -> (usize, usize) {
     (entries, chunk_charge(&records))
 }
 
-/// Fills `store` with one entry so that exactly `free` bytes are left.
-fn leave_free(store: &Store, free: usize) {
-    let used = usize::try_from(store.stats().bytes).expect("fits");
-    let value = store.config().max_memory - free - used - Entry::charge_for(6, 0);
-    put(store, b"filler", value);
-    assert_eq!(
-        store.config().max_memory - usize::try_from(store.stats().bytes).expect("fits"),
-        free
-    );
+/// Takes all of `store`'s buffers' share but `free` bytes, as other exchanges in flight
+/// would; the room comes back when the guard drops.
+fn leave_buffer_room(store: &Store, free: usize) -> BufferGuard {
+    let held = store.buffer_cap() - free;
+    let guard = store.reserve_buffer(held).expect("the share is free");
+    assert_eq!(store.stats().buffer_bytes, held as u64);
+    guard
 }
 
 /// Two members, `a` and `b`, each serving the peer protocol on loopback.
@@ -118,9 +117,9 @@ async fn pair(a: Store, b: Store, replication_factor: u16) -> (Cluster, Cluster)
             defaults,
             Discovery::from_list(),
         );
-        let server = tonic::transport::Server::builder()
+        let server = server::transport()
             .add_service(PeerService::new(cluster.clone()).into_server())
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+            .serve_with_incoming(server::incoming(listener));
         tokio::spawn(server);
         clusters.push(cluster);
     }
@@ -210,12 +209,13 @@ async fn a_stream_charges_the_chunks_it_queues_until_they_are_taken() {
 #[tokio::test]
 async fn a_source_without_room_for_a_chunk_fails_the_pull_and_keeps_its_data() {
     let keys = keys_of(1, 100);
-    let (entries, chunk) = entry_and_chunk_bytes(&keys);
-    // The source holds its entries with less room left than one chunk needs.
-    let source = store("a", entries + (chunk - entries) / 2, EvictionPolicy::None);
+    let (_, chunk) = entry_and_chunk_bytes(&keys);
+    let source = store("a", 64 << 20, EvictionPolicy::Lru);
     for key in &keys {
         put(&source, key, VALUE);
     }
+    // Other exchanges hold the source's buffers' share but less than one chunk.
+    let held = leave_buffer_room(&source, chunk / 2);
     let before = source.stats();
     let (a, b) = pair(
         source.clone(),
@@ -239,19 +239,25 @@ async fn a_source_without_room_for_a_chunk_fails_the_pull_and_keeps_its_data() {
     );
     assert_eq!(b.store().stats().keys, 0, "nothing arrived");
     eventually("the source's stream to end", || {
-        a.store().stats().buffer_bytes == 0
+        a.store().stats().buffer_bytes == before.buffer_bytes
     })
     .await;
-    assert_eq!(a.store().stats(), before, "the source lost nothing");
+    assert_eq!(
+        a.store().stats(),
+        before,
+        "the source lost nothing: a buffer never evicts"
+    );
+    drop(held);
+    let pulled = b.pull(&member(&b, "a"), 1, Vec::new()).await.expect("pull");
+    assert_eq!(pulled.stored, 100, "with room, the retry brings everything");
 }
 
 #[tokio::test]
 async fn a_pull_without_room_for_a_chunk_fails_instead_of_overcommitting() {
     let keys = keys_of(2, 100);
-    let (entries, chunk) = entry_and_chunk_bytes(&keys);
+    let (_, chunk) = entry_and_chunk_bytes(&keys);
     let receiver = store("b", 1 << 20, EvictionPolicy::None);
-    // Room for the entries, but not for the entries and the chunk that carries them.
-    leave_free(&receiver, entries + (chunk - entries) / 2);
+    let held = leave_buffer_room(&receiver, chunk / 2);
     let source = store("a", 64 << 20, EvictionPolicy::None);
     for key in &keys {
         put(&source, key, VALUE);
@@ -269,13 +275,15 @@ async fn a_pull_without_room_for_a_chunk_fails_instead_of_overcommitting() {
     );
     assert!(refused.message().contains("pulled from 'a'"), "{refused:?}");
     let after = receiver.stats();
-    assert_eq!((after.keys, after.buffer_bytes), (1, 0), "only the filler");
+    assert_eq!(
+        (after.keys, after.buffer_bytes),
+        (0, held.bytes() as u64),
+        "nothing applied, nothing more held"
+    );
     assert!(after.bytes <= after.max_memory);
 
     // With room, the same pull (as the callers retry it) brings everything.
-    receiver
-        .delete(b"filler", &Precondition::None)
-        .expect("delete");
+    drop(held);
     let pulled = b.pull(&member(&b, "a"), 2, Vec::new()).await.expect("pull");
     assert_eq!((pulled.streamed, pulled.stored), (100, 100));
     assert!(holds_all(&receiver, &keys));
@@ -284,18 +292,19 @@ async fn a_pull_without_room_for_a_chunk_fails_instead_of_overcommitting() {
 }
 
 #[tokio::test]
-async fn a_full_node_makes_room_for_a_pulled_chunk_before_applying_it() {
+async fn a_full_node_takes_a_pulled_chunk_into_its_buffers_share_and_evicts_only_for_its_records() {
     let keys = keys_of(3, 100);
-    let (_, chunk) = entry_and_chunk_bytes(&keys);
-    let max = 512 * 1024;
+    let (entries, _) = entry_and_chunk_bytes(&keys);
+    let max = 4 << 20;
     let receiver = store("b", max, EvictionPolicy::Lru);
-    // Full of equal-sized filler entries, so evictions count the bytes freed.
+    // Full of equal-sized filler entries, so evictions count the bytes freed; so many
+    // that sampled LRU practically never picks a just-pulled record instead.
     let filler = Entry::charge_for(7, 100);
     for i in 0..max / filler + 100 {
         put(&receiver, format!("f{i:06}").as_bytes(), 100);
     }
     let full = receiver.stats();
-    assert!(full.evictions > 0 && full.bytes > (max - filler) as u64);
+    assert!(full.evictions > 0);
     let source = store("a", 64 << 20, EvictionPolicy::None);
     for key in &keys {
         put(&source, key, VALUE);
@@ -307,11 +316,11 @@ async fn a_full_node_makes_room_for_a_pulled_chunk_before_applying_it() {
     let after = receiver.stats();
     assert!(after.bytes <= max as u64);
     let evicted = usize::try_from(after.evictions - full.evictions).expect("fits");
-    // Room for the chunk itself, not just for the entries it carries (which need
-    // `entries`, 40 bytes a record less).
+    // Room for the records stored, as client writes of them would make; none for the
+    // chunk that carried them, which took the buffers' share.
     assert!(
-        evicted * filler >= chunk,
-        "evicted {} bytes for a {chunk}-byte chunk",
+        evicted * filler + filler >= entries && evicted * filler < entries + filler,
+        "evicted {} bytes for {entries} bytes of records",
         evicted * filler
     );
     assert!(holds_all(&receiver, &keys));
@@ -321,9 +330,9 @@ async fn a_full_node_makes_room_for_a_pulled_chunk_before_applying_it() {
 #[tokio::test]
 async fn a_startup_sync_refused_for_memory_is_retried_until_it_holds_everything() {
     let keys = keys_of(0, 100);
-    let (entries, chunk) = entry_and_chunk_bytes(&keys);
+    let (_, chunk) = entry_and_chunk_bytes(&keys);
     let receiver = store("b", 1 << 20, EvictionPolicy::None);
-    leave_free(&receiver, entries + (chunk - entries) / 2);
+    let held = leave_buffer_room(&receiver, chunk / 2);
     let source = store("a", 64 << 20, EvictionPolicy::None);
     for key in &keys {
         put(&source, key, VALUE);
@@ -337,9 +346,7 @@ async fn a_startup_sync_refused_for_memory_is_retried_until_it_holds_everything(
 
     eventually("a refused pull", || b.sync_report().failures > 0).await;
     assert!(!b.is_synced(), "a refused pull is not 'no data'");
-    receiver
-        .delete(b"filler", &Precondition::None)
-        .expect("delete");
+    drop(held);
     tokio::time::timeout(Duration::from_secs(10), sync)
         .await
         .expect("the retry succeeds once there is room")
@@ -359,20 +366,22 @@ async fn a_hand_off_is_charged_by_the_sender_and_by_the_holder() {
     .await;
     let partition = *probe_a.view().owned().first().expect("a owns a partition");
     let keys = keys_of(partition, 100);
-    let (entries, chunk) = entry_and_chunk_bytes(&keys);
+    let (_, chunk) = entry_and_chunk_bytes(&keys);
 
     // The sender has no room for the chunk it would send.
-    let sender = store("a", entries + (chunk - entries) / 2, EvictionPolicy::None);
+    let sender = store("a", 1 << 20, EvictionPolicy::None);
     for key in &keys {
         put(&sender, key, VALUE);
     }
+    let held = leave_buffer_room(&sender, chunk / 2);
     let holder = store("b", 64 << 20, EvictionPolicy::None);
     let (a, _b) = pair(sender.clone(), holder.clone(), 1).await;
     let drained = a.drain().await;
     assert_eq!((drained.partitions, drained.failed), (0, 1));
     assert_eq!(holder.stats().keys, 0, "nothing was sent");
     assert!(holds_all(&sender, &keys));
-    assert_eq!(sender.stats().buffer_bytes, 0);
+    assert_eq!(sender.stats().buffer_bytes, held.bytes() as u64);
+    drop(held);
 
     // The holder has room for the entries but not for the batch that carries them.
     let sender = store("a", 64 << 20, EvictionPolicy::None);
@@ -380,20 +389,18 @@ async fn a_hand_off_is_charged_by_the_sender_and_by_the_holder() {
         put(&sender, key, VALUE);
     }
     let holder = store("b", 1 << 20, EvictionPolicy::None);
-    leave_free(&holder, entries + (chunk - entries) / 2);
+    let held = leave_buffer_room(&holder, chunk / 2);
     let (a, _b) = pair(sender, holder.clone(), 1).await;
     let drained = a.drain().await;
     assert_eq!((drained.partitions, drained.failed), (0, 1));
     let refused = holder.stats();
     assert_eq!(
         (refused.keys, refused.buffer_bytes),
-        (1, 0),
-        "only the filler"
+        (0, held.bytes() as u64),
+        "nothing stored, nothing more held"
     );
 
-    holder
-        .delete(b"filler", &Precondition::None)
-        .expect("delete");
+    drop(held);
     let drained = a.drain().await;
     assert_eq!((drained.partitions, drained.records), (1, 100));
     assert!(holds_all(&holder, &keys));

@@ -26,6 +26,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// EndpointSlice entry can reach this node a moment after the member list naming it.
 const ADDRESS_WAIT: Duration = Duration::from_secs(3);
 const ADDRESS_POLL: Duration = Duration::from_millis(50);
+/// HTTP/2 pings while calls are open, and how long an answer may take: a call to a peer
+/// gone without a FIN fails within 30 s instead of waiting on the dead connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Clients for other members: one lazily connected channel per member, to the address
 /// discovery gives for it now. When that address changes (a recreated pod), the next call
@@ -33,6 +38,8 @@ const ADDRESS_POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct PeerClients {
     discovery: Discovery,
+    /// The largest message sent or accepted (see [`crate::cluster::chunk::max_message_bytes`]).
+    max_message: usize,
     /// A parking_lot mutex, never held across an `.await`: callers clone a client out.
     channels: Arc<Mutex<HashMap<String, Connected>>>,
 }
@@ -41,9 +48,12 @@ pub struct PeerClients {
 type Connected = (SocketAddr, PeerClient<Channel>);
 
 impl PeerClients {
-    pub fn new(discovery: Discovery) -> Self {
+    /// Clients reaching members where `discovery` finds them, exchanging messages of up
+    /// to `max_message` bytes.
+    pub fn new(discovery: Discovery, max_message: usize) -> Self {
         Self {
             discovery,
+            max_message,
             channels: Arc::default(),
         }
     }
@@ -72,8 +82,13 @@ impl PeerClients {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| Status::internal(format!("bad peer address {address}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
-        let client = PeerClient::new(endpoint.connect_lazy());
+            .timeout(REQUEST_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .tcp_keepalive(Some(TCP_KEEPALIVE));
+        let client = PeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message);
         channels.insert(member.id.clone(), (address, client.clone()));
         Ok(client)
     }
@@ -124,7 +139,7 @@ mod tests {
         let first: SocketAddr = "10.0.0.1:7071".parse().expect("addr");
         let moved: SocketAddr = "10.0.0.2:7071".parse().expect("addr");
         let discovery = Discovery::knowing(HashMap::from([("a".to_owned(), first)]));
-        let clients = PeerClients::new(discovery.clone());
+        let clients = PeerClients::new(discovery.clone(), 4 << 20);
         let connected = |id: &str| clients.channels.lock().get(id).map(|(address, _)| *address);
 
         clients.client(&member("a")).expect("known address");
@@ -151,7 +166,7 @@ mod tests {
     async fn a_call_waits_briefly_for_an_address_discovery_has_not_seen_yet() {
         let late: SocketAddr = "10.0.0.3:7071".parse().expect("addr");
         let discovery = Discovery::knowing(HashMap::new());
-        let clients = PeerClients::new(discovery.clone());
+        let clients = PeerClients::new(discovery.clone(), 4 << 20);
         let learn = {
             let discovery = discovery.clone();
             tokio::spawn(async move {

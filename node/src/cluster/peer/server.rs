@@ -1,10 +1,33 @@
 //! The server side of the peer protocol: what a node answers other members, from its own
-//! store.
+//! store, and the transport limits it answers them under.
 //!
 //! Every request names its sender and protocol version. A peer on another version is
 //! refused with `FAILED_PRECONDITION` and logged, never answered with a guess. A node
 //! that has not re-synced what it owns refuses to be a source (reads, digests, streams).
+//!
+//! What a peer can make the server hold, whatever it reads or does not read, is bounded
+//! here (see "Memory bound and eviction" in docs/architecture.md):
+//! - HTTP/2: at most [`MAX_CONCURRENT_STREAMS`] requests per connection, messages up to
+//!   [`chunk::max_message_bytes`] each way, and a connection whose peer stops answering
+//!   pings (HTTP/2 and TCP keepalive) is closed.
+//! - Partition streams: at most [`MAX_PARTITION_STREAMS`] at once on the whole node
+//!   (more are refused with `RESOURCE_EXHAUSTED`, and callers retry). Each charges its
+//!   queued chunks to the buffers' share of `--max-memory`, never evicting, and gives them
+//!   back after [`chunk::STREAM_IDLE`] without a chunk taken.
+//!
+//! Not bounded here: an unread stream also holds about one encoded chunk in the HTTP/2
+//! transport until the peer reads, resets it or its connection closes (tonic exposes no
+//! limit on that buffer), and it keeps its place among the partition streams meanwhile.
+//! A node's own pulls reset their stream at their idle deadline; a peer that keeps streams
+//! unread on a live connection holds those places, and their transport buffers, until it
+//! goes away.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
@@ -13,20 +36,68 @@ use crate::cluster::wire::{PROTOCOL_VERSION, proto, syncing};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
 use proto::peer_server::Peer;
 
+/// Concurrent requests (HTTP/2 streams) on one peer connection. A member forwards every
+/// client request it does not own over one connection per peer, so this is about the
+/// client concurrency a node sustains through one peer (50 in the benchmarks).
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Partition streams the node serves at once; more are refused with
+/// `RESOURCE_EXHAUSTED` and retried by their callers. A member pulls from one source at a
+/// time (its move, its startup sync and anti-entropy each walk partitions in turn), so
+/// this lets about eight peers pull at once; beyond that they would only wait behind each
+/// other for the buffers' share. Each unread stream holds about one encoded chunk in the
+/// transport: with 48 MiB of entries on a 64 MiB node and 3,000 unread streams attempted
+/// over 1 and over 30 connections, a limit of 32 peaked at 93 and 98 MiB of RSS, 16 at 86
+/// and 94 MiB.
+pub const MAX_PARTITION_STREAMS: usize = 16;
+/// HTTP/2 pings on an idle-looking connection, and how long an answer may take: a peer
+/// that is gone without a FIN (a half-open connection) is dropped within 30 s.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive: the kernel's own probe, which also reaps a connection that never got
+/// as far as HTTP/2.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The peer server with the transport limits above; add the [`PeerService`] to it.
+pub fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .concurrency_limit_per_connection(MAX_CONCURRENT_STREAMS as usize)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// Accepted peer connections from `listener`, with TCP keepalive and `TCP_NODELAY` (the
+/// builder's own settings apply only to listeners it binds itself; without NODELAY every
+/// peer call waited ~20-40 ms on Nagle and delayed ACKs).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
+}
+
 /// The server side: answers other nodes from this node's own store.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     cluster: Cluster,
+    /// Places for the partition streams served at once.
+    streams: Arc<Semaphore>,
 }
 
 impl PeerService {
     /// Answers from `cluster`'s store, holding peers' records to its limits.
     pub fn new(cluster: Cluster) -> Self {
-        Self { cluster }
+        Self {
+            cluster,
+            streams: Arc::new(Semaphore::new(MAX_PARTITION_STREAMS)),
+        }
     }
 
+    /// The generated server, with message sizes bounded by the node's record limits.
     pub fn into_server(self) -> proto::peer_server::PeerServer<Self> {
+        let max_message = chunk::max_message_bytes(self.store().limits());
         proto::peer_server::PeerServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
     }
 
     fn store(&self) -> &Store {
@@ -82,11 +153,13 @@ impl Peer for PeerService {
             }
             Some(wanted)
         };
-        Ok(Response::new(chunk::stream_partition(
-            self.store().clone(),
-            partition,
-            buckets,
-        )))
+        let slot = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this node already serves {MAX_PARTITION_STREAMS} partition streams"
+            ))
+        })?;
+        let stream = chunk::stream_partition(self.store().clone(), partition, buckets);
+        Ok(Response::new(stream.holding(slot)))
     }
 
     async fn hello(
@@ -258,3 +331,6 @@ impl PeerService {
         Ok(record)
     }
 }
+
+#[cfg(test)]
+mod tests;
