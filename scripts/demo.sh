@@ -37,8 +37,8 @@ echo "== building kache (cargo build)"
 cargo build --locked -p kache-node -p kache-operator -p process-kubelet --bins
 tests/k8s/cluster.sh up
 tests/k8s/cluster.sh kubelet-up \
-  --image "kache/node=$root/target/debug/kache-node" \
-  --image "kache/operator=$root/target/debug/kache-operator"
+  --image "kache/node=${CARGO_TARGET_DIR:-$root/target}/debug/kache-node" \
+  --image "kache/operator=${CARGO_TARGET_DIR:-$root/target}/debug/kache-operator"
 eval "$(tests/k8s/cluster.sh env | grep '^export KUBECONFIG=')"
 
 echo "== helm install kache charts/kache"

@@ -48,8 +48,8 @@ echo "== control plane and kubelet"
 tests/k8s/cluster.sh down >/dev/null 2>&1 || true
 tests/k8s/cluster.sh up
 tests/k8s/cluster.sh kubelet-up \
-  --image "kache/node=$root/target/debug/kache-node" \
-  --image "kache/operator=$root/target/debug/kache-operator"
+  --image "kache/node=${CARGO_TARGET_DIR:-$root/target}/debug/kache-node" \
+  --image "kache/operator=${CARGO_TARGET_DIR:-$root/target}/debug/kache-operator"
 eval "$(tests/k8s/cluster.sh env | grep '^export KUBECONFIG=')"
 kubectl apply --server-side -f crds/cachecluster.yaml >/dev/null
 

@@ -40,7 +40,7 @@
 #   KACHE_K8S_ETCD_NO_FSYNC  true          (etcd --unsafe-no-fsync: throwaway data)
 #   KACHE_K8S_WAIT           120           (seconds allowed for each readiness step)
 #   KACHE_K8S_STOP_TIMEOUT   15            (seconds from SIGTERM to SIGKILL in `down`)
-#   KACHE_KUBELET_BIN        <repo>/target/debug/kache-kubelet
+#   KACHE_KUBELET_BIN        ${CARGO_TARGET_DIR:-<repo>/target}/debug/kache-kubelet
 #   KACHE_K8S_NODE_NAME      kache-local   (the kubelet's Node)
 #   KACHE_K8S_POD_CIDR       10.88.1.0/24  (pod IPs the kubelet hands out; default: the
 #                                          second /24 of KACHE_K8S_BRIDGE_CIDR's subnet)
@@ -67,7 +67,7 @@ CLUSTER_NAME="kache"
 MARKER=".kache-k8s-cluster"              # DIR is only ever rm -rf'ed if it has this
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 KUBELET=kache-kubelet
-KUBELET_BIN="${KACHE_KUBELET_BIN:-${SELF_DIR}/../../target/debug/kache-kubelet}"
+KUBELET_BIN="${KACHE_KUBELET_BIN:-${CARGO_TARGET_DIR:-${SELF_DIR}/../../target}/debug/kache-kubelet}"
 NODE_NAME="${KACHE_K8S_NODE_NAME:-kache-local}"
 KUBELET_STOP_TIMEOUT="${KACHE_KUBELET_STOP_TIMEOUT:-40}"
 
