@@ -136,7 +136,7 @@ fn store_samples(stats: &StoreStats) -> [Sample; 10] {
     ]
 }
 
-/// The node's lifecycle, cluster sync counters, client connections and process memory.
+/// The node's lifecycle, cluster sync counters, connections, clock and process memory.
 fn node_samples(state: &AppState) -> Vec<Sample> {
     let sync = state.cluster.sync_report();
     let mut samples = vec![
@@ -183,6 +183,21 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
             sync.failures,
         ),
     ];
+    samples.extend(connection_and_clock_samples(state));
+    if let Some(rss) = resident_memory_bytes() {
+        samples.push((
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        ));
+    }
+    samples
+}
+
+/// Client HTTP connections and how this node's clock compares with its peers'.
+fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
+    let mut samples = Vec::new();
     let connections = state.connections();
     samples.extend([
         (
@@ -225,14 +240,6 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
             clock.refused_versions,
         ),
     ]);
-    if let Some(rss) = resident_memory_bytes() {
-        samples.push((
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            rss,
-        ));
-    }
     samples
 }
 
