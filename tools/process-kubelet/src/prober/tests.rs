@@ -58,11 +58,23 @@ async fn tcp_connect_decides() {
         Ok(())
     );
     drop(listener);
-    assert!(
-        check(&Action::Tcp { host: None, port }, &target())
+    // A closed port refuses. The freed port number can be taken again at once by a test
+    // running alongside, so a success may be that test's listener: try a few fresh ones.
+    let mut refused = check(&Action::Tcp { host: None, port }, &target())
+        .await
+        .is_err();
+    for _ in 0..5 {
+        if refused {
+            break;
+        }
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        refused = check(&Action::Tcp { host: None, port }, &target())
             .await
-            .is_err()
-    );
+            .is_err();
+    }
+    assert!(refused, "a closed port was reported open");
 }
 
 #[tokio::test(start_paused = true)]
