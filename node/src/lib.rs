@@ -20,6 +20,8 @@ pub mod http;
 pub mod lifecycle;
 pub mod shutdown;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 

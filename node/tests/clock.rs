@@ -44,19 +44,12 @@ fn skewed(skews: &[Option<&str>], replication_factor: &str) -> StaticCluster {
 }
 
 async fn put(node: &Node, key: &str, value: &str, if_match: Option<&str>) -> reqwest::Response {
-    let mut request = node
-        .http
-        .put(node.url(&format!("/v1/keys/{key}")))
-        .body(value.to_owned());
-    if let Some(tag) = if_match {
-        request = request.header("if-match", tag);
-    }
-    request.send().await.unwrap()
+    node.put_key(key, value, if_match.map(|v| ("if-match", v)))
+        .await
 }
 
 async fn get(node: &Node, key: &str) -> (StatusCode, String) {
-    let response = node.get(&format!("/v1/keys/{key}")).await;
-    (response.status(), response.text().await.unwrap())
+    node.get_key(key).await
 }
 
 async fn cluster_report(node: &Node) -> Json {

@@ -71,16 +71,8 @@ impl TestCluster {
             let node = cluster.spawn(i);
             cluster.nodes.push(node);
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
         for node in &cluster.nodes {
-            while !node.is_ready() {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {} never became ready",
-                    node.addr
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            node.wait_ready(Duration::from_secs(20));
         }
         cluster
     }
@@ -142,19 +134,12 @@ impl Drop for TestCluster {
 }
 
 async fn put(node: &Node, key: &str, value: &str, consistency: Option<&str>) -> reqwest::Response {
-    let mut request = node
-        .http
-        .put(node.url(&format!("/v1/keys/{key}")))
-        .body(value.to_owned());
-    if let Some(level) = consistency {
-        request = request.header("x-kache-consistency", level);
-    }
-    request.send().await.unwrap()
+    node.put_key(key, value, consistency.map(|v| ("x-kache-consistency", v)))
+        .await
 }
 
 async fn get(node: &Node, key: &str) -> (StatusCode, String) {
-    let response = node.get(&format!("/v1/keys/{key}")).await;
-    (response.status(), response.text().await.unwrap())
+    node.get_key(key).await
 }
 
 #[tokio::test]

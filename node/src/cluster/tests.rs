@@ -20,18 +20,12 @@ fn list(epoch: u64, members: &[&str], departing: &[&str]) -> MemberList {
 }
 
 fn node(id: &str, list: MemberList) -> Cluster {
-    let store = Store::new(crate::store::StoreConfig {
-        node_id: id.into(),
-        partitions: PARTITIONS,
-        max_memory: 1 << 20,
-        eviction: crate::store::EvictionPolicy::Lru,
-        limits: crate::store::RecordLimits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            tombstone_ttl: Duration::from_secs(60),
-            max_clock_offset: Duration::from_millis(500),
-        },
-    });
+    let store = Store::new(crate::store::StoreConfig::for_tests(
+        id,
+        PARTITIONS,
+        1 << 20,
+        crate::store::EvictionPolicy::Lru,
+    ));
     let defaults = Defaults {
         read: Consistency::Quorum,
         write: Consistency::Quorum,

@@ -67,6 +67,31 @@ pub struct StoreConfig {
     pub limits: RecordLimits,
 }
 
+#[cfg(test)]
+impl StoreConfig {
+    /// A store for unit tests: 1 KiB keys, 1 MiB values, 60 s tombstones, and the default
+    /// 500 ms clock bound.
+    pub(crate) fn for_tests(
+        node_id: &str,
+        partitions: u32,
+        max_memory: usize,
+        eviction: EvictionPolicy,
+    ) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            partitions,
+            max_memory,
+            eviction,
+            limits: RecordLimits {
+                max_key_bytes: 1024,
+                max_value_bytes: 1 << 20,
+                tombstone_ttl: Duration::from_secs(60),
+                max_clock_offset: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
 /// A cheap, cloneable handle on the store.
 #[derive(Debug, Clone)]
 pub struct Store {

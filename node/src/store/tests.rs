@@ -6,18 +6,7 @@ use std::time::Duration;
 use super::*;
 
 fn config(max_memory: usize, eviction: EvictionPolicy) -> StoreConfig {
-    StoreConfig {
-        node_id: "test".into(),
-        partitions: 16,
-        max_memory,
-        eviction,
-        limits: crate::store::RecordLimits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            tombstone_ttl: Duration::from_secs(60),
-            max_clock_offset: Duration::from_millis(500),
-        },
-    }
+    StoreConfig::for_tests("test", 16, max_memory, eviction)
 }
 
 fn store() -> Store {

@@ -97,6 +97,29 @@ impl Node {
             .expect("PUT")
     }
 
+    /// `PUT /v1/keys/{key}` with `value`, and one extra `header` if given.
+    pub async fn put_key(
+        &self,
+        key: &str,
+        value: &str,
+        header: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .put(self.url(&format!("/v1/keys/{key}")))
+            .body(value.to_owned());
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send().await.expect("PUT")
+    }
+
+    /// `GET /v1/keys/{key}`: the status and the body.
+    pub async fn get_key(&self, key: &str) -> (reqwest::StatusCode, String) {
+        let response = self.get(&format!("/v1/keys/{key}")).await;
+        (response.status(), response.text().await.expect("body"))
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("GET")
     }

@@ -19,23 +19,13 @@ use crate::cluster::wire::Identity;
 use crate::cluster::{Cluster, Consistency, Defaults};
 use crate::store::entry::Entry;
 use crate::store::{EvictionPolicy, Precondition, StoreConfig};
+use crate::test_support::eventually;
 
 const PARTITIONS: u32 = 4;
 const VALUE: usize = 1_000;
 
 fn store(id: &str, max_memory: usize, eviction: EvictionPolicy) -> Store {
-    Store::new(StoreConfig {
-        node_id: id.into(),
-        partitions: PARTITIONS,
-        max_memory,
-        eviction,
-        limits: crate::store::RecordLimits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            tombstone_ttl: Duration::from_secs(60),
-            max_clock_offset: Duration::from_millis(500),
-        },
-    })
+    Store::new(StoreConfig::for_tests(id, PARTITIONS, max_memory, eviction))
 }
 
 /// `count` keys of `partition`.
@@ -138,17 +128,6 @@ fn member(cluster: &Cluster, id: &str) -> Member {
         .find(|m| m.id == id)
         .cloned()
         .expect("member")
-}
-
-/// Waits (up to 10 s) until `done` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn holds_all(store: &Store, keys: &[Vec<u8>]) -> bool {

@@ -15,36 +15,15 @@ use crate::cluster::membership::{Member, MemberList, ReplicationFactor};
 use crate::cluster::wire::Identity;
 use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::Entry;
-use crate::store::{EvictionPolicy, Precondition, RecordLimits, StoreConfig};
+use crate::store::{EvictionPolicy, Precondition, StoreConfig};
+use crate::test_support::eventually;
 use proto::peer_client::PeerClient;
 
 const MAX_MEMORY: usize = 16 << 20;
 const VALUE: usize = 1_000;
 
 fn store(max_memory: usize, eviction: EvictionPolicy) -> Store {
-    Store::new(StoreConfig {
-        node_id: "a".into(),
-        partitions: 4,
-        max_memory,
-        eviction,
-        limits: RecordLimits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            tombstone_ttl: Duration::from_secs(60),
-            max_clock_offset: Duration::from_millis(500),
-        },
-    })
-}
-
-/// Waits (up to 10 s) until `done` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
+    Store::new(StoreConfig::for_tests("a", 4, max_memory, eviction))
 }
 
 /// A single node with `keys` keys of `VALUE` bytes (or, with `None`, filled to within a
