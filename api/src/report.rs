@@ -51,6 +51,15 @@ pub struct NodeReport {
     /// The newest epoch whose partitions this node fully holds (0 before its startup sync).
     #[serde(default)]
     pub synced_epoch: u64,
+    /// When this incarnation started (ms since the Unix epoch; 0 from older nodes).
+    #[serde(default)]
+    pub started_at_ms: u64,
+    /// Owned partitions the startup sync found no live copy of on any other member:
+    /// nobody else held them when this incarnation started. After a restart, whatever
+    /// this node held of them before is lost; on a new cluster or a new member it means
+    /// nothing (there was nothing to hold yet). Empty until the startup sync finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions_without_copy: Vec<u32>,
 }
 
 /// Where a node stands in a member list.

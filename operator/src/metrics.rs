@@ -36,6 +36,8 @@ struct ClusterGauges {
     partitions_moved: u64,
     partitions_total: u64,
     bytes_moved: u64,
+    data_loss_incidents: u64,
+    last_data_loss_seconds: i64,
 }
 
 /// A per-cluster gauge: name, help, and how to read it.
@@ -67,6 +69,11 @@ impl Metrics {
                 partitions_moved: rebalance.partitions_moved,
                 partitions_total: rebalance.partitions_total,
                 bytes_moved: rebalance.bytes_moved,
+                data_loss_incidents: status.data_loss_incidents,
+                last_data_loss_seconds: status
+                    .last_data_loss
+                    .as_ref()
+                    .map_or(0, |loss| loss.detected_at.0.as_second()),
             },
         );
     }
@@ -184,6 +191,34 @@ impl Inner {
                 let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
             }
         }
+        // From the status, so it survives an operator restart: a counter an alert can
+        // take the increase() of.
+        header(
+            out,
+            "kache_cachecluster_data_loss_incidents_total",
+            "counter",
+            "Member restarts that came back with no live copy of partitions they own.",
+        );
+        for (cluster, g) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "kache_cachecluster_data_loss_incidents_total{{cluster=\"{cluster}\"}} {}",
+                g.data_loss_incidents
+            );
+        }
+        header(
+            out,
+            "kache_cachecluster_last_data_loss_timestamp_seconds",
+            "gauge",
+            "When the last data loss was detected (Unix seconds; 0 if never).",
+        );
+        for (cluster, g) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "kache_cachecluster_last_data_loss_timestamp_seconds{{cluster=\"{cluster}\"}} {}",
+                g.last_data_loss_seconds
+            );
+        }
         header(
             out,
             "kache_cachecluster_phase",
@@ -220,6 +255,7 @@ mod tests {
             epoch: 5,
             replicas: 3,
             phase: Phase::Rebalancing,
+            data_loss_incidents: 2,
             ..CacheClusterStatus::default()
         };
         metrics.observe("shop/demo", &status, Duration::from_millis(20));
@@ -241,6 +277,12 @@ mod tests {
         );
         assert!(text.contains("kache_operator_reconcile_failures_total{reason=\"kube\"} 2"));
         assert!(text.contains("kache_operator_reconciliations_total 1"));
+        assert!(
+            text.contains("kache_cachecluster_data_loss_incidents_total{cluster=\"shop/demo\"} 2")
+        );
+        assert!(text.contains(
+            "kache_cachecluster_last_data_loss_timestamp_seconds{cluster=\"shop/demo\"} 0"
+        ));
         assert!(text.contains("# TYPE kache_operator_reconcile_failures_total counter"));
         assert!(text.contains("# TYPE kache_cachecluster_phase gauge"));
         assert!(

@@ -398,6 +398,8 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
                 held_not_owned: report.map_or(0, |r| partition_count(r.ownership.held_not_owned)),
                 name,
                 role,
+                // The status fills it in: it needs the incarnation recorded before.
+                incarnation: None,
             }
         })
         .collect()

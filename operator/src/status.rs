@@ -4,19 +4,23 @@
 //! the plan as it is: the status reports the decision, it never makes one.
 //!
 //! - `conditions`: one function per condition.
+//! - `data_loss`: members that restarted with no live copy of what they owned.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::crd::{CacheClusterStatus, MemberRole, Phase, RebalanceStatus};
+use crate::crd::{CacheClusterStatus, MemberRole, MemberStatus, Phase, RebalanceStatus};
 use crate::members::MemberList;
 use crate::scale::{Observed, Plan, Step, report_of};
 
 pub mod conditions;
+pub mod data_loss;
 
-pub use conditions::{AVAILABLE, DEGRADED, PROGRESSING, REBALANCING, SCALE_DOWN_BLOCKED};
+pub use conditions::{
+    AVAILABLE, DATA_LOSS, DEGRADED, PROGRESSING, REBALANCING, SCALE_DOWN_BLOCKED,
+};
 
 /// What the status depends on besides the plan.
 #[derive(Debug, Clone)]
@@ -47,10 +51,20 @@ pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClust
             .as_ref()
             .is_some_and(|r| r.active && r.started_at.as_ref().is_some_and(|s| past_deadline(s.0))),
     };
+    let losses = data_loss::losses(ctx.name, observed, ctx.previous);
+    let last_data_loss = data_loss::last(&losses, ctx.previous, ctx.now);
+    let members = plan
+        .members
+        .iter()
+        .map(|m| MemberStatus {
+            incarnation: data_loss::incarnation(ctx.name, observed, ctx.previous, &m.name),
+            ..m.clone()
+        })
+        .collect();
     CacheClusterStatus {
         observed_generation: ctx.generation,
         phase: phase(&plan.step),
-        conditions: conditions::conditions(plan, ctx, overdue),
+        conditions: conditions::conditions(plan, ctx, overdue, last_data_loss.as_ref()),
         replicas: count(
             plan.members
                 .iter()
@@ -58,9 +72,12 @@ pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClust
         ),
         ready_replicas: count(observed.pods.values().filter(|p| p.ready)),
         epoch: plan.list.epoch,
-        members: plan.members.clone(),
+        members,
         rebalance,
         selector: ctx.selector.clone(),
+        data_loss_incidents: ctx.previous.map_or(0, |s| s.data_loss_incidents)
+            + losses.len() as u64,
+        last_data_loss,
     }
 }
 

@@ -2,7 +2,8 @@
 //! the operator with its own RBAC, a CacheCluster comes up, scales 3 -> 5 -> 2 under a
 //! continuous reader and writer with zero errors and zero misses, a config change rolls
 //! the pods without losing a key, an invalid spec is refused, a SIGKILLed node at RF=2
-//! restarts and re-syncs, and deleting the CacheCluster collects everything it owned.
+//! restarts and re-syncs, one at RF=1 loses its keys and the status says so (DataLoss),
+//! and deleting the CacheCluster collects everything it owned.
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -634,6 +635,13 @@ async fn kache_on_a_real_control_plane() {
     for ip in ips.values() {
         check_all(&http, ip, &acked).await;
     }
+    // At RF=2 the restarted member found a live copy of everything: no loss recorded.
+    let status = cc_status(&client, "kill").await;
+    assert_eq!(status["dataLossIncidents"], 0, "{status}");
+    assert!(status.get("lastDataLoss").is_none(), "{status}");
+
+    // 6b. SIGKILL at RF=1 loses the keys the member held: the status says so.
+    data_loss_at_rf1(&client, &http).await;
 
     // 7. Deleting a CacheCluster garbage-collects everything it owned.
     log("delete cc/kill");
@@ -660,6 +668,123 @@ async fn kache_on_a_real_control_plane() {
     )
     .await;
     log("all scenarios passed");
+}
+
+/// A member SIGKILLed at RF=1 restarts empty: what it held is lost (expected at RF=1),
+/// and the status must say so: a DataLoss condition and Event naming the member and the
+/// partitions, `status.lastDataLoss`, and the operator's data-loss counter.
+async fn data_loss_at_rf1(client: &Client, http: &reqwest::Client) {
+    log("RF=1 cluster: SIGKILL one node, which loses what it held");
+    apply(&cache_cluster_yaml("lossy", 2, 1, ""));
+    wait_available(client, "lossy", 2, Duration::from_secs(180)).await;
+    // The member's incarnation is recorded once it synced; only then is a new one a restart.
+    eventually(
+        "lossy-1's incarnation recorded",
+        Duration::from_secs(60),
+        || async {
+            let status = cc_status(client, "lossy").await;
+            let members = status["members"].as_array()?.clone();
+            members
+                .iter()
+                .all(|m| m["incarnation"].is_string())
+                .then_some(())
+        },
+    )
+    .await;
+    let ips = pod_ips(client, "lossy").await;
+    let mut acked = BTreeMap::new();
+    for i in 0..500 {
+        let (key, value) = (format!("lossy-{i}"), format!("value-{i}"));
+        put(http, &ips[&0], &key, &value).await.unwrap();
+        acked.insert(key, value);
+    }
+    let pid = node_pid("lossy-1");
+    log(&format!("kill -KILL {pid} (lossy-1)"));
+    must("kill", &["-KILL", &pid.to_string()], None);
+    let status = eventually("the loss recorded", Duration::from_secs(120), || async {
+        let status = cc_status(client, "lossy").await;
+        (status["lastDataLoss"]["member"] == "lossy-1").then_some(status)
+    })
+    .await;
+    let record = &status["lastDataLoss"];
+    let lost_partitions = record["partitionCount"].as_u64().unwrap();
+    assert!(lost_partitions > 0, "{record}");
+    assert_eq!(
+        record["partitions"].as_array().unwrap().len() as u64,
+        lost_partitions
+    );
+    assert_eq!(status["dataLossIncidents"], 1, "{status}");
+    let condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "DataLoss")
+        .cloned()
+        .unwrap();
+    assert_eq!(condition["status"], "True", "{condition}");
+    assert_eq!(condition["reason"], "PartitionsLost", "{condition}");
+    assert!(condition["message"].as_str().unwrap().contains("lossy-1"));
+    let events = must(
+        "kubectl",
+        &[
+            "-n",
+            NS,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=DataLoss,involvedObject.name=lossy",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    assert!(events.contains("lossy-1 restarted"), "events: {events}");
+    log(&format!("DataLoss event: {events}"));
+    // The keys really are gone (some of them): the status did not cry wolf.
+    wait_available(client, "lossy", 2, Duration::from_secs(120)).await;
+    let ips = pod_ips(client, "lossy").await;
+    let mut missing = 0;
+    for key in acked.keys() {
+        if get(http, &ips[&0], key).await.unwrap().is_none() {
+            missing += 1;
+        }
+    }
+    log(&format!(
+        "{missing} of {} keys lost with {lost_partitions} partitions",
+        acked.len()
+    ));
+    assert!(missing > 0, "nothing was lost, yet a loss was recorded");
+    let metrics = operator_metrics(client, http).await;
+    assert!(
+        metrics.contains(&format!(
+            "kache_cachecluster_data_loss_incidents_total{{cluster=\"{NS}/lossy\"}} 1"
+        )),
+        "{metrics}"
+    );
+    must(
+        "kubectl",
+        &["-n", NS, "delete", "cc", "lossy", "--wait=true"],
+        None,
+    );
+}
+
+/// The operator's `/metrics`, read from its pod.
+async fn operator_metrics(client: &Client, http: &reqwest::Client) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kache-system");
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for pod in list {
+        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else {
+            continue;
+        };
+        if let Ok(response) = http.get(format!("http://{ip}:8080/metrics")).send().await {
+            text.push_str(&response.text().await.unwrap_or_default());
+        }
+    }
+    text
 }
 
 async fn exists<K>(client: &Client, name: &str) -> bool

@@ -102,53 +102,76 @@ impl Cluster {
     /// member still syncing itself holds nothing to give and is skipped; an unreachable
     /// one might hold data, so the partition is retried (with backoff, against the
     /// current view) until it answers or leaves the list.
+    ///
+    /// The partitions no source held a live copy of are recorded: when this start is a
+    /// restart (the operator tells, by the incarnation), their data is lost.
     pub async fn initial_sync(&self) {
         self.wait_for_list().await;
         let view = self.view();
-        let owned = view.owned();
         self.inner.sync.start_startup();
-        for partition in owned {
-            let mut answered: Vec<String> = Vec::new();
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let current = self.view();
-                let mut waiting = false;
-                for member in sync_sources(&current.list, &self.inner.identity.node_id) {
-                    if answered.contains(&member.id) {
-                        continue;
-                    }
-                    match self.pull(member, partition, Vec::new()).await {
-                        Ok(pulled) => {
-                            answered.push(member.id.clone());
-                            // It gave us data it does not own (a drained node's hand-off,
-                            // a departing member's partition): this node holds it now, so
-                            // the holder may drop it (it keeps what it still owns, in
-                            // either view of a move).
-                            if pulled.streamed > 0 && !current.is_owner(&member.id, partition) {
-                                self.send_release(member, partition).await;
-                            }
-                        }
-                        Err(status) if is_syncing(&status) => answered.push(member.id.clone()),
-                        Err(status) => {
-                            waiting = true;
-                            self.peer_failed(&member.id, &status);
-                            self.inner.sync.record_failure();
-                            tracing::debug!(peer = %member.id, partition, error = %status.message(), "startup sync pull failed");
-                        }
-                    }
-                }
-                if !waiting {
-                    break;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        let mut without_copy = Vec::new();
+        for partition in view.owned() {
+            if !self.sync_partition(partition).await {
+                without_copy.push(partition);
             }
         }
-        self.inner.sync.finish_startup(view.epoch());
+        if !without_copy.is_empty() {
+            tracing::warn!(
+                partitions = without_copy.len(),
+                "startup sync found no live copy of some owned partitions: if this node held data before it restarted, that data is lost"
+            );
+        }
+        self.inner.sync.finish_startup(view.epoch(), without_copy);
         tracing::info!(
             epoch = view.epoch(),
             "startup sync complete: holding every owned partition"
         );
+    }
+
+    /// Pulls `partition` from every source (see [`Cluster::initial_sync`]). Returns
+    /// whether some source held a live copy of it: an owner that is not syncing itself
+    /// (in either view of a move), or any source that streamed records of it.
+    async fn sync_partition(&self, partition: u32) -> bool {
+        let mut answered: Vec<String> = Vec::new();
+        let mut copy_found = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let routing = self.routing();
+            let current = &routing.next;
+            let mut waiting = false;
+            for member in sync_sources(&current.list, &self.inner.identity.node_id) {
+                if answered.contains(&member.id) {
+                    continue;
+                }
+                match self.pull(member, partition, Vec::new()).await {
+                    Ok(pulled) => {
+                        answered.push(member.id.clone());
+                        let owner = current.is_owner(&member.id, partition)
+                            || routing.prev.is_owner(&member.id, partition);
+                        copy_found |= owner || pulled.streamed > 0;
+                        // It gave us data it does not own (a drained node's hand-off,
+                        // a departing member's partition): this node holds it now, so
+                        // the holder may drop it (it keeps what it still owns, in
+                        // either view of a move).
+                        if pulled.streamed > 0 && !current.is_owner(&member.id, partition) {
+                            self.send_release(member, partition).await;
+                        }
+                    }
+                    Err(status) if is_syncing(&status) => answered.push(member.id.clone()),
+                    Err(status) => {
+                        waiting = true;
+                        self.peer_failed(&member.id, &status);
+                        self.inner.sync.record_failure();
+                        tracing::debug!(peer = %member.id, partition, error = %status.message(), "startup sync pull failed");
+                    }
+                }
+            }
+            if !waiting {
+                return copy_found;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// Pulls from `member` the records of `partition` in every digest bucket that differs

@@ -42,6 +42,8 @@ impl Cluster {
                 ready: self.lifecycle().is_ready(),
                 role: view.role_of(node_id),
                 synced_epoch: self.synced_epoch(),
+                started_at_ms: self.inner.identity.started_at_ms,
+                partitions_without_copy: self.inner.sync.without_copy(),
             },
             epoch: view.epoch(),
             partitions: view.list.partitions,

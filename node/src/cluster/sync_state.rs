@@ -29,6 +29,8 @@ pub struct SyncState {
     /// The move in progress (or the last one). A parking_lot mutex, never held across an
     /// `.await`: the rebalancer updates it between pulls.
     progress: Mutex<Progress>,
+    /// Owned partitions the startup sync found no live copy of, anywhere.
+    without_copy: Mutex<Vec<u32>>,
 }
 
 impl SyncState {
@@ -42,6 +44,7 @@ impl SyncState {
             bytes_pulled: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             progress: Mutex::new(Progress::default()),
+            without_copy: Mutex::new(Vec::new()),
         }
     }
 
@@ -81,10 +84,18 @@ impl SyncState {
     }
 
     /// The startup sync finished: the node holds `epoch` and is Ready, unless it started
-    /// draining meanwhile (then it stays a non-source).
-    pub fn finish_startup(&self, epoch: u64) {
+    /// draining meanwhile (then it stays a non-source). `without_copy`: the owned
+    /// partitions it found no live copy of.
+    pub fn finish_startup(&self, epoch: u64, without_copy: Vec<u32>) {
+        *self.without_copy.lock() = without_copy;
         self.synced_epoch.store(epoch, Ordering::Relaxed);
         self.lifecycle.advance(Phase::Ready);
+    }
+
+    /// The owned partitions the startup sync found no live copy of (empty before it
+    /// finished).
+    pub fn without_copy(&self) -> Vec<u32> {
+        self.without_copy.lock().clone()
     }
 
     pub fn record_failure(&self) {

@@ -44,6 +44,8 @@ pub struct Identity {
     pub node_id: String,
     /// Random per process start.
     pub incarnation: String,
+    /// When this process started (wall clock, ms since the Unix epoch).
+    pub started_at_ms: u64,
 }
 
 impl Identity {
@@ -51,6 +53,7 @@ impl Identity {
         Self {
             node_id,
             incarnation: format!("{:016x}", fastrand::u64(..)),
+            started_at_ms: crate::clock::wall_ms(),
         }
     }
 

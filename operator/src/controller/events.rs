@@ -9,15 +9,31 @@ use super::Context;
 use crate::crd::{CacheCluster, CacheClusterStatus, Phase};
 use crate::members::MemberList;
 use crate::scale::{Plan, Step};
+use crate::status::data_loss::Loss;
 
-/// Records the events of this reconcile: the list it published, the phase it entered.
+/// Records the events of this reconcile: the list it published, the phase it entered,
+/// and every member restart that lost data.
 pub(super) async fn publish(
     cc: &CacheCluster,
     ctx: &Context,
     plan: &Plan,
     previous: Option<&CacheClusterStatus>,
     status: &CacheClusterStatus,
+    losses: &[Loss],
 ) {
+    for loss in losses {
+        // One series per restart: the action names the incarnation.
+        let action = format!("Restart{}", loss.incarnation);
+        emit(
+            ctx,
+            cc,
+            EventType::Warning,
+            "DataLoss",
+            &action,
+            loss.describe(),
+        )
+        .await;
+    }
     if plan.publish {
         // The recorder folds events with the same reason and action into one series that
         // keeps the first note, so the action names the epoch.

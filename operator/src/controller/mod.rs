@@ -168,7 +168,12 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
     let status = status::status(&plan, &observed, &status_ctx);
     apply::status(&ctx, &names, &status).await?;
 
-    events::publish(&cc, &ctx, &plan, previous, &status).await;
+    // Found again here (the status keeps only the last): each gets its own event.
+    let losses = status::data_loss::losses(&names.cluster, &observed, previous);
+    for loss in &losses {
+        tracing::warn!(cluster = %key, "{}", loss.describe());
+    }
+    events::publish(&cc, &ctx, &plan, previous, &status, &losses).await;
     ctx.backoff.reset(&key);
     ctx.metrics.observe(&key, &status, started.elapsed());
     Ok(Action::requeue(if plan.step.is_change() {

@@ -44,6 +44,8 @@ pub(crate) fn joined(ordinal: u32, epoch: u64) -> ClusterReport {
             ready: true,
             role: Role::Member,
             synced_epoch: epoch,
+            started_at_ms: 0,
+            partitions_without_copy: Vec::new(),
         },
         epoch,
         partitions: 271,

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 
 use super::Context;
-use crate::crd::MemberRole;
+use crate::crd::{DataLossStatus, MemberRole};
 use crate::scale::{Plan, Step};
 
 pub const AVAILABLE: &str = "Available";
@@ -16,6 +17,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const REBALANCING: &str = "Rebalancing";
 pub const DEGRADED: &str = "Degraded";
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+pub const DATA_LOSS: &str = "DataLoss";
 
 /// What one condition says, before it is stamped with the generation and a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +45,13 @@ impl Verdict {
 }
 
 /// Every condition, in the order the status lists them. `overdue`: the change in
-/// progress outlasted spec.rebalanceTimeout.
-pub fn conditions(plan: &Plan, ctx: &Context<'_>, overdue: bool) -> Vec<Condition> {
+/// progress outlasted spec.rebalanceTimeout; `last_loss`: the last restart that lost data.
+pub fn conditions(
+    plan: &Plan,
+    ctx: &Context<'_>,
+    overdue: bool,
+    last_loss: Option<&DataLossStatus>,
+) -> Vec<Condition> {
     [
         (AVAILABLE, available(plan)),
         (
@@ -54,6 +61,7 @@ pub fn conditions(plan: &Plan, ctx: &Context<'_>, overdue: bool) -> Vec<Conditio
         (REBALANCING, rebalancing(plan)),
         (DEGRADED, degraded(&plan.step)),
         (SCALE_DOWN_BLOCKED, scale_down_blocked(&plan.step)),
+        (DATA_LOSS, data_loss(last_loss, ctx.now)),
     ]
     .into_iter()
     .map(|(type_, verdict)| condition(ctx, type_, verdict))
@@ -175,6 +183,38 @@ pub fn scale_down_blocked(step: &Step) -> Verdict {
             ),
         ),
         _ => Verdict::no("NotBlocked", "no scale-down is blocked"),
+    }
+}
+
+/// DataLoss: a member restarted with no live copy of partitions it owns, within the
+/// last hour ([`super::data_loss::RECENT`]). The record stays in `status.lastDataLoss`.
+pub fn data_loss(last: Option<&DataLossStatus>, now: Timestamp) -> Verdict {
+    match last {
+        Some(loss) if super::data_loss::is_recent(loss, now) => {
+            let when = loss
+                .restarted_at
+                .as_ref()
+                .map(|t| format!(" at {}", t.0))
+                .unwrap_or_default();
+            Verdict::yes(
+                "PartitionsLost",
+                format!(
+                    "{} restarted{when} with no live copy of {} partitions it owns; the keys they held are lost (status.lastDataLoss lists them)",
+                    loss.member, loss.partition_count
+                ),
+            )
+        }
+        Some(loss) => Verdict::no(
+            "NoRecentLoss",
+            format!(
+                "no data lost in the last hour; the last loss was {} at {}",
+                loss.member, loss.detected_at.0
+            ),
+        ),
+        None => Verdict::no(
+            "NoLoss",
+            "no member restarted without a live copy of its data",
+        ),
     }
 }
 

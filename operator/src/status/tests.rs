@@ -272,3 +272,60 @@ fn a_creation_that_never_finishes_stops_progressing_at_the_deadline() {
     assert_eq!(progressing.status, "False");
     assert_eq!(progressing.reason, "ProgressDeadlineExceeded");
 }
+
+#[test]
+fn a_member_that_restarted_without_a_copy_is_recorded_and_shown_for_an_hour() {
+    let members = list(4, &[0, 1], &[]);
+    let first = observed(Some(members.clone()), vec![joined(0, 4), joined(1, 4)]);
+    let settled = status(&plan(&desired(2, 1), &first), &first, &ctx(None, t0()));
+    assert_eq!(settled.members[1].incarnation.as_deref(), Some("i"));
+    assert_eq!(condition(&settled, DATA_LOSS).reason, "NoLoss");
+
+    // demo-1 comes back as another incarnation that found no copy of two partitions.
+    let mut back = joined(1, 4);
+    back.node.incarnation = "j".to_owned();
+    back.node.partitions_without_copy = vec![3, 8];
+    let restarted = observed(Some(members), vec![joined(0, 4), back]);
+    let now = t0() + 1.minutes();
+    let lost = status(
+        &plan(&desired(2, 1), &restarted),
+        &restarted,
+        &ctx(Some(&settled), now),
+    );
+    assert_eq!(lost.phase, Phase::Available, "the cluster serves again");
+    assert_eq!(lost.data_loss_incidents, 1);
+    let record = lost.last_data_loss.as_ref().unwrap();
+    assert_eq!(
+        (record.member.as_str(), record.incarnation.as_str()),
+        ("demo-1", "j")
+    );
+    assert_eq!(record.partitions, vec![3, 8]);
+    let shown = condition(&lost, DATA_LOSS);
+    assert_eq!(
+        (shown.status.as_str(), shown.reason.as_str()),
+        ("True", "PartitionsLost")
+    );
+    assert!(
+        shown.message.starts_with("demo-1 restarted"),
+        "{}",
+        shown.message
+    );
+    assert_eq!(lost.members[1].incarnation.as_deref(), Some("j"));
+
+    // The next reconcile sees the same incarnation: no second incident.
+    let later = status(
+        &plan(&desired(2, 1), &restarted),
+        &restarted,
+        &ctx(Some(&lost), now + 30.minutes()),
+    );
+    assert_eq!(later.data_loss_incidents, 1);
+    assert_eq!(condition(&later, DATA_LOSS).status, "True");
+    // An hour on, the condition clears; the record stays.
+    let cleared = status(
+        &plan(&desired(2, 1), &restarted),
+        &restarted,
+        &ctx(Some(&later), now + 61.minutes()),
+    );
+    assert_eq!(condition(&cleared, DATA_LOSS).reason, "NoRecentLoss");
+    assert_eq!(cleared.last_data_loss, later.last_data_loss);
+}

@@ -1,0 +1,149 @@
+//! The CacheCluster's status: what the operator observed, from the nodes' own reports.
+//! Computed by `crate::status`; these are only its types, as the CRD's schema shows them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::{Deserialize, Serialize};
+
+/// What the operator observed, from the nodes' own reports.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClusterStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Members that fully joined the current epoch: ready, holding every partition they
+    /// own and nothing else.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Cache pods whose readiness probe passes.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Epoch of the published member list.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every pod that is or was a member, as its node reports itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
+    /// Label selector of the cache pods (for the /scale subresource and HPAs).
+    #[serde(default)]
+    pub selector: String,
+    /// The most recent member restart that lost data: the member came back with no live
+    /// copy of some partitions it owned anywhere in the cluster (at replicationFactor 1,
+    /// or with every other owner down too), so whatever keys they held are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_data_loss: Option<DataLossStatus>,
+    /// How many such restarts the operator has recorded for this cluster.
+    #[serde(default)]
+    pub data_loss_incidents: u64,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Phase {
+    /// Objects are being created and no member has joined yet.
+    #[default]
+    Creating,
+    /// Every member holds the partitions it owns; no change is in progress.
+    Available,
+    /// Membership is changing and partitions are moving.
+    Rebalancing,
+    /// A scale-down cannot finish: a leaving member may still hold data, so its pod stays.
+    ScaleDownBlocked,
+    /// No change is in progress but some member is not ready or not reachable.
+    Degraded,
+    /// The spec cannot be acted on; see the Degraded condition.
+    Invalid,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "Creating",
+            Self::Available => "Available",
+            Self::Rebalancing => "Rebalancing",
+            Self::ScaleDownBlocked => "ScaleDownBlocked",
+            Self::Degraded => "Degraded",
+            Self::Invalid => "Invalid",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub role: MemberRole,
+    /// Whether the node answered GET /v1/cluster.
+    pub reachable: bool,
+    /// Whether it fully joined the current epoch (members) or handed off everything
+    /// (departing).
+    pub settled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(default)]
+    pub owned_partitions: u32,
+    #[serde(default)]
+    pub held_not_owned: u32,
+    /// The node's incarnation, recorded once it finished its startup sync: a member
+    /// reporting another one later has restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum MemberRole {
+    /// In the member list: owns partitions.
+    #[default]
+    Member,
+    /// Removed from the list; its pod stays until it holds nothing.
+    Departing,
+    /// A pod not in the list yet (scale-up waits for it to start).
+    Joining,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceStatus {
+    pub active: bool,
+    pub from_epoch: u64,
+    pub to_epoch: u64,
+    /// Partitions the members pulled for this move, of those they must pull.
+    pub partitions_moved: u64,
+    pub partitions_total: u64,
+    /// partitionsMoved of partitionsTotal, as "42%".
+    pub progress: String,
+    pub bytes_moved: u64,
+    pub records_moved: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// One member restart that lost data.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataLossStatus {
+    /// The member (pod) that restarted.
+    pub member: String,
+    /// The incarnation it restarted as.
+    pub incarnation: String,
+    /// The partitions it owns and came back with no live copy of (at most the first
+    /// 1024; `partitionCount` has them all).
+    pub partitions: Vec<u32>,
+    pub partition_count: u32,
+    /// When the restarted node started, as it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
+    /// When the operator noticed.
+    pub detected_at: Time,
+}
