@@ -1125,3 +1125,133 @@ async fn a_node_in_no_list_starts_ready_owns_nothing_and_forwards() {
         assert_eq!(node.stats().await["keys"], 50, "RF=2 over two members");
     }
 }
+
+/// Issue 10, item 8 (suspected, proven and fixed here): a write from a coordinator still
+/// on the old epoch that reaches the old owner *after* the new owner's catch-up must not
+/// be acknowledged and then dropped when the move completes.
+///
+/// The move 1 -> 2 (node-1 joins, taking partitions from node-0) is held open after
+/// node-1 caught up: the third member, node-2, reports epoch 2 but never finishes its
+/// startup sync (its own list names a member that does not exist, which it waits for).
+/// In that window a raw `Apply` on epoch 1 reaches node-0. Then node-2 is started
+/// normally, the move completes, and node-0 drops what it handed off. Whatever node-0
+/// acknowledged must be readable afterwards.
+#[tokio::test]
+async fn a_late_write_on_the_old_epoch_is_refused_not_lost() {
+    let ports = free_ports(2);
+    let cluster = TestCluster::start_members(2, "1", &[0], &[]);
+    let ghost_port = ports[0];
+    let ghost_file = cluster.dir.join("ghost.yaml");
+    std::fs::write(
+        &ghost_file,
+        format!(
+            "epoch: 2\npartitions: 271\nreplicationFactor: 1\nmembers:\n\
+             - {{id: node-0, address: 127.0.0.1:{}}}\n\
+             - {{id: node-1, address: 127.0.0.1:{}}}\n\
+             - {{id: node-2, address: 127.0.0.1:{ghost_port}}}\n\
+             - {{id: phantom, address: 127.0.0.1:{}}}\n",
+            cluster.grpc_ports[0], cluster.grpc_ports[1], ports[1]
+        ),
+    )
+    .unwrap();
+    let ghost_grpc = format!("127.0.0.1:{ghost_port}");
+    let ghost_args = |file: &str| -> Node {
+        Node::start_with(
+            &["--http-addr", "127.0.0.1:0", "--grpc-addr", &ghost_grpc],
+            &["--node-id", "node-2", "--members-file", file],
+        )
+    };
+    let mut ghost = ghost_args(ghost_file.to_str().unwrap());
+
+    // Epoch 2 for node-0 and node-1: node-2 at the ghost's address.
+    let yaml = format!(
+        "epoch: 2\npartitions: 271\nreplicationFactor: 1\nmembers:\n\
+         - {{id: node-0, address: 127.0.0.1:{}}}\n\
+         - {{id: node-1, address: 127.0.0.1:{}}}\n\
+         - {{id: node-2, address: {ghost_grpc}}}\n",
+        cluster.grpc_ports[0], cluster.grpc_ports[1]
+    );
+    let tmp = cluster.dir.join("members.yaml.tmp");
+    std::fs::write(&tmp, &yaml).unwrap();
+    std::fs::rename(&tmp, &cluster.members_file).unwrap();
+
+    // node-1 caught up (synced epoch 2) while the move stays open (node-2 is not synced).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report: Json = cluster.nodes[1]
+            .get("/v1/cluster")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if report["node"]["syncedEpoch"] == 2 {
+            assert_eq!(report["rebalance"]["active"], true, "{report}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-1 did not catch up: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A key that moves from node-0 to node-1.
+    let mut key = None;
+    for i in 0..10_000 {
+        let candidate = format!("late-{i}");
+        let placement: Json = cluster.nodes[1]
+            .get(&format!("/v1/cluster/keys/{candidate}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if placement["owners"][0] == "node-1" {
+            key = Some(candidate);
+            break;
+        }
+    }
+    let key = key.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let now_ms = u64::try_from(now_ms).unwrap();
+    let reply = cluster
+        .peer(0)
+        .await
+        .apply(proto::ApplyRequest {
+            sender: Some(proto::Sender {
+                node_id: "node-1".into(),
+                ..sender(kache_node::cluster::wire::PROTOCOL_VERSION)
+            }),
+            records: vec![proto::Record {
+                key: key.clone().into_bytes(),
+                value: b"late".to_vec(),
+                hlc: now_ms << 16,
+                writer: 7,
+                expires_at_ms: 0,
+                tombstone: false,
+            }],
+            hint: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let acknowledged = reply.applied > 0 || reply.not_owner > 0;
+
+    // Let the move complete: node-2 comes back with the real list and syncs.
+    ghost.child.kill().unwrap();
+    ghost.child.wait().unwrap();
+    ghost = ghost_args(cluster.members_file.to_str().unwrap());
+    ghost.wait_ready(Duration::from_secs(30));
+    wait_settled(&cluster, &[0, 1], 2).await;
+    let (status, body) = get(&cluster.nodes[1], &key).await;
+    assert!(
+        !acknowledged || (status == StatusCode::OK && body == "late"),
+        "node-0 acknowledged a write on the old epoch ({reply:?}), and after the move it reads {status} {body:?}"
+    );
+    assert!(
+        reply.epoch_behind > 0,
+        "the old owner tells the coordinator it is behind: {reply:?}"
+    );
+    drop(ghost);
+}

@@ -64,6 +64,7 @@ pub use kache_api::report::{ClusterReport, Role};
 use membership::{MemberList, ReplicationFactor};
 use peer::PeerClients;
 use replicator::Replicator;
+pub use router::Admission;
 pub use router::View;
 use router::{Router, Routing};
 use sync_state::SyncState;
@@ -86,6 +87,12 @@ pub enum ClusterError {
         "replicas hold a newer version of the key (hlc {newer_hlc:016x}); the write was not acknowledged"
     )]
     Superseded { newer_hlc: u64 },
+    /// A replica is on a newer member-list epoch than the one the replicas were chosen
+    /// on: the write is tried again once this node has learned that list.
+    #[error(
+        "a replica is on member-list epoch {epoch}, newer than this node's; the write was not acknowledged"
+    )]
+    Behind { epoch: u64 },
     #[error(
         "this node's clock is {offset_ms} ms off most of its peers', beyond the {max_ms} ms bound (--max-clock-offset); it takes no writes until the clocks agree"
     )]
@@ -280,12 +287,18 @@ impl Cluster {
             .holds_completely(partition, self.inner.sync.holding())
     }
 
-    /// Whether this node stores a peer's write for `partition` (see
-    /// [`Router::accepts_writes_for`]).
-    pub fn accepts_writes_for(&self, partition: u32, sender_epoch: u64) -> bool {
+    /// Stores a write to `partition` from a coordinator on `sender_epoch` if this node
+    /// should, under the drain fence (see [`Router::admit`]; `Done(None)`: the fence
+    /// refused it).
+    pub fn admit<T>(
+        &self,
+        partition: u32,
+        sender_epoch: u64,
+        write: impl FnOnce() -> T,
+    ) -> Admission<Option<T>> {
         self.inner
             .router
-            .accepts_writes_for(partition, sender_epoch)
+            .admit(partition, sender_epoch, || self.fenced(partition, write))
     }
 
     /// Whether a write to `partition` must be refused: a drain started and this node

@@ -188,6 +188,8 @@ pub struct WriteTally {
     /// Replicas that held a newer version, and the newest they named.
     stale: usize,
     newer_hlc: u64,
+    /// The newest epoch a replica refused the write on (0: none did).
+    behind: u64,
 }
 
 impl WriteTally {
@@ -203,6 +205,7 @@ impl WriteTally {
             acked_prev: 0,
             stale: 0,
             newer_hlc: 0,
+            behind: 0,
         }
     }
 
@@ -224,6 +227,9 @@ impl WriteTally {
         if self.enough() {
             return Ok(());
         }
+        if self.behind > 0 {
+            return Err(ClusterError::Behind { epoch: self.behind });
+        }
         if self.stale > 0 {
             return Err(ClusterError::Superseded {
                 newer_hlc: self.newer_hlc,
@@ -238,10 +244,13 @@ impl WriteTally {
 }
 
 impl Tally<Groups, proto::ApplyResponse> for WriteTally {
-    /// Stored, or not this replica's partition any more (the sender is behind on a move;
-    /// the new owners get the write too): an acknowledgement. Kept a newer version: not.
+    /// Stored, or not this replica's partition any more (the sender, on the same epoch,
+    /// writes to the new owners too): an acknowledgement. Refused because the sender's
+    /// epoch is older than the replica's, or kept a newer version: not.
     fn record(&mut self, groups: Groups, reply: proto::ApplyResponse) {
-        if reply.applied > 0 || reply.not_owner > 0 {
+        if reply.epoch_behind > 0 {
+            self.behind = self.behind.max(reply.epoch);
+        } else if reply.applied > 0 || reply.not_owner > 0 {
             self.ack(groups);
         } else {
             self.stale(reply.newer_hlc);
@@ -299,6 +308,7 @@ mod tests {
     fn a_write_during_a_move_needs_both_groups() {
         let targets = Targets {
             targets: Vec::new(),
+            epoch: 3,
             moving: true,
             prev_owners: 2,
             next_owners: 2,
@@ -329,6 +339,7 @@ mod tests {
     fn a_replica_that_kept_a_newer_version_did_not_acknowledge() {
         let targets = Targets {
             targets: Vec::new(),
+            epoch: 3,
             moving: false,
             prev_owners: 0,
             next_owners: 1,
@@ -354,5 +365,20 @@ mod tests {
             moved.finish(&[]).is_ok(),
             "an old owner's refusal is not a lost write"
         );
+
+        // A replica on a newer epoch refused: not an acknowledgement, and the coordinator
+        // learns which epoch to catch up with.
+        let mut late = WriteTally::new(&targets, Consistency::One);
+        let behind = proto::ApplyResponse {
+            epoch_behind: 1,
+            epoch: 4,
+            ..proto::ApplyResponse::default()
+        };
+        late.record((true, false), behind);
+        assert!(!late.enough());
+        assert!(matches!(
+            late.finish(&[]),
+            Err(ClusterError::Behind { epoch: 4 })
+        ));
     }
 }

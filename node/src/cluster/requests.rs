@@ -13,9 +13,12 @@
 use std::time::Duration;
 
 use super::replicator::{ReadTally, Rest, WriteTally};
-use super::router::{Replica, Targets};
+use super::router::{Admission, Replica, Targets};
 use super::wire::proto;
 use super::{Cluster, ClusterError, Consistency, WRITE_ATTEMPTS, peer};
+
+/// How long a write waits for this node to learn a member list a replica is already on.
+const LEARN_EPOCH: Duration = Duration::from_secs(2);
 use crate::store::{Applied, Precondition, Record, StoreError, Value, Written};
 
 impl Cluster {
@@ -44,6 +47,30 @@ impl Cluster {
     /// Writes `value` to every owner and returns once the consistency level's worth of
     /// them acknowledged (from both the old and the new owners during a move).
     pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        precondition: &Precondition,
+        consistency: Option<Consistency>,
+    ) -> Result<Written, ClusterError> {
+        let mut relearned = 0;
+        loop {
+            match self
+                .put_once(key, value, ttl, precondition, consistency)
+                .await
+            {
+                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
+                    relearned += 1;
+                    self.learn_epoch(epoch).await?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One [`Cluster::put`] on the routing in force.
+    async fn put_once(
         &self,
         key: &[u8],
         value: &[u8],
@@ -81,6 +108,25 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
+        let mut relearned = 0;
+        loop {
+            match self.delete_once(key, precondition, consistency).await {
+                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
+                    relearned += 1;
+                    self.learn_epoch(epoch).await?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One [`Cluster::delete`] on the routing in force.
+    async fn delete_once(
+        &self,
+        key: &[u8],
+        precondition: &Precondition,
+        consistency: Option<Consistency>,
+    ) -> Result<(), ClusterError> {
         let partition = self.inner.store.partition_of(key);
         let alone = self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
         if alone.is_some() {
@@ -105,6 +151,33 @@ impl Cluster {
         }
     }
 
+    /// Waits until this node's member list is at `epoch` or newer: a replica refused a
+    /// write because it is on that epoch already (`ClusterError::Behind`). PUT and DELETE
+    /// then write again to the owners that list names, so a membership change delays
+    /// such a write, it does not fail it.
+    async fn learn_epoch(&self, epoch: u64) -> Result<(), ClusterError> {
+        let mut changes = self.inner.router.changes();
+        let learned = tokio::time::timeout(LEARN_EPOCH, async {
+            while self.view().epoch() < epoch {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if learned.is_ok() && self.view().epoch() >= epoch {
+            return Ok(());
+        }
+        Err(ClusterError::Unavailable {
+            needed: 1,
+            acked: 0,
+            detail: format!(
+                "replicas are on member-list epoch {epoch}; this node is still on {} after {LEARN_EPOCH:?}",
+                self.view().epoch()
+            ),
+        })
+    }
+
     /// The single-owner fast path: when this node is `partition`'s only copy, `write`
     /// runs on the local store (which checks preconditions atomically) under the drain
     /// fence. None: the write goes to the replicas. A write to a partition this draining
@@ -118,16 +191,14 @@ impl Cluster {
         if self.refuses_writes_while_draining(partition) {
             return Err(self.draining_error(partition));
         }
-        if !self
+        let Some(fenced) = self
             .inner
             .router
-            .answerable_locally(partition, Consistency::All)
-        {
+            .if_alone(partition, || self.fenced(partition, write))
+        else {
             return Ok(None);
-        }
-        let written = self
-            .fenced(partition, write)
-            .ok_or_else(|| self.draining_error(partition))?;
+        };
+        let written = fenced.ok_or_else(|| self.draining_error(partition))?;
         Ok(Some(written?))
     }
 
@@ -215,7 +286,7 @@ impl Cluster {
             // before it is returned, so the answering quorum holds it, and no later quorum
             // read can return anything older (reads never go backwards). The replicas
             // just answered, so this is one more round trip, and only on disagreement.
-            let repair = Targets::repair(stale);
+            let repair = Targets::repair(stale, targets.epoch);
             if let Err(err) = self
                 .replicate(&repair, newest.clone(), Consistency::All)
                 .await
@@ -244,23 +315,32 @@ impl Cluster {
             let groups = (target.in_next, target.in_prev);
             match &target.replica {
                 Replica::Local => {
-                    match self.fenced(partition, || self.inner.store.apply(&record)) {
-                        Some(Ok(Applied::Stored)) => tally.ack(groups),
-                        Some(Ok(Applied::Stale)) => {
+                    match self.admit(partition, targets.epoch, || self.inner.store.apply(&record)) {
+                        Admission::Done(Some(Ok(Applied::Stored))) | Admission::NotOwner => {
+                            tally.ack(groups);
+                        }
+                        Admission::Done(Some(Ok(Applied::Stale))) => {
                             let newer = self.inner.store.get_record(&record.key);
                             tally.stale(newer.map_or(0, |r| r.version.hlc));
                         }
-                        Some(Err(err)) => errors.push(format!("{node_id}: {err}")),
-                        None => {
+                        Admission::Done(Some(Err(err))) => errors.push(format!("{node_id}: {err}")),
+                        Admission::Done(None) => {
                             errors.push(format!("{node_id}: draining, handing off this partition"));
                         }
+                        // This node learned a newer list since the replicas were chosen: choose
+                        // again before any of them gets the write.
+                        Admission::Behind { epoch } => return Err(ClusterError::Behind { epoch }),
                     }
                 }
                 Replica::Remote(member) => remotes.push((member.clone(), groups)),
             }
         }
+        // The epoch the replicas were chosen on, not the one in force now: a replica on a
+        // newer one must refuse (see `Router::admit`).
+        let mut sender = self.sender();
+        sender.epoch = targets.epoch;
         let request = proto::ApplyRequest {
-            sender: Some(self.sender()),
+            sender: Some(sender),
             records: vec![record.into()],
             hint: false,
         };

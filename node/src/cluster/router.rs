@@ -148,6 +148,9 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Targets {
     pub targets: Vec<Target>,
+    /// The epoch in force when they were chosen: writes to them carry it, and a replica
+    /// on a newer epoch refuses them (see [`Router::admit`]).
+    pub epoch: u64,
     pub moving: bool,
     pub prev_owners: usize,
     pub next_owners: usize,
@@ -163,9 +166,11 @@ impl Targets {
         }
     }
 
-    /// Replicas to repair: each counts as one `next` owner, and all must acknowledge.
-    pub fn repair(replicas: Vec<Replica>) -> Self {
+    /// Replicas to repair, chosen on `epoch`: each counts as one `next` owner, and all
+    /// must acknowledge.
+    pub fn repair(replicas: Vec<Replica>, epoch: u64) -> Self {
         Self {
+            epoch,
             next_owners: replicas.len(),
             prev_owners: 0,
             moving: false,
@@ -179,6 +184,17 @@ impl Targets {
                 .collect(),
         }
     }
+}
+
+/// What [`Router::admit`] decided about a write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission<T> {
+    Done(T),
+    /// The sender is on an older epoch than this node's `epoch`.
+    Behind {
+        epoch: u64,
+    },
+    NotOwner,
 }
 
 /// The owner of the routing views. Readers copy two `Arc`s out and let go, so the
@@ -275,12 +291,46 @@ impl Router {
         views.next.owns(partition) && level.required(owners.len()) == 1
     }
 
-    /// Whether this node stores writes for `partition` from a sender on `sender_epoch`:
-    /// as an owner in `prev` or `next`, or unconditionally when the sender has seen a
-    /// newer epoch than this node (this node is behind, and may be a new owner).
-    pub fn accepts_writes_for(&self, partition: u32, sender_epoch: u64) -> bool {
+    /// Runs `write` (a write to `partition` from a coordinator that chose its replicas on
+    /// `sender_epoch`) if this node should store it, with the routing held still so that
+    /// no newer list is installed in between:
+    /// - a sender on an older epoch than this node is refused ([`Admission::Behind`]): its
+    ///   replicas come from a list no longer in force, and a write that reached only the
+    ///   old owners after the new owners caught up would be dropped when the move
+    ///   completes (issue 10, item 8). It learns the newer list and writes again;
+    /// - otherwise this node stores it as an owner in `prev` or `next`, or unconditionally
+    ///   when the sender has seen a newer epoch (this node is behind, and may be a new
+    ///   owner);
+    /// - else the partition is not this node's any more ([`Admission::NotOwner`]): the
+    ///   sender, on the same epoch, writes to the new owners too.
+    pub fn admit<T>(
+        &self,
+        partition: u32,
+        sender_epoch: u64,
+        write: impl FnOnce() -> T,
+    ) -> Admission<T> {
         let views = self.views.read();
-        sender_epoch > views.next.epoch() || views.owns_in_either(partition)
+        let epoch = views.next.epoch();
+        if sender_epoch < epoch {
+            Admission::Behind { epoch }
+        } else if sender_epoch > epoch || views.owns_in_either(partition) {
+            Admission::Done(write())
+        } else {
+            Admission::NotOwner
+        }
+    }
+
+    /// Runs `write` if this node is `partition`'s only copy (see
+    /// [`Self::answerable_locally`]), with the routing held still while it runs: a list
+    /// installed meanwhile could hand the partition to a new owner that has already
+    /// caught up.
+    pub fn if_alone<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
+        let views = self.views.read();
+        let owners = views.next.placement.owners(partition);
+        let alone = !views.moving()
+            && views.next.owns(partition)
+            && Consistency::All.required(owners.len()) == 1;
+        alone.then(write)
     }
 
     /// Whether this node is `partition`'s only owner in the epoch in force.
@@ -341,6 +391,7 @@ impl Router {
         }
         Ok(Targets {
             targets,
+            epoch: views.next.epoch(),
             moving,
             prev_owners: prev_owners.len(),
             next_owners: next_owners.len(),

@@ -121,6 +121,14 @@ impl AppError {
                     acks: None,
                 }
             }
+            // Replicas on the same epoch may have stored it: indeterminate.
+            behind @ ClusterError::Behind { .. } => {
+                tracing::warn!(error = %behind, "write failed: the member list moved on");
+                Self::WriteIndeterminate {
+                    message: behind.to_string(),
+                    acks: None,
+                }
+            }
             clock @ ClusterError::ClockOutOfBounds { .. } => {
                 Self::ClockOutOfBounds(clock.to_string())
             }

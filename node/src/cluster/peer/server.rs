@@ -30,9 +30,9 @@ use tokio::sync::Semaphore;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::Cluster;
 use crate::cluster::chunk::{self, ChunkStream};
 use crate::cluster::wire::{PROTOCOL_VERSION, proto, syncing};
+use crate::cluster::{Admission, Cluster};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
 use proto::peer_server::Peer;
 
@@ -268,18 +268,27 @@ impl PeerService {
         reply: &mut proto::ApplyResponse,
     ) -> Result<(), Status> {
         let partition = self.store().partition_of(&record.key);
-        if !hint && !self.cluster.accepts_writes_for(partition, sender_epoch) {
-            // A coordinator that has not yet seen a move complete still writes to this
-            // old owner; the new owners get the write too. Storing it here would bring
-            // back a partition this node has handed off.
-            reply.not_owner += 1;
-            return Ok(());
-        }
         let applied = if hint {
             Some(self.store().apply(record))
         } else {
-            self.cluster
-                .fenced(partition, || self.store().apply(record))
+            match self
+                .cluster
+                .admit(partition, sender_epoch, || self.store().apply(record))
+            {
+                Admission::Done(applied) => applied,
+                Admission::Behind { epoch } => {
+                    reply.epoch_behind += 1;
+                    reply.epoch = reply.epoch.max(epoch);
+                    return Ok(());
+                }
+                // A coordinator that has not yet seen a move complete still writes to
+                // this old owner; the new owners get the write too. Storing it here
+                // would bring back a partition this node has handed off.
+                Admission::NotOwner => {
+                    reply.not_owner += 1;
+                    return Ok(());
+                }
+            }
         };
         match applied {
             Some(Ok(Applied::Stored)) => reply.applied += 1,
