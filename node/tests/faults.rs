@@ -1,7 +1,9 @@
 //! A history-checking fault suite, in the spirit of Jepsen: concurrent clients record
 //! every operation with when it was invoked, when it completed and how (acknowledged,
 //! failed, or unknown: a timeout or a 5xx), while the nodes are SIGKILLed and restarted,
-//! frozen past the tombstone TTL, and run with a skewed clock. A checker then verifies
+//! frozen past the tombstone TTL, cut off from each other (an iptables DROP on one peer
+//! link, both ways) and run with a skewed clock, and a fourth node joins and leaves
+//! through all of it. A checker then verifies
 //! the history: every acknowledged write is what the final read returns unless a later
 //! write superseded it (lost: none), no acknowledged delete comes back (resurrected:
 //! none), and quorum reads never go backwards for a key.
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::StaticCluster;
+use common::{LinkCut, Options, StaticCluster, is_root};
 use reqwest::StatusCode;
 
 const KEYS: usize = 8;
@@ -45,6 +47,8 @@ enum Outcome {
 #[derive(Debug, Clone)]
 struct Op {
     key: usize,
+    /// The node's URL it went through.
+    via: String,
     kind: Kind,
     invoked: f64,
     completed: f64,
@@ -99,6 +103,7 @@ async fn run_op(http: &reqwest::Client, base: &str, key: usize, kind: Kind, star
     };
     Op {
         key,
+        via: base.to_owned(),
         kind,
         invoked,
         completed: start.elapsed().as_secs_f64(),
@@ -261,27 +266,106 @@ async fn client(
     }
 }
 
+/// Puts the probes `keys` (at `all`, through node-0), so every replica holds them.
+async fn put_probes(http: &reqwest::Client, base: &str, keys: &[usize], start: Instant) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for &key in keys {
+        ops.push(run_op(http, base, key, Kind::Put(format!("probe{key}")), start).await);
+    }
+    ops
+}
+
+/// Reads every probe through every node once the fault is over.
+async fn read_probes(
+    http: &reqwest::Client,
+    bases: &[String],
+    keys: &[usize],
+    start: Instant,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for &key in keys {
+        for base in bases {
+            ops.push(run_op(http, base, key, Kind::Get, start).await);
+        }
+    }
+    ops
+}
+
+/// Node `i`'s failed peer exchanges so far (`sync.failures` in its report).
+async fn sync_failures(cluster: &StaticCluster, i: usize) -> u64 {
+    let node = &cluster.nodes[i];
+    let report: Option<serde_json::Value> = node.get("/v1/cluster").await.json().await.ok();
+    // 0 when unreadable: the caller compares before and after, and fails.
+    report
+        .and_then(|r| r["sync"]["failures"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until node `i` follows `epoch` with no move in progress and holds nothing it
+/// does not own (a departing node: handed everything off).
+async fn wait_settled(cluster: &StaticCluster, i: usize, epoch: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let report: Option<serde_json::Value> = match cluster.nodes[i]
+            .http
+            .get(cluster.nodes[i].url("/v1/cluster"))
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(report) = &report
+            && report["epoch"] == epoch
+            && report["rebalance"]["active"] == false
+            && report["ownership"]["heldNotOwned"] == 0
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-{i} did not settle at epoch {epoch}: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kills_pauses_and_skew() {
+async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
     assert!(
         std::path::Path::new(LIBFAKETIME).exists(),
         "this test needs libfaketime: apt-get install faketime"
+    );
+    assert!(
+        is_root()
+            && std::process::Command::new("iptables")
+                .arg("--version")
+                .output()
+                .is_ok(),
+        "this test cuts a peer link with iptables, as root: apt-get install iptables"
     );
     let rounds: usize = std::env::var("KACHE_FAULT_ROUNDS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    // node-0's clock runs 300 ms ahead (within the 500 ms bound) the whole time.
-    let mut cluster = StaticCluster::start(
+    // node-0's clock runs 300 ms ahead (within the 500 ms bound) the whole time. node-3
+    // is not a member at first: it joins and leaves in every round. Each node runs as
+    // its own user, so that one peer link can be cut.
+    let mut cluster = StaticCluster::start_with(
         &[
             vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+0.3")],
             Vec::new(),
             Vec::new(),
+            Vec::new(),
         ],
         "3",
-        &["--tombstone-ttl", "1s", "--anti-entropy-interval", "300ms"],
+        &Options {
+            extra: &["--tombstone-ttl", "1s", "--anti-entropy-interval", "300ms"],
+            first_uid: Some(46_100),
+            listed: Some(3),
+        },
     );
-    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let bases: Vec<String> = cluster.nodes[..3].iter().map(|n| n.url("")).collect();
     let start = Instant::now();
     let stop = Arc::new(Mutex::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
@@ -298,14 +382,25 @@ async fn acknowledged_writes_survive_kills_pauses_and_skew() {
         .collect();
 
     let mut faults = 0;
+    let mut epoch = 1;
+    // When each fault began and ended, for the report of a failed run.
+    let mut timeline: Vec<(f64, String)> = Vec::new();
+    let mut mark = |what: String| timeline.push((start.elapsed().as_secs_f64(), what));
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // node-3 joins: partitions move to it while the faults below happen.
+        epoch += 1;
+        cluster.write_list(epoch, &[0, 1, 2, 3], &[]);
+        mark(format!("epoch {epoch}: node-3 joins"));
+        faults += 1;
         // SIGKILL a node and restart it (it comes back empty and re-syncs).
         let victim = 1 + round % 2;
         cluster.nodes[victim].child.kill().ok();
         cluster.nodes[victim].child.wait().ok();
+        mark(format!("node-{victim} killed"));
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster.nodes[victim] = cluster.launch(victim);
+        mark(format!("node-{victim} restarted"));
         faults += 1;
         let restarted = &cluster.nodes[victim];
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -317,32 +412,61 @@ async fn acknowledged_writes_survive_kills_pauses_and_skew() {
         let probes: Vec<usize> = (0..5).map(|i| PROBES + round * 10 + i).collect();
         let http = reqwest::Client::new();
         let record = |op: Op| history.lock().unwrap().push(op);
-        for &key in &probes {
-            record(
-                run_op(
-                    &http,
-                    &bases[0],
-                    key,
-                    Kind::Put(format!("probe{key}")),
-                    start,
-                )
-                .await,
-            );
-        }
+        let record_all = |ops: Vec<Op>| history.lock().unwrap().extend(ops);
+        record_all(put_probes(&http, &bases[0], &probes, start).await);
         let frozen = 3 - victim;
         cluster.nodes[frozen].signal("STOP");
+        mark(format!("node-{frozen} frozen"));
         for &key in &probes {
             record(run_op(&http, &bases[0], key, Kind::Delete, start).await);
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         cluster.nodes[frozen].signal("CONT");
+        mark(format!("node-{frozen} thawed"));
         faults += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for &key in &probes {
-            for base in &bases {
-                record(run_op(&http, base, key, Kind::Get, start).await);
-            }
+        record_all(read_probes(&http, &bases, &probes, start).await);
+
+        // Cut the link between node-1 and node-2 both ways for three tombstone TTLs,
+        // deleting another set of probes meanwhile (through node-0, which reaches both).
+        let cut_probes: Vec<usize> = (5..10).map(|i| PROBES + round * 10 + i).collect();
+        record_all(put_probes(&http, &bases[0], &cut_probes, start).await);
+        let cut = LinkCut::between(
+            cluster.uid(1).unwrap(),
+            cluster.grpc_ports[1],
+            cluster.uid(2).unwrap(),
+            cluster.grpc_ports[2],
+        );
+        mark("link node-1 <-> node-2 cut".to_owned());
+        let failures_before = sync_failures(&cluster, 1).await;
+        for &key in &cut_probes {
+            record(run_op(&http, &bases[0], key, Kind::Delete, start).await);
         }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            sync_failures(&cluster, 1).await > failures_before,
+            "the cut stopped node-1's exchanges with node-2"
+        );
+        drop(cut);
+        mark("link node-1 <-> node-2 healed".to_owned());
+        faults += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        record_all(read_probes(&http, &bases, &cut_probes, start).await);
+
+        // node-3 leaves: it hands off what it holds, then the list forgets it.
+        epoch += 1;
+        cluster.write_list(epoch, &[0, 1, 2], &[3]);
+        mark(format!("epoch {epoch}: node-3 departing"));
+        for i in 0..4 {
+            wait_settled(&cluster, i, epoch).await;
+        }
+        epoch += 1;
+        cluster.write_list(epoch, &[0, 1, 2], &[]);
+        mark(format!("epoch {epoch}: node-3 forgotten"));
+        faults += 1;
+    }
+    for i in 0..3 {
+        wait_settled(&cluster, i, epoch).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     *stop.lock().unwrap() = true;
@@ -384,6 +508,10 @@ async fn acknowledged_writes_survive_kills_pauses_and_skew() {
     }
     let history = history.lock().unwrap().clone();
     let verdict = check(&history, &finals);
+    if !(verdict.lost.is_empty() && verdict.resurrected.is_empty() && verdict.backwards.is_empty())
+    {
+        report_failure(&history, &timeline);
+    }
     println!(
         "fault suite: {} ops, {} acknowledged, {} unknown, {faults} faults, {} lost, {} resurrected, {} reads backwards",
         verdict.ops,
@@ -407,11 +535,36 @@ async fn acknowledged_writes_survive_kills_pauses_and_skew() {
     );
 }
 
+/// Writes the fault timeline and the whole history, in time order, to
+/// `target/fault-history.txt` for a failed run.
+fn report_failure(history: &[Op], timeline: &[(f64, String)]) {
+    let mut lines: Vec<(f64, String)> = timeline
+        .iter()
+        .map(|(at, what)| (*at, format!("{at:9.3}           FAULT {what}")))
+        .collect();
+    lines.extend(history.iter().map(|op| {
+        (
+            op.invoked,
+            format!(
+                "{:9.3}-{:9.3} f{} {:?} via {} -> {:?}",
+                op.invoked, op.completed, op.key, op.kind, op.via, op.outcome
+            ),
+        )
+    }));
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let text: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fault-history.txt");
+    if std::fs::write(&path, text.join("\n")).is_ok() {
+        println!("the history and the faults are in {}", path.display());
+    }
+}
+
 /// The checker itself must catch what it is for.
 #[test]
 fn the_checker_finds_lost_writes_resurrections_and_backward_reads() {
     let op = |key, kind, invoked, completed, outcome| Op {
         key,
+        via: String::new(),
         kind,
         invoked,
         completed,

@@ -25,8 +25,12 @@ const BATCHES: usize = 215;
 /// The attack of issue 10: 3,000 streams over one connection, one a millisecond. Over 30
 /// connections (100 streams each) the node peaked at 103-111 MiB instead: see
 /// "Memory bound and eviction" in docs/architecture.md for what that is and why.
-const CONNECTIONS: u32 = 1;
-const PER_CONNECTION: u32 = 3_000 / CONNECTIONS;
+fn connections() -> u32 {
+    std::env::var("KACHE_ATTACK_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
 const PAUSE: Duration = Duration::from_millis(1);
 /// See `RSS_OVERHEAD` in node_process.rs: the runtime, allocator arenas and connection
 /// buffers, on top of `--max-memory`.
@@ -92,8 +96,13 @@ async fn unread_partition_streams_keep_every_key_and_rss_within_the_bound() {
 
     // The streams are held past two idle deadlines, so streams the node ended make room
     // for new ones.
-    let attack: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::spawn(greedy_peer(format!("http://{grpc_addr}"), PER_CONNECTION)))
+    let attack: Vec<_> = (0..connections())
+        .map(|_| {
+            tokio::spawn(greedy_peer(
+                format!("http://{grpc_addr}"),
+                3_000 / connections(),
+            ))
+        })
         .collect();
     let started = Instant::now();
     let mut peak_rss = filled_rss;

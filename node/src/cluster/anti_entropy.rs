@@ -15,7 +15,7 @@ use super::Cluster;
 use super::chunk::{STREAM_IDLE, chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
 use super::wire::{is_syncing, proto};
-use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError};
+use crate::store::{Applied, BufferGuard, DIGEST_BUCKETS, Record, RecordError};
 
 impl Cluster {
     /// Runs a round every `interval` until the returned task is aborted. From now on a
@@ -258,7 +258,9 @@ impl Cluster {
 
     /// Applies one received chunk of `partition` from `from`, charged against the bound
     /// while it is held: the whole chunk up front, released record by record as each is
-    /// stored (as an entry, charged on its own) and dropped.
+    /// stored (as an entry, charged on its own) and dropped. Only while this node owns
+    /// the partition (see [`super::router::Router::if_holder`]); otherwise the pull is
+    /// abandoned with `ABORTED`.
     fn apply_chunk(
         &self,
         from: &str,
@@ -269,7 +271,27 @@ impl Cluster {
         let mut reserved = reserve_chunk(&self.inner.store, chunk_charge(&chunk.records), || {
             format!("partition {partition} pulled from '{from}'")
         })?;
-        for record in chunk.records {
+        self.inner
+            .router
+            .if_holder(partition, || {
+                self.apply_records(from, partition, chunk.records, &mut reserved, pulled)
+            })
+            .unwrap_or_else(|| {
+                Err(Status::aborted(format!(
+                    "partition {partition} is no longer this node's; the pull from '{from}' is abandoned"
+                )))
+            })
+    }
+
+    fn apply_records(
+        &self,
+        from: &str,
+        partition: u32,
+        records: Vec<proto::Record>,
+        reserved: &mut BufferGuard,
+        pulled: &mut Pulled,
+    ) -> Result<(), Status> {
+        for record in records {
             pulled.streamed += 1;
             let charge = record_charge(&record);
             let record = Record::from(record);

@@ -320,6 +320,16 @@ impl Router {
         }
     }
 
+    /// Runs `write` if this node owns `partition` in either view, with the routing held
+    /// still while it runs. Pulled records go through here: a pull that began while the
+    /// node owned the partition (an anti-entropy round, a catch-up) may still deliver after
+    /// a move took it away and dropped it, and storing them would leave a copy nobody
+    /// owns (a departing node could never report itself handed off).
+    pub fn if_holder<T>(&self, partition: u32, write: impl FnOnce() -> T) -> Option<T> {
+        let views = self.views.read();
+        views.owns_in_either(partition).then(write)
+    }
+
     /// Runs `write` if this node is `partition`'s only copy (see
     /// [`Self::answerable_locally`]), with the routing held still while it runs: a list
     /// installed meanwhile could hand the partition to a new owner that has already

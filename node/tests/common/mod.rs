@@ -49,15 +49,25 @@ impl Node {
     /// `LD_PRELOAD` and `FAKETIME`). The child is the node itself, so dropping the
     /// `Node` kills the node, never just a wrapper around it.
     pub fn start_env(env: &[(&str, &str)], base: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_as(None, env, base, args)
+    }
+
+    /// Like [`Node::start_env`], as user `uid` when given (root only): the fault suite
+    /// tells nodes' traffic apart by its owner to cut one peer link ([`LinkCut`]).
+    pub fn start_as(uid: Option<u32>, env: &[(&str, &str)], base: &[&str], args: &[&str]) -> Self {
+        let mut command = Command::new(BIN);
+        command
             .envs(env.iter().copied())
             .args(base)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kache-node");
+            .stderr(Stdio::piped());
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command.spawn().expect("spawn kache-node");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, logs) = mpsc::channel();
         std::thread::spawn(move || {
@@ -234,6 +244,19 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// How to start one node again: its environment and flags.
 type Launch = (Vec<(String, String)>, Vec<String>);
 
+/// How a [`StaticCluster`] is started beyond each node's environment.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Flags every node gets.
+    pub extra: &'a [&'a str],
+    /// Run node `i` as user `first_uid + i` (root only), for [`LinkCut`].
+    pub first_uid: Option<u32>,
+    /// Use a watched member file (`--members-file`) listing only the first `n` nodes at
+    /// epoch 1, instead of a static `--members` list of all of them; change it with
+    /// [`StaticCluster::write_list`].
+    pub listed: Option<usize>,
+}
+
 /// Nodes `node-i` on loopback with a static member list (`--members`), each started with
 /// its own extra environment (`envs[i]`) and the shared `extra` flags, on fixed ports.
 /// Every node is killed on drop.
@@ -242,10 +265,39 @@ pub struct StaticCluster {
     pub grpc_ports: Vec<u16>,
     /// Each node's environment and flags, to start it again.
     launches: Vec<Launch>,
+    first_uid: Option<u32>,
+    replication_factor: String,
+    /// The watched member file and its directory, when [`Options::listed`] is set.
+    members_file: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Drop for StaticCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if let Some((_, dir)) = &self.members_file {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl StaticCluster {
     pub fn start(envs: &[Vec<(&str, &str)>], replication_factor: &str, extra: &[&str]) -> Self {
+        Self::start_with(
+            envs,
+            replication_factor,
+            &Options {
+                extra,
+                ..Options::default()
+            },
+        )
+    }
+
+    pub fn start_with(
+        envs: &[Vec<(&str, &str)>],
+        replication_factor: &str,
+        options: &Options<'_>,
+    ) -> Self {
+        let extra = options.extra;
         let grpc_ports = free_ports(envs.len());
         // Fixed HTTP ports too, so a restarted node is where clients left it.
         let http_ports = free_ports(envs.len());
@@ -255,6 +307,15 @@ impl StaticCluster {
             .map(|(i, port)| format!("node-{i}=127.0.0.1:{port}"))
             .collect();
         let members = members.join(",");
+        let members_file = options.listed.map(|_| {
+            let dir = std::env::temp_dir().join(format!(
+                "kache-static-{}-{}",
+                std::process::id(),
+                fastrand::u64(..)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            (dir.join("members.yaml"), dir)
+        });
         let launches: Vec<Launch> = envs
             .iter()
             .enumerate()
@@ -270,14 +331,21 @@ impl StaticCluster {
                     &format!("127.0.0.1:{}", grpc_ports[i]),
                     "--node-id",
                     &format!("node-{i}"),
-                    "--members",
-                    &members,
-                    "--replication-factor",
-                    replication_factor,
                 ]
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect();
+                match &members_file {
+                    Some((file, _)) => {
+                        args.extend(["--members-file".to_owned(), file.display().to_string()]);
+                    }
+                    None => args.extend([
+                        "--members".to_owned(),
+                        members.clone(),
+                        "--replication-factor".to_owned(),
+                        replication_factor.to_owned(),
+                    ]),
+                }
                 args.extend(extra.iter().map(|s| (*s).to_owned()));
                 (env, args)
             })
@@ -286,7 +354,13 @@ impl StaticCluster {
             nodes: Vec::new(),
             grpc_ports,
             launches,
+            first_uid: options.first_uid,
+            replication_factor: replication_factor.to_owned(),
+            members_file,
         };
+        if let Some(listed) = options.listed {
+            cluster.write_list(1, &(0..listed).collect::<Vec<_>>(), &[]);
+        }
         cluster.nodes = (0..envs.len()).map(|i| cluster.launch(i)).collect();
         for node in &cluster.nodes {
             node.wait_ready(Duration::from_secs(20));
@@ -299,7 +373,41 @@ impl StaticCluster {
         let (env, args) = &self.launches[i];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Node::start_env(&env, &[], &args)
+        Node::start_as(self.uid(i), &env, &[], &args)
+    }
+
+    /// Node `i`'s user, when the cluster runs nodes as distinct users.
+    pub fn uid(&self, i: usize) -> Option<u32> {
+        self.first_uid
+            .map(|first| first + u32::try_from(i).expect("a handful of nodes"))
+    }
+
+    /// Publishes a member list through the watched file ([`Options::listed`]).
+    pub fn write_list(&self, epoch: u64, members: &[usize], departing: &[usize]) {
+        let (file, dir) = self
+            .members_file
+            .as_ref()
+            .expect("started with Options::listed");
+        let mut yaml = format!(
+            "epoch: {epoch}\npartitions: 271\nreplicationFactor: {}\n",
+            self.replication_factor
+        );
+        for (section, nodes) in [("members", members), ("departing", departing)] {
+            if nodes.is_empty() {
+                continue;
+            }
+            yaml.push_str(&format!("{section}:\n"));
+            for &i in nodes {
+                yaml.push_str(&format!(
+                    "  - id: node-{i}\n    address: 127.0.0.1:{}\n",
+                    self.grpc_ports[i]
+                ));
+            }
+        }
+        // Write then rename, so a node never reads half a file.
+        let tmp = dir.join("members.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, file).unwrap();
     }
 
     /// Keys whose first-ranked owner is `owner`.
@@ -335,4 +443,72 @@ impl StaticCluster {
         .await
         .unwrap()
     }
+}
+
+/// A peer link cut both ways between two nodes run as distinct users: iptables drops
+/// every packet either one sends to the other's peer port (a SYN or a segment of an open
+/// connection alike), while clients still reach both. Removed on drop, so a failing test
+/// leaves no rule behind. Needs root and iptables.
+pub struct LinkCut {
+    rules: Vec<Vec<String>>,
+}
+
+impl LinkCut {
+    /// Cuts the link between the nodes run as `uid_a`/`uid_b` with peer ports
+    /// `port_a`/`port_b`.
+    pub fn between(uid_a: u32, port_a: u16, uid_b: u32, port_b: u16) -> Self {
+        let rule = |uid: u32, port: u16| -> Vec<String> {
+            [
+                "OUTPUT",
+                "-o",
+                "lo",
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-m",
+                "owner",
+                "--uid-owner",
+                &uid.to_string(),
+                "-j",
+                "DROP",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+        let mut cut = Self { rules: Vec::new() };
+        for rule in [rule(uid_a, port_b), rule(uid_b, port_a)] {
+            let status = Command::new("iptables")
+                .args(["-w", "-I"])
+                .args(&rule)
+                .status()
+                .expect("iptables runs (apt-get install iptables)");
+            assert!(status.success(), "iptables -I {rule:?} failed");
+            cut.rules.push(rule);
+        }
+        cut
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let _ = Command::new("iptables")
+                .args(["-w", "-D"])
+                .args(rule)
+                .status();
+        }
+    }
+}
+
+/// Whether this process may run nodes as other users and change iptables rules.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
 }

@@ -196,10 +196,11 @@ async fn a_source_without_room_for_a_chunk_fails_the_pull_and_keeps_its_data() {
     // Other exchanges hold the source's buffers' share but less than one chunk.
     let held = leave_buffer_room(&source, chunk / 2);
     let before = source.stats();
+    // RF 2: both own every partition, so b may store what it pulls.
     let (a, b) = pair(
         source.clone(),
         store("b", 64 << 20, EvictionPolicy::None),
-        1,
+        2,
     )
     .await;
 
@@ -288,7 +289,7 @@ async fn a_full_node_takes_a_pulled_chunk_into_its_buffers_share_and_evicts_only
     for key in &keys {
         put(&source, key, VALUE);
     }
-    let (_a, b) = pair(source, receiver.clone(), 1).await;
+    let (_a, b) = pair(source, receiver.clone(), 2).await;
 
     let pulled = b.pull(&member(&b, "a"), 3, Vec::new()).await.expect("pull");
     assert_eq!(pulled.stored, 100);
@@ -384,4 +385,30 @@ async fn a_hand_off_is_charged_by_the_sender_and_by_the_holder() {
     assert_eq!((drained.partitions, drained.records), (1, 100));
     assert!(holds_all(&holder, &keys));
     assert_eq!(holder.stats().buffer_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_pull_of_a_partition_the_node_does_not_own_stores_nothing() {
+    // At RF 1 each partition has one owner; find one that is a's alone.
+    let source = store("a", 64 << 20, EvictionPolicy::None);
+    let receiver = store("b", 64 << 20, EvictionPolicy::None);
+    let (a, b) = pair(source.clone(), receiver.clone(), 1).await;
+    let partition = (0..PARTITIONS)
+        .find(|&p| a.view().owns(p))
+        .expect("a owns some partition");
+    let keys = keys_of(partition, 20);
+    for key in &keys {
+        put(&source, key, VALUE);
+    }
+    // An anti-entropy round or a catch-up that outlived b's ownership delivers late.
+    let refused = b
+        .pull(&member(&b, "a"), partition, Vec::new())
+        .await
+        .expect_err("b does not own the partition");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    assert_eq!(
+        receiver.stats().keys,
+        0,
+        "a copy nobody owns would never be dropped"
+    );
 }

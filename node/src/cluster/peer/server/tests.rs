@@ -274,10 +274,11 @@ async fn a_pull_from_a_source_that_stops_sending_fails_after_the_idle_deadline()
             .add_service(proto::peer_server::PeerServer::new(Silent))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
+    // RF 2: b owns the partition it pulls.
     let list = MemberList {
         epoch: 1,
         partitions: 4,
-        replication_factor: ReplicationFactor::Count(1),
+        replication_factor: ReplicationFactor::Count(2),
         members: vec![
             Member {
                 id: "a".into(),
