@@ -204,6 +204,7 @@ async fn member(
     tasks.extend(discovery_task.map(AbortOnDrop));
     let list = lists.borrow().clone();
     let cluster = Cluster::new(store, identity, list, config.consistency, discovery);
+    cluster.started();
     tasks.push(AbortOnDrop(cluster.follow(lists)));
     // A (re)started member serves as a replica only once it has a member list and holds
     // what it owns in it; the sync moves the lifecycle to Ready. A node in no list owns

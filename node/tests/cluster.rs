@@ -1126,6 +1126,130 @@ async fn a_node_in_no_list_starts_ready_owns_nothing_and_forwards() {
     }
 }
 
+/// How to start the ghost member `node-2` of [`hold_move_open`] again.
+struct Ghost {
+    grpc: String,
+}
+
+impl Ghost {
+    fn start(&self, members_file: &std::path::Path) -> Node {
+        Node::start_with(
+            &["--http-addr", "127.0.0.1:0", "--grpc-addr", &self.grpc],
+            &[
+                "--node-id",
+                "node-2",
+                "--members-file",
+                members_file.to_str().unwrap(),
+            ],
+        )
+    }
+}
+
+/// Publishes epoch 2 (`members` plus `node-2`, RF 1) and holds the move to it open: the
+/// ghost `node-2` reports epoch 2 but never finishes its startup sync, because its own
+/// list names a member that does not exist, which it waits for. Start it again with the
+/// shared list ([`Ghost::start`]) to let the move complete.
+fn hold_move_open(cluster: &TestCluster, members: &[usize]) -> (Node, Ghost) {
+    let ports = free_ports(2);
+    let ghost = Ghost {
+        grpc: format!("127.0.0.1:{}", ports[0]),
+    };
+    let list = |extra: &str| {
+        let mut yaml = "epoch: 2\npartitions: 271\nreplicationFactor: 1\nmembers:\n".to_owned();
+        for &i in members {
+            yaml.push_str(&format!(
+                "- {{id: node-{i}, address: 127.0.0.1:{}}}\n",
+                cluster.grpc_ports[i]
+            ));
+        }
+        yaml.push_str(&format!(
+            "- {{id: node-2, address: {}}}\n{extra}",
+            ghost.grpc
+        ));
+        yaml
+    };
+    let ghost_file = cluster.dir.join("ghost.yaml");
+    let phantom = format!("- {{id: phantom, address: 127.0.0.1:{}}}\n", ports[1]);
+    std::fs::write(&ghost_file, list(&phantom)).unwrap();
+    let node = ghost.start(&ghost_file);
+    let tmp = cluster.dir.join("members.yaml.tmp");
+    std::fs::write(&tmp, list("")).unwrap();
+    std::fs::rename(&tmp, &cluster.members_file).unwrap();
+    (node, ghost)
+}
+
+/// A node restarted in the middle of a move routes as its peers do. Before, it took its
+/// first list for a settled one: at RF 1 it wrote a key of a moving partition to the new
+/// owner alone, acknowledged it, and the old owner, still the one reads count, answered
+/// 404. The fault suite found it (a 10-round soak); this pins it.
+#[tokio::test]
+async fn a_node_restarted_during_a_move_writes_where_its_peers_read() {
+    let mut cluster = TestCluster::start_members(2, "1", &[0, 1], &[]);
+    let owner = async |cluster: &TestCluster, key: &str| -> Json {
+        let placement: Json = cluster.nodes[0]
+            .get(&format!("/v1/cluster/keys/{key}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        placement["owners"][0].clone()
+    };
+    // Keys node-0 owns at epoch 1 ...
+    let mut owned_by_0 = Vec::new();
+    for i in 0..300 {
+        let key = format!("m{i}");
+        if owner(&cluster, &key).await == "node-0" {
+            owned_by_0.push(key);
+        }
+    }
+    let (ghost, _) = hold_move_open(&cluster, &[0, 1]);
+    // node-0 is moving (its report says so) when node-1 restarts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report: Json = cluster.nodes[0]
+            .get("/v1/cluster")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if report["epoch"] == 2 && report["rebalance"]["active"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-0 did not start the move: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.nodes[1].child.kill().unwrap();
+    cluster.nodes[1].child.wait().unwrap();
+    cluster.nodes[1] = cluster.spawn(1);
+    wait_ready(&cluster.nodes[1]).await;
+    // ... and node-2 owns at epoch 2.
+    let mut moving = Vec::new();
+    for key in owned_by_0 {
+        if owner(&cluster, &key).await == "node-2" && moving.len() < 5 {
+            moving.push(key);
+        }
+    }
+    assert_eq!(moving.len(), 5, "keys moving from node-0 to node-2");
+    for key in &moving {
+        let written = put(&cluster.nodes[1], key, "new", None).await;
+        assert!(
+            written.status().is_success(),
+            "{key}: both owners are up: {}",
+            written.status()
+        );
+        let (status, body) = get(&cluster.nodes[0], key).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "new"),
+            "{key}: acknowledged through node-1, then read through node-0"
+        );
+    }
+    drop(ghost);
+}
+
 /// Issue 10, item 8 (suspected, proven and fixed here): a write from a coordinator still
 /// on the old epoch that reaches the old owner *after* the new owner's catch-up must not
 /// be acknowledged and then dropped when the move completes.
@@ -1138,42 +1262,8 @@ async fn a_node_in_no_list_starts_ready_owns_nothing_and_forwards() {
 /// acknowledged must be readable afterwards.
 #[tokio::test]
 async fn a_late_write_on_the_old_epoch_is_refused_not_lost() {
-    let ports = free_ports(2);
     let cluster = TestCluster::start_members(2, "1", &[0], &[]);
-    let ghost_port = ports[0];
-    let ghost_file = cluster.dir.join("ghost.yaml");
-    std::fs::write(
-        &ghost_file,
-        format!(
-            "epoch: 2\npartitions: 271\nreplicationFactor: 1\nmembers:\n\
-             - {{id: node-0, address: 127.0.0.1:{}}}\n\
-             - {{id: node-1, address: 127.0.0.1:{}}}\n\
-             - {{id: node-2, address: 127.0.0.1:{ghost_port}}}\n\
-             - {{id: phantom, address: 127.0.0.1:{}}}\n",
-            cluster.grpc_ports[0], cluster.grpc_ports[1], ports[1]
-        ),
-    )
-    .unwrap();
-    let ghost_grpc = format!("127.0.0.1:{ghost_port}");
-    let ghost_args = |file: &str| -> Node {
-        Node::start_with(
-            &["--http-addr", "127.0.0.1:0", "--grpc-addr", &ghost_grpc],
-            &["--node-id", "node-2", "--members-file", file],
-        )
-    };
-    let mut ghost = ghost_args(ghost_file.to_str().unwrap());
-
-    // Epoch 2 for node-0 and node-1: node-2 at the ghost's address.
-    let yaml = format!(
-        "epoch: 2\npartitions: 271\nreplicationFactor: 1\nmembers:\n\
-         - {{id: node-0, address: 127.0.0.1:{}}}\n\
-         - {{id: node-1, address: 127.0.0.1:{}}}\n\
-         - {{id: node-2, address: {ghost_grpc}}}\n",
-        cluster.grpc_ports[0], cluster.grpc_ports[1]
-    );
-    let tmp = cluster.dir.join("members.yaml.tmp");
-    std::fs::write(&tmp, &yaml).unwrap();
-    std::fs::rename(&tmp, &cluster.members_file).unwrap();
+    let (mut ghost, ghost_args) = hold_move_open(&cluster, &[0, 1]);
 
     // node-1 caught up (synced epoch 2) while the move stays open (node-2 is not synced).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1241,7 +1331,7 @@ async fn a_late_write_on_the_old_epoch_is_refused_not_lost() {
     // Let the move complete: node-2 comes back with the real list and syncs.
     ghost.child.kill().unwrap();
     ghost.child.wait().unwrap();
-    ghost = ghost_args(cluster.members_file.to_str().unwrap());
+    ghost = ghost_args.start(&cluster.members_file);
     ghost.wait_ready(Duration::from_secs(30));
     wait_settled(&cluster, &[0, 1], 2).await;
     let (status, body) = get(&cluster.nodes[1], &key).await;

@@ -107,10 +107,20 @@ impl Cluster {
     /// restart (the operator tells, by the incarnation), their data is lost.
     pub async fn initial_sync(&self) {
         self.wait_for_list().await;
-        let view = self.view();
+        self.join_move_in_progress().await;
+        let routing = self.routing();
+        let view = routing.next.clone();
         self.inner.sync.start_startup();
         let mut without_copy = Vec::new();
-        for partition in view.owned() {
+        // In the middle of a move, what it owns in either list: as an old owner it counts
+        // as holding its old partitions completely until the move completes.
+        let mut partitions = view.owned();
+        if routing.moving() {
+            partitions.extend(routing.prev.owned());
+            partitions.sort_unstable();
+            partitions.dedup();
+        }
+        for partition in partitions {
             if !self.sync_partition(partition).await {
                 without_copy.push(partition);
             }
@@ -126,6 +136,51 @@ impl Cluster {
             epoch = view.epoch(),
             "startup sync complete: holding every owned partition"
         );
+    }
+
+    /// Asks the other members whether they are moving to this node's epoch, and if one
+    /// is, routes by the list it moves from too (see
+    /// [`super::router::Router::settle_first_list`]). A member that does not answer
+    /// within a second is skipped.
+    async fn join_move_in_progress(&self) {
+        let moving_from = self.moving_from().await;
+        self.inner.router.settle_first_list(moving_from);
+    }
+
+    /// The list a peer on this node's epoch is moving from, if one is.
+    async fn moving_from(&self) -> Option<super::membership::MemberList> {
+        if !self.inner.router.unsettled() {
+            return None;
+        }
+        let view = self.view();
+        for member in sync_sources(&view.list, &self.inner.identity.node_id) {
+            let Ok(mut client) = self.inner.replicator.peers().client(member) else {
+                continue;
+            };
+            let request = proto::HelloRequest {
+                sender: Some(self.sender()),
+            };
+            let Ok(Ok(reply)) =
+                tokio::time::timeout(Duration::from_secs(1), client.hello(request)).await
+            else {
+                continue;
+            };
+            let reply = reply.into_inner();
+            let same_epoch = reply
+                .sender
+                .as_ref()
+                .is_some_and(|s| s.epoch == view.epoch());
+            if !same_epoch || reply.prev_list.is_empty() {
+                continue;
+            }
+            match super::membership::MemberList::from_yaml(&reply.prev_list) {
+                Ok(prev) => return Some(prev),
+                Err(err) => {
+                    tracing::warn!(peer = %member.id, error = %err, "a peer sent an unreadable list");
+                }
+            }
+        }
+        None
     }
 
     /// Pulls `partition` from every source (see [`Cluster::initial_sync`]). Returns

@@ -197,6 +197,13 @@ impl Cluster {
         self.inner.sync.is_synced()
     }
 
+    /// This process just started (with the list it has, if any): until its startup sync
+    /// has asked the peers whether a move is in progress, it coordinates no writes (see
+    /// [`Router::settle_first_list`]). Nodes built for unit tests skip it.
+    pub fn started(&self) {
+        self.inner.router.started();
+    }
+
     /// Installs a member list if its epoch is newer (see [`Router::install`]).
     pub fn install(&self, list: MemberList) -> bool {
         self.inner.router.install(list)

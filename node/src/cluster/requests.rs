@@ -188,6 +188,16 @@ impl Cluster {
         write: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<Option<T>, ClusterError> {
         self.check_clock()?;
+        if self.inner.router.unsettled() {
+            return Err(ClusterError::Unavailable {
+                needed: 1,
+                acked: 0,
+                detail: format!(
+                    "{} just started and is learning whether a membership move is in progress; it coordinates no writes yet",
+                    self.inner.identity.node_id
+                ),
+            });
+        }
         if self.refuses_writes_while_draining(partition) {
             return Err(self.draining_error(partition));
         }

@@ -206,6 +206,9 @@ pub struct Router {
     views: RwLock<Routing>,
     /// Bumped on every routing change, to wake the rebalancer and list waiters.
     changes: watch::Sender<u64>,
+    /// The views come from the first list this node received, with no move known: the
+    /// cluster may be in the middle of one ([`Router::adopt_prev`]).
+    first_list: std::sync::atomic::AtomicBool,
 }
 
 impl Router {
@@ -219,6 +222,7 @@ impl Router {
                 next: view,
             }),
             changes: watch::channel(epoch).0,
+            first_list: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -255,10 +259,58 @@ impl Router {
             "membership changed"
         );
         let epoch = view.epoch();
-        if !views.next.list.has_members() {
+        let first = !views.next.list.has_members();
+        if first {
             views.prev = view.clone();
         }
+        self.first_list
+            .store(first, std::sync::atomic::Ordering::Relaxed);
         views.next = view;
+        drop(views);
+        self.changes.send_replace(epoch);
+        true
+    }
+
+    /// Marks the list the node started with (if any) as its first list: a process that
+    /// starts does not know whether the cluster is in the middle of a move.
+    pub fn started(&self) {
+        let has_list = self.views.read().next.list.has_members();
+        self.first_list
+            .store(has_list, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the views come from a first list not yet checked against the peers: the
+    /// cluster may be in the middle of a move this node does not know about, so it
+    /// coordinates no writes until [`Router::settle_first_list`].
+    pub fn unsettled(&self) -> bool {
+        self.first_list.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Settles the first list: when it arrived in the middle of a move, `prev` becomes
+    /// `moving_from`, the list a peer on the same epoch moves from, and this node routes
+    /// as the rest of the cluster does. Without it, a node restarted during a move took
+    /// its first list for a settled one and wrote to a quorum of the new owners only,
+    /// while its peers read from a quorum of the old ones: an acknowledged write could
+    /// read as never made (the fault suite found it). Only before any other list, and
+    /// only an older list than the one in force.
+    pub fn settle_first_list(&self, moving_from: Option<MemberList>) -> bool {
+        let mut views = self.views.write();
+        let fresh = self
+            .first_list
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        let Some(list) = moving_from else {
+            return false;
+        };
+        if !fresh || views.moving() || list.epoch >= views.next.epoch() || !list.has_members() {
+            return false;
+        }
+        tracing::info!(
+            from = list.epoch,
+            to = views.next.epoch(),
+            "joined a move in progress: routing by both lists until it completes"
+        );
+        views.prev = Arc::new(View::new(list, &self.node_id));
+        let epoch = views.next.epoch();
         drop(views);
         self.changes.send_replace(epoch);
         true

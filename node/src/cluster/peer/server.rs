@@ -167,8 +167,15 @@ impl Peer for PeerService {
         request: Request<proto::HelloRequest>,
     ) -> Result<Response<proto::HelloResponse>, Status> {
         self.check_sender(request.get_ref().sender.as_ref())?;
+        let routing = self.cluster.routing();
+        let prev_list = if routing.moving() {
+            routing.prev.list.to_yaml()
+        } else {
+            String::new()
+        };
         Ok(Response::new(proto::HelloResponse {
             sender: Some(self.cluster.sender()),
+            prev_list,
         }))
     }
 
