@@ -25,6 +25,7 @@ use super::events::PodEvents;
 use super::expansion::Environment;
 use super::image_run::{RunAs, image_argv, image_base_env, read_only_root, run_as};
 use super::image_store::{ImageStore, Reference, StoredImage};
+use super::images::ImageMap;
 use super::mountpoints::Mountpoints;
 use super::process::{self, LaunchSpec, RootFs};
 use super::projection::{config_map_data, secret_data};
@@ -114,7 +115,11 @@ pub struct Launch {
 /// Everything needed to launch the next run of `container`: from its image in
 /// the store when the store holds it, else from a host binary (`--image`).
 pub async fn prepare(pod: &PodContext, container: &Container) -> Result<Launch, LaunchError> {
-    let image = find_image(pod, container)?;
+    let image = find_image(
+        pod.config.image_store.as_ref(),
+        &pod.config.images,
+        container.image.as_deref().unwrap_or(""),
+    )?;
     let sources = env_sources(pod, container).await.map_err(config_error)?;
     let kubelet_env = pod.config.base_env(&pod.hostname, &pod.home);
     let base = match &image {
@@ -150,16 +155,20 @@ fn pull_error(message: String) -> LaunchError {
     }
 }
 
-/// The container's image from the store; `None` when the kubelet has no store
-/// or the image is mapped to a host binary instead.
-fn find_image(pod: &PodContext, container: &Container) -> Result<Option<StoredImage>, LaunchError> {
-    let Some(store) = &pod.config.image_store else {
+/// The image `image` names in `store`; `None` when there is no store or the
+/// image is mapped to a host binary in `host` instead. Missing from both, or
+/// unreadable: `ErrImagePull`.
+pub fn find_image(
+    store: Option<&ImageStore>,
+    host: &ImageMap,
+    image: &str,
+) -> Result<Option<StoredImage>, LaunchError> {
+    let Some(store) = store else {
         return Ok(None);
     };
-    let image = container.image.as_deref().unwrap_or("");
     match store.find(image) {
         Ok(Some(stored)) => Ok(Some(stored)),
-        Ok(None) if pod.config.images.lookup(image).is_some() => Ok(None),
+        Ok(None) if host.lookup(image).is_some() => Ok(None),
         Ok(None) => Err(pull_error(format!(
             "Failed to pull image {image:?}: not found in the image store {} (scripts/build-images.sh builds kache's images)",
             store.root().display()
@@ -360,4 +369,33 @@ async fn env_sources(pod: &PodContext, container: &Container) -> Result<EnvSourc
         }
     }
     Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_is_err_image_pull_unless_mapped_to_a_host_binary() {
+        let dir = std::env::temp_dir().join(format!("kache-launch-{}", std::process::id()));
+        let store = ImageStore::new(&dir);
+        let none = ImageMap::default();
+        let err = find_image(Some(&store), &none, "kache/node:0.1.0").expect_err("missing");
+        assert_eq!((err.reason, err.retry), ("ErrImagePull", true));
+        assert!(err.message.contains("kache/node:0.1.0"), "{}", err.message);
+        assert!(
+            err.message.contains(&dir.display().to_string()),
+            "{}",
+            err.message
+        );
+        let mapped = ImageMap::parse(&["kache/node=/bin/true"]).expect("mapping");
+        assert!(matches!(
+            find_image(Some(&store), &mapped, "kache/node:0.1.0"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            find_image(None, &none, "kache/node:0.1.0"),
+            Ok(None)
+        ));
+    }
 }
