@@ -314,6 +314,9 @@ enum Whiteout {
 
 impl Whiteout {
     fn of(path: &Path) -> Option<Whiteout> {
+        if path.components().any(|c| c == Component::ParentDir) {
+            return None;
+        }
         let name = path.file_name()?.to_str()?;
         let hidden = name.strip_prefix(".wh.")?;
         let parent: PathBuf = path
@@ -322,9 +325,6 @@ impl Whiteout {
             .components()
             .filter(|c| matches!(c, Component::Normal(_)))
             .collect();
-        if path.components().any(|c| c == Component::ParentDir) {
-            return None;
-        }
         Some(if hidden == ".wh..opq" {
             Whiteout::Opaque(parent)
         } else {
@@ -333,10 +333,26 @@ impl Whiteout {
     }
 
     fn apply(&self, rootfs: &Path) -> Result<(), StoreError> {
+        let (Whiteout::Delete(rel) | Whiteout::Opaque(rel)) = self;
+        // A symlink on the way (an earlier layer's `etc -> /etc`) would aim the
+        // deletion at the host.
+        let mut dir = rootfs.to_path_buf();
+        for component in rel.parent().unwrap_or(Path::new("")).components() {
+            dir.push(component);
+            if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(StoreError::Unsupported(format!(
+                    "whiteout {} lies under a symlink",
+                    rel.display()
+                )));
+            }
+        }
         match self {
             Whiteout::Delete(rel) => remove_path(&rootfs.join(rel)),
             Whiteout::Opaque(rel) => {
                 let dir = rootfs.join(rel);
+                if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Ok(());
+                }
                 let Ok(entries) = fs::read_dir(&dir) else {
                     return Ok(());
                 };

@@ -276,6 +276,8 @@ pub fn fresh_root(stored: &StoredImage, rootfs: &Path, host_hosts: bool) -> Resu
     if host_hosts {
         ensure_in_root(rootfs, Path::new("/etc"), true).map_err(|e| e.to_string())?;
         let hosts = rootfs.join("etc/hosts");
+        // Not through a symlink the image may have put there.
+        let _ = std::fs::remove_file(&hosts);
         std::fs::copy("/etc/hosts", &hosts).map_err(|e| format!("{}: {e}", hosts.display()))?;
     }
     Ok(())

@@ -259,3 +259,38 @@ fn a_corrupt_layer_fails_its_digest_check() {
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     let _ = fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_whiteout_under_a_symlink_never_reaches_outside_the_root() {
+    let root = tmp("whiteout-symlink");
+    let outside = root.join("outside");
+    fs::create_dir_all(&outside).expect("outside dir");
+    fs::write(outside.join("victim"), "keep me").expect("victim");
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    header.set_mode(0o777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    builder
+        .append_link(&mut header, "etc", &outside)
+        .expect("symlink entry");
+    let lower = builder.into_inner().expect("tar");
+    let upper = tar_of(&[("etc/.wh.victim", Some(""))]);
+    let layout = root.join("layout");
+    fs::create_dir_all(&layout).expect("layout");
+    write_image(&layout, &["evil:1"], &[lower, upper]);
+    let image = ImageStore::new(&root)
+        .find("evil:1")
+        .expect("find")
+        .expect("found");
+    let err = ImageStore::unpack(&image, &root.join("rootfs")).expect_err("refused");
+    assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+    assert!(
+        outside.join("victim").exists(),
+        "nothing outside the root was deleted"
+    );
+    let _ = fs::remove_dir_all(&root);
+}
