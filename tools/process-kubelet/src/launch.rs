@@ -225,11 +225,11 @@ async fn prepare_from_image(
             MountRoot::Image(&rootfs),
         )
         .map_err(|e| config_error(e.to_string()))?;
-    let working_dir = container
-        .working_dir
-        .clone()
-        .or_else(|| image_config.working_dir().clone())
-        .filter(|d| !d.is_empty())
+    let working_dir = [&container.working_dir, image_config.working_dir()]
+        .into_iter()
+        .flatten()
+        .find(|d| !d.is_empty())
+        .cloned()
         .unwrap_or_else(|| "/".into());
     ensure_in_root(&rootfs, Path::new(&working_dir), true)
         .map_err(|e| config_error(e.to_string()))?;
