@@ -18,6 +18,10 @@ echo "== shell scripts parse"
 for script in .ci/run scripts/*.sh bench/*.sh tests/k8s/*.sh tests/e2e/*.sh; do
   bash -n "$script"
 done
+echo "== images/Dockerfile matches images/images.env (scripts/build-images.sh --check-dockerfile)"
+scripts/build-images.sh --check-dockerfile
+echo "== .github/workflows pass actionlint (built from the Go module proxy once, then cached)"
+"$(scripts/go-tool.sh actionlint)" .github/workflows/*.yml
 echo "== control-plane binaries and helm (built from the Go module proxy once, then cached)"
 k8s_bin=$(tests/k8s/build-control-plane.sh | tail -1)
 echo "== helm chart: lint, render with each charts/kache/ci/*-values.yaml"
@@ -45,6 +49,6 @@ for values in charts/kache/ci/*-values.yaml; do
 done
 echo "== manifests/install.yaml matches the chart"
 HELM="$helm" scripts/render-manifests.sh --check
-echo "== end to end on a real control plane (tests/e2e/run.sh)"
+echo "== end to end on a real control plane, from the images (tests/e2e/run.sh builds them)"
 tests/e2e/run.sh
 echo "== all checks passed"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of kache on a real control plane with the process kubelet
 # (tests/tests/e2e.rs). Builds what is missing (control-plane binaries from the Go
-# module proxy, cached in ~/.cache/kache; kache binaries in target/), starts a private
-# control plane, runs the scenarios, and tears everything down, also on failure.
+# module proxy, cached in ~/.cache/kache; the kache images with scripts/build-images.sh,
+# in target/images/oci), starts a private control plane whose kubelet runs the pods from
+# those images, runs the scenarios, and tears everything down, also on failure.
 #
 #   tests/e2e/run.sh            # what scripts/test.sh runs
 #   KACHE_E2E_KEEP=1 tests/e2e/run.sh   # leave the cluster up afterwards for debugging
@@ -28,8 +29,12 @@ bin=$(tests/k8s/build-control-plane.sh | tail -1)
 export PATH="$bin:$PATH"
 export HELM="$bin/helm"
 
-echo "== build kache-node, kache-operator, kache-kubelet"
-cargo build --locked -p kache-node -p kache-operator -p process-kubelet --bins
+echo "== build kache-kubelet, and the kache-node and kache-operator images (scripts/build-images.sh)"
+cargo build --locked -p process-kubelet --bins
+scripts/build-images.sh
+images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
+# The kubelet's way of running an image, once outside Kubernetes: unpacked, chrooted, as 65532.
+KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --test image_smoke
 cargo test --locked -p kache-e2e --features e2e --test e2e --no-run
 
 cleanup() {
@@ -47,9 +52,8 @@ trap 'exit 130' INT TERM
 echo "== control plane and kubelet"
 tests/k8s/cluster.sh down >/dev/null 2>&1 || true
 tests/k8s/cluster.sh up
-tests/k8s/cluster.sh kubelet-up \
-  --image "kache/node=${CARGO_TARGET_DIR:-$root/target}/debug/kache-node" \
-  --image "kache/operator=${CARGO_TARGET_DIR:-$root/target}/debug/kache-operator"
+# The pods run the images (kache/node:<version>, kache/operator:<version>), not host binaries.
+tests/k8s/cluster.sh kubelet-up -- --image-store "$images"
 eval "$(tests/k8s/cluster.sh env | grep '^export KUBECONFIG=')"
 kubectl apply --server-side -f crds/cachecluster.yaml >/dev/null
 

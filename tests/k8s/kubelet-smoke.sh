@@ -12,7 +12,7 @@
 #      of the EndpointSlice's ready endpoints
 #   -> a ConfigMap change reaches the mounted file
 #   -> deleting a pod: graceful stop, object gone, StatefulSet recreates it, data kept
-#   -> an unmapped image is ErrImagePull, not a crash
+#   -> an unmapped image is ErrImagePull/ImagePullBackOff, not a crash
 #   -> kubelet-down stops every pod process and removes every network namespace.
 # Needs root and `cargo build -p process-kubelet --bins` (kache-kubelet and the pod program
 # kache-e2e-app; done here unless KACHE_SMOKE_NO_BUILD=1).
@@ -317,8 +317,9 @@ spec:
   tolerations: [{key: kache.dev/kt-smoke, operator: Exists, effect: NoSchedule}]
   containers: [{name: c, image: "example.com/not-mapped:1.0"}]
 EOF
-errimage() { [[ "$(jp pod/unmapped '{.status.containerStatuses[0].state.waiting.reason}')" == ErrImagePull ]]; }
-retry 30 "unmapped image: Waiting ErrImagePull" errimage
+# ErrImagePull on the first try, ImagePullBackOff while the next one waits.
+errimage() { [[ "$(jp pod/unmapped '{.status.containerStatuses[0].state.waiting.reason}')" =~ ^(ErrImagePull|ImagePullBackOff)$ ]]; }
+retry 30 "unmapped image: Waiting ErrImagePull/ImagePullBackOff" errimage
 node_ready || fail "kubelet not Ready any more"
 
 step "Lease renewal"

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
 
+use super::image_store::ImageStore;
 use super::images::ImageMap;
 use super::ipam::Ipv4Cidr;
 
@@ -26,7 +27,9 @@ pub struct KubeletConfig {
     pub bridge: String,
     /// Where pod IPs come from; must lie inside the bridge's subnet.
     pub pod_cidr: Ipv4Cidr,
-    /// Image name → host binary.
+    /// Where images come from: OCI layouts, unpacked per container and run chrooted.
+    pub image_store: Option<ImageStore>,
+    /// Image name → host binary, for images the store does not hold.
     pub images: ImageMap,
     /// Pod logs, volumes, provisioned PVs and netns markers live here.
     pub state_dir: PathBuf,
@@ -68,6 +71,7 @@ impl Default for KubeletConfig {
             node_ip: None,
             bridge: "kache0".into(),
             pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 88, 1, 0), 24),
+            image_store: None,
             images: ImageMap::default(),
             state_dir: PathBuf::from("/tmp/kache-k8s/kubelet"),
             api_host: "10.88.0.1".into(),

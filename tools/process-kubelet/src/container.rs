@@ -5,7 +5,9 @@
 //! [`super::process`]). While the process runs it relays probe verdicts; when the process exits,
 //! or the liveness/startup probe fails (SIGTERM, grace, SIGKILL), the pod's
 //! `restartPolicy` decides whether it starts again after a capped exponential
-//! back-off. The PID of the current run is kept in `<pod dir>/<container>.pid`.
+//! back-off. An image that cannot be had is `ErrImagePull`, then
+//! `ImagePullBackOff` while the next try waits, with the kubelet's events.
+//! The PID of the current run is kept in `<pod dir>/<container>.pid`.
 //! Every change of state is sent to the pod worker as an
 //! [`Update`]; a stop request carries the grace period to use.
 
@@ -21,6 +23,7 @@ use tokio::time::Instant;
 
 use super::env::Environment;
 use super::events;
+use super::image_run::pull_failure_reason;
 use super::launch::{self, Launch, LaunchError, PodContext};
 use super::probe::ContainerProbes;
 use super::prober::{self, ProbeEvent, ProbeTarget};
@@ -74,6 +77,8 @@ pub struct Supervisor {
     updates: mpsc::UnboundedSender<Update>,
     stop: watch::Receiver<Option<Duration>>,
     backoff: Backoff,
+    /// Failed image pulls in a row.
+    pull_failures: u32,
 }
 
 /// Start supervising `spec`, whose earlier runs (by a previous kubelet) count as `restarts`.
@@ -105,6 +110,7 @@ pub fn spawn(
         updates,
         stop,
         backoff,
+        pull_failures: 0,
     };
     ContainerHandle {
         stop: stop_tx,
@@ -196,14 +202,20 @@ impl Supervisor {
                 retry,
             }) => {
                 tracing::warn!(container = %self.spec.name, reason, %message, "cannot start container");
-                self.cannot_start(reason, message);
-                return Err(if retry {
+                let delay = if retry {
                     self.backoff.delay(Duration::ZERO)
                 } else {
                     Duration::MAX
-                });
+                };
+                if reason == "ErrImagePull" {
+                    self.cannot_pull(message);
+                } else {
+                    self.cannot_start(reason, message);
+                }
+                return Err(delay);
             }
         };
+        self.pull_failures = 0;
         self.snap.image_id = image_id;
         let header = format!("{} start #{}", Timestamp::now(), self.snap.restart_count);
         let proc = match Process::spawn(&spec, &header) {
@@ -232,10 +244,26 @@ impl Supervisor {
         Ok(Run {
             proc,
             env,
+            user: spec.rootfs.as_ref().map(|r| (r.uid, r.gid)),
             pid_file,
             started,
             started_at,
         })
+    }
+
+    /// Report an image that cannot be had, as the kubelet does: `ErrImagePull`
+    /// with a `Failed` event the first time, then `ImagePullBackOff` with a
+    /// `BackOff` event while the next try waits.
+    fn cannot_pull(&mut self, message: String) {
+        let reason = pull_failure_reason(self.pull_failures);
+        self.pull_failures = self.pull_failures.saturating_add(1);
+        let image = self.spec.image.clone().unwrap_or_default();
+        if reason == "ErrImagePull" {
+            self.warn("Failed", message.clone());
+        } else {
+            self.note("BackOff", format!("Back-off pulling image {image:?}"));
+        }
+        self.cannot_start(reason, message);
     }
 
     /// Report a start that failed before the process ran, with a Warning event.
@@ -253,7 +281,13 @@ impl Supervisor {
     /// `restartPolicy` says no).
     async fn run_to_exit(&mut self, run: &mut Run, policy: &str) -> Option<Duration> {
         let (termination, stop_grace) = self
-            .supervise(&mut run.proc, &run.env, run.started, run.started_at)
+            .supervise(
+                &mut run.proc,
+                &run.env,
+                run.user,
+                run.started,
+                run.started_at,
+            )
             .await;
         let _ = std::fs::remove_file(&run.pid_file);
         self.snap.ready = self.role == Role::Init && termination.exit_code == 0;
@@ -290,6 +324,7 @@ impl Supervisor {
         &mut self,
         proc: &mut Process,
         env: &Environment,
+        user: Option<(u32, u32)>,
         started: Instant,
         started_at: Timestamp,
     ) -> (Termination, Option<Duration>) {
@@ -301,6 +336,7 @@ impl Supervisor {
                     ip: self.pod.pod_ip,
                     pid: proc.pid(),
                     env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+                    user,
                 },
                 started,
                 probe_tx,
@@ -360,6 +396,8 @@ impl Supervisor {
 struct Run {
     proc: Process,
     env: Environment,
+    /// uid and gid of a container from an image, for exec probes.
+    user: Option<(u32, u32)>,
     pid_file: PathBuf,
     started: Instant,
     started_at: Timestamp,

@@ -2,7 +2,8 @@
 //!
 //! There is no container runtime on the test machines. Each pod gets a
 //! network namespace with a real IP on the `kache0` bridge, each container is
-//! a host process in that namespace with its volumes bind-mounted in a
+//! a process in that namespace, chrooted into its image's unpacked layers
+//! (from a local store of OCI layouts) with its volumes bind-mounted in a
 //! private mount namespace, and the pod's status is reported through the API
 //! as a real kubelet would, so Deployments, StatefulSets, Services,
 //! EndpointSlices and in-cluster clients behave as in a real cluster. What it
@@ -25,7 +26,10 @@
 //!   `PodStatus` builder and the phase rules.
 //! - [`env`](mod@env), [`expansion`] and [`downward`]: container environment, `$(VAR)`
 //!   expansion, fieldRefs.
-//! - [`images`]: image name → host binary.
+//! - [`image_store`]: OCI image layouts on disk, found by reference and
+//!   unpacked into a container's root filesystem.
+//! - [`image_run`]: what a container from an image runs (argv, env, user).
+//! - [`images`]: image name → host binary (`--image NAME=PATH`).
 //! - [`netns`] and [`ipam`]: network namespaces, veths, pod IPs.
 //! - [`volumes`], [`projection`], [`atomic_writer`], [`mountpoints`]: volumes
 //!   on the host, API-backed volume contents (incl. the service-account
@@ -53,6 +57,8 @@ pub mod env;
 pub mod error;
 pub mod events;
 pub mod expansion;
+pub mod image_run;
+pub mod image_store;
 pub mod images;
 pub mod ipam;
 pub mod launch;
@@ -83,6 +89,7 @@ use tokio::task::JoinHandle;
 
 pub use config::KubeletConfig;
 pub use error::{Error, Result};
+pub use image_store::ImageStore;
 pub use images::ImageMap;
 
 use ipam::{IpPool, Ipam, Ipv4Cidr};
@@ -153,6 +160,10 @@ pub async fn run(
     let config = ctx.config.clone();
     // A previous run that crashed may have left sandboxes behind.
     netns::cleanup_recorded(&config.netns_markers()).await;
+    if let Some(store) = &config.image_store {
+        let images = store.references();
+        tracing::info!(store = %store.root().display(), ?images, "image store");
+    }
     for (name, path) in config.images.iter() {
         tracing::info!(image = name, binary = %path.display(), "image mapping");
     }

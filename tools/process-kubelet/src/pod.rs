@@ -247,6 +247,7 @@ impl Worker {
             netns: self.sandbox.as_ref().and_then(Sandbox::netns_path),
             hostname: hostname(pod),
             home: self.run_dir.join("home"),
+            rootfs_dir: self.run_dir.join("rootfs"),
             log_dir: self.log_dir.clone(),
             hosts_file: self
                 .sandbox

@@ -8,7 +8,7 @@
 //! Checks run from the host, which reaches pod IPs over the bridge. HTTP is a
 //! minimal HTTP/1.1 GET (status 200–399 passes); an `exec` probe runs the
 //! command with `nsenter` in the container's mount, UTS and network
-//! namespaces, with the container's environment.
+//! namespaces, root and working directory, as its user, with its environment.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub struct ProbeTarget {
     pub pid: u32,
     /// The container's environment, for exec probes.
     pub env: Vec<(String, String)>,
+    /// The uid and gid of a container from an image (`None`: root).
+    pub user: Option<(u32, u32)>,
 }
 
 /// Run `probes` against `target` for a container that started at `started`.
@@ -244,9 +246,15 @@ async fn exec(target: &ProbeTarget, argv: &[String]) -> Result<(), String> {
     if argv.is_empty() {
         return Err("exec probe has no command".into());
     }
-    let output = tokio::process::Command::new("nsenter")
+    let mut nsenter = tokio::process::Command::new("nsenter");
+    nsenter
         .arg(format!("--target={}", target.pid))
-        .args(["--mount", "--uts", "--net", "--"])
+        .args(["--mount", "--uts", "--net", "--root", "--wd"]);
+    if let Some((uid, gid)) = target.user.filter(|ids| *ids != (0, 0)) {
+        nsenter.args(["--setuid", &uid.to_string(), "--setgid", &gid.to_string()]);
+    }
+    let output = nsenter
+        .arg("--")
         .args(argv)
         .env_clear()
         .envs(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -14,6 +14,13 @@
 //!     <argv>                                         (the container's program)
 //! ```
 //!
+//! A container from an image also gets its own root: the script binds the
+//! unpacked image onto itself (read-only for `readOnlyRootFilesystem`), mounts
+//! `/proc`, a `/dev` with the usual devices and a read-only `/sys` in it, puts
+//! the volumes under it, and `nsenter --root --wd --setuid --setgid` enters it
+//! as the container's user after joining the network namespace, so the
+//! program runs chrooted, with no capabilities unless its user is root.
+//!
 //! The process leads its own process group; stopping it sends SIGTERM to the
 //! group, waits for the grace period, then SIGKILLs the group. The kubelet
 //! only ever signals process groups it created, by PID, while it still holds
@@ -42,6 +49,22 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// A container's own root filesystem: its image, unpacked on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootFs {
+    /// The unpacked image.
+    pub path: PathBuf,
+    /// Bind it read-only (`readOnlyRootFilesystem`); volumes stay as mounted.
+    pub read_only: bool,
+    /// User id the program runs as.
+    pub uid: u32,
+    /// Group id the program runs as (no supplementary groups).
+    pub gid: u32,
+}
+
+/// Devices a container's `/dev` gets, bound from the host's.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
 /// Everything needed to start one container run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -49,8 +72,10 @@ pub struct LaunchSpec {
     pub argv: Vec<String>,
     /// The complete environment (nothing else is inherited).
     pub env: Vec<(String, String)>,
-    /// `workingDir`, if set.
+    /// `workingDir`, if set (inside the root filesystem when there is one).
     pub working_dir: Option<String>,
+    /// The container's own root, or `None` to run on the host's filesystem.
+    pub rootfs: Option<RootFs>,
     /// Bind mounts, parents before children.
     pub mounts: Vec<Mount>,
     /// The UTS hostname.
@@ -89,30 +114,89 @@ pub fn wrapper_script(spec: &LaunchSpec, mount: &str, env: &str, nsenter: &str) 
         // nsenter keep the descriptor open across their execs.
         s.push_str("exec 9<\"$1\"\nshift\nset -- /proc/self/fd/9 \"$@\"\n");
     }
+    if let Some(root) = &spec.rootfs {
+        s.push_str(&root_mounts(root, mount));
+    }
     for m in &spec.mounts {
         let ro = if m.read_only { " -o ro" } else { "" };
         s.push_str(&format!(
             "{mount} --bind{ro} -- {} {}\n",
             shell_quote(&m.source.display().to_string()),
-            shell_quote(&m.target.display().to_string())
+            shell_quote(&in_root(spec, &m.target))
         ));
+    }
+    if let Some(root) = spec.rootfs.as_ref().filter(|r| r.read_only) {
+        // Last: the mount points above had to be created first.
+        let path = shell_quote(&root.path.display().to_string());
+        s.push_str(&format!("{mount} -o remount,bind,ro -- {path}\n"));
     }
     s.push_str(&format!(
         "printf %s {} > /proc/sys/kernel/hostname\n",
         shell_quote(&spec.hostname)
     ));
-    if let Some(dir) = &spec.working_dir {
+    if let (Some(dir), None) = (&spec.working_dir, &spec.rootfs) {
         s.push_str(&format!("cd -- {}\n", shell_quote(dir)));
     }
     // bash adds PWD, OLDPWD and SHLVL to the environment; the container must not see them.
     s.push_str(&format!("exec {env} -u SHLVL -u PWD -u OLDPWD"));
+    if spec.netns.is_some() || spec.rootfs.is_some() {
+        s.push_str(&format!(" {nsenter}"));
+    }
     if let Some(netns) = &spec.netns {
         s.push_str(&format!(
-            " {nsenter} {} --",
+            " {}",
             shell_quote(&format!("--net={}", netns.display()))
         ));
     }
+    if let Some(root) = &spec.rootfs {
+        // nsenter opens --wd before it changes root: the host path of the directory.
+        let wd = in_root(spec, Path::new(spec.working_dir.as_deref().unwrap_or("/")));
+        s.push_str(&format!(
+            " {} {}",
+            shell_quote(&format!("--root={}", root.path.display())),
+            shell_quote(&format!("--wd={wd}"))
+        ));
+        if (root.uid, root.gid) != (0, 0) {
+            s.push_str(&format!(" --setuid {} --setgid {}", root.uid, root.gid));
+        }
+    }
+    if spec.netns.is_some() || spec.rootfs.is_some() {
+        s.push_str(" --");
+    }
     s.push_str(" \"$@\"\n");
+    s
+}
+
+/// `path` as the script sees it: under the container's root, if it has one.
+fn in_root(spec: &LaunchSpec, path: &Path) -> String {
+    match &spec.rootfs {
+        Some(root) => root
+            .path
+            .join(path.strip_prefix("/").unwrap_or(path))
+            .display()
+            .to_string(),
+        None => path.display().to_string(),
+    }
+}
+
+/// The mounts every container root gets: the root bound onto itself (so it can
+/// be made read-only on its own), `/proc`, a small `/dev`, a read-only `/sys`.
+/// Their mount points exist: the kubelet creates them when it unpacks the image.
+fn root_mounts(root: &RootFs, mount: &str) -> String {
+    let r = shell_quote(&root.path.display().to_string());
+    let mut s = format!("{mount} --bind -- {r} {r}\n");
+    s.push_str(&format!(
+        "{mount} -t proc -o nosuid,nodev,noexec proc {r}/proc\n"
+    ));
+    s.push_str(&format!(
+        "{mount} -t tmpfs -o nosuid,mode=755,size=64k tmpfs {r}/dev\n"
+    ));
+    for dev in DEVICES {
+        s.push_str(&format!(
+            ": > {r}/dev/{dev}\n{mount} --bind -- /dev/{dev} {r}/dev/{dev}\n"
+        ));
+    }
+    s.push_str(&format!("{mount} --bind -o ro -- /sys {r}/sys\n"));
     s
 }
 

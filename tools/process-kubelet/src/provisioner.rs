@@ -179,6 +179,9 @@ async fn provision(
         .map(|h| PathBuf::from(&h.path));
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir).map_err(super::error::Error::io(dir))?;
+        // World-writable, as local-path provisioners make it: the pod may run as any user.
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        std::fs::set_permissions(dir, mode).map_err(super::error::Error::io(dir))?;
     }
     match volumes.create(&PostParams::default(), &pv).await {
         Ok(_) => {

@@ -8,12 +8,18 @@
 //! [`super::process`]), plus the pod's own `/etc/hosts`.
 //!
 //! A bind mount needs its mount point to exist. One that lies inside another
-//! mount of the same container is created inside that volume; one on the host
-//! (e.g. `/var/run/secrets/kubernetes.io/serviceaccount`) is created there and
-//! recorded in [`Mountpoints`].
+//! mount of the same container is created inside that volume; one in a
+//! container's own root filesystem (an unpacked image) is created there; one
+//! on the host (e.g. `/var/run/secrets/kubernetes.io/serviceaccount` for a
+//! `--image NAME=PATH` container) is created there and recorded in
+//! [`Mountpoints`].
+//!
+//! An `emptyDir` is world-writable (mode 0777), as the kubelet makes it, so a
+//! non-root container can write to it.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
@@ -36,6 +42,15 @@ pub struct PodVolumes {
     root: PathBuf,
     dirs: VolumeDirs,
     projector: Projector,
+}
+
+/// Where a container's mount points are created.
+#[derive(Debug, Clone, Copy)]
+pub enum MountRoot<'a> {
+    /// On the host's filesystem, recorded for removal when the kubelet stops.
+    Host(&'a Mountpoints),
+    /// In the container's own root filesystem, which goes away with the pod.
+    Image(&'a Path),
 }
 
 /// Volume name → host directory (or file).
@@ -79,6 +94,10 @@ impl PodVolumes {
         let own = self.root.join(&volume.name);
         if volume.empty_dir.is_some() || Projector::handles(volume) {
             fs::create_dir_all(&own).map_err(Error::io(&own))?;
+            if volume.empty_dir.is_some() {
+                fs::set_permissions(&own, fs::Permissions::from_mode(0o777))
+                    .map_err(Error::io(&own))?;
+            }
             return Ok(own);
         }
         if let Some(hp) = &volume.host_path {
@@ -144,7 +163,7 @@ impl VolumeDirs {
         container: &Container,
         env: &Environment,
         hosts: Option<&Path>,
-        mountpoints: &Mountpoints,
+        root: MountRoot<'_>,
     ) -> Result<Vec<Mount>> {
         let mut mounts = container
             .volume_mounts
@@ -162,7 +181,7 @@ impl VolumeDirs {
             });
         }
         let mounts = in_mount_order(mounts);
-        create_mount_points(&mounts, mountpoints)?;
+        create_mount_points(&mounts, root)?;
         Ok(mounts)
     }
 
@@ -228,8 +247,8 @@ fn in_mount_order(mounts: Vec<Mount>) -> Vec<Mount> {
 
 /// Make sure every mount point of the ordered `mounts` exists. One inside an
 /// earlier (parent) mount is created in that volume, where the container will
-/// see it; one elsewhere on the host is recorded in `mountpoints`.
-fn create_mount_points(mounts: &[Mount], mountpoints: &Mountpoints) -> Result<()> {
+/// see it; one elsewhere goes to `root`.
+fn create_mount_points(mounts: &[Mount], root: MountRoot<'_>) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
         let is_dir = m.source.is_dir();
         let parent = mounts[..i]
@@ -243,10 +262,40 @@ fn create_mount_points(mounts: &[Mount], mountpoints: &Mountpoints) -> Result<()
                 .map(|rel| p.source.join(rel))
         }) {
             Some(inside) => Mountpoints::default().ensure(&inside, is_dir)?,
-            None => mountpoints.ensure(&m.target, is_dir)?,
+            None => match root {
+                MountRoot::Host(mountpoints) => mountpoints.ensure(&m.target, is_dir)?,
+                MountRoot::Image(rootfs) => ensure_in_root(rootfs, &m.target, is_dir)?,
+            },
         }
     }
     Ok(())
+}
+
+/// Create `target` (a container path) inside `rootfs`. A symlink on the way
+/// could point out of the root, and the bind mount would then land on the
+/// host: refused, since resolving links inside the root is not done here.
+pub fn ensure_in_root(rootfs: &Path, target: &Path, is_dir: bool) -> Result<()> {
+    let mut path = rootfs.to_path_buf();
+    for component in target.components() {
+        match component {
+            Component::Normal(name) => path.push(name),
+            Component::RootDir | Component::CurDir => continue,
+            _ => {
+                return Err(Error::NotReady(format!(
+                    "mount path {} must be absolute and normal",
+                    target.display()
+                )));
+            }
+        }
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::NotReady(format!(
+                "mount path {} crosses a symlink in the image; not supported by the process kubelet",
+                target.display()
+            )));
+        }
+    }
+    // A throwaway registry: the root filesystem is removed with the pod.
+    Mountpoints::default().ensure(&path, is_dir)
 }
 
 /// The host directory behind a bound PVC.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use process_kubelet::{ImageMap, KubeletConfig, node};
+use process_kubelet::{ImageMap, ImageStore, KubeletConfig, node};
 
 /// Run the pods bound to a Node as local processes, each in its own network namespace.
 #[derive(Debug, Parser)]
@@ -36,6 +36,11 @@ struct Args {
     /// Pod IPs are allocated from this CIDR (inside the bridge's subnet).
     #[arg(long, default_value = "10.88.1.0/24")]
     pod_cidr: String,
+
+    /// Directory of OCI image layouts (scripts/build-images.sh writes target/images/oci):
+    /// containers run chrooted in their image, unpacked. Images it lacks fall back to --image.
+    #[arg(long, value_name = "DIR", env = "KACHE_KUBELET_IMAGE_STORE")]
+    image_store: Option<PathBuf>,
 
     /// Image to host binary, NAME=PATH (NAME without tag), repeatable, or comma-separated in the env var.
     #[arg(
@@ -130,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         node_ip: args.node_ip,
         bridge: args.bridge,
         pod_cidr: args.pod_cidr.parse()?,
+        image_store: args.image_store.map(ImageStore::new),
         images: ImageMap::parse(&args.images)?,
         state_dir: args.state_dir,
         api_host: args.api_host,

@@ -10,6 +10,7 @@ fn target() -> ProbeTarget {
         ip: Ipv4Addr::LOCALHOST,
         pid: 0,
         env: vec![],
+        user: None,
     }
 }
 

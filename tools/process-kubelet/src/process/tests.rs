@@ -1,6 +1,6 @@
 //! Container processes: the wrapper script (quoting, mounts before entering the netns, host
-//! network, a program opened before a mount covers it, run for real through bash), exit codes,
-//! and stopping a real process group.
+//! network, a program opened before a mount covers it, run for real through bash; a container
+//! root with its mounts, read-only bind and user), exit codes, and stopping a real process group.
 
 use super::*;
 
@@ -9,6 +9,7 @@ fn spec() -> LaunchSpec {
         argv: vec!["/bin/echo".into(), "it's $(X)".into()],
         env: vec![("A".into(), "1".into())],
         working_dir: Some("/srv/app".into()),
+        rootfs: None,
         mounts: vec![
             Mount {
                 source: "/state/vol/sa".into(),
@@ -123,5 +124,59 @@ fn a_program_opened_first_still_runs_after_its_path_is_covered() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "ran",
         "{out:?}"
+    );
+}
+
+#[test]
+fn a_container_root_gets_its_mounts_then_nsenter_enters_it_as_the_user() {
+    let mut sp = spec();
+    sp.rootfs = Some(RootFs {
+        path: "/state/rootfs/c".into(),
+        read_only: true,
+        uid: 65532,
+        gid: 65532,
+    });
+    let s = wrapper_script(&sp, "mount", "env", "nsenter");
+    let at = |needle: &str| {
+        s.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} in {s}"))
+    };
+    // The root is bound onto itself before anything is mounted in it...
+    assert!(
+        at("mount --bind -- '/state/rootfs/c' '/state/rootfs/c'\n")
+            < at("proc '/state/rootfs/c'/proc")
+    );
+    assert!(
+        s.contains("mount --bind -- /dev/null '/state/rootfs/c'/dev/null\n"),
+        "{s}"
+    );
+    // ...volumes land under it...
+    let volume = at(
+        "mount --bind -o ro -- '/state/vol/sa' '/state/rootfs/c/var/run/secrets/kubernetes.io/serviceaccount'",
+    );
+    // ...and it turns read-only last, once every mount point exists.
+    assert!(volume < at("mount -o remount,bind,ro -- '/state/rootfs/c'\n"));
+    assert!(
+        !s.contains("cd -- "),
+        "the working dir is nsenter's --wd: {s}"
+    );
+    assert!(
+        s.ends_with(
+            "exec env -u SHLVL -u PWD -u OLDPWD nsenter '--net=/var/run/netns/kpod-abc' \
+             '--root=/state/rootfs/c' '--wd=/state/rootfs/c/srv/app' --setuid 65532 --setgid 65532 -- \"$@\"\n"
+        ),
+        "{s}"
+    );
+    // Root needs no setuid; a host-network pod still enters its root.
+    sp.netns = None;
+    sp.working_dir = None;
+    if let Some(root) = sp.rootfs.as_mut() {
+        (root.uid, root.gid, root.read_only) = (0, 0, false);
+    }
+    let s = wrapper_script(&sp, "mount", "env", "nsenter");
+    assert!(!s.contains("remount"), "{s}");
+    assert!(
+        s.ends_with("nsenter '--root=/state/rootfs/c' '--wd=/state/rootfs/c/' -- \"$@\"\n"),
+        "{s}"
     );
 }

@@ -48,7 +48,12 @@ fn mounts_are_ordered_and_nested_mount_points_live_in_the_parent_volume() {
     };
     let mp = Mountpoints::default();
     let mounts = vols
-        .mounts_for(&c, &Environment::default(), Some(&hosts), &mp)
+        .mounts_for(
+            &c,
+            &Environment::default(),
+            Some(&hosts),
+            MountRoot::Host(&mp),
+        )
         .unwrap();
     let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
     assert_eq!(
@@ -81,7 +86,7 @@ fn mounts_are_ordered_and_nested_mount_points_live_in_the_parent_volume() {
         ..Default::default()
     };
     assert!(
-        vols.mounts_for(&bad, &Environment::default(), None, &mp)
+        vols.mounts_for(&bad, &Environment::default(), None, MountRoot::Host(&mp))
             .is_err()
     );
     let _ = fs::remove_dir_all(&tmp);
@@ -123,7 +128,12 @@ fn a_mount_that_covers_other_sources_goes_last() {
     };
     let mp = Mountpoints::default();
     let mounts = vols
-        .mounts_for(&c, &Environment::default(), Some(&hosts), &mp)
+        .mounts_for(
+            &c,
+            &Environment::default(),
+            Some(&hosts),
+            MountRoot::Host(&mp),
+        )
         .unwrap();
     let targets: Vec<_> = mounts.iter().map(|m| m.target.clone()).collect();
     assert_eq!(targets.last().unwrap(), &tmp, "{targets:?}");

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build a Go tool from the Go module proxy once and cache it; print its path.
+#
+#   scripts/go-tool.sh umoci       # -> ~/.cache/kache/tools/umoci-v0.6.0/umoci
+#   scripts/go-tool.sh actionlint
+#
+# The tools and their pinned versions are listed below. Each is built inside its
+# own module (so the module's replace directives apply, which `go install
+# pkg@version` refuses), like tests/k8s/build-control-plane.sh builds the control
+# plane. A cached binary is reused when present. Knobs: KACHE_CACHE (cache root,
+# default ~/.cache/kache), KACHE_BUILD_NICE (default 19).
+set -euo pipefail
+
+tool=${1:?usage: scripts/go-tool.sh umoci|actionlint}
+case "$tool" in
+  umoci)      module=github.com/opencontainers/umoci version=v0.6.0  pkg=./cmd/umoci ;;
+  actionlint) module=github.com/rhysd/actionlint     version=v1.7.12 pkg=./cmd/actionlint ;;
+  *) echo "scripts/go-tool.sh: unknown tool $tool" >&2; exit 2 ;;
+esac
+
+dir="${KACHE_CACHE:-$HOME/.cache/kache}/tools/$tool-$version"
+bin="$dir/$tool"
+if [[ -x "$bin" ]]; then
+  echo "$bin"
+  exit 0
+fi
+command -v go >/dev/null || { echo "scripts/go-tool.sh: $tool needs Go (https://go.dev/dl) to build" >&2; exit 1; }
+echo "[go-tool] building $tool $version from the Go module proxy (once)" >&2
+src=$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+[[ -n "$src" && -d "$src" ]] || { echo "scripts/go-tool.sh: go mod download $module@$version failed" >&2; exit 1; }
+mkdir -p "$dir"
+(cd "$src" && GOFLAGS="-mod=mod -buildvcs=false" nice -n "${KACHE_BUILD_NICE:-19}" \
+  go build -trimpath -o "$bin.tmp" "$pkg")
+mv "$bin.tmp" "$bin"
+echo "$bin"
