@@ -290,11 +290,19 @@ fn settle(desired: &Desired, observed: &Observed, current: &MemberList) -> Plan 
 fn not_joined(desired: &Desired, observed: &Observed, current: &MemberList) -> Vec<String> {
     current
         .member_ids()
-        .filter(|id| {
-            !report_of(&desired.name, observed, id).is_some_and(|r| r.joined(current.epoch))
-        })
+        .filter(|id| !has_joined(desired, observed, id, current.epoch))
         .map(str::to_owned)
         .collect()
+}
+
+/// A member has joined `epoch` when its node says so and Kubernetes agrees its pod is
+/// Ready: only then does the Service route clients to it. (The node turns ready a
+/// readiness-probe period before its pod does.)
+fn has_joined(desired: &Desired, observed: &Observed, id: &str, epoch: u64) -> bool {
+    let pod_ready = ordinal_of(&desired.name, id)
+        .and_then(|ordinal| observed.pods.get(&ordinal))
+        .is_some_and(|pod| pod.ready);
+    pod_ready && report_of(&desired.name, observed, id).is_some_and(|r| r.joined(epoch))
 }
 
 /// The first list: every desired member at epoch 1, all pods at once. Nodes that start
@@ -385,11 +393,11 @@ fn member_statuses(desired: &Desired, observed: &Observed, list: &MemberList) ->
     rows.into_iter()
         .map(|(name, role)| {
             let report = report_of(&desired.name, observed, &name);
-            let settled = report.is_some_and(|r| match role {
-                MemberRole::Member => r.joined(list.epoch),
-                MemberRole::Departing => r.drained(list.epoch),
+            let settled = match role {
+                MemberRole::Member => has_joined(desired, observed, &name, list.epoch),
+                MemberRole::Departing => report.is_some_and(|r| r.drained(list.epoch)),
                 MemberRole::Joining => false,
-            });
+            };
             MemberStatus {
                 reachable: report.is_some(),
                 settled,

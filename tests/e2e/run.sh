@@ -34,7 +34,7 @@ cargo build --locked -p process-kubelet --bins
 scripts/build-images.sh
 images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
 # The kubelet's way of running an image, once outside Kubernetes: unpacked, chrooted, as 65532.
-KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --test image_smoke
+KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --features image-smoke --test image_smoke
 cargo test --locked -p kache-e2e --features e2e --test e2e --no-run
 
 cleanup() {

@@ -461,6 +461,7 @@ async fn kache_on_a_real_control_plane() {
         "Available after {:.1}s",
         started.elapsed().as_secs_f64()
     ));
+    assert_runs_from_images(&client).await;
     let ips = pod_ips(&client, "scale").await;
     let mut seed = BTreeMap::new();
     for i in 0..2_000 {
@@ -766,6 +767,34 @@ async fn data_loss_at_rf1(client: &Client, http: &reqwest::Client) {
         &["-n", NS, "delete", "cc", "lossy", "--wait=true"],
         None,
     );
+}
+
+/// The operator's and the cache's pods run the shipped images, not host binaries: the
+/// kubelet reports each container's image by digest, as a runtime does.
+async fn assert_runs_from_images(client: &Client) {
+    for (namespace, image) in [
+        ("kache-system", "kache/operator@sha256:"),
+        (NS, "kache/node@sha256:"),
+    ] {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        assert!(!list.items.is_empty(), "no pods in {namespace}");
+        for pod in list {
+            let statuses = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
+            for status in statuses {
+                assert!(
+                    status.image_id.contains(image),
+                    "{} runs {:?}, not an image from the store",
+                    status.name,
+                    status.image_id
+                );
+            }
+        }
+    }
+    log("every pod runs from the kache images");
 }
 
 /// The operator's `/metrics`, read from its pod.

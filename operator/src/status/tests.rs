@@ -329,3 +329,25 @@ fn a_member_that_restarted_without_a_copy_is_recorded_and_shown_for_an_hour() {
     assert_eq!(condition(&cleared, DATA_LOSS).reason, "NoRecentLoss");
     assert_eq!(cleared.last_data_loss, later.last_data_loss);
 }
+
+#[test]
+fn a_member_whose_pod_is_not_ready_yet_is_not_available() {
+    let mut obs = observed(
+        Some(list(4, &[0, 1], &[])),
+        vec![joined(0, 4), joined(1, 4)],
+    );
+    // The node reports joined, but its pod's readiness probe has not passed yet: the
+    // Service does not route to it.
+    obs.pods.get_mut(&1).unwrap().ready = false;
+    let status = status(&plan(&desired(2, 1), &obs), &obs, &ctx(None, t0()));
+    assert_ne!(status.phase, Phase::Available);
+    assert_eq!(condition(&status, AVAILABLE).status, "False");
+    assert_eq!(status.replicas, 1);
+    obs.pods.get_mut(&1).unwrap().ready = true;
+    let status = status_of(&obs);
+    assert_eq!(status.phase, Phase::Available);
+}
+
+fn status_of(obs: &crate::scale::Observed) -> CacheClusterStatus {
+    status(&plan(&desired(2, 1), obs), obs, &ctx(None, t0()))
+}
