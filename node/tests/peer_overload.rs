@@ -1,8 +1,8 @@
 //! Proves the memory bound of a real `kache-node` process holds against a peer that opens
 //! partition streams and never reads them (issue 10, item 5): no acknowledged key is
 //! evicted, the buffers stay within their share, and RSS stays within `--max-memory` +
-//! 32 MiB while 3,000 streams are attempted. Measured on a full node (55 MiB of entries,
-//! RSS 78-79 MiB before the attack): peak 93-94 MiB.
+//! 32 MiB while 3,000 streams are attempted, over one connection and over 30. Measured on
+//! a full node (55 MiB of entries, RSS 78-79 MiB before the attack): peak 90 and 92-95 MiB.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,15 +22,9 @@ use serde_json::{Value as Json, json};
 const MAX: u64 = 64 << 20;
 /// Batches of 64 keys with 4 KiB values.
 const BATCHES: usize = 215;
-/// The attack of issue 10: 3,000 streams over one connection, one a millisecond. Over 30
-/// connections (100 streams each) the node peaked at 103-111 MiB instead: see
-/// "Memory bound and eviction" in docs/architecture.md for what that is and why.
-fn connections() -> u32 {
-    std::env::var("KACHE_ATTACK_CONNECTIONS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-}
+/// The attack of issue 10: 3,000 streams, one a millisecond, over one connection or
+/// spread over 30 (100 each). See `MAX_PARTITION_STREAMS` for the figures.
+const ATTEMPTS: u32 = 3_000;
 const PAUSE: Duration = Duration::from_millis(1);
 /// See `RSS_OVERHEAD` in node_process.rs: the runtime, allocator arenas and connection
 /// buffers, on top of `--max-memory`.
@@ -69,7 +63,16 @@ async fn greedy_peer(grpc: String, attempts: u32) -> (Vec<tonic::Streaming<proto
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unread_partition_streams_keep_every_key_and_rss_within_the_bound() {
+async fn unread_streams_on_one_connection_keep_every_key_and_rss_within_the_bound() {
+    unread_streams_keep_every_key_and_rss_within_the_bound(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_streams_over_30_connections_keep_every_key_and_rss_within_the_bound() {
+    unread_streams_keep_every_key_and_rss_within_the_bound(30).await;
+}
+
+async fn unread_streams_keep_every_key_and_rss_within_the_bound(connections: u32) {
     let grpc_port = free_ports(1)[0];
     let grpc_addr = format!("127.0.0.1:{grpc_port}");
     let node = Node::start(&[
@@ -96,11 +99,11 @@ async fn unread_partition_streams_keep_every_key_and_rss_within_the_bound() {
 
     // The streams are held past two idle deadlines, so streams the node ended make room
     // for new ones.
-    let attack: Vec<_> = (0..connections())
+    let attack: Vec<_> = (0..connections)
         .map(|_| {
             tokio::spawn(greedy_peer(
                 format!("http://{grpc_addr}"),
-                3_000 / connections(),
+                ATTEMPTS / connections,
             ))
         })
         .collect();
@@ -125,8 +128,8 @@ async fn unread_partition_streams_keep_every_key_and_rss_within_the_bound() {
     }
     let after = node.stats().await;
     println!(
-        "RSS {} MiB filled, peak {} MiB under attack ({open} streams opened, {refused} refused); \
-         peak buffers {} KiB",
+        "{connections} connections: RSS {} MiB filled, peak {} MiB under attack \
+         ({open} streams opened, {refused} refused); peak buffers {} KiB",
         filled_rss >> 20,
         peak_rss >> 20,
         peak_buffers >> 10
