@@ -211,3 +211,42 @@ fn every_field_has_a_description_for_kubectl_explain() {
     }
     assert!(missing.is_empty(), "no description: {missing:#?}");
 }
+
+/// The CacheClusters in a manifests/examples file.
+fn examples(file: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../manifests/examples/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            serde_yaml::from_value::<serde_json::Value>(
+                serde_yaml::Value::deserialize(document).unwrap(),
+            )
+            .unwrap()
+        })
+        .filter(|object| object["kind"] == "CacheCluster")
+        .collect()
+}
+
+#[test]
+fn the_examples_pass_and_the_invalid_ones_are_refused() {
+    for file in ["demo.yaml", "production.yaml"] {
+        for object in examples(file) {
+            let cc: CacheCluster = serde_json::from_value(object).unwrap();
+            if let Err(errors) = validate_cel(&cc) {
+                panic!("{file}: refused: {errors:?}");
+            }
+        }
+    }
+    let invalid = examples("invalid.yaml");
+    assert!(invalid.len() >= 6);
+    for object in invalid {
+        let name = object["metadata"]["name"].clone();
+        // An enum outside its values fails the schema, which serde stands in for here.
+        if let Ok(cc) = serde_json::from_value::<CacheCluster>(object) {
+            assert!(validate_cel(&cc).is_err(), "{name} was accepted");
+        }
+    }
+}
