@@ -73,6 +73,12 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
 #[x_kube(validation = Rule::new(
     "string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
 ).message("replicationFactor must be a number from 1 to spec.replicas, or \"all\"; lower it or raise replicas first"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || isQuantity(string(self.resources.limits['memory']))"
+).message("resources.limits.memory is not a Kubernetes quantity (e.g. 512Mi, 1.5Gi, 2G); maxMemory defaults to three quarters of it"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.cacheContainer) || !has(self.cacheContainer.volumeMounts) || self.cacheContainer.volumeMounts.all(m, has(self.pod) && has(self.pod.volumes) && self.pod.volumes.exists(v, v.name == m.name))"
+).message("every cacheContainer.volumeMounts[].name must name a volume in pod.volumes; add the volume or fix the name"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheClusterSpec {
     /// Members of the cluster. Scaling moves partitions before any pod is removed.
@@ -157,9 +163,20 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
 
-    /// How long a membership change may take before Progressing turns False.
+    /// Pod-level settings of the cache pods: image pull secrets, ServiceAccount,
+    /// security context, grace periods, extra volumes and sidecars.
+    #[serde(default)]
+    pub pod: PodOverrides,
+
+    /// Settings of the cache container itself: extra env and envFrom, security
+    /// context, volume mounts.
+    #[serde(default)]
+    pub cache_container: CacheContainerOverrides,
+
+    /// How long a membership change may take before Progressing turns False: a whole
+    /// number with a unit, s, m or h (e.g. 90s, 10m, 2h).
     #[serde(default = "default_rebalance_timeout")]
-    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|m|h)$"))]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h)$"))]
     pub rebalance_timeout: String,
 
     /// Extra labels for every object the operator creates (and the pods).
@@ -206,6 +223,7 @@ fn replication_factor_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sch
     })
 }
 
+/// When the kubelet pulls the cache image.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum PullPolicy {
     Always,
@@ -255,12 +273,15 @@ impl Eviction {
     }
 }
 
+/// Disk persistence of the cache data.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("!self.enabled").message("persistence is not available in this version of kache; remove spec.persistence or set enabled: false"))]
 #[serde(rename_all = "camelCase")]
 pub struct Persistence {
+    /// Keep data on a volume per member. Must be false in this version.
     #[serde(default)]
     pub enabled: bool,
+    /// StorageClass of the volumes; the cluster's default class when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Volume size per member, e.g. 10Gi.
@@ -326,17 +347,24 @@ impl ServiceType {
     }
 }
 
+/// Where the cache pods may run: the usual pod scheduling fields.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
+    /// Node affinity and pod (anti-)affinity of the cache pods, e.g. a preferred pod
+    /// anti-affinity on the hostname so the copies of a partition land on different nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Taints the cache pods tolerate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Node labels a node must have for a cache pod to run on it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// How the cache pods spread across zones or nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// PriorityClass of the cache pods, so a busy node preempts others before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 }
@@ -344,6 +372,8 @@ pub struct Placement {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PdbSpec {
+    /// Create the PodDisruptionBudget, so a node drain never evicts more cache pods at
+    /// once than the replication factor can lose.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Pods that may be down at once; derived from the replication factor when unset.
@@ -393,12 +423,16 @@ fn default_scrape_interval() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy: only cache pods of this cluster may reach the peer
+    /// (gRPC) port; the client port stays open.
     #[serde(default)]
     pub enabled: bool,
 }
 
+mod pod;
 mod status;
 
+pub use pod::{CacheContainerOverrides, DEFAULT_SHUTDOWN_GRACE_SECONDS, PodOverrides};
 pub use status::{
     CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase, RebalanceStatus,
 };

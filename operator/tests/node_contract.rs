@@ -21,9 +21,7 @@ use kache_node::store::EvictionPolicy;
 use kache_operator::crd::{CacheCluster, CacheClusterSpec};
 use kache_operator::members::{MemberList, ReplicationFactor, ids};
 use kache_operator::report;
-use kache_operator::resources::config::{
-    NODE_SHUTDOWN_GRACE_SECONDS, node_config_map, node_settings, settings_hash,
-};
+use kache_operator::resources::config::{node_config_map, node_settings, settings_hash};
 use kache_operator::resources::statefulset::statefulset;
 
 #[test]
@@ -105,12 +103,13 @@ fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfi
     (http_addr, config)
 }
 
-const SPECS: [&str; 3] = [
+const SPECS: [&str; 4] = [
     "replicas: 3",
     "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
      defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\nmaxClockOffset: 250ms\n\
      service: {httpPort: 8080, grpcPort: 9090}",
     "replicas: 2\nresources: {limits: {memory: 1.5Gi}}\neviction: none",
+    "replicas: 3\npod: {shutdownGraceSeconds: 300}",
 ];
 
 #[test]
@@ -146,9 +145,10 @@ fn the_node_reads_the_operators_environment_as_meant() {
             !config.list_rules().addresses_required,
             "the operator publishes ids only, so discovery must find the addresses"
         );
+        let (shutdown_grace, _) = cache_cluster(spec).spec.pod.grace_seconds();
         assert_eq!(
             config.shutdown_grace,
-            Duration::from_secs(NODE_SHUTDOWN_GRACE_SECONDS.unsigned_abs())
+            Duration::from_secs(shutdown_grace.unsigned_abs())
         );
     }
 

@@ -28,6 +28,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::{CacheCluster, CacheClusterStatus};
 use crate::metrics::Metrics;
+use crate::resources::config::SettingsError;
 use crate::resources::{Names, names};
 use crate::scale::{self, Desired, Step};
 use crate::{Error, Result, status};
@@ -157,6 +158,7 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
+    let rebalance_timeout = parse_timeout(&cc.spec.rebalance_timeout)?;
     let (observed, list_version) = observe::observe(&cc, &ctx, &names).await?;
     let plan = scale::plan(&desired(&cc), &observed);
     if !matches!(plan.step, Step::Invalid { .. }) {
@@ -164,7 +166,7 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let previous = cc.status.as_ref();
-    let status_ctx = status_context(&cc, &names, previous, Timestamp::now());
+    let status_ctx = status_context(&cc, &names, previous, rebalance_timeout, Timestamp::now());
     let status = status::status(&plan, &observed, &status_ctx);
     apply::status(&ctx, &names, &status).await?;
 
@@ -198,6 +200,7 @@ fn status_context<'a>(
     cc: &CacheCluster,
     names: &'a Names,
     previous: Option<&'a CacheClusterStatus>,
+    rebalance_timeout: Duration,
     now: Timestamp,
 ) -> status::Context<'a> {
     status::Context {
@@ -205,26 +208,29 @@ fn status_context<'a>(
         generation: cc.meta().generation,
         previous,
         now,
-        rebalance_timeout: parse_timeout(&cc.spec.rebalance_timeout),
+        rebalance_timeout,
         selector: names.selector_string(),
         created_at: cc.meta().creation_timestamp.as_ref().map(|t| t.0),
     }
 }
 
-/// spec.rebalanceTimeout (`90s`, `10m`, `2h`: what the CRD's pattern allows) as a
-/// duration. Missing digits read as 600, a missing unit as seconds.
-fn parse_timeout(text: &str) -> Duration {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().unwrap_or(600);
-    let seconds = match unit {
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        _ => number,
-    };
-    Duration::from_secs(seconds)
+/// spec.rebalanceTimeout (`90s`, `10m`, `2h`: a positive whole number and a unit, s, m
+/// or h, as the CRD's pattern says) as a duration. Anything else is refused rather than
+/// read as some default the user did not ask for.
+fn parse_timeout(text: &str) -> Result<Duration, SettingsError> {
+    let refused = || SettingsError::RebalanceTimeout(text.to_owned());
+    let (digits, seconds_per_unit) = [("s", 1), ("m", 60), ("h", 3_600)]
+        .into_iter()
+        .find_map(|(unit, seconds)| Some((text.strip_suffix(unit)?, seconds)))
+        .ok_or_else(refused)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused());
+    }
+    let number: u64 = digits.parse().map_err(|_| refused())?;
+    match number.checked_mul(seconds_per_unit) {
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(refused()),
+    }
 }
 
 #[cfg(test)]

@@ -155,8 +155,33 @@ async fn failures_back_off_exponentially_and_reset_on_success() {
 
 #[test]
 fn the_rebalance_timeout_reads_seconds_minutes_and_hours() {
-    let cases = [("90s", 90), ("10m", 600), ("2h", 7_200), ("45", 45)];
+    let cases = [("90s", 90), ("10m", 600), ("2h", 7_200)];
     for (text, seconds) in cases {
-        assert_eq!(parse_timeout(text), Duration::from_secs(seconds), "{text}");
+        assert_eq!(
+            parse_timeout(text),
+            Ok(Duration::from_secs(seconds)),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_rebalance_timeout_the_pattern_refuses_is_refused_not_defaulted() {
+    for text in [
+        "45",
+        "",
+        "m",
+        "0s",
+        "10 m",
+        "1ms",
+        "1d",
+        "-5m",
+        "99999999999999999999h",
+    ] {
+        assert_eq!(
+            parse_timeout(text),
+            Err(SettingsError::RebalanceTimeout(text.to_owned())),
+            "{text}"
+        );
     }
 }

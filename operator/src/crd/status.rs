@@ -11,8 +11,14 @@ pub struct CacheClusterStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// One word for where the cluster is: Creating, Available, Rebalancing,
+    /// ScaleDownBlocked, Degraded or Invalid. The conditions say why.
     #[serde(default)]
     pub phase: Phase,
+    /// Available (every member holds its partitions and its pod is Ready), Progressing
+    /// (a membership change is under way; False once it exceeded rebalanceTimeout),
+    /// Rebalancing, ScaleDownBlocked, Degraded (something needs attention) and DataLoss,
+    /// each with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Members that fully joined the current epoch: ready, holding every partition they
@@ -28,6 +34,7 @@ pub struct CacheClusterStatus {
     /// Every pod that is or was a member, as its node reports itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// The current or last membership change: which epochs and how far it got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceStatus>,
     /// Label selector of the cache pods (for the /scale subresource and HPAs).
@@ -43,6 +50,7 @@ pub struct CacheClusterStatus {
     pub data_loss_incidents: u64,
 }
 
+/// Where the cluster is, in one word.
 #[derive(
     Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
@@ -75,20 +83,26 @@ impl Phase {
     }
 }
 
+/// One pod that is or was a member, as its node reports itself.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
+    /// The pod's name, which is the member id.
     pub name: String,
+    /// Member, Departing or Joining.
     pub role: MemberRole,
     /// Whether the node answered GET /v1/cluster.
     pub reachable: bool,
     /// Whether it fully joined the current epoch (members) or handed off everything
     /// (departing).
     pub settled: bool,
+    /// The member-list epoch the node runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// Partitions the member owns in the current epoch.
     #[serde(default)]
     pub owned_partitions: u32,
+    /// Partitions it still holds but no longer owns (waiting for the new owners).
     #[serde(default)]
     pub held_not_owned: u32,
     /// The node's incarnation, recorded once it finished its startup sync: a member
@@ -97,6 +111,7 @@ pub struct MemberStatus {
     pub incarnation: Option<String>,
 }
 
+/// A pod's part in the membership.
 #[derive(
     Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
@@ -110,21 +125,30 @@ pub enum MemberRole {
     Joining,
 }
 
+/// A membership change: partitions moving from the old owners to the new.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RebalanceStatus {
+    /// Whether the move is still running.
     pub active: bool,
+    /// The epoch the move started from.
     pub from_epoch: u64,
+    /// The epoch it moves to.
     pub to_epoch: u64,
     /// Partitions the members pulled for this move, of those they must pull.
     pub partitions_moved: u64,
+    /// Partitions the members must pull for this move.
     pub partitions_total: u64,
     /// partitionsMoved of partitionsTotal, as "42%".
     pub progress: String,
+    /// Bytes streamed between members for this move.
     pub bytes_moved: u64,
+    /// Records streamed between members for this move.
     pub records_moved: u64,
+    /// When the move started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When every member had pulled what it must.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 }
@@ -140,6 +164,7 @@ pub struct DataLossStatus {
     /// The partitions it owns and came back with no live copy of (at most the first
     /// 1024; `partitionCount` has them all).
     pub partitions: Vec<u32>,
+    /// How many partitions it came back with no live copy of.
     pub partition_count: u32,
     /// When the restarted node started, as it reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -96,3 +96,157 @@ fn partitions_cannot_change() {
     let scaled = cluster("replicas: 5\npartitions: 271");
     assert!(validate_cel_update(&scaled, &old).is_ok());
 }
+
+#[test]
+fn pod_customisations_pass_the_rules() {
+    let spec = "replicas: 3
+resources: {limits: {memory: 1.5Gi}}
+pod:
+  imagePullSecrets: [{name: regcred}]
+  serviceAccountName: cache-irsa
+  terminationGracePeriodSeconds: 600
+  shutdownGraceSeconds: 540
+  volumes: [{name: scratch, emptyDir: {}}]
+  sidecars: [{name: shipper, image: fluent/fluent-bit:3.0}]
+cacheContainer:
+  env: [{name: RUST_LOG, value: debug}]
+  envFrom: [{secretRef: {name: tokens}, prefix: APP_}]
+  volumeMounts: [{name: scratch, mountPath: /scratch}]";
+    if let Err(errors) = validate_cel(&cluster(spec)) {
+        panic!("refused: {errors:?}");
+    }
+}
+
+#[test]
+fn a_shutdown_grace_the_kubelet_would_cut_short_is_refused() {
+    for pod in [
+        "{shutdownGraceSeconds: 60, terminationGracePeriodSeconds: 60}",
+        "{shutdownGraceSeconds: 90, terminationGracePeriodSeconds: 60}",
+    ] {
+        let message = refusal(&format!("replicas: 3\npod: {pod}"));
+        assert!(
+            message.contains(
+                "shutdownGraceSeconds must be less than pod.terminationGracePeriodSeconds"
+            ),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn the_operators_own_settings_cannot_be_overridden() {
+    let message =
+        refusal("replicas: 3\ncacheContainer: {env: [{name: KACHE_MAX_MEMORY, value: 10GiB}]}");
+    assert!(message.contains("KACHE_* variables"), "{message}");
+    let message = refusal(
+        "replicas: 3\ncacheContainer: {envFrom: [{configMapRef: {name: x}, prefix: KACHE_}]}",
+    );
+    assert!(message.contains("prefix starting with KACHE_"), "{message}");
+    let message = refusal("replicas: 3\npod: {sidecars: [{name: kache, image: busybox}]}");
+    assert!(message.contains("the cache container's"), "{message}");
+}
+
+#[test]
+fn a_mount_of_a_volume_that_does_not_exist_is_refused() {
+    let message =
+        refusal("replicas: 3\ncacheContainer: {volumeMounts: [{name: scratch, mountPath: /s}]}");
+    assert!(
+        message.contains("must name a volume in pod.volumes"),
+        "{message}"
+    );
+    let message = refusal(
+        "replicas: 3\npod: {volumes: [{name: other, emptyDir: {}}]}\n\
+         cacheContainer: {volumeMounts: [{name: scratch, mountPath: /s}]}",
+    );
+    assert!(
+        message.contains("must name a volume in pod.volumes"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_memory_limit_that_is_no_quantity_is_refused() {
+    let message = refusal("replicas: 3\nresources: {limits: {memory: 1.5.0Gi}}");
+    assert!(
+        message.contains("resources.limits.memory is not a Kubernetes quantity"),
+        "{message}"
+    );
+    for limit in ["1Gi", "1.5Gi", "2e9", "1G", "1536Mi"] {
+        let spec = format!("replicas: 3\nresources: {{limits: {{memory: {limit}}}}}");
+        assert!(validate_cel(&cluster(&spec)).is_ok(), "{limit}");
+    }
+}
+
+/// Every property of `schema` and below that has no description, as dotted paths.
+fn undescribed(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+        if let Some(items) = schema.get("items") {
+            undescribed(items, &format!("{path}[]"), out);
+        }
+        return;
+    };
+    for (name, property) in properties {
+        let here = format!("{path}.{name}");
+        if property.get("description").is_none() {
+            out.push(here.clone());
+        }
+        undescribed(property, &here, out);
+    }
+}
+
+#[test]
+fn every_field_has_a_description_for_kubectl_explain() {
+    let crd = CacheCluster::crd();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap(),
+    )
+    .unwrap();
+    let mut missing = Vec::new();
+    for top in ["spec", "status"] {
+        undescribed(&schema["properties"][top], top, &mut missing);
+    }
+    assert!(missing.is_empty(), "no description: {missing:#?}");
+}
+
+/// The CacheClusters in a manifests/examples file.
+fn examples(file: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../manifests/examples/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            serde_yaml::from_value::<serde_json::Value>(
+                serde_yaml::Value::deserialize(document).unwrap(),
+            )
+            .unwrap()
+        })
+        .filter(|object| object["kind"] == "CacheCluster")
+        .collect()
+}
+
+#[test]
+fn the_examples_pass_and_the_invalid_ones_are_refused() {
+    for file in ["demo.yaml", "production.yaml"] {
+        for object in examples(file) {
+            let cc: CacheCluster = serde_json::from_value(object).unwrap();
+            if let Err(errors) = validate_cel(&cc) {
+                panic!("{file}: refused: {errors:?}");
+            }
+        }
+    }
+    let invalid = examples("invalid.yaml");
+    assert!(invalid.len() >= 6);
+    for object in invalid {
+        let name = object["metadata"]["name"].clone();
+        // An enum outside its values fails the schema, which serde stands in for here.
+        if let Ok(cc) = serde_json::from_value::<CacheCluster>(object) {
+            assert!(validate_cel(&cc).is_err(), "{name} was accepted");
+        }
+    }
+}

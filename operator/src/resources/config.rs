@@ -19,10 +19,6 @@ use super::names::{Names, metadata};
 use crate::crd::CacheCluster;
 use crate::members::{MEMBERS_KEY, MemberList};
 
-/// How long a node may finish in-flight work and hand off after SIGTERM; the pod's
-/// termination grace period leaves it some room on top.
-pub const NODE_SHUTDOWN_GRACE_SECONDS: i64 = 20;
-
 /// A spec value the nodes cannot run with. The operator refuses it (the reconcile fails
 /// with this error, before anything is applied) rather than leave the variable out and
 /// let the nodes fall back to a default the user did not ask for.
@@ -42,6 +38,10 @@ pub enum SettingsError {
         "spec.resources.limits.memory '{0}' is negative or 2^64 bytes or more; fix it or set spec.maxMemory"
     )]
     MemoryLimitRange(String),
+    #[error(
+        "spec.rebalanceTimeout '{0}' is not a positive whole number of s, m or h (e.g. 90s, 10m, 2h)"
+    )]
+    RebalanceTimeout(String),
 }
 
 /// The node settings, as the `KACHE_*` environment variables `kache-node` reads. Sizes
@@ -76,9 +76,11 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
             env::PEER_PORT.to_owned(),
             spec.service.grpc_port.to_string(),
         ),
+        // How long a node may finish in-flight work and hand off after SIGTERM; the
+        // pod's termination grace period (statefulset.rs) is longer.
         (
             env::SHUTDOWN_GRACE.to_owned(),
-            format!("{NODE_SHUTDOWN_GRACE_SECONDS}s"),
+            format!("{}s", spec.pod.grace_seconds().0),
         ),
     ]);
     if let Some(max_memory) = max_memory(cc)? {
@@ -178,6 +180,15 @@ mod tests {
         assert_eq!(settings[env::MEMBERS_CONFIGMAP], "demo-members");
         assert_eq!(settings[env::SERVICE], "demo-peers");
         assert_eq!(settings[env::GRPC_ADDR], "0.0.0.0:7071");
+        assert_eq!(settings[env::SHUTDOWN_GRACE], "20s");
+    }
+
+    #[test]
+    fn the_shutdown_grace_follows_the_spec() {
+        let grace =
+            |pod: &str| settings(&format!("replicas: 3\npod: {pod}"))[env::SHUTDOWN_GRACE].clone();
+        assert_eq!(grace("{shutdownGraceSeconds: 300}"), "300s");
+        assert_eq!(grace("{terminationGracePeriodSeconds: 600}"), "590s");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The cache nodes' identity: a ServiceAccount with a Role that can read the cluster's own
 //! member-list ConfigMap and the EndpointSlices of its namespace, and nothing else.
+//! When `spec.pod.serviceAccountName` names the user's own account, the Role is bound to
+//! it as well: the nodes need those reads whatever account they run as.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -46,13 +48,28 @@ pub fn role_binding(cc: &CacheCluster) -> RoleBinding {
             kind: "Role".to_owned(),
             name: names.node_identity(),
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: names.node_identity(),
-            namespace: Some(names.namespace),
-            ..Subject::default()
-        }]),
+        subjects: Some(node_accounts(cc, &names)),
     }
+}
+
+/// The operator's account, and the user's if the pods run as another one.
+fn node_accounts(cc: &CacheCluster, names: &Names) -> Vec<Subject> {
+    let own = names.node_identity();
+    let mut accounts = vec![own.clone()];
+    if let Some(user) = &cc.spec.pod.service_account_name
+        && *user != own
+    {
+        accounts.push(user.clone());
+    }
+    accounts
+        .into_iter()
+        .map(|name| Subject {
+            kind: "ServiceAccount".to_owned(),
+            name,
+            namespace: Some(names.namespace.clone()),
+            ..Subject::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -81,5 +98,19 @@ mod tests {
         assert_eq!(subject.name, "demo-node");
         assert_eq!(subject.namespace.as_deref(), Some("shop"));
         assert_eq!(binding.role_ref.name, "demo-node");
+    }
+
+    #[test]
+    fn a_users_service_account_gets_the_same_least_privilege_role() {
+        let cc = cache_cluster("replicas: 3\npod: {serviceAccountName: cache-irsa}");
+        let subjects: Vec<_> = role_binding(&cc)
+            .subjects
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(subjects, ["demo-node", "cache-irsa"]);
+        let cc = cache_cluster("replicas: 3\npod: {serviceAccountName: demo-node}");
+        assert_eq!(role_binding(&cc).subjects.unwrap().len(), 1);
     }
 }

@@ -1,6 +1,11 @@
 //! The cache pods: a StatefulSet with stable names `<name>-0..N-1`, which are the member
 //! ids. Its size is decided by the membership state machine (`scale.rs`), never by the
 //! spec alone, so it can stay larger while leaving members hand their data off.
+//!
+//! What users customise (`spec.pod`, `spec.cacheContainer`) is laid onto the operator's
+//! pod here: their lists come first and the operator's own entries last (env, envFrom),
+//! so where Kubernetes lets a later entry win, the operator's does; security contexts
+//! merge field by field, so an unset field keeps the secure default.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +21,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kache_api::env;
 
-use super::config::NODE_SHUTDOWN_GRACE_SECONDS;
 use super::names::{CONFIG_HASH_ANNOTATION, Names, labels, metadata};
 use crate::crd::{CacheCluster, PullPolicy};
 
@@ -67,6 +71,10 @@ fn pod_template(
     let mut annotations = cc.spec.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), settings_hash.to_owned());
     let placement = &cc.spec.placement;
+    let pod = &cc.spec.pod;
+    let (_, termination_grace) = pod.grace_seconds();
+    let mut containers = vec![container(cc, names, default_image)];
+    containers.extend(pod.sidecars.iter().cloned());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(cc)),
@@ -74,33 +82,86 @@ fn pod_template(
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            service_account_name: Some(names.node_identity()),
-            termination_grace_period_seconds: Some(NODE_SHUTDOWN_GRACE_SECONDS + 10),
-            containers: vec![container(cc, names, default_image)],
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(NODE_UID),
-                run_as_group: Some(NODE_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            service_account_name: Some(
+                pod.service_account_name
+                    .clone()
+                    .unwrap_or_else(|| names.node_identity()),
+            ),
+            termination_grace_period_seconds: Some(termination_grace),
+            image_pull_secrets: non_empty(&pod.image_pull_secrets),
+            containers,
+            volumes: non_empty(&pod.volumes),
+            security_context: Some(pod_security_context(pod.security_context.as_ref())),
             affinity: placement.affinity.clone(),
-            tolerations: (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone()),
+            tolerations: non_empty(&placement.tolerations),
             node_selector: (!placement.node_selector.is_empty())
                 .then(|| placement.node_selector.clone()),
-            topology_spread_constraints: (!placement.topology_spread_constraints.is_empty())
-                .then(|| placement.topology_spread_constraints.clone()),
+            topology_spread_constraints: non_empty(&placement.topology_spread_constraints),
             priority_class_name: placement.priority_class_name.clone(),
             ..PodSpec::default()
         }),
     }
 }
 
+/// None for an empty list, so an unset field stays unset in the applied object.
+fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+/// The user's pod security context, with the operator's defaults in the fields it
+/// leaves unset: the node needs no privilege and no particular user.
+fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let user = user.cloned().unwrap_or_default();
+    PodSecurityContext {
+        run_as_non_root: user.run_as_non_root.or(Some(true)),
+        run_as_user: user.run_as_user.or(Some(NODE_UID)),
+        run_as_group: user.run_as_group.or(Some(NODE_UID)),
+        seccomp_profile: user.seccomp_profile.or_else(|| {
+            Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            })
+        }),
+        ..user
+    }
+}
+
+/// The user's container security context over the operator's defaults, field by field.
+/// `capabilities` is one field: a user who sets it says which to drop and add.
+fn container_security_context(user: Option<&SecurityContext>) -> SecurityContext {
+    let user = user.cloned().unwrap_or_default();
+    SecurityContext {
+        allow_privilege_escalation: user.allow_privilege_escalation.or(Some(false)),
+        read_only_root_filesystem: user.read_only_root_filesystem.or(Some(true)),
+        capabilities: user.capabilities.or_else(|| {
+            Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            })
+        }),
+        ..user
+    }
+}
+
 fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container {
     let spec = &cc.spec;
+    let user = &spec.cache_container;
+    // The operator's config ConfigMap comes last: for a key in two sources the later
+    // wins, and the settings it derived from the spec must.
+    let mut env_from = user.env_from.clone();
+    env_from.push(EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: names.config(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    });
+    // CEL refuses user KACHE_* names; the operator's entries come last all the same.
+    let mut env = user.env.clone();
+    env.extend([
+        field_env(env::NODE_ID, "metadata.name"),
+        field_env(env::NAMESPACE, "metadata.namespace"),
+    ]);
     Container {
         name: "kache".to_owned(),
         image: Some(
@@ -116,17 +177,8 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
             }
             .to_owned()
         }),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names.config(),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]),
-        env: Some(vec![
-            field_env(env::NODE_ID, "metadata.name"),
-            field_env(env::NAMESPACE, "metadata.namespace"),
-        ]),
+        env_from: Some(env_from),
+        env: Some(env),
         ports: Some(vec![
             container_port("http", spec.service.http_port),
             container_port("grpc", spec.service.grpc_port),
@@ -136,15 +188,8 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
         // Alive while the process serves at all; a long sync must not get it killed.
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        volume_mounts: non_empty(&user.volume_mounts),
+        security_context: Some(container_security_context(user.security_context.as_ref())),
         ..Container::default()
     }
 }
@@ -196,68 +241,4 @@ pub fn template_annotations(sts: &StatefulSet) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resources::names::tests::cache_cluster;
-
-    #[test]
-    fn the_statefulset_runs_unprivileged_nodes_that_find_their_peers() {
-        let cc = cache_cluster(
-            "replicas: 3\nplacement: {nodeSelector: {disk: ssd}}\nannotations: {owner: cart}",
-        );
-        let sts = statefulset(&cc, 5, "kache/node:0.1.0", "abc");
-        let spec = sts.spec.as_ref().unwrap();
-        assert_eq!(
-            spec.replicas,
-            Some(5),
-            "the size comes from the state machine"
-        );
-        assert_eq!(spec.service_name.as_deref(), Some("demo-peers"));
-        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
-        let pod = spec.template.spec.as_ref().unwrap();
-        assert_eq!(pod.service_account_name.as_deref(), Some("demo-node"));
-        assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
-        let container = &pod.containers[0];
-        assert_eq!(container.image.as_deref(), Some("kache/node:0.1.0"));
-        let variables: Vec<_> = container
-            .env
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        assert_eq!(variables, [env::NODE_ID, env::NAMESPACE]);
-        assert_eq!(
-            container.env_from.as_ref().unwrap()[0]
-                .config_map_ref
-                .as_ref()
-                .unwrap()
-                .name,
-            "demo-config"
-        );
-        let probe = container.readiness_probe.as_ref().unwrap();
-        assert_eq!(
-            probe.http_get.as_ref().unwrap().path.as_deref(),
-            Some("/readyz")
-        );
-        let security = container.security_context.as_ref().unwrap();
-        assert_eq!(security.read_only_root_filesystem, Some(true));
-        assert_eq!(
-            pod.security_context.as_ref().unwrap().run_as_non_root,
-            Some(true)
-        );
-        let annotations = template_annotations(&sts);
-        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "abc");
-        assert_eq!(annotations["owner"], "cart");
-    }
-
-    #[test]
-    fn the_spec_image_wins_over_the_default() {
-        let cc =
-            cache_cluster("replicas: 1\nimage: registry.local/kache:dev\nimagePullPolicy: Never");
-        let sts = statefulset(&cc, 1, "kache/node:0.1.0", "h");
-        let container = &sts.spec.unwrap().template.spec.unwrap().containers[0];
-        assert_eq!(container.image.as_deref(), Some("registry.local/kache:dev"));
-        assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));
-    }
-}
+mod tests;

@@ -1,0 +1,216 @@
+//! The StatefulSet builder: the operator's pod, and each user customisation landing in it
+//! without loosening what the user did not touch.
+
+use super::*;
+use crate::resources::names::tests::cache_cluster;
+
+#[test]
+fn the_statefulset_runs_unprivileged_nodes_that_find_their_peers() {
+    let cc = cache_cluster(
+        "replicas: 3\nplacement: {nodeSelector: {disk: ssd}}\nannotations: {owner: cart}",
+    );
+    let sts = statefulset(&cc, 5, "kache/node:0.1.0", "abc");
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.replicas,
+        Some(5),
+        "the size comes from the state machine"
+    );
+    assert_eq!(spec.service_name.as_deref(), Some("demo-peers"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("demo-node"));
+    assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("kache/node:0.1.0"));
+    let variables: Vec<_> = container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(variables, [env::NODE_ID, env::NAMESPACE]);
+    assert_eq!(
+        container.env_from.as_ref().unwrap()[0]
+            .config_map_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "demo-config"
+    );
+    let probe = container.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        probe.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/readyz")
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let annotations = template_annotations(&sts);
+    assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "abc");
+    assert_eq!(annotations["owner"], "cart");
+}
+
+#[test]
+fn the_spec_image_wins_over_the_default() {
+    let cc = cache_cluster("replicas: 1\nimage: registry.local/kache:dev\nimagePullPolicy: Never");
+    let sts = statefulset(&cc, 1, "kache/node:0.1.0", "h");
+    let container = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("registry.local/kache:dev"));
+    assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));
+}
+
+fn pod_of(spec: &str) -> PodSpec {
+    let sts = statefulset(&cache_cluster(spec), 3, "kache/node:0.1.0", "h");
+    sts.spec
+        .and_then(|s| s.template.spec)
+        .expect("a pod template")
+}
+
+fn names_of<T>(items: Option<&Vec<T>>, name: impl Fn(&T) -> &str) -> Vec<String> {
+    items
+        .into_iter()
+        .flatten()
+        .map(|item| name(item).to_owned())
+        .collect()
+}
+
+#[test]
+fn unset_customisations_keep_the_secure_defaults() {
+    let pod = pod_of("replicas: 3");
+    let security = pod.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.run_as_user, Some(NODE_UID));
+    assert_eq!(security.run_as_group, Some(NODE_UID));
+    assert_eq!(
+        security.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let container = pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(container.allow_privilege_escalation, Some(false));
+    assert_eq!(container.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        container.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
+    assert_eq!(pod.containers.len(), 1);
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    assert_eq!(pod.image_pull_secrets, None);
+    assert_eq!(pod.volumes, None);
+    assert_eq!(pod.containers[0].volume_mounts, None);
+}
+
+#[test]
+fn image_pull_secrets_land_in_the_pod() {
+    let pod = pod_of("replicas: 3\npod: {imagePullSecrets: [{name: regcred}, {name: mirror}]}");
+    assert_eq!(
+        names_of(pod.image_pull_secrets.as_ref(), |s| &s.name),
+        ["regcred", "mirror"]
+    );
+}
+
+#[test]
+fn a_service_account_replaces_the_operators() {
+    let pod = pod_of("replicas: 3\npod: {serviceAccountName: cache-irsa}");
+    assert_eq!(pod.service_account_name.as_deref(), Some("cache-irsa"));
+}
+
+#[test]
+fn env_and_env_from_come_first_so_the_operators_entries_win() {
+    let pod = pod_of(
+        "replicas: 3\ncacheContainer:\n  env: [{name: RUST_LOG, value: debug}]\n  \
+         envFrom: [{secretRef: {name: tokens}}, {configMapRef: {name: extra}, prefix: X_}]",
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        names_of(container.env.as_ref(), |e| &e.name),
+        ["RUST_LOG", env::NODE_ID, env::NAMESPACE]
+    );
+    assert_eq!(
+        container.env.as_ref().unwrap()[0].value.as_deref(),
+        Some("debug")
+    );
+    let sources = container.env_from.as_ref().unwrap();
+    assert_eq!(sources.len(), 3);
+    assert_eq!(sources[0].secret_ref.as_ref().unwrap().name, "tokens");
+    assert_eq!(sources[1].prefix.as_deref(), Some("X_"));
+    assert_eq!(
+        sources[2].config_map_ref.as_ref().unwrap().name,
+        "demo-config",
+        "the operator's settings come last, so they win"
+    );
+}
+
+#[test]
+fn security_context_overrides_merge_field_by_field() {
+    let pod = pod_of(
+        "replicas: 3\npod: {securityContext: {fsGroup: 2000, runAsUser: 1001}}\n\
+         cacheContainer: {securityContext: {readOnlyRootFilesystem: false}}",
+    );
+    let security = pod.security_context.as_ref().unwrap();
+    assert_eq!(security.fs_group, Some(2000));
+    assert_eq!(security.run_as_user, Some(1001), "the user's wins");
+    assert_eq!(
+        security.run_as_non_root,
+        Some(true),
+        "unset keeps the default"
+    );
+    assert_eq!(security.run_as_group, Some(NODE_UID));
+    let container = pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(container.read_only_root_filesystem, Some(false));
+    assert_eq!(container.allow_privilege_escalation, Some(false));
+    assert!(container.capabilities.is_some());
+}
+
+#[test]
+fn extra_volumes_and_mounts_land_in_the_pod_and_the_cache_container() {
+    let pod = pod_of(
+        "replicas: 3\npod: {volumes: [{name: scratch, emptyDir: {}}, {name: ca, secret: {secretName: ca}}]}\n\
+         cacheContainer: {volumeMounts: [{name: scratch, mountPath: /tmp}, {name: ca, mountPath: /etc/ca, readOnly: true}]}",
+    );
+    assert_eq!(
+        names_of(pod.volumes.as_ref(), |v| &v.name),
+        ["scratch", "ca"]
+    );
+    let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
+    assert_eq!(mounts[0].mount_path, "/tmp");
+    assert_eq!(mounts[1].read_only, Some(true));
+}
+
+#[test]
+fn sidecars_run_after_the_cache_container() {
+    let pod = pod_of(
+        "replicas: 3\npod: {sidecars: [{name: shipper, image: fluent/fluent-bit:3.0, args: [--quiet]}]}",
+    );
+    assert_eq!(
+        names_of(Some(&pod.containers), |c| &c.name),
+        ["kache", "shipper"]
+    );
+    assert_eq!(
+        pod.containers[1].image.as_deref(),
+        Some("fluent/fluent-bit:3.0")
+    );
+}
+
+#[test]
+fn the_termination_grace_period_follows_the_spec() {
+    for (pod, termination) in [
+        ("{terminationGracePeriodSeconds: 600}", 600),
+        ("{shutdownGraceSeconds: 300}", 310),
+        (
+            "{shutdownGraceSeconds: 50, terminationGracePeriodSeconds: 55}",
+            55,
+        ),
+    ] {
+        let spec = format!("replicas: 3\npod: {pod}");
+        assert_eq!(
+            pod_of(&spec).termination_grace_period_seconds,
+            Some(termination),
+            "{pod}"
+        );
+    }
+}
