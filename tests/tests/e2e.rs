@@ -592,9 +592,11 @@ async fn kache_on_a_real_control_plane() {
     assert!(!ok, "scaling to zero was accepted:\n{text}");
 
     // 6. SIGKILL of a node process at RF=2: the pod restarts, re-syncs, no key is lost.
-    log("RF=2 cluster: SIGKILL one node");
-    apply(&cache_cluster_yaml("kill", 3, 2, ""));
+    //    The cluster's pods are customised (spec.pod, spec.cacheContainer) as a user would.
+    log("RF=2 cluster with customised pods: SIGKILL one node");
+    apply(&cache_cluster_yaml("kill", 3, 2, CUSTOM_POD));
     wait_available(&client, "kill", 3, Duration::from_secs(180)).await;
+    assert_customised(&client, "kill").await;
     let ips = pod_ips(&client, "kill").await;
     let mut acked = BTreeMap::new();
     for i in 0..2_000 {
@@ -669,6 +671,92 @@ async fn kache_on_a_real_control_plane() {
     )
     .await;
     log("all scenarios passed");
+}
+
+/// Pod customisations: env, an extra volume mounted into the cache container and a
+/// sidecar, an image pull secret, a longer termination grace (the node's drain follows).
+/// The sidecar runs the node image standalone: the process kubelet runs only images it has.
+const CUSTOM_POD: &str = "  pod:
+    imagePullSecrets: [{name: regcred}]
+    terminationGracePeriodSeconds: 90
+    volumes:
+      - {name: scratch, emptyDir: {}}
+    sidecars:
+      - name: helper
+        image: kache/node:0.1.0
+        args: [--http-addr, \"127.0.0.1:7170\", --grpc-addr, \"127.0.0.1:7171\", --node-id, helper]
+        volumeMounts: [{name: scratch, mountPath: /scratch}]
+  cacheContainer:
+    env: [{name: RUST_LOG, value: \"info,kache_node=debug\"}]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+";
+
+/// The customisations of [`CUSTOM_POD`] are in every pod of `name`, and the node's
+/// shutdown grace follows the termination grace.
+async fn assert_customised(client: &Client, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+        .await
+        .unwrap();
+    assert!(!list.items.is_empty());
+    for pod in list {
+        let spec = pod.spec.clone().unwrap();
+        let pod_name = pod.name_any();
+        assert_eq!(
+            spec.termination_grace_period_seconds,
+            Some(90),
+            "{pod_name}"
+        );
+        let secrets: Vec<String> = spec
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(secrets, ["regcred"], "{pod_name}");
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["kache", "helper"], "{pod_name}");
+        let cache = &spec.containers[0];
+        assert!(
+            cache.env.iter().flatten().any(
+                |e| e.name == "RUST_LOG" && e.value.as_deref() == Some("info,kache_node=debug")
+            ),
+            "{pod_name}: RUST_LOG"
+        );
+        for container in &spec.containers {
+            assert!(
+                container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "scratch" && m.mount_path == "/scratch"),
+                "{pod_name}/{}: /scratch",
+                container.name
+            );
+        }
+        let running = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.ready)
+            .count();
+        assert_eq!(running, 2, "{pod_name}: both containers ready");
+    }
+    let config: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let settings = config
+        .get(&format!("{name}-config"))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(
+        settings.get("KACHE_SHUTDOWN_GRACE").map(String::as_str),
+        Some("80s"),
+        "the drain fits in the termination grace"
+    );
+    log("customised pods: env, volume, sidecar, pull secret, 90 s grace (drain 80 s)");
 }
 
 /// A member SIGKILLed at RF=1 restarts empty: what it held is lost (expected at RF=1),
