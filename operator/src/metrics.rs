@@ -191,8 +191,28 @@ impl Inner {
                 let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
             }
         }
-        // From the status, so it survives an operator restart: a counter an alert can
-        // take the increase() of.
+        self.render_data_loss(out);
+        header(
+            out,
+            "kache_cachecluster_phase",
+            "gauge",
+            "1 for the phase each cluster is in.",
+        );
+        for (cluster, g) in &self.clusters {
+            for phase in PHASES {
+                let _ = writeln!(
+                    out,
+                    "kache_cachecluster_phase{{cluster=\"{cluster}\",phase=\"{}\"}} {}",
+                    phase.as_str(),
+                    u8::from(g.phase == phase)
+                );
+            }
+        }
+    }
+
+    /// The data-loss families, from the status, so they survive an operator restart: a
+    /// counter an alert can take the increase() of, and when the last loss was seen.
+    fn render_data_loss(&self, out: &mut String) {
         header(
             out,
             "kache_cachecluster_data_loss_incidents_total",
@@ -218,22 +238,6 @@ impl Inner {
                 "kache_cachecluster_last_data_loss_timestamp_seconds{{cluster=\"{cluster}\"}} {}",
                 g.last_data_loss_seconds
             );
-        }
-        header(
-            out,
-            "kache_cachecluster_phase",
-            "gauge",
-            "1 for the phase each cluster is in.",
-        );
-        for (cluster, g) in &self.clusters {
-            for phase in PHASES {
-                let _ = writeln!(
-                    out,
-                    "kache_cachecluster_phase{{cluster=\"{cluster}\",phase=\"{}\"}} {}",
-                    phase.as_str(),
-                    u8::from(g.phase == phase)
-                );
-            }
         }
     }
 }
