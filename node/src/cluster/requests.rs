@@ -16,10 +16,10 @@ use super::replicator::{ReadTally, Rest, WriteTally};
 use super::router::{Admission, Replica, Targets};
 use super::wire::proto;
 use super::{Cluster, ClusterError, Consistency, WRITE_ATTEMPTS, peer};
+use crate::store::{Applied, Precondition, Record, StoreError, Value, Written};
 
 /// How long a write waits for this node to learn a member list a replica is already on.
 const LEARN_EPOCH: Duration = Duration::from_secs(2);
-use crate::store::{Applied, Precondition, Record, StoreError, Value, Written};
 
 impl Cluster {
     /// Reads `key` from the owners the consistency level asks for; the newest version wins.
@@ -180,7 +180,9 @@ impl Cluster {
 
     /// The single-owner fast path: when this node is `partition`'s only copy, `write`
     /// runs on the local store (which checks preconditions atomically) under the drain
-    /// fence. None: the write goes to the replicas. A write to a partition this draining
+    /// fence. None: the write goes to the replicas. Every write starts here, so a node
+    /// that has not yet asked its peers whether a move is in progress
+    /// ([`super::router::Router::unsettled`]) refuses them all. A write to a partition this draining
     /// node alone owns would miss the hand-off, and is refused either way.
     fn write_alone<T>(
         &self,

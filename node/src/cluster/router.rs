@@ -206,8 +206,9 @@ pub struct Router {
     views: RwLock<Routing>,
     /// Bumped on every routing change, to wake the rebalancer and list waiters.
     changes: watch::Sender<u64>,
-    /// The views come from the first list this node received, with no move known: the
-    /// cluster may be in the middle of one ([`Router::adopt_prev`]).
+    /// The `prev` view comes from the first list this process received, and the peers
+    /// have not been asked yet whether the cluster was moving to it
+    /// ([`Router::settle_first_list`]).
     first_list: std::sync::atomic::AtomicBool,
 }
 
@@ -259,12 +260,11 @@ impl Router {
             "membership changed"
         );
         let epoch = view.epoch();
-        let first = !views.next.list.has_members();
-        if first {
+        if !views.next.list.has_members() {
             views.prev = view.clone();
+            self.first_list
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        self.first_list
-            .store(first, std::sync::atomic::Ordering::Relaxed);
         views.next = view;
         drop(views);
         self.changes.send_replace(epoch);
@@ -291,8 +291,9 @@ impl Router {
     /// as the rest of the cluster does. Without it, a node restarted during a move took
     /// its first list for a settled one and wrote to a quorum of the new owners only,
     /// while its peers read from a quorum of the old ones: an acknowledged write could
-    /// read as never made (the fault suite found it). Only before any other list, and
-    /// only an older list than the one in force.
+    /// read as never made (the fault suite found it). Only once, and only a list older
+    /// than the first one (if a newer list arrived meanwhile, the move to it keeps the
+    /// older `prev`, as every node's superseded move does).
     pub fn settle_first_list(&self, moving_from: Option<MemberList>) -> bool {
         let mut views = self.views.write();
         let fresh = self
@@ -301,7 +302,7 @@ impl Router {
         let Some(list) = moving_from else {
             return false;
         };
-        if !fresh || views.moving() || list.epoch >= views.next.epoch() || !list.has_members() {
+        if !fresh || list.epoch >= views.prev.epoch() || !list.has_members() {
             return false;
         }
         tracing::info!(

@@ -196,23 +196,37 @@ impl Store {
         let len = |p: usize| self.shared.partitions[p].lock().len();
         let start = if len(a) >= len(b) { a } else { b };
         for offset in 0..partitions {
-            let mut part = self.shared.partitions[(start + offset) % partitions].lock();
+            let index = (start + offset) % partitions;
+            let mut part = self.shared.partitions[index].lock();
             if part.len() == 0 {
                 continue;
             }
             let now = self.shared.clock.now_ms();
             let tick = part.tick();
-            let victim = (0..eviction::SAMPLES)
+            // Expired values and released tombstones go first, then the policy's pick
+            // among values. A tombstone still needed is never evicted: removing it could
+            // let an older copy on a replica that missed the delete come back.
+            let score = |slot: usize| -> u64 {
+                let entry = part.slot(slot);
+                if self.removable(entry, index, now) {
+                    0
+                } else if entry.is_tombstone() {
+                    u64::MAX
+                } else {
+                    1 + u64::from(policy.keep_score(entry.eviction(), now, tick))
+                }
+            };
+            let Some((victim, victim_score)) = (0..eviction::SAMPLES)
                 .map(|_| fastrand::usize(..part.len()))
-                .min_by_key(|&slot| {
-                    let entry = part.slot(slot);
-                    if entry.is_expired(now) {
-                        0
-                    } else {
-                        1 + policy.keep_score(entry.eviction(), now, tick)
-                    }
-                })
-                .unwrap_or(0);
+                .map(|slot| (slot, score(slot)))
+                .min_by_key(|&(_, score)| score)
+            else {
+                continue;
+            };
+            if victim_score == u64::MAX {
+                // Only deletes still needed in this sample: try another partition.
+                continue;
+            }
             let removed = part.remove(victim);
             let why = if removed.is_expired(now) {
                 Removal::Expired

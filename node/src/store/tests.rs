@@ -698,3 +698,40 @@ async fn held_tombstones_outlive_their_ttl_and_shadow_older_copies_until_release
     assert_eq!(store.sweep_expired(&mut cursor, 1_000), 1);
     assert_eq!(store.stats().tombstones, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn eviction_never_takes_a_tombstone_still_needed() {
+    // Room for a few hundred small entries; LRU evicts under pressure.
+    let store = Store::new(config(256 << 10, EvictionPolicy::Lru));
+    store.hold_tombstones();
+    let deleted: Vec<String> = (0..50).map(|i| format!("gone-{i}")).collect();
+    for key in &deleted {
+        let old = store.new_put(key.as_bytes(), b"old", None);
+        assert_eq!(store.apply(&old), Ok(Applied::Stored));
+        let tombstone = store.new_tombstone(key.as_bytes());
+        assert_eq!(store.apply(&tombstone), Ok(Applied::Stored));
+    }
+    // Past their TTL: held (no co-owner agreed yet), so they still shadow older copies.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let value = "v".repeat(512);
+    for i in 0..5_000 {
+        put(&store, &format!("fill-{i}"), &value);
+    }
+    assert!(store.stats().evictions > 1_000, "{:?}", store.stats());
+    for key in &deleted {
+        assert!(
+            store
+                .get_record(key.as_bytes())
+                .is_some_and(|r| r.tombstone),
+            "{key}: an evicted tombstone lets a replica's older copy come back"
+        );
+    }
+    // Released, they are the first to go.
+    for partition in 0..16 {
+        store.release_tombstones(partition, store.now_ms());
+    }
+    for i in 0..200 {
+        put(&store, &format!("more-{i}"), &value);
+    }
+    assert!(store.stats().tombstones < 50, "{:?}", store.stats());
+}
