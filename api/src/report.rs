@@ -16,8 +16,12 @@ use crate::members::ReplicationFactor;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterReport {
-    /// The peer protocol the node speaks; an operator on another one does not trust it.
+    /// The newest peer protocol the node speaks; an operator that understands none of
+    /// `minProtocolVersion..=protocolVersion` does not trust it.
     pub protocol_version: u32,
+    /// The oldest peer protocol the node speaks (absent from v1 nodes: v1 only).
+    #[serde(default)]
+    pub min_protocol_version: u32,
     pub node: NodeReport,
     pub epoch: u64,
     pub partitions: u32,

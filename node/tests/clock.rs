@@ -172,6 +172,7 @@ fn sender() -> proto::Sender {
         epoch: 1,
         synced_epoch: 0,
         wall_ms: 0,
+        min_protocol_version: 0,
     }
 }
 

@@ -298,6 +298,7 @@ fn sender(protocol_version: u32) -> proto::Sender {
         epoch: 1,
         synced_epoch: 0,
         wall_ms: 0,
+        min_protocol_version: 0,
     }
 }
 
@@ -324,8 +325,9 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
         "{}",
         refused.message()
     );
+    // A v3-only peer (no range: v3..v3) does not overlap v1..v2 either.
     let write = proto::ApplyRequest {
-        sender: Some(sender(2)),
+        sender: Some(sender(3)),
         hint: false,
         records: vec![proto::Record {
             key: b"k".to_vec(),
@@ -360,13 +362,28 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
         let garbage: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
         let _ = raw.write_all(&garbage);
     }
+    // A v1 node (it sends no range) and a future node that still speaks v2 are peers:
+    // that is what lets a rolling upgrade run old and new nodes side by side.
     let hello = peer
         .hello(proto::HelloRequest {
             sender: Some(sender(1)),
         })
         .await
         .unwrap();
-    assert_eq!(hello.into_inner().sender.unwrap().node_id, "node-0");
+    let answer = hello.into_inner().sender.unwrap();
+    assert_eq!(answer.node_id, "node-0");
+    assert_eq!(
+        (answer.min_protocol_version, answer.protocol_version),
+        (1, 2)
+    );
+    peer.hello(proto::HelloRequest {
+        sender: Some(proto::Sender {
+            min_protocol_version: 2,
+            ..sender(5)
+        }),
+    })
+    .await
+    .expect("v2..v5 overlaps v1..v2");
     for node in &cluster.nodes {
         assert_eq!(
             get(node, "k").await,

@@ -13,9 +13,9 @@ pub use kache_api::report::{
     ClusterReport, NodeReport, Ownership, Progress, RebalanceReport, Role, SyncReport,
 };
 
-/// The peer protocol this operator understands; a node on another one is reported, not
-/// trusted.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The node report versions (the peer protocol's) this operator understands; a node that
+/// speaks none of them is reported, not trusted. The report's shape is the same for both.
+pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
 
 /// How long one node may take to answer before it counts as unreachable.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,8 +39,8 @@ pub enum ReportError {
         url: String,
         status: reqwest::StatusCode,
     },
-    #[error("{url} speaks protocol {found}, this operator speaks {PROTOCOL_VERSION}")]
-    Protocol { url: String, found: u32 },
+    #[error("{url} speaks protocol v{min}..v{max}, this operator understands v1..v2")]
+    Protocol { url: String, min: u32, max: u32 },
 }
 
 /// Reads one node's report.
@@ -74,11 +74,18 @@ pub async fn fetch(
         url: url.clone(),
         source,
     })?;
-    if report.protocol_version != PROTOCOL_VERSION {
-        return Err(ReportError::Protocol {
-            url,
-            found: report.protocol_version,
-        });
+    check_protocol(url, report)
+}
+
+/// The report, if its node speaks a protocol version this operator understands.
+fn check_protocol(url: String, report: ClusterReport) -> Result<ClusterReport, ReportError> {
+    let max = report.protocol_version;
+    let min = match report.min_protocol_version {
+        0 => max,
+        min => min,
+    };
+    if min > *PROTOCOL_VERSIONS.end() || max < *PROTOCOL_VERSIONS.start() {
+        return Err(ReportError::Protocol { url, min, max });
     }
     Ok(report)
 }
@@ -86,6 +93,25 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_of_either_version_of_a_rolling_upgrade_are_trusted_others_not() {
+        let node = |min, max| {
+            let mut report = crate::scale::fixtures::joined(0, 1);
+            report.min_protocol_version = min;
+            report.protocol_version = max;
+            check_protocol("http://n".to_owned(), report)
+        };
+        assert!(node(0, 1).is_ok(), "a v1 node (no range)");
+        assert!(node(1, 2).is_ok(), "this release's nodes");
+        assert!(node(2, 4).is_ok(), "a later node that still speaks v2");
+        let refused = node(3, 4).expect_err("nothing in common");
+        assert_eq!(
+            refused.to_string(),
+            "http://n speaks protocol v3..v4, this operator understands v1..v2"
+        );
+        assert!(node(0, 3).is_err(), "a v3-only node");
+    }
 
     #[test]
     fn partition_counts_saturate_rather_than_wrap() {

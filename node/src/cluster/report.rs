@@ -12,7 +12,7 @@ use kache_api::report::{
 };
 
 use super::Cluster;
-use super::wire::PROTOCOL_VERSION;
+use super::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 impl Cluster {
     /// What `GET /v1/cluster` says; `ready` is the node's lifecycle, read here.
@@ -36,6 +36,7 @@ impl Cluster {
             .count();
         ClusterReport {
             protocol_version: PROTOCOL_VERSION,
+            min_protocol_version: MIN_PROTOCOL_VERSION,
             node: NodeReport {
                 id: self.inner.identity.node_id.clone(),
                 incarnation: self.inner.identity.incarnation.clone(),

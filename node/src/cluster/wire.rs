@@ -22,8 +22,21 @@ pub mod proto {
     tonic::include_proto!("kache.peer.v1");
 }
 
-/// The version of `proto/peer.proto` this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest version of `proto/peer.proto` this build speaks. v2 added the epoch a
+/// write's replicas were chosen on (`ApplyResponse.epoch_behind`), the list a moving node
+/// moves from (`HelloResponse.prev_list`) and this range; every v2 field is one a v1 node
+/// ignores, and a v2 node reads its absence as v1 behaviour.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version this build still speaks: nodes of both versions run side by side
+/// during a rolling upgrade.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a peer that speaks versions `min..=max` (`min` 0: a v1 node, which sends
+/// none) can talk with this node.
+pub fn speaks_with(min: u32, max: u32) -> bool {
+    let min = if min == 0 { max } else { min };
+    min <= PROTOCOL_VERSION && max >= MIN_PROTOCOL_VERSION && min <= max
+}
 
 /// The message of the `UNAVAILABLE` status a node answers while it has not re-synced.
 const SYNCING: &str = "syncing: this node has not re-synced the partitions it owns";
@@ -62,6 +75,7 @@ impl Identity {
     pub fn sender(&self, epoch: u64, synced_epoch: u64, wall_ms: u64) -> proto::Sender {
         proto::Sender {
             protocol_version: PROTOCOL_VERSION,
+            min_protocol_version: MIN_PROTOCOL_VERSION,
             node_id: self.node_id.clone(),
             incarnation: self.incarnation.clone(),
             epoch,

@@ -38,6 +38,7 @@ pub(crate) fn list(epoch: u64, members: &[u32], departing: &[u32]) -> MemberList
 pub(crate) fn joined(ordinal: u32, epoch: u64) -> ClusterReport {
     ClusterReport {
         protocol_version: 1,
+        min_protocol_version: 0,
         node: NodeReport {
             id: member_id(NAME, ordinal),
             incarnation: "i".to_owned(),

@@ -31,7 +31,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::chunk::{self, ChunkStream};
-use crate::cluster::wire::{PROTOCOL_VERSION, proto, syncing};
+use crate::cluster::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, proto, speaks_with, syncing};
 use crate::cluster::{Admission, Cluster};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
 use proto::peer_server::Peer;
@@ -252,16 +252,21 @@ impl PeerService {
         sender: Option<&'a proto::Sender>,
     ) -> Result<&'a proto::Sender, Status> {
         let sender = sender.ok_or_else(|| Status::invalid_argument("request names no sender"))?;
-        if sender.protocol_version != PROTOCOL_VERSION {
+        if !speaks_with(sender.min_protocol_version, sender.protocol_version) {
             tracing::warn!(
                 peer = %sender.node_id,
                 peer_version = sender.protocol_version,
+                peer_min_version = sender.min_protocol_version,
                 version = PROTOCOL_VERSION,
                 "refused a peer on another protocol version"
             );
+            let peer_min = match sender.min_protocol_version {
+                0 => sender.protocol_version,
+                min => min,
+            };
             return Err(Status::failed_precondition(format!(
-                "peer '{}' speaks kache peer protocol v{}, this node speaks v{}",
-                sender.node_id, sender.protocol_version, PROTOCOL_VERSION
+                "peer '{}' speaks kache peer protocol v{peer_min}..v{}, this node speaks v{MIN_PROTOCOL_VERSION}..v{PROTOCOL_VERSION}",
+                sender.node_id, sender.protocol_version
             )));
         }
         self.cluster.observe_clock(&sender.node_id, sender.wall_ms);
