@@ -6,6 +6,10 @@
 #   scripts/build-images.sh --dockerfile        # print images/Dockerfile, generated from images.env
 #   scripts/build-images.sh --check-dockerfile  # fail if images/Dockerfile has drifted (scripts/test.sh)
 #
+# KACHE_IMAGE_EXTRA_TAG=<tag> also tags each image <prefix>/<image>:<tag>, the same layers
+# with that version label: a "new release" built from the same source, for the e2e's
+# upgrade scenario (helm upgrade to another image tag).
+#
 # Binaries: static (glibc, crt-static) release builds for x86_64-unknown-linux-gnu; the
 # explicit --target keeps build scripts and proc-macros dynamic. glibc 2.34+ has the files
 # and dns NSS modules built in, so a static binary resolves /etc/hosts and DNS names in an
@@ -149,6 +153,10 @@ for image in $IMAGES; do
     --created "$created" --history.created "$created" --history.created_by "umoci config")
   while IFS= read -r label; do config+=(--config.label "$label"); done < <(image_labels "$image")
   "$umoci" config --image "$layout:$ref" "${config[@]}"
+  if [[ -n "${KACHE_IMAGE_EXTRA_TAG:-}" ]]; then
+    "$umoci" config --image "$layout:$ref" --tag "$IMAGE_PREFIX/$image:$KACHE_IMAGE_EXTRA_TAG" \
+      --created "$created" --config.label "org.opencontainers.image.version=$KACHE_IMAGE_EXTRA_TAG"
+  fi
   "$umoci" gc --layout "$layout"
   tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
     -C "$layout" -cf "$out/$binary-$version.oci.tar" .

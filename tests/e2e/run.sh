@@ -31,7 +31,8 @@ export HELM="$bin/helm"
 
 echo "== build kache-kubelet, and the kache-node and kache-operator images (scripts/build-images.sh)"
 cargo build --locked -p process-kubelet --bins
-scripts/build-images.sh
+# A second tag of each image (same layers, another version label) for the upgrade scenario.
+KACHE_IMAGE_EXTRA_TAG=0.1.0-upgrade scripts/build-images.sh
 images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
 # The kubelet's way of running an image, once outside Kubernetes: unpacked, chrooted, as 65532.
 KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --features image-smoke --test image_smoke

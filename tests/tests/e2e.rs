@@ -646,6 +646,10 @@ async fn kache_on_a_real_control_plane() {
     // 6b. SIGKILL at RF=1 loses the keys the member held: the status says so.
     data_loss_at_rf1(&client, &http).await;
 
+    // 6c. helm upgrade to a new image tag rolls the operator and then the cache pods, at
+    //     RF=2 under a reader and a writer: no acknowledged key lost, no miss.
+    helm_upgrade_rolls_the_pods(&client, &http, &acked).await;
+
     // 7. Deleting a CacheCluster garbage-collects everything it owned.
     log("delete cc/kill");
     must(
@@ -883,6 +887,84 @@ async fn assert_runs_from_images(client: &Client) {
         }
     }
     log("every pod runs from the kache images");
+}
+
+/// `helm upgrade` to the images tagged `0.1.0-upgrade` (tests/e2e/run.sh builds them: the
+/// same source with another version label) rolls the operator, whose new node image rolls
+/// the StatefulSet of cc/kill one pod at a time, while a client writes and reads. At RF=2 a
+/// write needs both owners, so requests to a restarting owner may fail (unknown outcomes);
+/// none may miss, and every acknowledged key is there afterwards.
+async fn helm_upgrade_rolls_the_pods(
+    client: &Client,
+    http: &reqwest::Client,
+    acked: &BTreeMap<String, String>,
+) {
+    const TAG: &str = "0.1.0-upgrade";
+    log(&format!("helm upgrade to the {TAG} images under load"));
+    let targets: Targets = Arc::default();
+    let refresher = follow_ready_pods(client.clone(), "kill", targets.clone());
+    let load = Load::start(http.clone(), targets, acked.clone(), "upgrade");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    must(
+        &helm(),
+        &[
+            "upgrade",
+            "kache",
+            "charts/kache",
+            "--namespace",
+            "kache-system",
+            "--reuse-values",
+            "--set",
+            &format!("image.tag={TAG}"),
+            "--set",
+            &format!("nodeImage=kache/node:{TAG}"),
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        None,
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let new_image = format!("kache/node:{TAG}");
+    eventually(
+        "every kill pod runs the new image and is Ready",
+        Duration::from_secs(300),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/instance=kill"))
+                .await
+                .ok()?;
+            let upgraded = list.items.len() == 3
+                && list.items.iter().all(|pod| {
+                    let spec_image = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.first())
+                        .and_then(|c| c.image.clone());
+                    let ready = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    spec_image.as_deref() == Some(new_image.as_str()) && ready
+                });
+            upgraded.then_some(())
+        },
+    )
+    .await;
+    wait_available(client, "kill", 3, Duration::from_secs(180)).await;
+    let keys = load.finish("helm upgrade", true).await;
+    refresher.abort();
+    let ips = pod_ips(client, "kill").await;
+    for ip in ips.values() {
+        check_all(http, ip, &keys).await;
+    }
+    log(&format!(
+        "upgraded to {TAG}: {} keys all present",
+        keys.len()
+    ));
 }
 
 /// The operator's `/metrics`, read from its pod.
