@@ -1,7 +1,8 @@
 //! `crdgen`: writes the CacheCluster CRD generated from the Rust types, twice. With
 //! `--check` it fails when either committed file differs (CI's drift check).
 //!
-//! - `crds/cachecluster.yaml` is the plain CRD, for `kubectl apply` users and the e2e.
+//! - `crds/cachecluster.yaml` is the plain CRD, for `kubectl apply` users and for GitOps
+//!   installs that set the chart's `crds.install=false`.
 //! - `charts/kache/templates/crd.yaml` is the chart's copy. It is a template, not a file in
 //!   the chart's `crds/`, because Helm installs `crds/` once and never upgrades it: as a
 //!   template, `helm upgrade` applies the new schema. It is guarded by `crds.install` (GitOps
