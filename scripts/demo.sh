@@ -6,7 +6,8 @@
 #   scripts/demo.sh up      # build what is missing, start, install, wait until Available
 #   scripts/demo.sh down    # stop everything and remove what it created
 #
-# Needs root (network namespaces for pod IPs), Go, Rust and kubectl.
+# Needs root (network namespaces for pod IPs), Go 1.21+, Rust, kubectl and a few system
+# tools; `up` first names each one missing, with what to install, and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -30,6 +31,39 @@ case "${1:-}" in
     exit 2
     ;;
 esac
+
+# Everything `up` needs, checked before any work starts: one line per missing tool with
+# what to install (Debian/Ubuntu package names), then exit 1. It installs nothing itself:
+# a demo should not change a laptop's packages unasked (.ci/run does, on a throwaway CI
+# machine). tests/k8s/cluster.sh and build-control-plane.sh check these again, later.
+preflight() {
+  local missing=() packages=() tool package
+  [[ "$(id -u)" == 0 ]] ||
+    missing+=("root: network namespaces and a bridge for pod IPs; run: sudo -E env \"PATH=\$PATH\" scripts/demo.sh up")
+  command -v cargo >/dev/null ||
+    missing+=("cargo: install rustup (https://rustup.rs); rust-toolchain.toml pins the version")
+  command -v kubectl >/dev/null ||
+    missing+=("kubectl: install kubectl v1.33+ (https://kubernetes.io/docs/tasks/tools/)")
+  if ! command -v go >/dev/null; then
+    missing+=("go: install Go 1.21+ (https://go.dev/dl; apt: golang-go on Debian 13 / Ubuntu 24.04+)")
+  elif ! go env GOVERSION 2>/dev/null | grep -Eq '^go1\.(2[1-9]|[3-9][0-9])'; then
+    missing+=("go: $(go env GOVERSION 2>/dev/null || echo "an old Go") is too old: install Go 1.21+ (https://go.dev/dl), which fetches the toolchain the build asks for")
+  fi
+  # tool:package. cc is the C compiler and linker cargo needs (ring has C code).
+  for pair in cc:build-essential curl:curl openssl:openssl ip:iproute2 ss:iproute2 \
+    nsenter:util-linux unshare:util-linux flock:util-linux setsid:util-linux mount:mount; do
+    tool=${pair%%:*} package=${pair#*:}
+    command -v "$tool" >/dev/null && continue
+    missing+=("$tool: apt-get install $package")
+    [[ " ${packages[*]} " == *" $package "* ]] || packages+=("$package")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "scripts/demo.sh up: missing what it needs:" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  [[ ${#packages[@]} -eq 0 ]] || echo "  (all packages at once: apt-get install -y ${packages[*]})" >&2
+  exit 1
+}
+preflight
 
 bin=$(tests/k8s/build-control-plane.sh | tail -1)
 export PATH="$bin:$PATH"

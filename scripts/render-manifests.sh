@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Renders manifests/install.yaml, the plain-YAML install of kache, from charts/kache:
-# a Namespace, the CRD (charts/kache/crds/, when crdgen has written it) and the chart's
-# templates with default values, as `helm template kache charts/kache --namespace
-# kache-system --include-crds` prints them.
+# a Namespace, then the chart's templates with default values (the CRD among them:
+# charts/kache/templates/crd.yaml, written by crdgen), as `helm template kache charts/kache
+# --namespace kache-system` prints them.
 #
 #   scripts/render-manifests.sh           # (re)write manifests/install.yaml
 #   scripts/render-manifests.sh --check   # fail if the committed file differs (drift check)
@@ -60,7 +60,9 @@ metadata:
 YAML
   # The Helm-specific managed-by label says "Helm" in the chart; keep it, so objects look
   # the same whichever way they were installed.
-  "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --include-crds
+  # No --include-crds: the chart has no crds/ (the CRD is a template, so helm upgrade
+  # updates it), and the flag would print a crds/ file a second time if one came back.
+  "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE"
 }
 
 tmp=$(mktemp)

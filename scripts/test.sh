@@ -10,7 +10,7 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
-echo "== crds/ and charts/kache/crds/ match operator/src/crd.rs"
+echo "== crds/ and charts/kache/templates/crd.yaml match operator/src/crd.rs"
 cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
 echo "== the module graph has no import cycles (scripts/code-map.py)"
 python3 scripts/code-map.py graph >/dev/null || python3 scripts/code-map.py graph
@@ -29,11 +29,25 @@ helm="$k8s_bin/helm"
 "$helm" lint --strict charts/kache
 for values in charts/kache/ci/*-values.yaml; do
   "$helm" lint --strict charts/kache --namespace kache-system -f "$values" >/dev/null
-  "$helm" template kache charts/kache --namespace kache-system --include-crds -f "$values" >/dev/null
+  "$helm" template kache charts/kache --namespace kache-system -f "$values" >/dev/null
 done
+# The CRD is a template (so helm upgrade updates it), rendered exactly once even with
+# --include-crds (a crds/ copy would make helm install fail on the template's), kept on
+# helm uninstall, and left out with crds.install=false. (Rendered into a variable first:
+# `helm ... | grep -q` fails under pipefail when grep stops reading early.)
+rendered=$("$helm" template kache charts/kache --include-crds)
+crds=$(grep -c '^kind: CustomResourceDefinition$' <<<"$rendered" || true)
+[ "$crds" = 1 ] || { echo "helm template renders the CRD $crds times, not once" >&2; exit 1; }
+grep -q '^    helm.sh/resource-policy: keep$' <<<"$rendered" ||
+  { echo "the chart's CRD lacks helm.sh/resource-policy: keep" >&2; exit 1; }
+rendered=$("$helm" template kache charts/kache --set crds.install=false)
+if grep -q '^kind: CustomResourceDefinition$' <<<"$rendered"; then
+  echo "crds.install=false still renders the CRD" >&2
+  exit 1
+fi
 # The values schema and the template guards must refuse bad values.
 for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
-  replicas=2,leaderElection.enabled=false; do
+  replicas=2,leaderElection.enabled=false crds.install=maybe; do
   if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
     echo "helm template accepted the bad value $bad" >&2
     exit 1

@@ -56,7 +56,8 @@ tests/k8s/cluster.sh up
 # The pods run the images (kache/node:<version>, kache/operator:<version>), not host binaries.
 tests/k8s/cluster.sh kubelet-up -- --image-store "$images"
 eval "$(tests/k8s/cluster.sh env | grep '^export KUBECONFIG=')"
-kubectl apply --server-side -f crds/cachecluster.yaml >/dev/null
+# No `kubectl apply` of crds/ here: the chart's templates/crd.yaml installs the CRD, and helm
+# would refuse to adopt one that kubectl created.
 
 echo "== scenarios"
 mkdir -p target/e2e
