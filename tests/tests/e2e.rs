@@ -594,6 +594,7 @@ async fn kache_on_a_real_control_plane() {
     // 6. SIGKILL of a node process at RF=2: the pod restarts, re-syncs, no key is lost.
     //    The cluster's pods are customised (spec.pod, spec.cacheContainer) as a user would.
     log("RF=2 cluster with customised pods: SIGKILL one node");
+    apply(CUSTOM_POD_OBJECTS);
     apply(&cache_cluster_yaml("kill", 3, 2, CUSTOM_POD));
     wait_available(&client, "kill", 3, Duration::from_secs(180)).await;
     assert_customised(&client, "kill").await;
@@ -682,6 +683,8 @@ async fn kache_on_a_real_control_plane() {
 /// The sidecar runs the node image standalone: the process kubelet runs only images it has.
 const CUSTOM_POD: &str = "  pod:
     imagePullSecrets: [{name: regcred}]
+    serviceAccountName: kill-custom
+    securityContext: {runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532}
     terminationGracePeriodSeconds: 90
     volumes:
       - {name: scratch, emptyDir: {}}
@@ -692,7 +695,21 @@ const CUSTOM_POD: &str = "  pod:
         volumeMounts: [{name: scratch, mountPath: /scratch}]
   cacheContainer:
     env: [{name: RUST_LOG, value: \"info,kache_node=debug\"}]
+    envFrom: [{configMapRef: {name: kill-extra-env}}]
+    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true}
     volumeMounts: [{name: scratch, mountPath: /scratch}]
+";
+
+/// What [`CUSTOM_POD`] refers to and a user creates first: its service account and the
+/// ConfigMap its `envFrom` reads.
+const CUSTOM_POD_OBJECTS: &str = "apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kill-custom, namespace: e2e}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kill-extra-env, namespace: e2e}
+data: {EXTRA_SETTING: from-env-from}
 ";
 
 /// The customisations of [`CUSTOM_POD`] are in every pod of `name`, and the node's
@@ -719,6 +736,16 @@ async fn assert_customised(client: &Client, name: &str) {
             .map(|s| s.name)
             .collect();
         assert_eq!(secrets, ["regcred"], "{pod_name}");
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some("kill-custom"),
+            "{pod_name}"
+        );
+        assert_eq!(
+            spec.security_context.as_ref().and_then(|s| s.fs_group),
+            Some(65532),
+            "{pod_name}: pod securityContext"
+        );
         let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["kache", "helper"], "{pod_name}");
         let cache = &spec.containers[0];
@@ -727,6 +754,22 @@ async fn assert_customised(client: &Client, name: &str) {
                 |e| e.name == "RUST_LOG" && e.value.as_deref() == Some("info,kache_node=debug")
             ),
             "{pod_name}: RUST_LOG"
+        );
+        assert!(
+            cache.env_from.iter().flatten().any(|e| e
+                .config_map_ref
+                .as_ref()
+                .is_some_and(|c| c.name == "kill-extra-env")),
+            "{pod_name}: envFrom"
+        );
+        let context = cache.security_context.clone().unwrap_or_default();
+        assert_eq!(
+            (
+                context.allow_privilege_escalation,
+                context.read_only_root_filesystem
+            ),
+            (Some(false), Some(true)),
+            "{pod_name}: container securityContext"
         );
         for container in &spec.containers {
             assert!(
@@ -760,7 +803,10 @@ async fn assert_customised(client: &Client, name: &str) {
         Some("80s"),
         "the drain fits in the termination grace"
     );
-    log("customised pods: env, volume, sidecar, pull secret, 90 s grace (drain 80 s)");
+    log(
+        "customised pods: env, envFrom, volume, sidecar, pull secret, service account, \
+         security contexts, 90 s grace (drain 80 s)",
+    );
 }
 
 /// A member SIGKILLed at RF=1 restarts empty: what it held is lost (expected at RF=1),

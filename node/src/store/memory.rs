@@ -213,7 +213,11 @@ impl Store {
                 } else if entry.is_tombstone() {
                     u64::MAX
                 } else {
-                    1 + u64::from(policy.keep_score(entry.eviction(), now, tick))
+                    // Never the sentinel above, whatever the policy scores.
+                    policy
+                        .keep_score(entry.eviction(), now, tick)
+                        .saturating_add(1)
+                        .min(u64::MAX - 1)
                 }
             };
             let Some((victim, victim_score)) = (0..eviction::SAMPLES)
