@@ -120,10 +120,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if let Some(reason) = invalid_replication_factor(desired) {
         // The CRD's CEL rule refuses this; an object written before the rule existed
         // must still change nothing.
-        return match &observed.list {
-            None => refuse(desired, reason),
-            Some(current) => hold(desired, observed, current, Step::Invalid { reason }),
-        };
+        return invalid(desired, observed, reason);
     }
     let Some(current) = &observed.list else {
         return create(desired, observed);
@@ -284,6 +281,15 @@ fn settle(desired: &Desired, observed: &Observed, current: &MemberList) -> Plan 
         Step::Degraded { not_joined }
     };
     hold(desired, observed, current, step)
+}
+
+/// A spec that cannot be acted on, for `reason`: nothing is published or applied, and the
+/// status says why (phase Invalid, Degraded=True with the reason).
+pub fn invalid(desired: &Desired, observed: &Observed, reason: String) -> Plan {
+    match &observed.list {
+        None => refuse(desired, reason),
+        Some(current) => hold(desired, observed, current, Step::Invalid { reason }),
+    }
 }
 
 /// The members of `current` that have not fully joined its epoch.

@@ -29,7 +29,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::{CacheCluster, CacheClusterStatus};
 use crate::metrics::Metrics;
 use crate::resources::config::SettingsError;
-use crate::resources::{Names, names};
+use crate::resources::{self, Names, names};
 use crate::scale::{self, Desired, Step};
 use crate::{Error, Result, status};
 use backoff::Backoff;
@@ -158,9 +158,19 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let rebalance_timeout = parse_timeout(&cc.spec.rebalance_timeout)?;
     let (observed, list_version) = observe::observe(&cc, &ctx, &names).await?;
-    let plan = scale::plan(&desired(&cc), &observed);
+    // A setting the schema let through but the operator cannot read (an object written
+    // before a rule existed, or one CEL cannot check) changes nothing, and the status and
+    // an event say which field to fix.
+    let settings = parse_timeout(&cc.spec.rebalance_timeout)
+        .and_then(|timeout| resources::config::node_settings(&cc).map(|_| timeout));
+    let (plan, rebalance_timeout) = match settings {
+        Ok(timeout) => (scale::plan(&desired(&cc), &observed), timeout),
+        Err(err) => (
+            scale::invalid(&desired(&cc), &observed, err.to_string()),
+            DEFAULT_REBALANCE_TIMEOUT,
+        ),
+    };
     if !matches!(plan.step, Step::Invalid { .. }) {
         apply::objects(&cc, &ctx, &plan, list_version).await?;
     }
@@ -213,6 +223,10 @@ fn status_context<'a>(
         created_at: cc.meta().creation_timestamp.as_ref().map(|t| t.0),
     }
 }
+
+/// The deadline the status uses while spec.rebalanceTimeout cannot be read (the cluster
+/// is Invalid then, and nothing moves).
+const DEFAULT_REBALANCE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// spec.rebalanceTimeout (`90s`, `10m`, `2h`: a positive whole number and a unit, s, m
 /// or h, as the CRD's pattern says) as a duration. Anything else is refused rather than

@@ -395,6 +395,19 @@ fn a_bad_spec_changes_nothing() {
     assert!(!plan_.publish);
     assert_eq!(plan_.list, list(4, &[0, 1, 2], &[]));
 
+    // A setting the operator cannot read (the controller's check): even a scale-up the
+    // spec asks for waits until it is fixed.
+    let unreadable = invalid(
+        &desired(5, 1),
+        &obs,
+        "spec.rebalanceTimeout \"10\" needs a unit".to_owned(),
+    );
+    assert!(
+        matches!(unreadable.step, Step::Invalid { ref reason } if reason.contains("rebalanceTimeout"))
+    );
+    assert!(!unreadable.publish);
+    assert_eq!(unreadable.list, list(4, &[0, 1, 2], &[]), "no member added");
+
     let fresh = plan(&desired(1, 2), &observed(None, vec![]));
     assert!(matches!(fresh.step, Step::Invalid { .. }));
     assert!(!fresh.publish);
