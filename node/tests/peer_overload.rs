@@ -2,7 +2,7 @@
 //! partition streams and never reads them (issue 10, item 5): no acknowledged key is
 //! evicted, the buffers stay within their share, and RSS stays within `--max-memory` +
 //! 32 MiB while 3,000 streams are attempted, over one connection and over 30. Measured on
-//! a full node (55 MiB of entries, RSS 78-79 MiB before the attack): peak 90 and 92-95 MiB.
+//! a full node (55 MiB of entries, RSS 78 MiB before the attack): peak 85-86 and 86-89 MiB.
 
 #![allow(
     clippy::unwrap_used,
