@@ -510,7 +510,7 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
     let verdict = check(&history, &finals);
     if !(verdict.lost.is_empty() && verdict.resurrected.is_empty() && verdict.backwards.is_empty())
     {
-        report_failure(&history, &timeline);
+        report_failure(&history, &timeline, &finals);
     }
     println!(
         "fault suite: {} ops, {} acknowledged, {} unknown, {faults} faults, {} lost, {} resurrected, {} reads backwards",
@@ -535,9 +535,13 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
     );
 }
 
-/// Writes the fault timeline and the whole history, in time order, to
+/// Writes the fault timeline, the whole history in time order and the final values to
 /// `target/fault-history.txt` for a failed run.
-fn report_failure(history: &[Op], timeline: &[(f64, String)]) {
+fn report_failure(
+    history: &[Op],
+    timeline: &[(f64, String)],
+    finals: &BTreeMap<usize, Option<String>>,
+) {
     let mut lines: Vec<(f64, String)> = timeline
         .iter()
         .map(|(at, what)| (*at, format!("{at:9.3}           FAULT {what}")))
@@ -552,7 +556,12 @@ fn report_failure(history: &[Op], timeline: &[(f64, String)]) {
         )
     }));
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let text: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+    let mut text: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+    text.extend(
+        finals
+            .iter()
+            .map(|(key, value)| format!("final f{key} = {value:?}")),
+    );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fault-history.txt");
     if std::fs::write(&path, text.join("\n")).is_ok() {
         println!("the history and the faults are in {}", path.display());
