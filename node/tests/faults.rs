@@ -127,6 +127,17 @@ fn is_acked(op: &Op) -> bool {
 }
 
 /// Checks the history of `key` against its final state (`final_value`: None for absent).
+/// When `op` may still take effect: its completion, or never-ending for an unknown
+/// outcome. A request the client gave up on may sit in a frozen node and land seconds
+/// later, after writes the client made since (Jepsen's "info" operations).
+fn ended(op: &Op) -> f64 {
+    if op.outcome == Outcome::Unknown {
+        f64::INFINITY
+    } else {
+        op.completed
+    }
+}
+
 fn check_key(key: usize, ops: &[&Op], final_value: Option<&str>, verdict: &mut Verdict) {
     let writes: Vec<&Op> = ops
         .iter()
@@ -139,7 +150,7 @@ fn check_key(key: usize, ops: &[&Op], final_value: Option<&str>, verdict: &mut V
         writes
             .iter()
             .filter(|op| is_acked(op))
-            .any(|later| later.invoked > w.completed)
+            .any(|later| later.invoked > ended(w))
     };
     let explained = match final_value {
         Some(value) => writes
@@ -178,7 +189,7 @@ fn check_key(key: usize, ops: &[&Op], final_value: Option<&str>, verdict: &mut V
         };
         let replaced = writes
             .iter()
-            .find(|w| is_acked(w) && w.invoked > source.completed && w.completed < read.invoked);
+            .find(|w| is_acked(w) && w.invoked > ended(source) && w.completed < read.invoked);
         match replaced.map(|w| &w.kind) {
             Some(Kind::Delete) => verdict
                 .resurrected
@@ -601,11 +612,18 @@ fn the_checker_finds_lost_writes_resurrections_and_backward_reads() {
         op(4, put("r"), 0.0, 0.1, Outcome::Ok(None)),
         op(4, Kind::Delete, 0.2, 0.3, Outcome::Ok(None)),
         op(4, Kind::Get, 0.4, 0.5, read("r", 1)),
+        // f5: a write the client gave up on lands late, after an acknowledged delete:
+        // legal (it may take effect any time after it was invoked), both as a read and
+        // as the final state.
+        op(5, put("late"), 0.0, 2.0, Outcome::Unknown),
+        op(5, Kind::Delete, 2.1, 2.2, Outcome::Ok(None)),
+        op(5, Kind::Get, 3.0, 3.1, read("late", 7)),
     ];
     let mut finals: BTreeMap<usize, Option<String>> = (0..KEYS).map(|k| (k, None)).collect();
     finals.insert(0, Some("a".into()));
     finals.insert(1, Some("x".into()));
     finals.insert(2, Some("u".into()));
+    finals.insert(5, Some("late".into()));
     let verdict = check(&history, &finals);
     assert_eq!(verdict.lost.len(), 1, "{verdict:?}");
     assert!(verdict.lost[0].starts_with("f0"));
