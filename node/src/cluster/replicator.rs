@@ -134,6 +134,15 @@ impl ReadTally {
     /// The newest record (None: absent everywhere that counts) and the replicas that
     /// answered something older, to repair; or why there were not enough answers.
     pub fn finish(self, errors: &[String]) -> Result<(Option<Record>, Vec<Replica>), ClusterError> {
+        self.finish_counted(errors)
+            .map(|(newest, stale, _)| (newest, stale))
+    }
+
+    /// Like [`Self::finish`], with how many replicas answered the newest record already.
+    pub fn finish_counted(
+        self,
+        errors: &[String],
+    ) -> Result<(Option<Record>, Vec<Replica>, usize), ClusterError> {
         if self.authoritative < self.needed {
             return Err(ClusterError::Unavailable {
                 needed: self.needed,
@@ -152,15 +161,18 @@ impl ReadTally {
             .max_by_key(|record| record.version)
             .cloned();
         let Some(newest_version) = newest.as_ref().map(|r| r.version) else {
-            return Ok((None, Vec::new()));
+            let answered = self.answers.len();
+            return Ok((None, Vec::new(), answered));
         };
-        let stale = self
+        let answered = self.answers.len();
+        let stale: Vec<Replica> = self
             .answers
             .into_iter()
             .filter(|(_, record)| record.as_ref().map(|r| r.version) != Some(newest_version))
             .map(|(replica, _)| replica)
             .collect();
-        Ok((newest, stale))
+        let fresh = answered - stale.len();
+        Ok((newest, stale, fresh))
     }
 }
 

@@ -257,8 +257,9 @@ impl Cluster {
 
     /// Asks every replica for its record and returns the newest once `needed` replicas
     /// that hold the partition completely have answered. Replicas that answered with an
-    /// older version are repaired before it returns; if that fails (other than to a
-    /// concurrent newer write), the read fails too.
+    /// older version are repaired before it returns. A repair refused because a replica
+    /// is on a newer member list fails the read with `Behind` (the caller reads again by
+    /// that list) unless the newest is already on as many replicas as a read needs.
     async fn read_newest(
         &self,
         key: &[u8],
@@ -296,7 +297,7 @@ impl Cluster {
             .replicator
             .fan_out(remotes, call, &mut tally, Rest::Abandon)
             .await;
-        let (newest, stale) = tally.finish(&errors)?;
+        let (newest, stale, fresh) = tally.finish_counted(&errors)?;
         if let Some(newest) = &newest {
             // Fold what was read into the clock: a write after this read orders after it
             // (a conditional write, a delete), however far behind this node's clock is.
@@ -317,13 +318,17 @@ impl Cluster {
                 // A replica took a newer write meanwhile: a concurrent one, which this
                 // read may order either way.
                 Ok(()) | Err(ClusterError::Superseded { .. }) => {}
-                // The newest version is not on every replica that answered, so a later
-                // quorum read could miss it and go backwards: answer nothing rather
-                // than this (a read that fails changed nothing). The fault suite's soak
-                // caught it when a repair met a replica on a newer member list.
+                // A replica is on a newer member list, so the replicas were chosen on an
+                // old one and the newest version may be on fewer of them than a later
+                // quorum read meets: it would go backwards (the fault suite's soak caught
+                // it). Unless it is already on enough, read again by the newer list.
+                Err(err @ ClusterError::Behind { .. }) if fresh < needed => return Err(err),
+                // Otherwise (a replica down, or out of its clock bound) the read answers as
+                // before and anti-entropy finishes the repair. If the newest came from a
+                // write still under way and held by fewer than a quorum, a later read may
+                // not see it yet: a known gap, not closed here.
                 Err(err) => {
-                    tracing::debug!(error = %err, "read repair incomplete: the read fails");
-                    return Err(err);
+                    tracing::debug!(error = %err, "read repair incomplete");
                 }
             }
         }
