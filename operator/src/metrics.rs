@@ -185,11 +185,8 @@ impl Inner {
                 |g| g.bytes_moved.to_string(),
             ),
         ];
-        for (name, help, value) in gauges {
-            header(out, name, "gauge", help);
-            for (cluster, g) in &self.clusters {
-                let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
-            }
+        for gauge in gauges {
+            self.render_family(out, "gauge", gauge);
         }
         self.render_data_loss(out);
         header(
@@ -213,31 +210,31 @@ impl Inner {
     /// The data-loss families, from the status, so they survive an operator restart: a
     /// counter an alert can take the increase() of, and when the last loss was seen.
     fn render_data_loss(&self, out: &mut String) {
-        header(
+        self.render_family(
             out,
-            "kache_cachecluster_data_loss_incidents_total",
             "counter",
-            "Member restarts that came back with no live copy of partitions they own.",
+            (
+                "kache_cachecluster_data_loss_incidents_total",
+                "Member restarts that came back with no live copy of partitions they own.",
+                |g| g.data_loss_incidents.to_string(),
+            ),
         );
-        for (cluster, g) in &self.clusters {
-            let _ = writeln!(
-                out,
-                "kache_cachecluster_data_loss_incidents_total{{cluster=\"{cluster}\"}} {}",
-                g.data_loss_incidents
-            );
-        }
-        header(
+        self.render_family(
             out,
-            "kache_cachecluster_last_data_loss_timestamp_seconds",
             "gauge",
-            "When the last data loss was detected (Unix seconds; 0 if never).",
+            (
+                "kache_cachecluster_last_data_loss_timestamp_seconds",
+                "When the last data loss was detected (Unix seconds; 0 if never).",
+                |g| g.last_data_loss_seconds.to_string(),
+            ),
         );
+    }
+
+    /// One family with a sample per cluster.
+    fn render_family(&self, out: &mut String, kind: &str, (name, help, value): Gauge) {
+        header(out, name, kind, help);
         for (cluster, g) in &self.clusters {
-            let _ = writeln!(
-                out,
-                "kache_cachecluster_last_data_loss_timestamp_seconds{{cluster=\"{cluster}\"}} {}",
-                g.last_data_loss_seconds
-            );
+            let _ = writeln!(out, "{name}{{cluster=\"{cluster}\"}} {}", value(g));
         }
     }
 }

@@ -33,19 +33,14 @@ impl Cluster {
         if self.inner.router.answerable_locally(partition, level) {
             return Ok(self.inner.store.get(key));
         }
-        let mut relearned = 0;
-        let newest = loop {
-            let targets = self.inner.router.targets(partition)?;
-            let needed = level.required(targets.read_group_size());
-            match self.read_newest(key, &targets, needed).await {
-                // Its read repair met a replica on a newer list: read again by that list.
-                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
-                    relearned += 1;
-                    self.learn_epoch(epoch).await?;
-                }
-                read => break read?,
-            }
-        };
+        // A read repair that met a replica on a newer list reads again by that list.
+        let newest = self
+            .on_current_epoch(|| async move {
+                let targets = self.inner.router.targets(partition)?;
+                let needed = level.required(targets.read_group_size());
+                self.read_newest(key, &targets, needed).await
+            })
+            .await?;
         let now = self.inner.store.now_ms();
         Ok(newest.filter(|r| !r.tombstone).map(|record| Value {
             ttl: record.ttl_at(now),
@@ -64,19 +59,8 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
-        let mut relearned = 0;
-        loop {
-            match self
-                .put_once(key, value, ttl, precondition, consistency)
-                .await
-            {
-                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
-                    relearned += 1;
-                    self.learn_epoch(epoch).await?;
-                }
-                done => return done,
-            }
-        }
+        self.on_current_epoch(|| self.put_once(key, value, ttl, precondition, consistency))
+            .await
     }
 
     /// One [`Cluster::put`] on the routing in force.
@@ -118,16 +102,8 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
-        let mut relearned = 0;
-        loop {
-            match self.delete_once(key, precondition, consistency).await {
-                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
-                    relearned += 1;
-                    self.learn_epoch(epoch).await?;
-                }
-                done => return done,
-            }
-        }
+        self.on_current_epoch(|| self.delete_once(key, precondition, consistency))
+            .await
     }
 
     /// One [`Cluster::delete`] on the routing in force.
@@ -161,10 +137,31 @@ impl Cluster {
         }
     }
 
+    /// Runs `attempt` until no replica refuses it for being on a newer member list than
+    /// the one its replicas were chosen on (`ClusterError::Behind`): each time one does,
+    /// this node learns that list ([`Self::learn_epoch`]) and tries again by it, so a
+    /// membership change delays a request, it does not fail it.
+    async fn on_current_epoch<T, Fut>(
+        &self,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, ClusterError>
+    where
+        Fut: Future<Output = Result<T, ClusterError>>,
+    {
+        let mut relearned = 0;
+        loop {
+            match attempt().await {
+                Err(ClusterError::Behind { epoch }) if relearned < WRITE_ATTEMPTS => {
+                    relearned += 1;
+                    self.learn_epoch(epoch).await?;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Waits until this node's member list is at `epoch` or newer: a replica refused a
-    /// write because it is on that epoch already (`ClusterError::Behind`). PUT and DELETE
-    /// then write again to the owners that list names, so a membership change delays
-    /// such a write, it does not fail it.
+    /// request because it is on that epoch already (`ClusterError::Behind`).
     async fn learn_epoch(&self, epoch: u64) -> Result<(), ClusterError> {
         let mut changes = self.inner.router.changes();
         let learned = tokio::time::timeout(LEARN_EPOCH, async {
