@@ -11,8 +11,13 @@
 //! corrupt. Versions further ahead than the bound are refused wherever they arrive (see
 //! `RecordLimits::check_version`), and counted here.
 //!
-//! The offset ignores the network's transit time, which on a cluster network is far
-//! below the bound's hundreds of milliseconds.
+//! A reading is the peer's clock when it sent minus ours when the message is handled, so
+//! it is the true offset minus the time the message spent in transit and in queues, never
+//! plus. On a loaded node that delay reached hundreds of milliseconds (the RESP client
+//! tests fenced a node at "839 ms off" with every node on one machine, one clock). So the
+//! offset taken for each peer is its largest reading of the last 5 to 10 seconds: the
+//! least delayed one, as NTP keeps the sample with the least delay. A clock that steps
+//! back is noticed up to 10 seconds later; one that steps ahead, at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +32,55 @@ use crate::clock::millis;
 
 /// Readings older than this no longer count: the peer may be gone or fixed.
 const FRESH: Duration = Duration::from_secs(60);
+/// The offset of a peer is its best reading of the current window and the one before.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// One peer's readings: the largest (least delayed) of the current window, and of the
+/// previous one.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    best: i64,
+    previous_best: Option<i64>,
+    window_start: Instant,
+    heard: Instant,
+}
+
+impl Reading {
+    fn new(offset: i64) -> Self {
+        let now = Instant::now();
+        Self {
+            best: offset,
+            previous_best: None,
+            window_start: now,
+            heard: now,
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        self.previous_best.map_or(self.best, |p| p.max(self.best))
+    }
+
+    fn add(&mut self, offset: i64) {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= WINDOW {
+            // A window with no reading leaves nothing to carry over.
+            let just_ended = now.duration_since(self.window_start) < WINDOW * 2;
+            self.previous_best = just_ended.then_some(self.best);
+            self.best = offset;
+            self.window_start = now;
+        } else {
+            self.best = self.best.max(offset);
+        }
+        self.heard = now;
+    }
+}
 
 #[derive(Debug)]
 pub struct ClockWatch {
     max_offset_ms: u64,
-    /// Peer id → (its clock minus ours, when measured). A parking_lot mutex held only to
+    /// Peer id → its readings (its clock minus ours). A parking_lot mutex held only to
     /// insert or scan a handful of entries, never across an `.await`.
-    peers: Mutex<HashMap<String, (i64, Instant)>>,
+    peers: Mutex<HashMap<String, Reading>>,
     /// Versions refused for being too far ahead.
     refused: AtomicU64,
     /// The last verdict, so a write checks one atomic. Recomputed whenever a peer's
@@ -64,12 +111,12 @@ impl ClockWatch {
             let mut peers = self.peers.lock();
             match peers.get_mut(peer) {
                 Some(reading) => {
-                    let crossed = far(reading.0) != far(offset);
-                    *reading = (offset, Instant::now());
-                    crossed
+                    let before = reading.offset();
+                    reading.add(offset);
+                    far(before) != far(reading.offset())
                 }
                 None => {
-                    peers.insert(peer.to_owned(), (offset, Instant::now()));
+                    peers.insert(peer.to_owned(), Reading::new(offset));
                     true
                 }
             }
@@ -92,8 +139,8 @@ impl ClockWatch {
     pub fn report(&self) -> ClockReport {
         let mut offsets: Vec<i64> = {
             let mut peers = self.peers.lock();
-            peers.retain(|_, (_, at)| at.elapsed() < FRESH);
-            peers.values().map(|&(offset, _)| offset).collect()
+            peers.retain(|_, reading| reading.heard.elapsed() < FRESH);
+            peers.values().map(Reading::offset).collect()
         };
         offsets.sort_unstable();
         let far = offsets
@@ -135,7 +182,6 @@ mod tests {
         watch.observe("c", 3_600_900, 3_601_000);
         assert!(watch.in_bounds());
         // Old readings stop counting.
-        watch.observe("c", 1, 3_601_000);
         tokio::time::advance(FRESH + Duration::from_secs(1)).await;
         assert!(watch.in_bounds());
         assert_eq!(watch.report().peers_heard, 0);
@@ -145,6 +191,32 @@ mod tests {
             0,
             "0 means the peer did not say"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queueing_delay_is_not_skew_but_a_step_back_is_seen_within_two_windows() {
+        let watch = ClockWatch::new(Duration::from_millis(500));
+        // Same clocks; messages that waited 900 ms in queues read as 900 ms behind.
+        watch.observe("b", 10_000, 10_020);
+        watch.observe("c", 10_000, 10_010);
+        for delayed in [900, 700, 1_200] {
+            watch.observe("b", 20_000, 20_000 + delayed);
+            watch.observe("c", 20_000, 20_000 + delayed);
+            assert!(watch.in_bounds(), "a delay of {delayed} ms is not skew");
+        }
+        // Peer clocks that really stepped an hour back: seen once the windows that held
+        // good readings have passed.
+        for _ in 0..4 {
+            tokio::time::advance(WINDOW).await;
+            watch.observe("b", 1_000, 3_601_000);
+            watch.observe("c", 1_000, 3_601_000);
+        }
+        assert!(!watch.in_bounds());
+        // A step ahead is seen at once.
+        let ahead = ClockWatch::new(Duration::from_millis(500));
+        ahead.observe("b", 1_000, 1_000);
+        ahead.observe("b", 3_601_000, 1_000);
+        assert!(!ahead.in_bounds());
     }
 
     #[test]

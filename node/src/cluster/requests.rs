@@ -23,6 +23,32 @@ const LEARN_EPOCH: Duration = Duration::from_secs(2);
 /// Stripes of [`WriteOrder`]: enough that unrelated keys rarely share one.
 const WRITE_STRIPES: usize = 4096;
 
+/// A write as its first attempt decided it: the record (and, for a PUT, whether the key
+/// was absent). When replicas on a newer member list refuse it ([`Cluster::on_current_epoch`]),
+/// the retry re-sends this record to the new replicas rather than deciding again: reading
+/// again would find this write's own copies on the replicas that took it, and answer as
+/// if the key had been there before (a DELETE 404 and a RESP `DEL` 0 for a key that
+/// existed, a conditional PUT 412: the RESP client tests caught it at epoch changes). A
+/// std mutex, locked only to copy the record in or out.
+#[derive(Debug, Default)]
+struct Decided(std::sync::Mutex<Option<(Record, bool)>>);
+
+impl Decided {
+    fn make(&self, record: &Record, created: bool) {
+        if let Ok(mut made) = self.0.lock() {
+            *made = Some((record.clone(), created));
+        }
+    }
+
+    fn take(&self) -> Option<(Record, bool)> {
+        self.0.lock().ok().and_then(|mut made| made.take())
+    }
+
+    fn is_made(&self) -> bool {
+        self.0.lock().is_ok_and(|made| made.is_some())
+    }
+}
+
 /// Replicated writes this node coordinates for one key run one at a time.
 ///
 /// Two concurrent writes to a key through one coordinator mint versions v1 < v2 and can
@@ -96,8 +122,11 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
-        self.on_current_epoch(|| self.put_once(key, value, ttl, precondition, consistency))
-            .await
+        let decided = Decided::default();
+        self.on_current_epoch(|| {
+            self.put_once(key, value, ttl, precondition, consistency, &decided)
+        })
+        .await
     }
 
     /// One [`Cluster::put`] on the routing in force.
@@ -108,21 +137,31 @@ impl Cluster {
         ttl: Option<Duration>,
         precondition: &Precondition,
         consistency: Option<Consistency>,
+        decided: &Decided,
     ) -> Result<Written, ClusterError> {
         let partition = self.inner.store.partition_of(key);
-        let alone = self.write_alone(partition, || {
-            self.inner.store.put(key, value, ttl, precondition)
-        })?;
-        if let Some(written) = alone {
-            return Ok(written);
+        if !decided.is_made() {
+            let alone = self.write_alone(partition, || {
+                self.inner.store.put(key, value, ttl, precondition)
+            })?;
+            if let Some(written) = alone {
+                return Ok(written);
+            }
         }
         let _ordered = self.inner.write_order.lock(key).await;
         let targets = self.inner.router.targets(partition)?;
         let level = consistency.unwrap_or(self.inner.defaults.write);
         let mut attempt = 1;
         loop {
-            let created = self.check_precondition(key, &targets, precondition).await?;
-            let record = self.inner.store.new_put(key, value, ttl);
+            let (record, created) = match decided.take() {
+                // A retry on a newer member list: the same write, to the new replicas.
+                Some(made) if attempt == 1 => made,
+                _ => {
+                    let created = self.check_precondition(key, &targets, precondition).await?;
+                    (self.inner.store.new_put(key, value, ttl), created)
+                }
+            };
+            decided.make(&record, created);
             let version = record.version;
             match self.replicate(&targets, record, level).await {
                 Ok(()) => return Ok(Written { version, created }),
@@ -140,7 +179,8 @@ impl Cluster {
         precondition: &Precondition,
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
-        self.on_current_epoch(|| self.delete_once(key, precondition, consistency))
+        let decided = Decided::default();
+        self.on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
             .await
     }
 
@@ -150,11 +190,15 @@ impl Cluster {
         key: &[u8],
         precondition: &Precondition,
         consistency: Option<Consistency>,
+        decided: &Decided,
     ) -> Result<(), ClusterError> {
         let partition = self.inner.store.partition_of(key);
-        let alone = self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
-        if alone.is_some() {
-            return Ok(());
+        if !decided.is_made() {
+            let alone =
+                self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
+            if alone.is_some() {
+                return Ok(());
+            }
         }
         let _ordered = self.inner.write_order.lock(key).await;
         let targets = self.inner.router.targets(partition)?;
@@ -162,13 +206,20 @@ impl Cluster {
         let read_needed = level.required(targets.read_group_size());
         let mut attempt = 1;
         loop {
-            let current = self.read_newest(key, &targets, read_needed).await?;
-            let live = current.filter(|r| !r.tombstone).map(|r| r.version);
-            precondition.check(live)?;
-            if live.is_none() {
-                return Err(StoreError::NotFound.into());
-            }
-            let tombstone = self.inner.store.new_tombstone(key);
+            let tombstone = match decided.take() {
+                // A retry on a newer member list: the same tombstone, to the new replicas.
+                Some((tombstone, _)) if attempt == 1 => tombstone,
+                _ => {
+                    let current = self.read_newest(key, &targets, read_needed).await?;
+                    let live = current.filter(|r| !r.tombstone).map(|r| r.version);
+                    precondition.check(live)?;
+                    if live.is_none() {
+                        return Err(StoreError::NotFound.into());
+                    }
+                    self.inner.store.new_tombstone(key)
+                }
+            };
+            decided.make(&tombstone, false);
             match self.replicate(&targets, tombstone, level).await {
                 Err(ClusterError::Superseded { .. }) if attempt < WRITE_ATTEMPTS => attempt += 1,
                 done => return done,
