@@ -12,10 +12,12 @@
 
 use std::time::Duration;
 
+use super::membership::Member;
+use super::peer::PeerClients;
 use super::replicator::{ReadTally, Rest, WriteTally};
 use super::router::{Admission, Replica, Targets};
 use super::wire::proto;
-use super::{Cluster, ClusterError, Consistency, WRITE_ATTEMPTS, peer};
+use super::{Cluster, ClusterError, Consistency, WRITE_ATTEMPTS};
 use crate::store::{Applied, Precondition, Record, StoreError, Value, Written};
 
 /// How long a write waits for this node to learn a member list a replica is already on.
@@ -280,12 +282,11 @@ impl Cluster {
             sender: Some(self.sender()),
             key: key.to_vec(),
         };
-        let cluster = self.clone();
-        let call = move |id: String, mut client: peer::client::Client| {
-            let (request, cluster) = (request.clone(), cluster.clone());
+        let call = |peers: PeerClients, member: Member| {
+            let (request, cluster) = (request.clone(), self.clone());
             async move {
-                let reply = client.get(request).await?.into_inner();
-                cluster.observe_clock(&id, reply.wall_ms);
+                let reply = peers.get(&member, request).await?;
+                cluster.observe_clock(&member.id, reply.wall_ms);
                 Ok(reply)
             }
         };
@@ -379,12 +380,11 @@ impl Cluster {
             records: vec![record.into()],
             hint: false,
         };
-        let cluster = self.clone();
-        let call = move |id: String, mut client: peer::client::Client| {
-            let (request, cluster) = (request.clone(), cluster.clone());
+        let call = |peers: PeerClients, member: Member| {
+            let (request, cluster) = (request.clone(), self.clone());
             async move {
-                let reply = client.apply(request).await?.into_inner();
-                cluster.observe_clock(&id, reply.wall_ms);
+                let reply = peers.apply(&member, request).await?;
+                cluster.observe_clock(&member.id, reply.wall_ms);
                 Ok(reply)
             }
         };
