@@ -240,7 +240,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_changed_address_gets_a_new_channel_and_an_unknown_one_is_an_error() {
+    async fn a_changed_address_gets_a_new_channel_and_lean_connection_and_an_unknown_one_is_an_error()
+     {
         let first: SocketAddr = "10.0.0.1:7071".parse().expect("addr");
         let moved: SocketAddr = "10.0.0.2:7071".parse().expect("addr");
         let discovery = Discovery::knowing(HashMap::from([("a".to_owned(), first)]));
@@ -257,6 +258,23 @@ mod tests {
             1,
             "the old channel is dropped"
         );
+
+        let lean_to = |id: &str| clients.lean.lock().get(id).map(|known| known.address);
+        clients.lean(&member("a")).expect("known address");
+        assert_eq!(
+            lean_to("a"),
+            Some(moved),
+            "the lean connection follows it too"
+        );
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), first)]));
+        clients.lean(&member("a")).expect("new address");
+        assert_eq!(lean_to("a"), Some(first));
+        assert_eq!(
+            clients.lean.lock().len(),
+            1,
+            "the old connection is dropped"
+        );
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), moved)]));
 
         let unknown = clients.client(&member("b")).expect_err("no address");
         assert_eq!(unknown.code(), tonic::Code::Unavailable);

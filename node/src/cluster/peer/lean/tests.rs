@@ -21,6 +21,23 @@ use crate::store::{EvictionPolicy, Precondition, Store, StoreConfig};
 /// A single node holding `a = 1`, serving the peer port with both transports (or, with
 /// `lean` false, gRPC alone, like a node without this transport).
 async fn node(lean: bool) -> (Store, SocketAddr, usize) {
+    serve(lean, std::future::pending()).await
+}
+
+/// Like [`node`], with the sender that shuts the peer server down.
+async fn stoppable(lean: bool) -> (SocketAddr, usize, tokio::sync::oneshot::Sender<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_, address, max) = serve(lean, async move {
+        let _ = stopped.await;
+    })
+    .await;
+    (address, max, stop)
+}
+
+async fn serve(
+    lean: bool,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> (Store, SocketAddr, usize) {
     let store = Store::new(StoreConfig::for_tests(
         "a",
         4,
@@ -42,9 +59,9 @@ async fn node(lean: bool) -> (Store, SocketAddr, usize) {
     let grpc = server::transport().add_service(service.clone().into_server());
     if lean {
         let port = incoming(listener, LeanServer::new(service));
-        tokio::spawn(grpc.serve_with_incoming(port));
+        tokio::spawn(grpc.serve_with_incoming_shutdown(port, stopped));
     } else {
-        tokio::spawn(grpc.serve_with_incoming(server::incoming(listener)));
+        tokio::spawn(grpc.serve_with_incoming_shutdown(server::incoming(listener), stopped));
     }
     (store, address, max_message)
 }
@@ -210,5 +227,26 @@ async fn a_request_body_that_is_not_the_message_is_internal_as_in_grpc() {
         status
             .message()
             .starts_with("failed to decode Protobuf message")
+    );
+}
+
+#[tokio::test]
+async fn a_peer_server_that_shuts_down_closes_its_lean_connections() {
+    let (address, max, stop) = stoppable(true).await;
+    let connection = Connection::open(address, max);
+    let _: proto::GetResponse = connection.call(Kind::Get, &get(b"a")).await.expect("get");
+    stop.send(()).expect("server running");
+    crate::test_support::eventually("the connection closes", || connection.is_closed()).await;
+    assert!(!connection.is_refused(), "closed, not refused");
+    let after = connection
+        .call::<proto::GetResponse>(Kind::Get, &get(b"a"))
+        .await;
+    assert!(
+        matches!(&after, Err(CallError::Status(s)) if s.code() == tonic::Code::Unavailable),
+        "{after:?}"
+    );
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the port stopped accepting"
     );
 }
