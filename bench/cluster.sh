@@ -6,6 +6,8 @@
 #      the same data, `redis-cli --cluster add-node` then `rebalance --cluster-use-empty-masters`.
 #
 #   bash bench/cluster.sh                  # KEYS=1000000 DURATION=10
+#   FWD_NODES=3 FWD_RF=2 KACHE_ARGS='--read-consistency one' PARTS=forwarding bash bench/cluster.sh
+#                                          # forwarding with replicas (default: 2 nodes, RF=1)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,6 +15,9 @@ root=$(dirname "$here")
 KEYS=${KEYS:-1000000}
 DURATION=${DURATION:-10}
 BASE=${BASE:-17300}
+FWD_NODES=${FWD_NODES:-2}
+FWD_RF=${FWD_RF:-1}
+KACHE_ARGS=${KACHE_ARGS:-}               # extra node flags, e.g. --read-consistency one
 PARTS=${PARTS:-forwarding,kache,redis}   # which sections to run
 run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 for tool in wrk redis-server redis-cli redis-benchmark python3 curl taskset; do
@@ -46,7 +51,7 @@ members() { # epoch rf ids...
 }
 start_kache() { # index
   "$bin" --node-id "node-$1" --http-addr "127.0.0.1:$(http_port "$1")" --grpc-addr "127.0.0.1:$(grpc_port "$1")" --resp-addr "127.0.0.1:$(resp_port "$1")" \
-    --members-file "$work/members.yaml" --anti-entropy-interval 0 --max-memory 4GiB 2>"$work/node-$1.log" &
+    --members-file "$work/members.yaml" --anti-entropy-interval 0 --max-memory 4GiB $KACHE_ARGS 2>"$work/node-$1.log" &
   pids+=($!)
 }
 wait_ready() { for _ in $(seq 1 300); do curl -sf "127.0.0.1:$(http_port "$1")/readyz" >/dev/null && return; sleep 0.1; done; echo "node-$1 not ready" >&2; exit 1; }
@@ -63,10 +68,13 @@ stop_all() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; 
 
 echo "# kache cluster benchmarks: $(date -u +%FT%TZ), $(nproc) CPUs, $(redis-server --version | awk '{print $3}'), $KEYS keys of 100 bytes"
 
-# 1. Forwarding cost: two nodes, RF=1; node-0 serves keys it owns and keys node-1 owns.
+# 1. Forwarding cost: two nodes, RF=1 (or FWD_NODES, FWD_RF); node-0 serves keys it owns
+#    and keys it does not, which it forwards to their owners.
 if run_part forwarding; then
-members 1 1 0 1
-start_kache 0; start_kache 1; wait_ready 0; wait_ready 1
+fwd_nodes=$(seq 0 $((FWD_NODES - 1)))
+members 1 "$FWD_RF" $fwd_nodes
+for i in $fwd_nodes; do start_kache "$i"; done
+for i in $fwd_nodes; do wait_ready "$i"; done
 python3 "$here/load.py" kache "127.0.0.1:$(http_port 0)" 100000
 python3 - "$(http_port 0)" "$work" <<'PY'
 import http.client, json, sys
@@ -77,13 +85,13 @@ for i in range(0, 100000, 5):
     key = "key:%012d" % i
     conn.request("GET", "/v1/cluster/keys/" + key)
     owners = json.loads(conn.getresponse().read())["owners"]
-    (local if owners == ["node-0"] else remote).write(key + "\n")
+    (local if "node-0" in owners else remote).write(key + "\n")
 PY
 fwd() { KEYS_FILE="$work/$1.keys" taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency -s "$here/wrk-keys.lua" "http://127.0.0.1:$(http_port 0)" | awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} /Non-2xx/ {e=$5} END {print r, p, (e==""?0:e)}'; }
 read -r local_rps local_p99 local_bad <<<"$(fwd local)"
 read -r remote_rps remote_p99 remote_bad <<<"$(fwd remote)"
 stop_all
-echo "forwarding: owner ${local_rps} GET/s (p99 ${local_p99}), non-owner ${remote_rps} GET/s (p99 ${remote_p99}); ratio $(awk -v a="$remote_rps" -v b="$local_rps" 'BEGIN{printf "%.2f", a/b}'); non-2xx ${local_bad}/${remote_bad}"
+echo "forwarding ($FWD_NODES nodes, RF=$FWD_RF${KACHE_ARGS:+, $KACHE_ARGS}): owner ${local_rps} GET/s (p99 ${local_p99}), non-owner ${remote_rps} GET/s (p99 ${remote_p99}); ratio $(awk -v a="$remote_rps" -v b="$local_rps" 'BEGIN{printf "%.2f", a/b}'); non-2xx ${local_bad}/${remote_bad}"
 fi
 
 # 2. Rebalance, kache: RF=2, 3 members, then a 4th.

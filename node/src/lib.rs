@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::cluster::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
 use crate::cluster::membership::{MemberList, watch_configmap, watch_file};
+use crate::cluster::peer::lean::LeanServer;
 use crate::cluster::peer::{self, PeerService};
 use crate::cluster::wire::Identity;
 use crate::config::{MembershipConfig, NodeConfig};
@@ -124,9 +125,10 @@ pub async fn run(
         )
     });
     let http_server = http::serve::serve(listeners.http, state, stopping(serving_rx));
-    // Bounded streams, message sizes and keepalives: see `cluster::peer::server`.
-    let peer_incoming = peer::server::incoming(listeners.grpc);
+    // Bounded streams, message sizes and keepalives: see `cluster::peer::server`; the
+    // lean transport for Get and Apply shares the port (`cluster::peer::incoming`).
     let peer = PeerService::new(cluster);
+    let peer_incoming = peer::incoming(listeners.grpc, LeanServer::new(peer.clone()));
     let peer_server = peer::server::transport()
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));

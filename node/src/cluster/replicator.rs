@@ -13,14 +13,13 @@
 
 use std::future::Future;
 
-use tokio::task::JoinSet;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tonic::Status;
-use tonic::transport::Channel;
 
 use super::membership::Member;
 use super::peer::PeerClients;
 use super::router::{Replica, Targets};
-use super::wire::proto::{self, peer_client::PeerClient};
+use super::wire::proto;
 use super::{ClusterError, Consistency};
 use crate::store::Record;
 
@@ -30,6 +29,11 @@ pub trait Tally<K, T> {
     fn record(&mut self, tag: K, reply: T);
     /// Whether the answers so far are enough to stop waiting.
     fn enough(&self) -> bool;
+    /// How many more answers could make it enough, at best ([`Spread::AsNeeded`] keeps
+    /// that many calls in flight). Unknown by default: call every replica.
+    fn missing(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// What happens to calls still in flight once the tally has enough.
@@ -39,6 +43,16 @@ pub enum Rest {
     Abandon,
     /// Let them finish in the background: the remaining replicas still get the write.
     Finish,
+}
+
+/// Which replicas a fan-out calls, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Every replica at once (writes, and reads that need more than one answer).
+    All,
+    /// As many as the tally still misses, in the order given; the next one whenever a
+    /// call fails or answers without counting, or when `hedge` passes without an answer.
+    AsNeeded { hedge: std::time::Duration },
 }
 
 /// The peer pool, and the one way of calling several replicas at once.
@@ -56,51 +70,73 @@ impl Replicator {
         &self.peers
     }
 
-    /// Calls `call` (with the member's id) on every member of `remotes` concurrently and feeds each answer, with
-    /// the member's tag, to `tally` until it has enough or every call has ended. Returns
-    /// the errors of the calls that failed, as `member: message`.
+    /// Calls `call` on the members of `remotes` (every one at once, or as `spread` says)
+    /// and feeds each answer, with the member's tag, to `tally` until it has enough or
+    /// every call has ended. Returns the errors of the calls that failed, as
+    /// `member: message`.
+    ///
+    /// The calls run in the caller's task (no task per call): a forwarded request's calls
+    /// are a peer round trip each, and a spawn per call was a measurable part of its cost.
+    /// With [`Rest::Finish`], the calls still in flight move to one background task.
     pub async fn fan_out<K, T, F, Fut>(
         &self,
         remotes: Vec<(Member, K)>,
         call: F,
         tally: &mut impl Tally<K, T>,
+        spread: Spread,
         rest: Rest,
     ) -> Vec<String>
     where
         K: Send + 'static,
         T: Send + 'static,
-        F: Fn(String, PeerClient<Channel>) -> Fut + Clone + Send + 'static,
+        F: Fn(PeerClients, Member) -> Fut,
         Fut: Future<Output = Result<T, Status>> + Send + 'static,
     {
-        let mut calls = JoinSet::new();
-        for (member, tag) in remotes {
-            let peers = self.peers.clone();
-            let call = call.clone();
-            calls.spawn(async move {
-                let reply = match peers.client_when_known(&member).await {
-                    Ok(client) => call(member.id.clone(), client).await,
-                    Err(status) => Err(status),
-                };
-                (member.id, tag, reply)
-            });
-        }
+        let start = |(member, tag): (Member, K)| {
+            let reply = call(self.peers.clone(), member.clone());
+            async move { (member.id, tag, reply.await) }
+        };
+        let mut waiting = remotes.into_iter();
+        let mut calls = FuturesUnordered::new();
+        let hedge = match spread {
+            Spread::All => {
+                calls.extend(waiting.by_ref().map(start));
+                None
+            }
+            Spread::AsNeeded { hedge } => Some(hedge),
+        };
         let mut errors = Vec::new();
         while !tally.enough() {
-            let Some(joined) = calls.join_next().await else {
+            if hedge.is_some() {
+                // As many calls in flight as answers still missing (one has failed or
+                // answered without counting: the next replica takes its place).
+                let missing = tally.missing().saturating_sub(calls.len());
+                calls.extend(waiting.by_ref().take(missing).map(start));
+            }
+            let next = match hedge {
+                Some(delay) if waiting.len() > 0 => tokio::select! {
+                    next = calls.next() => next,
+                    () = tokio::time::sleep(delay) => {
+                        // Slow, not failed: ask one more replica as well.
+                        calls.extend(waiting.next().map(start));
+                        continue;
+                    }
+                },
+                _ => calls.next().await,
+            };
+            let Some((id, tag, reply)) = next else {
                 break;
             };
-            match joined {
-                Ok((_, tag, Ok(reply))) => tally.record(tag, reply),
-                Ok((id, _, Err(status))) => {
+            match reply {
+                Ok(reply) => tally.record(tag, reply),
+                Err(status) => {
                     self.peers.failed(&id, &status);
                     errors.push(format!("{id}: {}", status.message()));
                 }
-                Err(join) => errors.push(join.to_string()),
             }
         }
         if rest == Rest::Finish && !calls.is_empty() {
-            // Dropping a JoinSet aborts its tasks.
-            tokio::spawn(async move { while calls.join_next().await.is_some() {} });
+            tokio::spawn(async move { while calls.next().await.is_some() {} });
         }
         errors
     }
@@ -183,6 +219,10 @@ impl Tally<Replica, proto::GetResponse> for ReadTally {
 
     fn enough(&self) -> bool {
         self.authoritative >= self.needed
+    }
+
+    fn missing(&self) -> usize {
+        self.needed.saturating_sub(self.authoritative)
     }
 }
 
@@ -275,122 +315,4 @@ impl Tally<Groups, proto::ApplyResponse> for WriteTally {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::Version;
-
-    fn record(hlc: u64) -> Record {
-        Record::put(b"k", b"v", Version { hlc, node: 1 }, None, 0)
-    }
-
-    fn remote(id: &str) -> Replica {
-        Replica::Remote(Member {
-            id: id.into(),
-            address: None,
-        })
-    }
-
-    #[test]
-    fn a_read_needs_complete_replicas_and_names_the_stale_ones() {
-        let mut tally = ReadTally::new(2);
-        tally.answer(Replica::Local, false, None);
-        tally.answer(remote("b"), true, Some(record(5)));
-        assert!(!tally.enough(), "an incomplete replica does not count");
-        tally.answer(remote("c"), true, Some(record(3)));
-        assert!(tally.enough());
-        let (newest, stale) = tally.finish(&[]).expect("enough");
-        assert_eq!(newest.map(|r| r.version.hlc), Some(5));
-        let stale: Vec<String> = stale
-            .iter()
-            .map(|r| match r {
-                Replica::Local => "local".to_owned(),
-                Replica::Remote(m) => m.id.clone(),
-            })
-            .collect();
-        assert_eq!(stale, ["local", "c"]);
-
-        let short = ReadTally::new(2);
-        let err = short.finish(&["b: down".into()]).expect_err("no answers");
-        assert!(
-            matches!(err, ClusterError::Unavailable { needed: 2, acked: 0, ref detail } if detail == "b: down")
-        );
-    }
-
-    #[test]
-    fn a_write_during_a_move_needs_both_groups() {
-        let targets = Targets {
-            targets: Vec::new(),
-            epoch: 3,
-            moving: true,
-            prev_owners: 2,
-            next_owners: 2,
-        };
-        let mut tally = WriteTally::new(&targets, Consistency::Quorum);
-        tally.ack((true, false));
-        tally.ack((true, false));
-        assert!(!tally.enough(), "the old owners have not acknowledged");
-        tally.ack((false, true));
-        tally.ack((true, true));
-        assert!(tally.enough());
-        assert!(tally.finish(&[]).is_ok());
-
-        let mut half = WriteTally::new(&targets, Consistency::All);
-        half.ack((true, true));
-        let err = half.finish(&["c: refused".into()]).expect_err("short");
-        assert!(matches!(
-            err,
-            ClusterError::Unavailable {
-                needed: 4,
-                acked: 2,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_replica_that_kept_a_newer_version_did_not_acknowledge() {
-        let targets = Targets {
-            targets: Vec::new(),
-            epoch: 3,
-            moving: false,
-            prev_owners: 0,
-            next_owners: 1,
-        };
-        let mut tally = WriteTally::new(&targets, Consistency::One);
-        let kept = proto::ApplyResponse {
-            stale: 1,
-            newer_hlc: 77,
-            ..proto::ApplyResponse::default()
-        };
-        tally.record((true, false), kept);
-        assert!(!tally.enough());
-        let err = tally.finish(&[]).expect_err("nobody took it");
-        assert!(matches!(err, ClusterError::Superseded { newer_hlc: 77 }));
-
-        let mut moved = WriteTally::new(&targets, Consistency::One);
-        let not_owner = proto::ApplyResponse {
-            not_owner: 1,
-            ..proto::ApplyResponse::default()
-        };
-        moved.record((true, false), not_owner);
-        assert!(
-            moved.finish(&[]).is_ok(),
-            "an old owner's refusal is not a lost write"
-        );
-
-        // A replica on a newer epoch refused: not an acknowledgement, and the coordinator
-        // learns which epoch to catch up with.
-        let mut late = WriteTally::new(&targets, Consistency::One);
-        let behind = proto::ApplyResponse {
-            epoch_behind: 1,
-            epoch: 4,
-            ..proto::ApplyResponse::default()
-        };
-        late.record((true, false), behind);
-        assert!(!late.enough());
-        assert!(matches!(
-            late.finish(&[]),
-            Err(ClusterError::Behind { epoch: 4 })
-        ));
-    }
-}
+mod tests;

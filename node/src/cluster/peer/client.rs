@@ -1,21 +1,28 @@
 //! The client side of the peer protocol: one lazily connected channel per member, to the
-//! address discovery gives for it now.
+//! address discovery gives for it now, and for the single-key hot calls ([`PeerClients::get`],
+//! [`PeerClients::apply`]) one lean connection per member (see [`super::lean`]), with gRPC
+//! for a peer that does not speak it.
 //!
 //! A member without a known address is an `UNAVAILABLE` error, like a failed call, never
 //! "no data". A call that fails on the transport makes discovery look again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+use super::lean::{self, CallError, frame::Kind};
 use crate::cluster::discovery::Discovery;
 use crate::cluster::membership::Member;
-use crate::cluster::wire::{is_syncing, proto::peer_client::PeerClient};
+use crate::cluster::wire::{
+    is_syncing,
+    proto::{self, peer_client::PeerClient},
+};
 
 /// A client for one member.
 pub type Client = PeerClient<Channel>;
@@ -31,6 +38,9 @@ const ADDRESS_POLL: Duration = Duration::from_millis(50);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long a peer that refused the lean transport is called over gRPC before it is
+/// asked again (a rolling upgrade replaces it with a node that speaks it).
+const LEAN_RETRY: Duration = Duration::from_secs(60);
 
 /// Clients for other members: one lazily connected channel per member, to the address
 /// discovery gives for it now. When that address changes (a recreated pod), the next call
@@ -42,10 +52,20 @@ pub struct PeerClients {
     max_message: usize,
     /// A parking_lot mutex, never held across an `.await`: callers clone a client out.
     channels: Arc<Mutex<HashMap<String, Connected>>>,
+    /// Lean connections, by member; the same kind of lock, for the same reason.
+    lean: Arc<Mutex<HashMap<String, Lean>>>,
 }
 
 /// A member's channel and the address it connects to.
 type Connected = (SocketAddr, PeerClient<Channel>);
+
+/// A member's lean connection, the address it connects to, and when it was opened.
+#[derive(Debug)]
+struct Lean {
+    address: SocketAddr,
+    connection: lean::Connection,
+    opened: Instant,
+}
 
 impl PeerClients {
     /// Clients reaching members where `discovery` finds them, exchanging messages of up
@@ -55,6 +75,7 @@ impl PeerClients {
             discovery,
             max_message,
             channels: Arc::default(),
+            lean: Arc::default(),
         }
     }
 
@@ -66,13 +87,7 @@ impl PeerClients {
     /// A client for `member`. A member without a known address is an `UNAVAILABLE`
     /// error, like a failed call: never "no data".
     pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
-        let Some(address) = self.discovery.address(member) else {
-            self.discovery.unreachable(&member.id);
-            return Err(Status::unavailable(format!(
-                "no known address for member '{}'",
-                member.id
-            )));
-        };
+        let address = self.known_address(member)?;
         let mut channels = self.channels.lock();
         if let Some((known, client)) = channels.get(&member.id)
             && *known == address
@@ -93,18 +108,108 @@ impl PeerClients {
         Ok(client)
     }
 
-    /// Like [`Self::client`], but a member whose address discovery does not know yet is
-    /// waited for (up to `ADDRESS_WAIT`) before the call counts as failed.
-    pub async fn client_when_known(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+    /// `member`'s address, or `UNAVAILABLE` (and discovery looks again).
+    fn known_address(&self, member: &Member) -> Result<SocketAddr, Status> {
+        self.discovery.address(member).ok_or_else(|| {
+            self.discovery.unreachable(&member.id);
+            Status::unavailable(format!("no known address for member '{}'", member.id))
+        })
+    }
+
+    /// Waits (up to `ADDRESS_WAIT`) for discovery to know `member`'s address, before a
+    /// call to it counts as failed.
+    async fn wait_for_address(&self, member: &Member) {
         // Bounded: ADDRESS_WAIT / ADDRESS_POLL rounds.
         let rounds = ADDRESS_WAIT.as_millis() / ADDRESS_POLL.as_millis();
         for _ in 0..rounds {
             if self.discovery.address(member).is_some() {
-                break;
+                return;
             }
             tokio::time::sleep(ADDRESS_POLL).await;
         }
-        self.client(member)
+    }
+
+    /// `member`'s record of a key: a peer `Get`, over the lean transport when it speaks it.
+    pub async fn get(
+        &self,
+        member: &Member,
+        request: proto::GetRequest,
+    ) -> Result<proto::GetResponse, Status> {
+        self.call(
+            member,
+            Kind::Get,
+            request,
+            |mut client, request| async move { Ok(client.get(request).await?.into_inner()) },
+        )
+        .await
+    }
+
+    /// A peer `Apply` on `member`, over the lean transport when it speaks it.
+    pub async fn apply(
+        &self,
+        member: &Member,
+        request: proto::ApplyRequest,
+    ) -> Result<proto::ApplyResponse, Status> {
+        self.call(
+            member,
+            Kind::Apply,
+            request,
+            |mut client, request| async move { Ok(client.apply(request).await?.into_inner()) },
+        )
+        .await
+    }
+
+    /// One hot call: over `member`'s lean connection, or over gRPC (`grpc`) if the
+    /// member refused the lean preface (then nothing was sent, so this is no retry).
+    async fn call<Q, R, Grpc, Fut>(
+        &self,
+        member: &Member,
+        kind: Kind,
+        request: Q,
+        grpc: Grpc,
+    ) -> Result<R, Status>
+    where
+        Q: prost::Message,
+        R: prost::Message + Default,
+        Grpc: FnOnce(PeerClient<Channel>, Q) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        self.wait_for_address(member).await;
+        if let Some(connection) = self.lean(member)? {
+            match connection.call(kind, &request).await {
+                Ok(reply) => return Ok(reply),
+                Err(CallError::Status(status)) => return Err(status),
+                Err(CallError::Refused) => {}
+            }
+        }
+        grpc(self.client(member)?, request).await
+    }
+
+    /// `member`'s lean connection, opened (again) when there is none to its current
+    /// address or the last one failed; `None` while it refuses the lean transport.
+    fn lean(&self, member: &Member) -> Result<Option<lean::Connection>, Status> {
+        let address = self.known_address(member)?;
+        let mut connections = self.lean.lock();
+        if let Some(known) = connections.get(&member.id)
+            && known.address == address
+        {
+            if !known.connection.is_closed() {
+                return Ok(Some(known.connection.clone()));
+            }
+            if known.connection.is_refused() && known.opened.elapsed() < LEAN_RETRY {
+                return Ok(None);
+            }
+        }
+        let connection = lean::Connection::open(address, self.max_message);
+        connections.insert(
+            member.id.clone(),
+            Lean {
+                address,
+                connection: connection.clone(),
+                opened: Instant::now(),
+            },
+        );
+        Ok(Some(connection))
     }
 
     /// A call to `id` failed with `status`: if it could not connect or timed out, its
@@ -135,7 +240,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_changed_address_gets_a_new_channel_and_an_unknown_one_is_an_error() {
+    async fn a_changed_address_gets_a_new_channel_and_lean_connection_and_an_unknown_one_is_an_error()
+     {
         let first: SocketAddr = "10.0.0.1:7071".parse().expect("addr");
         let moved: SocketAddr = "10.0.0.2:7071".parse().expect("addr");
         let discovery = Discovery::knowing(HashMap::from([("a".to_owned(), first)]));
@@ -152,6 +258,23 @@ mod tests {
             1,
             "the old channel is dropped"
         );
+
+        let lean_to = |id: &str| clients.lean.lock().get(id).map(|known| known.address);
+        clients.lean(&member("a")).expect("known address");
+        assert_eq!(
+            lean_to("a"),
+            Some(moved),
+            "the lean connection follows it too"
+        );
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), first)]));
+        clients.lean(&member("a")).expect("new address");
+        assert_eq!(lean_to("a"), Some(first));
+        assert_eq!(
+            clients.lean.lock().len(),
+            1,
+            "the old connection is dropped"
+        );
+        discovery.replace_for_test(HashMap::from([("a".to_owned(), moved)]));
 
         let unknown = clients.client(&member("b")).expect_err("no address");
         assert_eq!(unknown.code(), tonic::Code::Unavailable);
@@ -174,16 +297,16 @@ mod tests {
                 discovery.replace_for_test(HashMap::from([("c".to_owned(), late)]));
             })
         };
+        clients.wait_for_address(&member("c")).await;
         clients
-            .client_when_known(&member("c"))
-            .await
+            .client(&member("c"))
             .expect("the address arrived within the wait");
         learn.await.expect("join");
 
         let started = tokio::time::Instant::now();
+        clients.wait_for_address(&member("d")).await;
         let never = clients
-            .client_when_known(&member("d"))
-            .await
+            .client(&member("d"))
             .expect_err("no address ever arrives");
         assert_eq!(never.code(), tonic::Code::Unavailable);
         assert!(

@@ -1,14 +1,20 @@
-//! The peer protocol (`proto/peer.proto`) over tonic.
+//! The peer protocol (`proto/peer.proto`): over tonic, and its single-key hot calls
+//! (`Get`, `Apply`) also over a lean framing of the same messages.
 //!
-//! - [`server`]: what this node answers on `--grpc-addr`.
-//! - [`client`]: the pool of channels this node uses to reach other members.
+//! - [`server`]: what this node answers on `--grpc-addr`, and the transport limits.
+//! - [`lean`]: the lean transport (frames, its server and its connections).
+//! - [`incoming`]: the peer port, which hands each connection to tonic or to [`lean`].
+//! - [`client`]: the pool of channels and lean connections this node uses to reach
+//!   other members.
 //!
-//! Both build on [`super::wire`] (generated types, conversions, the protocol version);
-//! neither imports the other. A failed peer call is an error to the caller, never an
-//! empty result.
+//! All build on [`super::wire`] (generated types, conversions, the protocol version). A
+//! failed peer call is an error to the caller, never an empty result.
 
 pub mod client;
+pub mod incoming;
+pub mod lean;
 pub mod server;
 
 pub use client::PeerClients;
+pub use incoming::incoming;
 pub use server::PeerService;

@@ -98,10 +98,15 @@ impl PeerService {
 
     /// The generated server, with message sizes bounded by the node's record limits.
     pub fn into_server(self) -> proto::peer_server::PeerServer<Self> {
-        let max_message = chunk::max_message_bytes(self.store().limits());
+        let max_message = self.max_message();
         proto::peer_server::PeerServer::new(self)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message)
+    }
+
+    /// The largest message this node sends or accepts from a peer, on either transport.
+    pub fn max_message(&self) -> usize {
+        chunk::max_message_bytes(self.store().limits())
     }
 
     fn store(&self) -> &Store {
@@ -187,7 +192,22 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
-        let request = request.into_inner();
+        self.serve_get(request.get_ref()).map(Response::new)
+    }
+
+    async fn apply(
+        &self,
+        request: Request<proto::ApplyRequest>,
+    ) -> Result<Response<proto::ApplyResponse>, Status> {
+        self.serve_apply(request.into_inner()).map(Response::new)
+    }
+}
+
+impl PeerService {
+    /// A peer's `Get`: this node's record of the key, and whether it holds the key's
+    /// partition completely (so that its "absent" means absent). Both transports (gRPC
+    /// and [`super::lean`]) answer with this.
+    pub fn serve_get(&self, request: &proto::GetRequest) -> Result<proto::GetResponse, Status> {
         self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
         self.store()
@@ -199,18 +219,19 @@ impl Peer for PeerService {
             .store()
             .get_record(&request.key)
             .map(proto::Record::from);
-        Ok(Response::new(proto::GetResponse {
+        Ok(proto::GetResponse {
             record,
             authoritative: self.cluster.holds_completely(partition),
             wall_ms: self.store().now_ms(),
-        }))
+        })
     }
 
-    async fn apply(
+    /// A peer's `Apply`: a replicated write (one record) or a drain's hinted hand-off
+    /// batch, validated whole before any of it is stored. Both transports answer with this.
+    pub fn serve_apply(
         &self,
-        request: Request<proto::ApplyRequest>,
-    ) -> Result<Response<proto::ApplyResponse>, Status> {
-        let request = request.into_inner();
+        request: proto::ApplyRequest,
+    ) -> Result<proto::ApplyResponse, Status> {
         let sender = self.check_sender(request.sender.as_ref())?;
         let charge = chunk::chunk_charge(&request.records);
         // Validate the whole batch first, so a bad record changes nothing.
@@ -241,11 +262,9 @@ impl Peer for PeerService {
             self.apply_one(record, request.hint, sender.epoch, &mut reply)?;
         }
         reply.wall_ms = self.store().now_ms();
-        Ok(Response::new(reply))
+        Ok(reply)
     }
-}
 
-impl PeerService {
     /// Refuses requests without a sender or on another protocol version; notes how far
     /// the sender's clock is from this node's.
     fn check_sender<'a>(
