@@ -8,7 +8,8 @@
 #   RESP_TARGET=redis bash tests/resp/run.sh      # the same clients and checks against a real
 #                                                 # Redis Cluster: proves the checks themselves
 #   bash tests/resp/run.sh install                # only install the clients (.ci/run does)
-# RESP_RF sets kache's replication factor (default 2). Needs redis-server and redis-tools,
+# RESP_RF sets kache's replication factor (default 2); RESP_KEEP=1 keeps the work directory
+# (logs, every op) of a failed run, RESP_KEEP=always of any run. Needs redis-server and redis-tools,
 # python3 with venv, go, curl (.ci/run installs them). Caches a redis-py venv and the
 # go-redis binary under ~/.cache/kache. Bounded: every wait has a deadline.
 set -euo pipefail
@@ -55,7 +56,7 @@ cleanup() {
   local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$status" -ne 0 ] && [ -n "${RESP_KEEP:-}" ]; then
+  if [ "${RESP_KEEP:-}" = always ] || { [ "$status" -ne 0 ] && [ -n "${RESP_KEEP:-}" ]; }; then
     echo "kept $work" >&2
   else
     rm -rf "$work"
@@ -139,8 +140,13 @@ resp_ping() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 node_ready() { # index: what start_node waits for (a node that exits fails at once)
   if [ "$target" = kache ]; then curl -sf "127.0.0.1:$(http_port "$1")/readyz" >/dev/null; else resp_ping "$(resp_port "$1")"; fi
 }
-start_node() { # index
-  local i=$1 try
+start_node() { # indices...: starts them all, then waits for each (members wait for peers)
+  local i
+  for i in "$@"; do launch_node "$i"; done
+  for i in "$@"; do wait_node "$i"; done
+}
+launch_node() { # index
+  local i=$1
   if [ "$target" = kache ]; then
     "$bin" --node-id "node-$i" --http-addr "127.0.0.1:$(http_port "$i")" \
       --grpc-addr "127.0.0.1:$(grpc_port "$i")" --resp-addr "127.0.0.1:$(resp_port "$i")" \
@@ -153,6 +159,9 @@ start_node() { # index
   fi
   node_pid[$i]=$!
   pids+=($!)
+}
+wait_node() { # index
+  local i=$1 try
   for ((try = 0; try <= 150; try++)); do
     kill -0 "${node_pid[$i]}" 2>/dev/null || die "node-$i exited: $(tail -3 "$work/node-$i.log")"
     node_ready "$i" && break
@@ -184,9 +193,10 @@ redis_agree() { # nodes...: each knows them all as connected masters, in an ok c
 step "start a 3-node $target cluster (RF=$rf for kache)"
 if [ "$target" = kache ]; then
   members 1 "0 1 2"
-  for i in 0 1 2; do start_node "$i"; done
+  start_node 0 1 2
+  wait_for 60 "epoch 1 settled on all 3 nodes" settled 1 0 1 2
 else
-  for i in 0 1 2; do start_node "$i"; done
+  start_node 0 1 2
   redis-cli --cluster create $(seeds 0 1 2 | tr ',' ' ') --cluster-yes >"$work/create.out" 2>&1 ||
     die "redis-cli --cluster create: $(tail -3 "$work/create.out")"
   wait_for 30 "redis cluster state ok" redis_agree 0 1 2
@@ -299,7 +309,7 @@ rm -f "$work/stop"
   --max-seconds 150 "${separate[@]}" >"$work/py.out" 2>&1 &
 py_pid=$!; pids+=($py_pid)
 "$gobin" -plain "$go_plain" -cluster "$(seeds 0 1 2)" -stop-file "$work/stop" \
-  -ready-file "$work/go.ready" -ops-log "$work/go-ops.log" -max-duration 150s \
+  -ready-file "$work/go.ready" -ops-log "$work/go-ops.log" -max-duration 150s -rate 400 \
   "${separate[@]/--/-}" >"$work/go.out" 2>&1 &
 go_pid=$!; pids+=($go_pid)
 wait_for 30 "redis-py workload connected" test -f "$work/py.ready"
