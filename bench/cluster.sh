@@ -36,6 +36,7 @@ fi
 
 http_port() { echo $((BASE + 10 * $1)); }
 grpc_port() { echo $((BASE + 10 * $1 + 1)); }
+resp_port() { echo $((BASE + 10 * $1 + 2)); }
 members() { # epoch rf ids...
   local epoch=$1 rf=$2; shift 2
   { printf 'epoch: %s\npartitions: 271\nreplicationFactor: %s\nmembers:\n' "$epoch" "$rf"
@@ -44,7 +45,7 @@ members() { # epoch rf ids...
   mv "$work/members.tmp" "$work/members.yaml"
 }
 start_kache() { # index
-  "$bin" --node-id "node-$1" --http-addr "127.0.0.1:$(http_port "$1")" --grpc-addr "127.0.0.1:$(grpc_port "$1")" \
+  "$bin" --node-id "node-$1" --http-addr "127.0.0.1:$(http_port "$1")" --grpc-addr "127.0.0.1:$(grpc_port "$1")" --resp-addr "127.0.0.1:$(resp_port "$1")" \
     --members-file "$work/members.yaml" --anti-entropy-interval 0 --max-memory 4GiB 2>"$work/node-$1.log" &
   pids+=($!)
 }

@@ -54,7 +54,7 @@ wait_port() {
 }
 
 start_kache() {
-  taskset -c "$SERVER_CPU" "$kache_bin" --http-addr "127.0.0.1:$KACHE_PORT" --node-id bench \
+  taskset -c "$SERVER_CPU" "$kache_bin" --http-addr "127.0.0.1:$KACHE_PORT" --resp-addr off --node-id bench \
     --max-memory 8GiB --worker-threads 1 2>"$work/kache.log" &
   kache_pid=$!; pids+=("$kache_pid")
   wait_port "$KACHE_PORT"

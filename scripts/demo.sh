@@ -98,6 +98,8 @@ kache is up. Try:
   curl -X PUT http://$ip:7070/v1/keys/hello -d world # any pod serves any key
   curl http://$ip:7070/v1/keys/hello
   curl -s http://$ip:7070/v1/cluster | head -c 600   # what the operator reads
+  redis-cli -c -h $ip SET greeting hello             # Redis clients work too (RESP, port 6379)
+  redis-cli -c -h $ip CLUSTER SHARDS                 # the slot map follows kubectl scale
 
 Stop everything with: scripts/demo.sh down
 TRY

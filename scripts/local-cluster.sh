@@ -20,6 +20,7 @@ bin="$root/target/release/kache-node"
 
 http_port() { echo $((7070 + 10 * $1)); }
 grpc_port() { echo $((7071 + 10 * $1)); }
+resp_port() { echo $((7072 + 10 * $1)); }
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 
@@ -44,7 +45,7 @@ start_node() {
   local i=$1
   # shellcheck disable=SC2086
   "$bin" --node-id "node-$i" --http-addr "127.0.0.1:$(http_port "$i")" \
-    --grpc-addr "127.0.0.1:$(grpc_port "$i")" --members-file "$dir/members.yaml" \
+    --grpc-addr "127.0.0.1:$(grpc_port "$i")" --resp-addr "127.0.0.1:$(resp_port "$i")" --members-file "$dir/members.yaml" \
     ${KACHE_NODE_ARGS:-} >"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
 }

@@ -9,6 +9,8 @@
 
 pub const HTTP_ADDR: &str = "KACHE_HTTP_ADDR";
 pub const GRPC_ADDR: &str = "KACHE_GRPC_ADDR";
+/// A socket address, or `off` for no RESP listener.
+pub const RESP_ADDR: &str = "KACHE_RESP_ADDR";
 pub const NODE_ID: &str = "KACHE_NODE_ID";
 pub const PARTITIONS: &str = "KACHE_PARTITIONS";
 /// A byte size, as [`crate::units::parse_bytes`] reads it.
@@ -41,9 +43,10 @@ pub const WORKER_THREADS: &str = "KACHE_WORKER_THREADS";
 pub const SHUTDOWN_GRACE: &str = "KACHE_SHUTDOWN_GRACE";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 29] = [
     HTTP_ADDR,
     GRPC_ADDR,
+    RESP_ADDR,
     NODE_ID,
     PARTITIONS,
     MAX_MEMORY,

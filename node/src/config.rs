@@ -21,8 +21,9 @@ use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::MAX_KEY_LEN;
 use crate::store::{EvictionPolicy, RecordLimits, StoreConfig};
 
-/// The most partitions a cluster may have; partitions are the unit of movement.
-pub const MAX_PARTITIONS: u32 = 65_536;
+/// The most partitions a cluster may have: one per Redis Cluster hash slot (each partition
+/// is a contiguous slot range). Partitions are the unit of movement.
+pub const MAX_PARTITIONS: u32 = crate::store::slot::SLOTS as u32;
 
 /// Where a pod finds its own namespace.
 pub const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -42,6 +43,10 @@ pub struct Cli {
     /// Address of the peer gRPC API (used once clustering is on).
     #[arg(long, env = env::GRPC_ADDR, default_value = "0.0.0.0:7071")]
     pub grpc_addr: SocketAddr,
+
+    /// Address of the RESP (Redis protocol) listener, or `off`.
+    #[arg(long, env = env::RESP_ADDR, default_value = "0.0.0.0:6379", value_parser = parse_resp_addr)]
+    pub resp_addr: RespAddr,
 
     /// This node's name; defaults to the host name (the pod name in Kubernetes).
     #[arg(long, env = env::NODE_ID)]
@@ -214,6 +219,8 @@ impl MembershipConfig {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
+    /// None: no RESP listener (`--resp-addr off`).
+    pub resp_addr: Option<SocketAddr>,
     pub membership: MembershipConfig,
     pub discovery: DiscoveryConfig,
     pub consistency: Defaults,
@@ -225,6 +232,19 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// `None`: one per available CPU.
     pub worker_threads: Option<usize>,
+}
+
+/// `--resp-addr`: a socket address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespAddr(pub Option<SocketAddr>);
+
+fn parse_resp_addr(text: &str) -> Result<RespAddr, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RespAddr(None));
+    }
+    text.parse()
+        .map(|addr| RespAddr(Some(addr)))
+        .map_err(|_| format!("expected an address such as 0.0.0.0:6379, or off; got '{text}'"))
 }
 
 /// Request and connection limits enforced before anything reaches the store.
@@ -368,6 +388,7 @@ impl Cli {
             self.membership_config(&discovery, || read_namespace(Path::new(POD_NAMESPACE_FILE)))?;
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
+            resp_addr: self.resp_addr.0,
             membership,
             discovery,
             anti_entropy_interval: self.anti_entropy_interval,

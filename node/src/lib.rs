@@ -6,6 +6,7 @@
 //! - [`lifecycle`]: the node's phase (Starting → Syncing → Ready → Draining → Stopped).
 //! - [`store`]: the partitioned in-memory map with TTL, tombstones and a memory bound.
 //! - [`http`]: the client REST API.
+//! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //!
 //! - [`cluster`]: membership, discovery, placement, the peer protocol, request routing.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod resp;
 pub mod shutdown;
 pub mod store;
 #[cfg(test)]
@@ -59,6 +61,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The peer gRPC protocol.
     pub grpc: TcpListener,
+    /// RESP (the Redis protocol), unless turned off.
+    pub resp: Option<TcpListener>,
 }
 
 /// Serves the node on `listeners` until `shutdown` completes, then stops in two steps:
@@ -71,7 +75,12 @@ pub async fn run(
 ) -> Result<()> {
     let store = Store::new(config.store.clone());
     let _sweeper = store.spawn_active_expiry();
-    let identity = Identity::new(config.store.node_id.clone());
+    let resp_port = listeners
+        .resp
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let identity = Identity::new(config.store.node_id.clone()).with_resp_port(resp_port);
     // Background tasks of a cluster member; aborted when `run` returns.
     let (cluster, _background) = if config.membership.is_cluster() {
         member(&config, store, identity).await?
@@ -99,7 +108,22 @@ pub async fn run(
         drained_tx,
     );
 
-    let http_server = http::serve::serve(listeners.http, state, graceful);
+    // HTTP and RESP stop taking requests at the same moment.
+    let (serving_tx, serving_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        graceful.await;
+        let _ = serving_tx.send(true);
+    });
+    let resp_server = listeners.resp.map(|listener| {
+        let clustered = config.membership.is_cluster();
+        resp::serve(
+            listener,
+            state.clone(),
+            clustered,
+            stopping(serving_rx.clone()),
+        )
+    });
+    let http_server = http::serve::serve(listeners.http, state, stopping(serving_rx));
     // Bounded streams, message sizes and keepalives: see `cluster::peer::server`.
     let peer_incoming = peer::server::incoming(listeners.grpc);
     let peer = PeerService::new(cluster);
@@ -110,6 +134,12 @@ pub async fn run(
         tokio::try_join!(
             async {
                 http_server.await;
+                Ok(())
+            },
+            async {
+                if let Some(resp_server) = resp_server {
+                    resp_server.await;
+                }
                 Ok(())
             },
             async { peer_server.await.map_err(Error::Peer) },

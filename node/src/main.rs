@@ -62,6 +62,7 @@ fn main() -> ExitCode {
 
 fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<()> {
     let grpc_addr = config.grpc_addr;
+    let resp_addr = config.resp_addr;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.worker_threads {
         runtime.worker_threads(threads);
@@ -77,18 +78,34 @@ fn serve(http_addr: std::net::SocketAddr, config: NodeConfig) -> anyhow::Result<
         let grpc = TcpListener::bind(grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {grpc_addr}"))?;
+        let resp = match resp_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let bound_resp = match &resp {
+            Some(listener) => listener
+                .local_addr()
+                .context("listener has no address")?
+                .to_string(),
+            None => "off".to_owned(),
+        };
         let bound = http.local_addr().context("listener has no address")?;
         let bound_grpc = grpc.local_addr().context("listener has no address")?;
         tracing::info!(
             http_addr = %bound,
             grpc_addr = %bound_grpc,
+            resp_addr = %bound_resp,
             node_id = %config.store.node_id,
             partitions = config.store.partitions,
             max_memory = config.store.max_memory,
             eviction = ?config.store.eviction,
             "listening"
         );
-        let listeners = kache_node::Listeners { http, grpc };
+        let listeners = kache_node::Listeners { http, grpc, resp };
         kache_node::run(listeners, config, kache_node::shutdown::signal_received()).await?;
         Ok(())
     })

@@ -166,13 +166,14 @@ async fn a_node_beyond_the_bound_takes_no_writes_and_nothing_acknowledged_is_los
 
 fn sender() -> proto::Sender {
     proto::Sender {
-        protocol_version: 1,
+        protocol_version: kache_node::cluster::wire::PROTOCOL_VERSION,
         node_id: "intruder".into(),
         incarnation: "0".into(),
         epoch: 1,
         synced_epoch: 0,
         wall_ms: 0,
         min_protocol_version: 0,
+        resp_port: 0,
     }
 }
 

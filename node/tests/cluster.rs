@@ -84,7 +84,17 @@ impl TestCluster {
         let file = self.members_file.to_str().unwrap().to_owned();
         let mut args = vec!["--node-id", id.as_str(), "--members-file", file.as_str()];
         args.extend(self.extra.iter().map(String::as_str));
-        Node::start_with(&["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc], &args)
+        Node::start_with(
+            &[
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                &grpc,
+                "--resp-addr",
+                "127.0.0.1:0",
+            ],
+            &args,
+        )
     }
 
     fn write_members(&self, epoch: u64, replication_factor: &str, members: &[usize]) {
@@ -262,7 +272,7 @@ async fn deleted_keys_are_not_resurrected_by_older_versions() {
     }
     // A peer replays an old write of the key, as a partitioned replica would.
     let stale = proto::ApplyRequest {
-        sender: Some(sender(1)),
+        sender: Some(current()),
         hint: false,
         records: vec![proto::Record {
             key: b"k".to_vec(),
@@ -299,7 +309,13 @@ fn sender(protocol_version: u32) -> proto::Sender {
         synced_epoch: 0,
         wall_ms: 0,
         min_protocol_version: 0,
+        resp_port: 0,
     }
+}
+
+/// A peer on this build's protocol version.
+fn current() -> proto::Sender {
+    sender(kache_node::cluster::wire::PROTOCOL_VERSION)
 }
 
 #[tokio::test]
@@ -321,13 +337,14 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
         .expect_err("another protocol version is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
-        refused.message().contains("v99") && refused.message().contains("v1"),
+        refused.message().contains("v99") && refused.message().contains("v3"),
         "{}",
         refused.message()
     );
-    // A v3-only peer (no range: v3..v3) does not overlap v1..v2 either.
+    // A v2 node places keys in other partitions (v3 moved them to hash slots): refused,
+    // as a v1 node (which sends no range) is.
     let write = proto::ApplyRequest {
-        sender: Some(sender(3)),
+        sender: Some(sender(2)),
         hint: false,
         records: vec![proto::Record {
             key: b"k".to_vec(),
@@ -362,11 +379,18 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
         let garbage: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
         let _ = raw.write_all(&garbage);
     }
-    // A v1 node (it sends no range) and a future node that still speaks v2 are peers:
-    // that is what lets a rolling upgrade run old and new nodes side by side.
-    let hello = peer
+    let v1 = peer
         .hello(proto::HelloRequest {
             sender: Some(sender(1)),
+        })
+        .await
+        .expect_err("a v1 node is refused");
+    assert_eq!(v1.code(), tonic::Code::FailedPrecondition);
+    // A node on this version and a future node that still speaks it are peers: that is
+    // what lets a rolling upgrade run old and new nodes side by side.
+    let hello = peer
+        .hello(proto::HelloRequest {
+            sender: Some(current()),
         })
         .await
         .unwrap();
@@ -374,16 +398,16 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
     assert_eq!(answer.node_id, "node-0");
     assert_eq!(
         (answer.min_protocol_version, answer.protocol_version),
-        (1, 2)
+        (3, 3)
     );
     peer.hello(proto::HelloRequest {
         sender: Some(proto::Sender {
-            min_protocol_version: 2,
+            min_protocol_version: 3,
             ..sender(5)
         }),
     })
     .await
-    .expect("v2..v5 overlaps v1..v2");
+    .expect("v3..v5 overlaps v3..v3");
     for node in &cluster.nodes {
         assert_eq!(
             get(node, "k").await,
@@ -420,7 +444,7 @@ async fn digests(cluster: &TestCluster, node: usize) -> Vec<Vec<u64>> {
     let mut all = Vec::new();
     for partition in 0..271 {
         let request = proto::DigestRequest {
-            sender: Some(sender(1)),
+            sender: Some(current()),
             partition,
         };
         all.push(
@@ -452,7 +476,7 @@ async fn anti_entropy_repairs_a_replica_that_missed_writes() {
         .peer(0)
         .await
         .apply(proto::ApplyRequest {
-            sender: Some(sender(1)),
+            sender: Some(current()),
             records,
             hint: false,
         })
@@ -1098,7 +1122,14 @@ async fn a_node_in_no_list_starts_ready_owns_nothing_and_forwards() {
             let grpc = format!("127.0.0.1:{}", ports[i]);
             let id = format!("node-{i}");
             Node::start_with(
-                &["--http-addr", "127.0.0.1:0", "--grpc-addr", &grpc],
+                &[
+                    "--http-addr",
+                    "127.0.0.1:0",
+                    "--grpc-addr",
+                    &grpc,
+                    "--resp-addr",
+                    "127.0.0.1:0",
+                ],
                 &[
                     "--node-id",
                     &id,
@@ -1151,7 +1182,14 @@ struct Ghost {
 impl Ghost {
     fn start(&self, members_file: &std::path::Path) -> Node {
         Node::start_with(
-            &["--http-addr", "127.0.0.1:0", "--grpc-addr", &self.grpc],
+            &[
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                &self.grpc,
+                "--resp-addr",
+                "127.0.0.1:0",
+            ],
             &[
                 "--node-id",
                 "node-2",

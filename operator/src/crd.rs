@@ -103,9 +103,10 @@ pub struct CacheClusterSpec {
     #[schemars(schema_with = "replication_factor_schema")]
     pub replication_factor: IntOrString,
 
-    /// Number of partitions, the unit of movement. Fixed at creation.
+    /// Number of partitions, the unit of movement: each is a contiguous range of the
+    /// 16384 Redis Cluster hash slots. Fixed at creation.
     #[serde(default = "default_partitions")]
-    #[schemars(range(min = 1, max = 65536))]
+    #[schemars(range(min = 1, max = 16384))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("partitions is immutable: it fixes which partition every key lives in; create a new CacheCluster to change it"))]
     pub partitions: u32,
 
@@ -289,8 +290,11 @@ pub struct Persistence {
     pub size: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.httpPort != self.grpcPort && self.httpPort != self.respPort && self.grpcPort != self.respPort"
+).message("service.httpPort, grpcPort and respPort must be three different ports"))]
 pub struct ServiceSpec {
     /// Type of the client Service.
     #[serde(default, rename = "type")]
@@ -303,6 +307,10 @@ pub struct ServiceSpec {
     #[serde(default = "default_grpc_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub grpc_port: i32,
+    /// Client RESP (Redis protocol) port.
+    #[serde(default = "default_resp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub resp_port: i32,
     /// Annotations for the client Service (e.g. for a cloud load balancer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -314,6 +322,7 @@ impl Default for ServiceSpec {
             type_: ServiceType::default(),
             http_port: default_http_port(),
             grpc_port: default_grpc_port(),
+            resp_port: default_resp_port(),
             annotations: BTreeMap::new(),
         }
     }
@@ -325,6 +334,10 @@ fn default_http_port() -> i32 {
 
 fn default_grpc_port() -> i32 {
     7071
+}
+
+fn default_resp_port() -> i32 {
+    6379
 }
 
 #[derive(

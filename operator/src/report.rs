@@ -14,8 +14,9 @@ pub use kache_api::report::{
 };
 
 /// The node report versions (the peer protocol's) this operator understands; a node that
-/// speaks none of them is reported, not trusted. The report's shape is the same for both.
-pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+/// speaks none of them is reported, not trusted. The report's shape is the same for all
+/// three (v3 changed where keys live, not what a node reports).
+pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
 
 /// How long one node may take to answer before it counts as unreachable.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,7 +40,7 @@ pub enum ReportError {
         url: String,
         status: reqwest::StatusCode,
     },
-    #[error("{url} speaks protocol v{min}..v{max}, this operator understands v1..v2")]
+    #[error("{url} speaks protocol v{min}..v{max}, this operator understands v1..v3")]
     Protocol { url: String, min: u32, max: u32 },
 }
 
@@ -103,14 +104,15 @@ mod tests {
             check_protocol("http://n".to_owned(), report)
         };
         assert!(node(0, 1).is_ok(), "a v1 node (no range)");
-        assert!(node(1, 2).is_ok(), "this release's nodes");
-        assert!(node(2, 4).is_ok(), "a later node that still speaks v2");
-        let refused = node(3, 4).expect_err("nothing in common");
+        assert!(node(1, 2).is_ok(), "the previous release's nodes");
+        assert!(node(3, 3).is_ok(), "this release's nodes");
+        assert!(node(3, 5).is_ok(), "a later node that still speaks v3");
+        let refused = node(4, 5).expect_err("nothing in common");
         assert_eq!(
             refused.to_string(),
-            "http://n speaks protocol v3..v4, this operator understands v1..v2"
+            "http://n speaks protocol v4..v5, this operator understands v1..v3"
         );
-        assert!(node(0, 3).is_err(), "a v3-only node");
+        assert!(node(0, 4).is_err(), "a v4-only node");
     }
 
     #[test]

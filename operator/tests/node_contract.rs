@@ -208,7 +208,11 @@ async fn the_operator_reads_a_real_nodes_report() {
     let port = http.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let node = tokio::spawn(kache_node::run(
-        kache_node::Listeners { http, grpc },
+        kache_node::Listeners {
+            http,
+            grpc,
+            resp: None,
+        },
         config,
         async move {
             let _ = stopped.await;

@@ -691,7 +691,7 @@ const CUSTOM_POD: &str = "  pod:
     sidecars:
       - name: helper
         image: kache/node:0.1.0
-        args: [--http-addr, \"127.0.0.1:7170\", --grpc-addr, \"127.0.0.1:7171\", --node-id, helper]
+        args: [--http-addr, \"127.0.0.1:7170\", --grpc-addr, \"127.0.0.1:7171\", --resp-addr, \"127.0.0.1:7172\", --node-id, helper]
         volumeMounts: [{name: scratch, mountPath: /scratch}]
   cacheContainer:
     env: [{name: RUST_LOG, value: \"info,kache_node=debug\"}]

@@ -50,8 +50,11 @@ pub mod router;
 pub mod sync_state;
 pub mod wire;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::lifecycle::{Lifecycle, Phase};
@@ -127,6 +130,10 @@ struct Inner {
     replicator: Replicator,
     clock: ClockWatch,
     defaults: Defaults,
+    /// The RESP port each peer announced in its requests (`Sender.resp_port`), by member
+    /// id. A parking_lot mutex: one insert per peer request, never held across `.await`.
+    resp_ports: Mutex<HashMap<String, u16>>,
+    write_order: requests::WriteOrder,
 }
 
 impl Cluster {
@@ -170,6 +177,8 @@ impl Cluster {
                 store,
                 identity,
                 defaults,
+                resp_ports: Mutex::default(),
+                write_order: requests::WriteOrder::default(),
             }),
         }
     }
@@ -257,6 +266,45 @@ impl Cluster {
         self.inner
             .clock
             .observe(id, wall_ms, self.inner.store.now_ms());
+    }
+
+    /// Peer `id` serves RESP on `port` (0: it does not say).
+    pub(crate) fn observe_resp_port(&self, id: &str, port: u32) {
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
+        if port == 0 {
+            return;
+        }
+        let mut ports = self.inner.resp_ports.lock();
+        if ports.get(id) != Some(&port) {
+            ports.insert(id.to_owned(), port);
+        }
+    }
+
+    /// Where `member` serves RESP, for Redis Cluster clients: its peer address's IP and
+    /// the port it announced, or this node's own port until it has said (the operator
+    /// gives every member the same one). None while discovery knows no address for it.
+    pub fn resp_endpoint(&self, member: &membership::Member) -> Option<SocketAddr> {
+        let address = self.peer_address(member)?;
+        let port = self
+            .inner
+            .resp_ports
+            .lock()
+            .get(&member.id)
+            .copied()
+            .unwrap_or(self.inner.identity.resp_port);
+        Some(SocketAddr::new(address.ip(), port))
+    }
+
+    /// Where `member`'s peer protocol is reachable now, if discovery knows.
+    pub fn peer_address(&self, member: &membership::Member) -> Option<SocketAddr> {
+        self.inner.replicator.peers().address(member)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.identity.node_id
     }
 
     /// A version from `from` was refused for being too far ahead of this node's clock.

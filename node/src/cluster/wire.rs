@@ -24,12 +24,13 @@ pub mod proto {
 
 /// The newest version of `proto/peer.proto` this build speaks. v2 added the epoch a
 /// write's replicas were chosen on (`ApplyResponse.epoch_behind`), the list a moving node
-/// moves from (`HelloResponse.prev_list`) and this range; every v2 field is one a v1 node
-/// ignores, and a v2 node reads its absence as v1 behaviour.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// The oldest version this build still speaks: nodes of both versions run side by side
-/// during a rolling upgrade.
-pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// moves from (`HelloResponse.prev_list`) and the version range. v3 places keys by their
+/// Redis Cluster hash slot (`store::slot`) and adds `Sender.resp_port`.
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The oldest version this build still speaks. Nodes whose ranges overlap run side by
+/// side during a rolling upgrade; a v2 node puts keys in other partitions than a v3 node,
+/// so the two must never exchange records, and v3 speaks v3 only.
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Whether a peer that speaks versions `min..=max` (`min` 0: a v1 node, which sends
 /// none) can talk with this node.
@@ -59,6 +60,9 @@ pub struct Identity {
     pub incarnation: String,
     /// When this process started (wall clock, ms since the Unix epoch).
     pub started_at_ms: u64,
+    /// The port this node serves RESP on (0: none), so peers can point Redis Cluster
+    /// clients at it.
+    pub resp_port: u16,
 }
 
 impl Identity {
@@ -67,6 +71,16 @@ impl Identity {
             node_id,
             incarnation: format!("{:016x}", fastrand::u64(..)),
             started_at_ms: crate::clock::wall_ms(),
+            resp_port: 0,
+        }
+    }
+
+    /// The same identity, announcing RESP on `port`.
+    #[must_use]
+    pub fn with_resp_port(self, port: u16) -> Self {
+        Self {
+            resp_port: port,
+            ..self
         }
     }
 
@@ -81,6 +95,7 @@ impl Identity {
             epoch,
             synced_epoch,
             wall_ms,
+            resp_port: u32::from(self.resp_port),
         }
     }
 }

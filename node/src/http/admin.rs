@@ -258,11 +258,16 @@ pub async fn key_placement(
         .replacen("/v1/cluster/keys/", super::keys::KEYS_PREFIX, 1);
     let key = super::keys::key_from_path(&path, state.limits().max_key_bytes)?;
     let (partition, owners) = state.cluster.placement_of(&key);
-    Ok(Json(KeyPlacement { partition, owners }))
+    Ok(Json(KeyPlacement {
+        slot: crate::store::slot::slot_of(&key),
+        partition,
+        owners,
+    }))
 }
 
 #[derive(Debug, Serialize)]
 pub struct KeyPlacement {
+    slot: u16,
     partition: u32,
     owners: Vec<String>,
 }

@@ -52,7 +52,7 @@ impl Connections {
     }
 
     /// A slot for one more connection, or None (counted) when `max` are open.
-    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Admitted> {
         // One accept loop admits; connection tasks only release, so the count cannot
         // pass `max` between the check and the increment.
         if self.open.load(Ordering::Acquire) >= self.max {
@@ -80,7 +80,7 @@ impl Connections {
 
 /// An open connection's slot; released when its task ends.
 #[derive(Debug)]
-struct Admitted(Arc<Connections>);
+pub(crate) struct Admitted(Arc<Connections>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
@@ -152,7 +152,7 @@ pub async fn serve(
 
 /// Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's
 /// algorithm and the client's delayed ACK: a 40 ms tail on every request/response.
-fn nodelay(tcp: TcpStream) -> TcpStream {
+pub(crate) fn nodelay(tcp: TcpStream) -> TcpStream {
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::warn!(error = %err, "cannot set TCP_NODELAY");
     }
@@ -162,7 +162,7 @@ fn nodelay(tcp: TcpStream) -> TcpStream {
 /// A failed accept: a connection the client already gave up on is skipped; anything
 /// else (out of file descriptors, say) is logged and retried after a pause, since
 /// retrying at once would spin while the cause lasts. This is what `axum::serve` does.
-async fn accept_failed(err: std::io::Error) {
+pub(crate) async fn accept_failed(err: std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         err.kind(),
@@ -170,6 +170,6 @@ async fn accept_failed(err: std::io::Error) {
     ) {
         return;
     }
-    tracing::error!(error = %err, "accepting an HTTP connection failed; retrying in 1s");
+    tracing::error!(error = %err, "accepting a client connection failed; retrying in 1s");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }

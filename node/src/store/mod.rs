@@ -7,8 +7,8 @@
 //! - [`expiry`]: the bounded background sweep that removes expired entries.
 //! - [`buffer`]: partition data in flight (migration buffers), charged under the same bound.
 //!
-//! `partition = xxh3_64(key) % partitions` is protocol and never changes: partitions are
-//! the unit that later moves between nodes. Each partition has its own lock, so with 271
+//! A key's partition is its Redis Cluster hash slot's ([`slot`]): protocol, the same on
+//! every member. Partitions are the unit that moves between nodes. Each partition has its own lock, so with 271
 //! partitions two cores almost never contend, and there is no global lock on the hot path.
 //! The only shared atomic a write touches is the memory counter.
 
@@ -18,6 +18,7 @@ mod expiry;
 mod memory;
 mod partition;
 mod record;
+pub mod slot;
 mod types;
 
 use std::sync::Arc;
@@ -135,12 +136,13 @@ struct WriteOutcome {
 
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
-        let partitions = (0..config.partitions.max(1))
+        // Configuration refuses more partitions than slots; clamped here as well, since a
+        // partition past the last slot could never hold a key.
+        let count = config.partitions.clamp(1, u32::from(slot::SLOTS));
+        let partitions = (0..count)
             .map(|_| Mutex::new(PartitionMap::default()))
             .collect();
-        let tombstone_horizons = (0..config.partitions.max(1))
-            .map(|_| AtomicU64::new(u64::MAX))
-            .collect();
+        let tombstone_horizons = (0..count).map(|_| AtomicU64::new(u64::MAX)).collect();
         let hlc = Hlc::new(&config.node_id);
         Self {
             shared: Arc::new(Shared {
@@ -321,6 +323,17 @@ impl Store {
         self.release(bytes);
     }
 
+    /// Keys that are not tombstones (expired ones not yet swept included) in `partitions`.
+    pub fn live_keys_in(&self, partitions: impl Iterator<Item = u32>) -> u64 {
+        partitions
+            .filter_map(|p| self.shared.partitions.get(p as usize))
+            .map(|part| {
+                let part = part.lock();
+                (part.len() as u64).saturating_sub(part.counters.tombstones)
+            })
+            .sum()
+    }
+
     /// Partitions that hold at least one entry (tombstones included).
     pub fn partitions_holding_data(&self) -> Vec<u32> {
         (0..self.shared.partitions.len())
@@ -332,14 +345,14 @@ impl Store {
     /// The partition a key lives in. Protocol: never change this function.
     pub fn partition_of(&self, key: &[u8]) -> u32 {
         // Fewer than 2^32 partitions by construction (the count is a u32).
-        u32::try_from(self.partition_index(key_hash(key))).unwrap_or(u32::MAX)
+        u32::try_from(self.partition_index(key)).unwrap_or(u32::MAX)
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Value> {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
         let policy = self.shared.config.eviction;
-        let mut part = self.lock(hash);
+        let mut part = self.lock(key);
         let Some(slot) = part.find(hash, key) else {
             part.counters.misses += 1;
             return None;
@@ -358,7 +371,7 @@ impl Store {
             part.counters.hits += 1;
             return Some(value);
         }
-        let partition = self.partition_index(hash);
+        let partition = self.partition_index(key);
         let expired = self.removable(entry, partition, now);
         part.counters.misses += 1;
         if expired {
@@ -399,7 +412,7 @@ impl Store {
     pub fn get_record(&self, key: &[u8]) -> Option<Record> {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
-        let part = self.lock(hash);
+        let part = self.lock(key);
         let entry = part.slot(part.find(hash, key)?);
         if entry.is_expired(now) && !entry.is_tombstone() {
             return None;
@@ -467,7 +480,7 @@ impl Store {
         let mut reserved = 0;
         for _ in 0..WRITE_ATTEMPTS {
             let now = self.shared.clock.now_ms();
-            let mut part = self.lock(hash);
+            let mut part = self.lock(key);
             let found = part.find(hash, key);
             let tick = part.next_tick();
             let meta = match decide(found.map(|slot| part.slot(slot)), now, tick) {
@@ -534,7 +547,7 @@ impl Store {
     pub fn delete(&self, key: &[u8], precondition: &Precondition) -> Result<Version, StoreError> {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
-        let mut part = self.lock(hash);
+        let mut part = self.lock(key);
         let found = part.find(hash, key);
         let live = found
             .map(|slot| part.slot(slot))
@@ -589,12 +602,14 @@ impl Store {
         stats
     }
 
-    fn partition_index(&self, hash: u64) -> usize {
-        usize::try_from(hash % self.shared.partitions.len() as u64).unwrap_or(0)
+    fn partition_index(&self, key: &[u8]) -> usize {
+        // At most `slot::SLOTS` partitions (see `Store::new`), so every index is in range.
+        let partitions = u32::try_from(self.shared.partitions.len()).unwrap_or(u32::MAX);
+        slot::partition_of_slot(slot::slot_of(key), partitions) as usize
     }
 
-    fn lock(&self, hash: u64) -> MutexGuard<'_, PartitionMap> {
-        self.shared.partitions[self.partition_index(hash)].lock()
+    fn lock(&self, key: &[u8]) -> MutexGuard<'_, PartitionMap> {
+        self.shared.partitions[self.partition_index(key)].lock()
     }
 }
 

@@ -21,6 +21,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kache-node");
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The RESP listener, unless `--resp-addr off`.
+    pub resp: Option<SocketAddr>,
     pub logs: std::sync::Mutex<mpsc::Receiver<String>>,
     pub http: reqwest::Client,
 }
@@ -32,6 +34,8 @@ impl Node {
                 "--http-addr",
                 "127.0.0.1:0",
                 "--grpc-addr",
+                "127.0.0.1:0",
+                "--resp-addr",
                 "127.0.0.1:0",
                 "--node-id",
                 "it",
@@ -77,18 +81,22 @@ impl Node {
                 }
             }
         });
-        let addr = loop {
+        let (addr, resp) = loop {
             let line = logs
                 .recv_timeout(Duration::from_secs(10))
                 .expect("node logs its listening address");
-            if let Some(rest) = line.split("http_addr=").nth(1) {
-                let addr = rest.split_whitespace().next().expect("address");
-                break addr.parse().expect("socket address");
+            let field = |name: &str| {
+                let rest = line.split(name).nth(1)?;
+                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+            };
+            if let Some(addr) = field("http_addr=") {
+                break (addr, field("resp_addr="));
             }
         };
         Self {
             child,
             addr,
+            resp,
             logs: std::sync::Mutex::new(logs),
             http: reqwest::Client::new(),
         }
@@ -329,6 +337,8 @@ impl StaticCluster {
                     &format!("127.0.0.1:{}", http_ports[i]),
                     "--grpc-addr",
                     &format!("127.0.0.1:{}", grpc_ports[i]),
+                    "--resp-addr",
+                    "127.0.0.1:0",
                     "--node-id",
                     &format!("node-{i}"),
                 ]

@@ -59,6 +59,10 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
             env::GRPC_ADDR.to_owned(),
             format!("0.0.0.0:{}", spec.service.grpc_port),
         ),
+        (
+            env::RESP_ADDR.to_owned(),
+            format!("0.0.0.0:{}", spec.service.resp_port),
+        ),
         (env::PARTITIONS.to_owned(), spec.partitions.to_string()),
         (env::EVICTION.to_owned(), spec.eviction.as_str().to_owned()),
         (

@@ -33,9 +33,10 @@ pub fn network_policy(cc: &CacheCluster) -> Option<NetworkPolicy> {
             pod_selector: Some(selector.clone()),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![
-                // Clients (and the operator, which reads /v1/cluster) reach the HTTP port.
+                // Clients (and the operator, which reads /v1/cluster) reach the HTTP and
+                // RESP ports.
                 NetworkPolicyIngressRule {
-                    ports: Some(vec![port("http")]),
+                    ports: Some(vec![port("http"), port("resp")]),
                     from: None,
                 },
                 // Only members reach the peer port.

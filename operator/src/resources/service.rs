@@ -19,6 +19,7 @@ pub fn peer_service(cc: &CacheCluster) -> Service {
             ports: Some(vec![
                 port("http", cc.spec.service.http_port),
                 port("grpc", cc.spec.service.grpc_port),
+                port("resp", cc.spec.service.resp_port),
             ]),
             ..ServiceSpec::default()
         }),
@@ -39,7 +40,10 @@ pub fn client_service(cc: &CacheCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(cc.spec.service.type_.as_str().to_owned()),
             selector: Some(names.selector_labels()),
-            ports: Some(vec![port("http", cc.spec.service.http_port)]),
+            ports: Some(vec![
+                port("http", cc.spec.service.http_port),
+                port("resp", cc.spec.service.resp_port),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -75,7 +79,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("http".to_owned(), 7070), ("grpc".to_owned(), 7071)]
+            [
+                ("http".to_owned(), 7070),
+                ("grpc".to_owned(), 7071),
+                ("resp".to_owned(), 6379)
+            ]
         );
 
         let client = client_service(&cc);
@@ -84,10 +92,16 @@ mod tests {
         let spec = client.spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(spec.publish_not_ready_addresses, None);
+        let client_ports: Vec<_> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
         assert_eq!(
-            spec.ports.unwrap().len(),
-            1,
-            "clients never reach the peer port"
+            client_ports,
+            [("http".to_owned(), 7070), ("resp".to_owned(), 6379)],
+            "clients reach HTTP and RESP, never the peer port"
         );
     }
 }

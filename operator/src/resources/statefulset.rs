@@ -182,6 +182,7 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
         ports: Some(vec![
             container_port("http", spec.service.http_port),
             container_port("grpc", spec.service.grpc_port),
+            container_port("resp", spec.service.resp_port),
         ]),
         // Ready only once the node holds every partition it owns.
         readiness_probe: Some(http_probe("/readyz", 2, 1)),

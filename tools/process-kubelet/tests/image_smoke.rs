@@ -82,9 +82,14 @@ async fn kache_node_image_runs_chrooted_as_its_user() {
     // Serving (on loopback ports the kernel picks), it runs as 65532 on a read-only root.
     let mut serve = spec.clone();
     serve.argv.truncate(serve.argv.len() - 1);
-    serve
-        .argv
-        .extend(["--http-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"].map(String::from));
+    serve.argv.extend(
+        [
+            "--http-addr=127.0.0.1:0",
+            "--grpc-addr=127.0.0.1:0",
+            "--resp-addr=127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
     let mut process = Process::spawn(&serve, "serve").expect("spawn");
     let proc_dir = PathBuf::from(format!("/proc/{}", process.pid()));
     let mut status_text = String::new();

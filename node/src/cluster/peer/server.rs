@@ -271,6 +271,8 @@ impl PeerService {
             )));
         }
         self.cluster.observe_clock(&sender.node_id, sender.wall_ms);
+        self.cluster
+            .observe_resp_port(&sender.node_id, sender.resp_port);
         Ok(sender)
     }
 
