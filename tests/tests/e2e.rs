@@ -196,6 +196,57 @@ async fn get(http: &reqwest::Client, ip: &str, key: &str) -> Result<Option<Strin
     }
 }
 
+/// The Redis protocol, through a client nobody here wrote: `redis-cli -c` (following the
+/// slot map) reads keys written over HTTP through every pod, a key it writes reads back
+/// over HTTP, and `CLUSTER SLOTS` lists every pod at its RESP port.
+async fn resp_agrees_with_http(
+    http: &reqwest::Client,
+    ips: &BTreeMap<u32, String>,
+    keys: &BTreeMap<String, String>,
+) {
+    for (n, (key, value)) in keys.iter().take(12).enumerate() {
+        let ip = ips.values().nth(n % ips.len()).unwrap();
+        let got = must(
+            "redis-cli",
+            &["-c", "-h", ip, "-p", "6379", "GET", key],
+            None,
+        );
+        assert_eq!(got.trim_end(), value, "redis-cli -c GET {key} via {ip}");
+    }
+    for (ordinal, ip) in ips {
+        let key = format!("resp-{}-{ordinal}", ips.len());
+        let set = must(
+            "redis-cli",
+            &["-c", "-h", ip, "-p", "6379", "SET", &key, ip],
+            None,
+        );
+        assert_eq!(set.trim_end(), "OK");
+        assert_eq!(get(http, ip, &key).await, Ok(Some(ip.clone())), "{key}");
+    }
+    let first = ips.values().next().unwrap();
+    let slots = must(
+        "redis-cli",
+        &["-h", first, "-p", "6379", "CLUSTER", "SLOTS"],
+        None,
+    );
+    for ip in ips.values() {
+        assert!(
+            slots.contains(ip.as_str()),
+            "CLUSTER SLOTS lacks {ip}:\n{slots}"
+        );
+    }
+    let info = must(
+        "redis-cli",
+        &["-h", first, "-p", "6379", "CLUSTER", "INFO"],
+        None,
+    );
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    log(&format!(
+        "RESP: redis-cli -c agrees with HTTP on {} pods",
+        ips.len()
+    ));
+}
+
 /// Checks that every key in `keys` reads back its value through `ip`.
 async fn check_all(http: &reqwest::Client, ip: &str, keys: &BTreeMap<String, String>) {
     let mut missing = Vec::new();
@@ -515,6 +566,7 @@ async fn kache_on_a_real_control_plane() {
         for ip in ips.values() {
             check_all(&http, ip, &keys).await;
         }
+        resp_agrees_with_http(&http, &ips, &keys).await;
     }
     let text = transcript.finish();
     log(&format!("kubectl get cc -w during 3 -> 5 -> 2:\n{text}"));

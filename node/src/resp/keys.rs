@@ -272,10 +272,16 @@ pub async fn mset(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) -> R
     if args.len().is_multiple_of(2) {
         return Err(RespError::arity("mset"));
     }
-    let pairs = args[1..]
-        .chunks_exact(2)
-        .map(|pair| Ok((session.key(&pair[0])?, session.value(&pair[1])?)))
-        .collect::<Result<Vec<_>, RespError>>()?;
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(args.len() / 2);
+    for pair in args[1..].chunks_exact(2) {
+        let (key, value) = (session.key(&pair[0])?, session.value(&pair[1])?);
+        // A key named twice ends with its last value, as in Redis; the writes run
+        // concurrently, so only that one is sent.
+        match pairs.iter_mut().find(|(k, _)| *k == key) {
+            Some(earlier) => earlier.1 = value,
+            None => pairs.push((key, value)),
+        }
+    }
     let ttl = session.ttl(Expiry::Default, None);
     let writes = pairs.iter().map(|(key, value)| {
         session
@@ -407,6 +413,8 @@ async fn read_modify_write<T>(
         };
         let (change, result) = decide(current.as_ref());
         let outcome = match change {
+            // Deleting an absent key (SET … PXAT in the past, say) leaves it absent.
+            Change::Nothing | Change::Delete if current.is_none() => return Ok(result),
             Change::Nothing => return Ok(result),
             Change::Put(value, ttl) => cluster
                 .put(key, &value, ttl, &condition, None)

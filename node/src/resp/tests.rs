@@ -134,6 +134,11 @@ async fn set_options_behave_as_in_redis() {
     c.call(&["SET", "k", "g", "PXAT", "1"], "+OK\r\n").await;
     c.call(&["GET", "k"], "$-1\r\n").await;
     c.call(&["TTL", "k"], ":-2\r\n").await;
+    // In the past and absent already: still nothing, at once.
+    c.call(&["SET", "k", "g", "EXAT", "1"], "+OK\r\n").await;
+    c.call(&["SET", "k", "g", "EXAT", "1", "GET"], "$-1\r\n")
+        .await;
+    c.call(&["EXISTS", "k"], ":0\r\n").await;
     for (args, error) in [
         (
             &["SET", "k", "v", "EX", "0"][..],
@@ -199,7 +204,8 @@ async fn expiry_commands_follow_redis() {
 async fn multi_key_commands_count_and_order_like_redis() {
     let (addr, _) = node(&[]).await;
     let mut c = Client::connect(addr).await;
-    c.call(&["MSET", "a", "1", "b", "2"], "+OK\r\n").await;
+    c.call(&["MSET", "a", "0", "b", "2", "a", "1"], "+OK\r\n")
+        .await;
     c.call(
         &["MSET", "a", "1", "b"],
         "-ERR wrong number of arguments for 'mset' command\r\n",
