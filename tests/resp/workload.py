@@ -235,6 +235,32 @@ class Worker(threading.Thread):
                 time.sleep(spare)
 
 
+class DeleteProbe(Worker):
+    """SET, DEL, GET of one key after another through the plain client: DEL must count the
+    key it deletes and the GET must miss, also in the instant a move starts, which the
+    random mix above reaches only now and then."""
+
+    def run(self):
+        self.args = argparse.Namespace(**{**vars(self.args), "rate": self.args.probe_rate})
+        super().run()
+
+    def step(self):
+        c = self.client
+        key = self.single[self.seq % len(self.single)]
+        model = self.keys[key]
+        v = self.value()
+        outcome, _ = self.call("SET", [key], c.set, key, v)
+        self.write(key, [(v, False)], outcome)
+        clean = model.clean()
+        outcome, got = self.call("DEL", [key], c.delete, key)
+        if outcome == "ok" and clean and got != 1:
+            self.checker.violate(f"{self.label}: DEL {key} -> {got}, expected 1 (SET {v} acknowledged)", model)
+        self.write(key, [(MISSING, False)], outcome)
+        outcome, got = self.call("GET", [key], c.get, key)
+        if outcome == "ok":
+            self.check_read(key, got, "GET after DEL")
+
+
 def address(text):
     host, port = text.rsplit(":", 1)
     return host, int(port)
@@ -289,6 +315,7 @@ def main():
     parser.add_argument("--keys", type=int, default=150, help="single keys per worker")
     parser.add_argument("--groups", type=int, default=10, help="MSET/MGET groups per worker")
     parser.add_argument("--rate", type=float, default=200, help="ops/s per worker; 0 unpaced")
+    parser.add_argument("--probe-rate", type=float, default=600, help="SET/DEL/GET rounds/s of the delete probe")
     parser.add_argument("--max-seconds", type=float, default=180)
     parser.add_argument("--separate-keyspaces", action="store_true",
                         help="--plain is not a node of --cluster (checking against real Redis)")
@@ -301,6 +328,7 @@ def main():
         workers = [Worker(f"{kind}{i}", make, kind == "cluster", checker, args, seed=i * 7 + n)
                    for n, (kind, make) in enumerate((("plain", make_plain), ("cluster", make_cluster)))
                    for i in range(args.workers)]
+        workers.append(DeleteProbe("plainprobe", make_plain, False, checker, args, seed=99))
         for worker in workers:
             worker.client.ping()
     except Exception as err:  # noqa: BLE001 - setup failures are exit status 2
