@@ -10,7 +10,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
-echo "== Redis clients (redis-cli, redis-py, go-redis) on a loopback cluster scaling 3 -> 4 -> 2"; tests/resp/run.sh
+echo "== Redis clients (redis-cli, redis-py, go-redis) on a loopback cluster scaling 3 -> 4 -> 2"
+tests/resp/run.sh
 echo "== crds/ and charts/kache/templates/crd.yaml match operator/src/crd.rs"
 cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
 echo "== the module graph has no import cycles (scripts/code-map.py)"
