@@ -298,6 +298,31 @@ async fn deleted_keys_are_not_resurrected_by_older_versions() {
             "nothing stale comes back"
         );
     }
+    // The same record sent twice (a write re-sent to a newer member list's replicas) is
+    // taken both times, never "beaten" by itself: a coordinator told so would decide the
+    // write again and read its own copy back.
+    let newest = proto::ApplyRequest {
+        sender: Some(current()),
+        hint: false,
+        records: vec![proto::Record {
+            key: b"again".to_vec(),
+            value: b"v".to_vec(),
+            hlc: u64::from(u32::MAX),
+            writer: 7,
+            expires_at_ms: 0,
+            tombstone: false,
+        }],
+    };
+    for attempt in 1..=2 {
+        let reply = cluster
+            .peer(0)
+            .await
+            .apply(newest.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((reply.applied, reply.stale), (1, 0), "attempt {attempt}");
+    }
 }
 
 fn sender(protocol_version: u32) -> proto::Sender {

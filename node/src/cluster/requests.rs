@@ -470,8 +470,12 @@ impl Cluster {
                             tally.ack(groups);
                         }
                         Admission::Done(Some(Ok(Applied::Stale))) => {
-                            let newer = self.inner.store.get_record(&record.key);
-                            tally.stale(newer.map_or(0, |r| r.version.hlc));
+                            let held = self.inner.store.get_record(&record.key);
+                            match held {
+                                // This very version, stored by an earlier attempt.
+                                Some(held) if held.version == record.version => tally.ack(groups),
+                                held => tally.stale(held.map_or(0, |r| r.version.hlc)),
+                            }
                         }
                         Admission::Done(Some(Err(err))) => errors.push(format!("{node_id}: {err}")),
                         Admission::Done(None) => {

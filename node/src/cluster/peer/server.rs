@@ -330,10 +330,18 @@ impl PeerService {
         match applied {
             Some(Ok(Applied::Stored)) => reply.applied += 1,
             Some(Ok(Applied::Stale)) => {
-                // Tell the sender what beat its record, so it can write after it.
-                reply.stale += 1;
-                let newer = self.store().get_record(&record.key);
-                reply.newer_hlc = reply.newer_hlc.max(newer.map_or(0, |r| r.version.hlc));
+                let held = self.store().get_record(&record.key);
+                if held.as_ref().is_some_and(|h| h.version == record.version) {
+                    // This very version is here already (a write re-sent after its
+                    // replicas changed): taken, not beaten. Counting it as beaten made the
+                    // coordinator decide again, read its own write, and answer a DELETE
+                    // of a key that existed with "not found".
+                    reply.applied += 1;
+                } else {
+                    // Tell the sender what beat its record, so it can write after it.
+                    reply.stale += 1;
+                    reply.newer_hlc = reply.newer_hlc.max(held.map_or(0, |r| r.version.hlc));
+                }
             }
             Some(Err(err)) => return Err(Status::resource_exhausted(err.to_string())),
             None => {
