@@ -71,7 +71,7 @@ start_kache() { # index [extra flags...]
 
 start_redis() { # index [extra flags...]
   local i=$1; shift
-  (cd "$work" && taskset -c "$SERVER_CPU" redis-server --port "$(redis_port "$i")" --bind 127.0.0.1 \
+  (cd "$work" && exec taskset -c "$SERVER_CPU" redis-server --port "$(redis_port "$i")" --bind 127.0.0.1 \
     --save '' --appendonly no --protected-mode no "$@" >"$work/redis-$i.log" 2>&1) &
   pids+=($!)
   wait_port "$(redis_port "$i")"
