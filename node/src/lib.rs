@@ -195,10 +195,31 @@ fn drain_then_stop(
                 ),
                 Err(_) => tracing::warn!(?grace, "drain did not finish in time"),
             }
+            linger_if_departed(&cluster, grace).await;
         }
         let _ = drained.send(true);
         tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
     }
+}
+
+/// A node that has left the cluster (departing, or no longer listed) keeps serving
+/// clients for half the grace period before it stops: Redis Cluster clients keep its
+/// address in their slot maps until they refresh them (go-redis every 10 s, redis-py on
+/// an error), and until then a request they send here is served (forwarded to the
+/// owners) instead of refused. It is not Ready meanwhile, so Services stop routing to it.
+/// A member that restarts (a rolling upgrade) stops at once: it is coming back.
+async fn linger_if_departed(cluster: &Cluster, grace: std::time::Duration) {
+    let role = cluster.view().role_of(cluster.node_id());
+    if !cluster.has_list() || role == crate::cluster::Role::Member {
+        return;
+    }
+    let linger = grace / 2;
+    tracing::info!(
+        ?linger,
+        ?role,
+        "departed: serving clients that still route here while they refresh their slot maps"
+    );
+    tokio::time::sleep(linger).await;
 }
 
 /// A cluster member: its membership source, its discovery, and the tasks that follow

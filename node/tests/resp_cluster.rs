@@ -1,6 +1,7 @@
 //! Proves, on a 3-node RF=2 cluster of real processes, that RESP serves one keyspace from
 //! every node, agrees with HTTP on where each key lives, and that CLUSTER SLOTS, MYID,
-//! KEYSLOT and DBSIZE describe that placement as Redis Cluster clients expect.
+//! KEYSLOT and DBSIZE describe that placement as Redis Cluster clients expect; and that a
+//! member that left keeps serving clients for a while after SIGTERM, then exits.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::StaticCluster;
+use common::{Options, StaticCluster};
 use serde_json::Value as Json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -76,6 +77,7 @@ impl Resp {
     async fn read(&mut self) -> Reply {
         let mut line = String::new();
         self.0.read_line(&mut line).await.unwrap();
+        assert!(!line.is_empty(), "the server closed the connection");
         let line = line.trim_end_matches("\r\n");
         let (kind, rest) = line.split_at(1);
         match kind {
@@ -234,4 +236,71 @@ async fn every_node_serves_the_keyspace_and_describes_its_placement_as_redis_clu
     let info = clients[1].call(&[b"CLUSTER", b"INFO"]).await.text();
     assert!(info.contains("cluster_state:ok"), "{info}");
     assert!(info.contains("cluster_known_nodes:3"), "{info}");
+}
+
+/// Waits until node `i` reports `epoch` with nothing moving and nothing held it does not own.
+async fn wait_settled(cluster: &StaticCluster, i: usize, epoch: u64) {
+    for _ in 0..300 {
+        let report: Json = cluster.nodes[i]
+            .get("/v1/cluster")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if report["epoch"] == epoch
+            && report["rebalance"]["active"] == false
+            && report["ownership"]["heldNotOwned"] == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("node-{i} did not settle at epoch {epoch}");
+}
+
+#[tokio::test]
+async fn a_departed_member_serves_clients_for_half_its_grace_then_exits() {
+    let mut cluster = StaticCluster::start_with(
+        &[vec![], vec![], vec![]],
+        "2",
+        &Options {
+            extra: &["--shutdown-grace", "4s"],
+            listed: Some(3),
+            ..Options::default()
+        },
+    );
+    for node in &cluster.nodes {
+        node.wait_ready(Duration::from_secs(20));
+    }
+    let mut departing = Resp::connect(cluster.nodes[2].resp.unwrap()).await;
+    for k in 0..20 {
+        let key = format!("k{k}");
+        let set = departing.call(&[b"SET", key.as_bytes(), b"v"]).await;
+        assert_eq!(set, Reply::Simple("OK".into()));
+    }
+    // Scale in: node-2 leaves, hands everything off, and is then stopped, as the
+    // operator does.
+    cluster.write_list(2, &[0, 1], &[2]);
+    for i in 0..3 {
+        wait_settled(&cluster, i, 2).await;
+    }
+    cluster.nodes[2].signal("TERM");
+    let stopped = std::time::Instant::now();
+    // A client that still routes to it (a stale slot map) is served meanwhile: the key
+    // lives on node-0 and node-1 now.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let got = departing.call(&[b"GET", b"k7"]).await;
+    assert_eq!(got.text(), "v", "served 1 s after SIGTERM");
+    assert!(
+        !cluster.nodes[2].is_ready(),
+        "not Ready while it lingers, so Services route elsewhere"
+    );
+    let status = cluster.nodes[2].wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let lingered = stopped.elapsed();
+    assert!(
+        lingered >= Duration::from_millis(1_800),
+        "it stays for half of its 4 s grace, exited after {lingered:?}"
+    );
+    assert!(cluster.nodes[2].saw_log("departed: serving clients"));
 }

@@ -348,6 +348,9 @@ else
       >>"$work/del.out" 2>&1 || die "del-node node-$i: $(tail -3 "$work/del.out")"
   done
 fi
+# Both at once: a departed kache node serves for half its grace period (10 s) before it
+# exits, while clients refresh their slot maps.
+for i in 2 3; do kill "${node_pid[$i]}" 2>/dev/null || true; done
 for i in 2 3; do stop_node "$i"; done
 echo "scale in done in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s"
 sleep 4
