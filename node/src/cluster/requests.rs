@@ -18,7 +18,7 @@ use super::replicator::{ReadTally, Rest, Spread, WriteTally};
 use super::router::{Admission, Replica, Targets};
 use super::wire::proto;
 use super::{Cluster, ClusterError, Consistency, WRITE_ATTEMPTS};
-use crate::store::{Applied, Precondition, Record, StoreError, Value, Written};
+use crate::store::{Applied, Found, Precondition, Record, StoreError, Value, Written};
 
 /// How long a write waits for this node to learn a member list a replica is already on.
 const LEARN_EPOCH: Duration = Duration::from_secs(2);
@@ -111,10 +111,26 @@ impl Cluster {
         key: &[u8],
         consistency: Option<Consistency>,
     ) -> Result<Option<Value>, ClusterError> {
+        self.get_with(key, consistency, |found| {
+            found.map(|found| found.to_value())
+        })
+        .await
+    }
+
+    /// Like [`Cluster::get`], handing `read` the newest live entry instead of a copy of
+    /// it. When this node answers alone, `read` runs under the store's partition lock
+    /// (see [`crate::store::Store::read`]): the RESP listener writes a GET's value straight
+    /// into its reply, one copy fewer per read.
+    pub async fn get_with<R>(
+        &self,
+        key: &[u8],
+        consistency: Option<Consistency>,
+        read: impl FnOnce(Option<Found<'_>>) -> R,
+    ) -> Result<R, ClusterError> {
         let level = consistency.unwrap_or(self.inner.defaults.read);
         let partition = self.inner.store.partition_of(key);
         if self.inner.router.answerable_locally(partition, level) {
-            return Ok(self.inner.store.get(key));
+            return Ok(self.inner.store.read(key, read));
         }
         // A read repair that met a replica on a newer list reads again by that list.
         let newest = self
@@ -125,11 +141,13 @@ impl Cluster {
             })
             .await?;
         let now = self.inner.store.now_ms();
-        Ok(newest.filter(|r| !r.tombstone).map(|record| Value {
-            ttl: record.ttl_at(now),
-            version: record.version,
-            data: record.value.into(),
-        }))
+        Ok(read(newest.as_ref().filter(|r| !r.tombstone).map(
+            |record| Found {
+                data: &record.value,
+                version: record.version,
+                ttl: record.ttl_at(now),
+            },
+        )))
     }
 
     /// Writes `value` to every owner and returns once the consistency level's worth of

@@ -280,6 +280,14 @@ impl Reply<'_> {
         self.out.put_slice(b"\r\n");
     }
 
+    /// A value, or null when there is none.
+    pub fn value(&mut self, data: Option<&[u8]>) {
+        match data {
+            Some(data) => self.bulk(data),
+            None => self.null(),
+        }
+    }
+
     /// A text blob a person reads (INFO, CLUSTER NODES): verbatim in RESP3.
     pub fn text(&mut self, text: &str) {
         if self.resp3 {

@@ -23,16 +23,11 @@ const RMW_ATTEMPTS: usize = 8;
 
 pub async fn get(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespResult {
     let key = session.key(&args[1])?;
-    match session
+    session
         .cluster()
-        .get(key, None)
+        .get_with(key, None, |found| reply.value(found.map(|f| f.data)))
         .await
-        .map_err(RespError::read)?
-    {
-        Some(value) => reply.bulk(&value.data),
-        None => reply.null(),
-    }
-    Ok(())
+        .map_err(RespError::read)
 }
 
 /// How a write sets the key's time to live.
@@ -151,8 +146,7 @@ pub async fn set(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) -> Re
     })
     .await?;
     match old {
-        (Some(old), _) if get => reply.bulk(&old),
-        (None, _) if get => reply.null(),
+        (old, _) if get => reply.value(old.as_deref()),
         (_, true) => reply.ok(),
         (_, false) => reply.null(),
     }
@@ -167,10 +161,7 @@ pub async fn getdel(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) ->
         None => (Change::Nothing, None),
     })
     .await?;
-    match old {
-        Some(old) => reply.bulk(&old),
-        None => reply.null(),
-    }
+    reply.value(old.as_deref());
     Ok(())
 }
 
@@ -204,10 +195,7 @@ pub async fn getex(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) -> 
         None => (Change::Nothing, None),
     })
     .await?;
-    match old {
-        Some(old) => reply.bulk(&old),
-        None => reply.null(),
-    }
+    reply.value(old.as_deref());
     Ok(())
 }
 
@@ -243,11 +231,8 @@ pub async fn exists(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) ->
 pub async fn mget(session: &Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespResult {
     let values = get_all(session, &args[1..]).await?;
     reply.array(values.len());
-    for value in values {
-        match value {
-            Some(value) => reply.bulk(&value.data),
-            None => reply.null(),
-        }
+    for value in &values {
+        reply.value(value.as_ref().map(|v| &v.data[..]));
     }
     Ok(())
 }

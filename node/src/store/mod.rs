@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Clock, Hlc, Version};
@@ -37,7 +36,7 @@ use memory::{Removal, count_removal};
 use partition::PartitionMap;
 pub use partition::key_hash;
 pub use record::{MAX_TTL, Record, RecordError, RecordLimits};
-pub use types::{Applied, Precondition, StoreError, StoreStats, Value, Written};
+pub use types::{Applied, Found, Precondition, StoreError, StoreStats, Value, Written};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Buckets per partition digest.
@@ -349,27 +348,35 @@ impl Store {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Value> {
+        self.read(key, |found| found.map(|found| found.to_value()))
+    }
+
+    /// Reads `key` and hands `read` the live entry, if any, without copying its value (the
+    /// RESP listener writes it straight into its reply). `read` runs under the partition's
+    /// lock: it must be short and must not touch the store.
+    pub fn read<R>(&self, key: &[u8], read: impl FnOnce(Option<Found<'_>>) -> R) -> R {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
         let policy = self.shared.config.eviction;
         let mut part = self.lock(key);
         let Some(slot) = part.find(hash, key) else {
             part.counters.misses += 1;
-            return None;
+            return read(None);
         };
         let tick = part.next_tick();
         let entry = part.slot_mut(slot);
         if entry.is_live(now) {
             entry.set_eviction(policy.on_access(entry.eviction(), now, tick));
-            let value = Value {
-                data: Bytes::copy_from_slice(entry.value()),
+            let found = Found {
+                data: entry.value(),
                 version: entry.version(),
                 ttl: entry
                     .expires_at_ms()
                     .map(|at| Duration::from_millis(at - now)),
             };
+            let answer = read(Some(found));
             part.counters.hits += 1;
-            return Some(value);
+            return answer;
         }
         let partition = self.partition_index(key);
         let expired = self.removable(entry, partition, now);
@@ -380,7 +387,7 @@ impl Store {
             drop(part);
             self.release(removed.charge());
         }
-        None
+        read(None)
     }
 
     /// Writes `value` under `key` if `precondition` holds, evicting if the policy allows.

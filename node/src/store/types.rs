@@ -15,6 +15,27 @@ pub struct Value {
     pub ttl: Option<Duration>,
 }
 
+/// A live entry lent by [`super::Store::read`], under its partition's lock: read it
+/// without copying the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub data: &'a [u8],
+    pub version: Version,
+    /// Remaining time to live, if the entry expires.
+    pub ttl: Option<Duration>,
+}
+
+impl Found<'_> {
+    /// The entry as an owned [`Value`] (its data copied).
+    pub fn to_value(&self) -> Value {
+        Value {
+            data: Bytes::copy_from_slice(self.data),
+            version: self.version,
+            ttl: self.ttl,
+        }
+    }
+}
+
 /// A write's condition on the current live entry, checked atomically with the write.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Precondition {
