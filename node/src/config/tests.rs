@@ -69,9 +69,27 @@ fn defaults_match_the_documentation() {
     assert_eq!(config.limits.max_connections, 10_000);
     assert_eq!(config.default_ttl, None);
     assert_eq!(config.grpc_addr.port(), 7071);
+    assert_eq!(config.resp_addr, Some("0.0.0.0:6379".parse().unwrap()));
     assert_eq!(config.membership, MembershipConfig::Single);
     assert_eq!(config.discovery, DiscoveryConfig::Static);
     assert_eq!(config.consistency.read, Consistency::Quorum);
+}
+
+#[test]
+fn the_resp_listener_takes_an_address_or_off() {
+    let config = parse(&["--resp-addr", "127.0.0.1:7379"]).expect("an address");
+    assert_eq!(config.resp_addr, Some("127.0.0.1:7379".parse().unwrap()));
+    assert_eq!(parse(&["--resp-addr", "OFF"]).expect("off").resp_addr, None);
+    let err = parse(&["--resp-addr", "6379"]).expect_err("a port alone");
+    assert!(
+        err.contains("--resp-addr")
+            && err.contains("expected an address such as 0.0.0.0:6379, or off"),
+        "{err}"
+    );
+    // More partitions than Redis Cluster has slots would leave partitions no key maps to.
+    let err = parse(&["--partitions", "16385"]).expect_err("over the slot count");
+    assert!(err.contains("between 1 and 16384"), "{err}");
+    assert!(parse(&["--partitions", "16384"]).is_ok());
 }
 
 #[test]

@@ -82,6 +82,17 @@ fn bad_specs_are_refused_with_a_message_that_says_what_to_fix() {
         message.contains("persistence is not available"),
         "{message}"
     );
+    for ports in [
+        "{respPort: 7070}",
+        "{grpcPort: 6379}",
+        "{httpPort: 8080, grpcPort: 8080}",
+    ] {
+        let message = refusal(&format!("replicas: 3\nservice: {ports}"));
+        assert!(
+            message.contains("httpPort, grpcPort and respPort must be three different ports"),
+            "{ports}: {message}"
+        );
+    }
 }
 
 #[test]
