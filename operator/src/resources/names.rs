@@ -21,6 +21,9 @@ const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The label the EndpointSlice controller puts on a Service's slices.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Tells a cluster's two Services apart (`peers`, `client`): they share every other
+/// label, and a ServiceMonitor that selected both scraped every pod twice.
+pub const SERVICE_ROLE_LABEL: &str = "kache.dev/service";
 
 /// Selects every object the operator owns, across all CacheClusters (for its watches).
 pub fn owned_selector() -> String {

@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
-use super::names::{Names, metadata};
+use super::names::{Names, SERVICE_ROLE_LABEL, metadata};
+use super::service::PEERS_ROLE;
 use crate::crd::CacheCluster;
 
 pub fn network_policy(cc: &CacheCluster) -> Option<NetworkPolicy> {
@@ -67,9 +68,12 @@ pub fn service_monitor(cc: &CacheCluster) -> Option<DynamicObject> {
     let names = Names::of(cc);
     let mut monitor = DynamicObject::new(&names.cluster, &service_monitor_resource());
     monitor.metadata = metadata(cc, names.cluster.clone());
+    // One Service only, so each pod is scraped once (both Services expose `http`).
+    let mut selector = names.selector_labels();
+    selector.insert(SERVICE_ROLE_LABEL.to_owned(), PEERS_ROLE.to_owned());
     monitor.data = serde_json::json!({
         "spec": {
-            "selector": {"matchLabels": names.selector_labels()},
+            "selector": {"matchLabels": selector},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": cc.spec.monitoring.interval}],
         }
     });
@@ -97,5 +101,18 @@ mod tests {
         let monitor = service_monitor(&full).unwrap();
         assert_eq!(monitor.data["spec"]["endpoints"][0]["interval"], "15s");
         assert_eq!(monitor.types.unwrap().kind, "ServiceMonitor");
+        // It selects exactly one of the cluster's two Services: each pod scraped once.
+        let selector = monitor.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+            .clone();
+        let selects = |service: k8s_openapi::api::core::v1::Service| {
+            let labels = service.metadata.labels.unwrap();
+            selector
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        };
+        assert!(selects(crate::resources::service::peer_service(&full)));
+        assert!(!selects(crate::resources::service::client_service(&full)));
     }
 }

@@ -3,15 +3,27 @@
 //! reachable by its peers), and the client one, which routes to ready pods only.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{Names, metadata};
+use super::names::{Names, SERVICE_ROLE_LABEL, metadata};
 use crate::crd::CacheCluster;
+
+/// The value of [`SERVICE_ROLE_LABEL`] on the headless Service: the one Service a
+/// ServiceMonitor scrapes (it lists every pod, syncing ones too).
+pub const PEERS_ROLE: &str = "peers";
+
+fn with_role(mut meta: ObjectMeta, role: &str) -> ObjectMeta {
+    meta.labels
+        .get_or_insert_default()
+        .insert(SERVICE_ROLE_LABEL.to_owned(), role.to_owned());
+    meta
+}
 
 pub fn peer_service(cc: &CacheCluster) -> Service {
     let names = Names::of(cc);
     Service {
-        metadata: metadata(cc, names.peers()),
+        metadata: with_role(metadata(cc, names.peers()), PEERS_ROLE),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_owned()),
             publish_not_ready_addresses: Some(true),
@@ -29,7 +41,7 @@ pub fn peer_service(cc: &CacheCluster) -> Service {
 
 pub fn client_service(cc: &CacheCluster) -> Service {
     let names = Names::of(cc);
-    let mut meta = metadata(cc, names.cluster.clone());
+    let mut meta = with_role(metadata(cc, names.cluster.clone()), "client");
     if !cc.spec.service.annotations.is_empty() {
         meta.annotations
             .get_or_insert_default()
