@@ -312,35 +312,6 @@ async fn sync_failures(cluster: &StaticCluster, i: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until node `i` follows `epoch` with no move in progress and holds nothing it
-/// does not own (a departing node: handed everything off).
-async fn wait_settled(cluster: &StaticCluster, i: usize, epoch: u64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let report: Option<serde_json::Value> = match cluster.nodes[i]
-            .http
-            .get(cluster.nodes[i].url("/v1/cluster"))
-            .send()
-            .await
-        {
-            Ok(response) => response.json().await.ok(),
-            Err(_) => None,
-        };
-        if let Some(report) = &report
-            && report["epoch"] == epoch
-            && report["rebalance"]["active"] == false
-            && report["ownership"]["heldNotOwned"] == 0
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node-{i} did not settle at epoch {epoch}: {report:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
     assert!(
@@ -469,7 +440,7 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
         cluster.write_list(epoch, &[0, 1, 2], &[3]);
         mark(format!("epoch {epoch}: node-3 departing"));
         for i in 0..4 {
-            wait_settled(&cluster, i, epoch).await;
+            cluster.wait_settled(i, epoch).await;
         }
         epoch += 1;
         cluster.write_list(epoch, &[0, 1, 2], &[]);
@@ -477,7 +448,7 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
         faults += 1;
     }
     for i in 0..3 {
-        wait_settled(&cluster, i, epoch).await;
+        cluster.wait_settled(i, epoch).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     *stop.lock().unwrap() = true;

@@ -238,26 +238,6 @@ async fn every_node_serves_the_keyspace_and_describes_its_placement_as_redis_clu
     assert!(info.contains("cluster_known_nodes:3"), "{info}");
 }
 
-/// Waits until node `i` reports `epoch` with nothing moving and nothing held it does not own.
-async fn wait_settled(cluster: &StaticCluster, i: usize, epoch: u64) {
-    for _ in 0..300 {
-        let report: Json = cluster.nodes[i]
-            .get("/v1/cluster")
-            .await
-            .json()
-            .await
-            .unwrap();
-        if report["epoch"] == epoch
-            && report["rebalance"]["active"] == false
-            && report["ownership"]["heldNotOwned"] == 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("node-{i} did not settle at epoch {epoch}");
-}
-
 #[tokio::test]
 async fn a_departed_member_serves_clients_for_half_its_grace_then_exits() {
     let mut cluster = StaticCluster::start_with(
@@ -282,7 +262,7 @@ async fn a_departed_member_serves_clients_for_half_its_grace_then_exits() {
     // operator does.
     cluster.write_list(2, &[0, 1], &[2]);
     for i in 0..3 {
-        wait_settled(&cluster, i, 2).await;
+        cluster.wait_settled(i, 2).await;
     }
     cluster.nodes[2].signal("TERM");
     let stopped = std::time::Instant::now();

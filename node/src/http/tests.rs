@@ -11,39 +11,17 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use super::*;
-use clap::Parser;
-
-use crate::config::{Cli, NodeConfig};
+use crate::config::NodeConfig;
 use crate::store::StoreStats;
+use crate::test_support::small_config;
 
-/// A small node: 8 partitions, 1 MiB, 16-byte keys, 64-byte values, 4 KiB batches.
+/// A small node: see [`small_config`].
 fn config() -> NodeConfig {
     config_with(&[])
 }
 
 fn config_with(extra: &[&str]) -> NodeConfig {
-    let mut args = vec![
-        "kache-node",
-        "--node-id",
-        "test",
-        "--partitions",
-        "8",
-        "--max-memory",
-        "1MiB",
-        "--max-key-bytes",
-        "16",
-        "--max-value-bytes",
-        "64",
-        "--max-batch-bytes",
-        "4KiB",
-        "--shutdown-grace",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    Cli::try_parse_from(args)
-        .expect("valid flags")
-        .into_config()
-        .expect("valid config")
+    small_config(extra)
 }
 
 struct Api {

@@ -6,33 +6,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use clap::Parser as _;
-
-use crate::config::Cli;
 use crate::http::AppState;
+use crate::test_support::small_config;
 
-/// A node of 8 partitions with 16-byte keys, 64-byte values, 4 KiB commands.
+/// A small node (`test_support::small_config`) serving RESP on 127.0.0.1:0.
 async fn node(extra: &[&str]) -> (std::net::SocketAddr, AppState) {
-    let mut args = vec![
-        "kache-node",
-        "--node-id",
-        "test",
-        "--partitions",
-        "8",
-        "--max-memory",
-        "1MiB",
-        "--max-key-bytes",
-        "16",
-        "--max-value-bytes",
-        "64",
-        "--max-batch-bytes",
-        "4KiB",
-    ];
-    args.extend_from_slice(extra);
-    let config = Cli::try_parse_from(args)
-        .expect("valid flags")
-        .into_config()
-        .expect("valid config");
+    let config = small_config(extra);
     let state = AppState::single_node(&config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");

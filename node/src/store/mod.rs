@@ -358,7 +358,8 @@ impl Store {
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
         let policy = self.shared.config.eviction;
-        let mut part = self.lock(key);
+        let partition = self.partition_index(key);
+        let mut part = self.shared.partitions[partition].lock();
         let Some(slot) = part.find(hash, key) else {
             part.counters.misses += 1;
             return read(None);
@@ -378,7 +379,6 @@ impl Store {
             part.counters.hits += 1;
             return answer;
         }
-        let partition = self.partition_index(key);
         let expired = self.removable(entry, partition, now);
         part.counters.misses += 1;
         if expired {

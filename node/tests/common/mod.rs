@@ -420,6 +420,35 @@ impl StaticCluster {
         std::fs::rename(tmp, file).unwrap();
     }
 
+    /// Waits (up to 90 s) until node `i` follows `epoch` with no move in progress and
+    /// holds nothing it does not own (a departing node: handed everything off).
+    pub async fn wait_settled(&self, i: usize, epoch: u64) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let report: Option<Json> = match self.nodes[i]
+                .http
+                .get(self.nodes[i].url("/v1/cluster"))
+                .send()
+                .await
+            {
+                Ok(response) => response.json().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(report) = &report
+                && report["epoch"] == epoch
+                && report["rebalance"]["active"] == false
+                && report["ownership"]["heldNotOwned"] == 0
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-{i} did not settle at epoch {epoch}: {report:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Keys whose first-ranked owner is `owner`.
     pub async fn keys_owned_by(&self, owner: &str, count: usize) -> Vec<String> {
         let mut keys = Vec::new();
