@@ -41,9 +41,19 @@ pub const READ_CONSISTENCY: &str = "KACHE_READ_CONSISTENCY";
 pub const WRITE_CONSISTENCY: &str = "KACHE_WRITE_CONSISTENCY";
 pub const WORKER_THREADS: &str = "KACHE_WORKER_THREADS";
 pub const SHUTDOWN_GRACE: &str = "KACHE_SHUTDOWN_GRACE";
+/// A directory for the append-only log and snapshots; unset or empty keeps nothing on disk.
+pub const DATA_DIR: &str = "KACHE_DATA_DIR";
+/// When the log reaches the disk: `always` (before a write is acknowledged), `everysec`
+/// or `no` (when the kernel flushes).
+pub const FSYNC: &str = "KACHE_FSYNC";
+/// A duration: how often the node writes a snapshot and compacts its log.
+pub const SNAPSHOT_INTERVAL: &str = "KACHE_SNAPSHOT_INTERVAL";
+/// The cluster's identity (the CacheCluster's UID), recorded in the data dir so a volume
+/// of another cluster is never loaded.
+pub const CLUSTER_ID: &str = "KACHE_CLUSTER_ID";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 33] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -73,6 +83,10 @@ pub const ALL: [&str; 29] = [
     WRITE_CONSISTENCY,
     WORKER_THREADS,
     SHUTDOWN_GRACE,
+    DATA_DIR,
+    FSYNC,
+    SNAPSHOT_INTERVAL,
+    CLUSTER_ID,
 ];
 
 #[cfg(test)]
