@@ -26,6 +26,7 @@ pub mod store;
 mod test_support;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,6 +41,7 @@ use crate::config::{MembershipConfig, NodeConfig};
 use crate::http::AppState;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::Store;
+use crate::store::persist::{PersistError, Persistence};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +53,8 @@ pub enum Error {
     Discovery(#[from] DiscoveryError),
     #[error("no Kubernetes client configuration (in-cluster or KUBECONFIG)")]
     Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +79,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let store = Store::new(config.store.clone());
+    // The data dir is loaded before anything is served (the listeners queue connections
+    // meanwhile), so no client or peer sees a half-loaded store.
+    let persistence = match config.persistence.clone() {
+        Some(persist) => {
+            let loading = store.clone();
+            let opened = tokio::task::spawn_blocking(move || Persistence::open(&persist, &loading))
+                .await
+                .map_err(|err| PersistError::Io {
+                    what: "loading",
+                    dir: std::path::PathBuf::new(),
+                    source: std::io::Error::other(err),
+                })??;
+            Some(opened)
+        }
+        None => None,
+    };
+    let _snapshots = persistence
+        .as_ref()
+        .map(|p| AbortOnDrop(p.spawn_snapshots(store.clone())));
+    let loaded = persistence
+        .as_ref()
+        .map(|_| store.partitions_holding_data())
+        .unwrap_or_default();
     let _sweeper = store.spawn_active_expiry();
     let resp_port = listeners
         .resp
@@ -84,13 +111,13 @@ pub async fn run(
     let identity = Identity::new(config.store.node_id.clone()).with_resp_port(resp_port);
     // Background tasks of a cluster member; aborted when `run` returns.
     let (cluster, _background) = if config.membership.is_cluster() {
-        member(&config, store, identity).await?
+        member(&config, store, identity, loaded).await?
     } else {
         let single = Cluster::single(store, identity, config.consistency);
         (single, Vec::new())
     };
     let lifecycle = cluster.lifecycle().clone();
-    let state = AppState::new(cluster.clone(), &config);
+    let state = AppState::new(cluster.clone(), &config).with_persistence(persistence.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -105,6 +132,7 @@ pub async fn run(
         stopping(stop_rx.clone()),
         &lifecycle,
         drain,
+        persistence.clone(),
         grace,
         drained_tx,
     );
@@ -158,6 +186,10 @@ pub async fn run(
         }
     }
     lifecycle.advance(Phase::Stopped);
+    if let Some(persistence) = persistence {
+        // Whatever the log holds reaches the disk before the process exits.
+        let _ = tokio::task::spawn_blocking(move || persistence.close()).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -175,6 +207,7 @@ fn drain_then_stop(
     stop: impl Future<Output = ()> + Send + 'static,
     lifecycle: &Lifecycle,
     drain: Option<Cluster>,
+    persistence: Option<Arc<Persistence>>,
     grace: std::time::Duration,
     drained: watch::Sender<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -187,18 +220,38 @@ fn drain_then_stop(
             // the requests still in flight afterwards.
             tracing::info!("draining: handing off partitions this node alone owns");
             match tokio::time::timeout(grace.mul_f64(0.75), cluster.drain()).await {
-                Ok(drained) => tracing::info!(
-                    partitions = drained.partitions,
-                    records = drained.records,
-                    failed = drained.failed,
-                    "drained"
-                ),
+                Ok(drained) => {
+                    tracing::info!(
+                        partitions = drained.partitions,
+                        records = drained.records,
+                        failed = drained.failed,
+                        "drained"
+                    );
+                    if drained.failed == 0 {
+                        mark_if_departed(&cluster, persistence.as_deref());
+                    }
+                }
                 Err(_) => tracing::warn!(?grace, "drain did not finish in time"),
             }
             linger_if_departed(&cluster, grace).await;
         }
         let _ = drained.send(true);
         tracing::info!("shutting down: accepting nothing new, finishing in-flight requests");
+    }
+}
+
+/// A member that has left the cluster (departing or no longer listed) and handed off
+/// everything marks its data dir so that no later start loads it: the cluster has moved
+/// on, and that data would bring back keys deleted since and values overwritten since.
+/// (In Kubernetes, the StatefulSet deletes the volume of a member scaled away, too.)
+fn mark_if_departed(cluster: &Cluster, persistence: Option<&Persistence>) {
+    let Some(persistence) = persistence else {
+        return;
+    };
+    if cluster.has_list()
+        && cluster.view().role_of(cluster.node_id()) != crate::cluster::Role::Member
+    {
+        persistence.mark_departed();
     }
 }
 
@@ -228,6 +281,7 @@ async fn member(
     config: &NodeConfig,
     store: Store,
     identity: Identity,
+    loaded: Vec<u32>,
 ) -> Result<(Cluster, Vec<AbortOnDrop>)> {
     let rules = config.list_rules();
     let mut client = None;
@@ -257,6 +311,7 @@ async fn member(
     tasks.extend(discovery_task.map(AbortOnDrop));
     let list = lists.borrow().clone();
     let cluster = Cluster::new(store, identity, list, config.consistency, discovery);
+    cluster.loaded_from_disk(loaded);
     cluster.started();
     tasks.push(AbortOnDrop(cluster.follow(lists)));
     // A (re)started member serves as a replica only once it has a member list and holds

@@ -222,7 +222,7 @@ impl Cluster {
                 }
             }
             if !waiting {
-                return copy_found;
+                return copy_found || self.loaded_locally(partition);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -307,6 +307,15 @@ impl Cluster {
             .map_err(|_| idle())??
         {
             self.apply_chunk(&member.id, partition, chunk, &mut pulled)?;
+        }
+        if pulled.stored > 0 {
+            // With a data dir, what was pulled is in the log before this node says it
+            // holds the partition (the source may drop its copy then).
+            self.inner
+                .store
+                .flushed()
+                .await
+                .map_err(|err| Status::unavailable(err.to_string()))?;
         }
         Ok(pulled)
     }

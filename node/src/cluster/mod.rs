@@ -134,6 +134,10 @@ struct Inner {
     /// id. A parking_lot mutex: one insert per peer request, never held across `.await`.
     resp_ports: Mutex<HashMap<String, u16>>,
     write_order: requests::WriteOrder,
+    /// Partitions this node loaded data of from its data dir at start, sorted: a copy of
+    /// their data, for the startup sync. A parking_lot mutex, set once before the sync
+    /// and read by it.
+    loaded: Mutex<Vec<u32>>,
 }
 
 impl Cluster {
@@ -179,8 +183,22 @@ impl Cluster {
                 defaults,
                 resp_ports: Mutex::default(),
                 write_order: requests::WriteOrder::default(),
+                loaded: Mutex::default(),
             }),
         }
+    }
+
+    /// Records the partitions this node loaded data of from its data dir. When every
+    /// member restarts at once, nobody is a sync source, and each keeps what it loaded
+    /// (anti-entropy then reconciles the replicas); these partitions are not reported as
+    /// lost.
+    pub fn loaded_from_disk(&self, mut partitions: Vec<u32>) {
+        partitions.sort_unstable();
+        *self.inner.loaded.lock() = partitions;
+    }
+
+    fn loaded_locally(&self, partition: u32) -> bool {
+        self.inner.loaded.lock().binary_search(&partition).is_ok()
     }
 
     pub fn store(&self) -> &Store {

@@ -183,6 +183,7 @@ impl Cluster {
                 self.inner.store.put(key, value, ttl, precondition)
             })?;
             if let Some(written) = alone {
+                self.inner.store.durable().await?;
                 return Ok(written);
             }
         }
@@ -235,6 +236,7 @@ impl Cluster {
             let alone =
                 self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
             if alone.is_some() {
+                self.inner.store.durable().await?;
                 return Ok(());
             }
         }
@@ -484,9 +486,16 @@ impl Cluster {
             match &target.replica {
                 Replica::Local => {
                     match self.admit(partition, targets.epoch, || self.inner.store.apply(&record)) {
-                        Admission::Done(Some(Ok(Applied::Stored))) | Admission::NotOwner => {
-                            tally.ack(groups);
+                        Admission::Done(Some(Ok(Applied::Stored))) => {
+                            // Under `--fsync always` this copy counts once it is on
+                            // disk; before the remote calls, so it costs one sync (shared
+                            // with every write meanwhile) plus the round trip.
+                            match self.inner.store.durable().await {
+                                Ok(()) => tally.ack(groups),
+                                Err(err) => errors.push(format!("{node_id}: {err}")),
+                            }
                         }
+                        Admission::NotOwner => tally.ack(groups),
                         Admission::Done(Some(Ok(Applied::Stale))) => {
                             let held = self.inner.store.get_record(&record.key);
                             match held {

@@ -15,6 +15,7 @@ use super::error::AppError;
 use crate::cluster::ClusterReport;
 use crate::lifecycle::Phase;
 use crate::store::StoreStats;
+use crate::store::persist::PersistReport;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -27,6 +28,9 @@ pub struct StatsBody {
     resident_memory_bytes: Option<u64>,
     #[serde(flatten)]
     store: StoreStats,
+    /// The data dir's state and counters, with `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistence: Option<PersistReport>,
 }
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
@@ -35,6 +39,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         uptime_seconds: state.uptime().as_secs(),
         resident_memory_bytes: resident_memory_bytes(),
         store: state.store().stats(),
+        persistence: state.persistence().map(|p| p.report()),
     })
 }
 
@@ -184,6 +189,9 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
         ),
     ];
     samples.extend(connection_and_clock_samples(state));
+    if let Some(persistence) = state.persistence() {
+        samples.extend(persistence_samples(&persistence.report()));
+    }
     if let Some(rss) = resident_memory_bytes() {
         samples.push((
             "process_resident_memory_bytes",
@@ -193,6 +201,90 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
         ));
     }
     samples
+}
+
+/// The data dir (`--data-dir`): the log, snapshots, and what the start found.
+fn persistence_samples(report: &PersistReport) -> [Sample; 13] {
+    [
+        (
+            "kache_persist_log_bytes_total",
+            "counter",
+            "Bytes written to the append-only log.",
+            report.log_bytes,
+        ),
+        (
+            "kache_persist_fsyncs_total",
+            "counter",
+            "Syncs of the append-only log.",
+            report.fsyncs,
+        ),
+        (
+            "kache_persist_log_failures_total",
+            "counter",
+            "Log writes or syncs that failed (a full disk); writes are refused until one succeeds.",
+            report.log_failures,
+        ),
+        (
+            "kache_persist_failing",
+            "gauge",
+            "1 while the data dir refuses writes.",
+            u64::from(report.failure.is_some()),
+        ),
+        (
+            "kache_persist_snapshots_total",
+            "counter",
+            "Snapshots written.",
+            report.snapshots,
+        ),
+        (
+            "kache_persist_snapshot_failures_total",
+            "counter",
+            "Snapshots that failed.",
+            report.snapshot_failures,
+        ),
+        (
+            "kache_persist_snapshot_bytes",
+            "gauge",
+            "Size of the last snapshot.",
+            report.snapshot_bytes,
+        ),
+        (
+            "kache_persist_generation",
+            "gauge",
+            "Generation of the log being written.",
+            report.generation,
+        ),
+        (
+            "kache_persist_records_loaded",
+            "gauge",
+            "Records loaded from the data dir at start.",
+            report.records_loaded,
+        ),
+        (
+            "kache_persist_load_milliseconds",
+            "gauge",
+            "How long loading the data dir took at start.",
+            report.load_ms,
+        ),
+        (
+            "kache_persist_torn_tails_total",
+            "counter",
+            "Logs found ending in a torn or corrupt write at start, truncated there.",
+            report.torn_tails,
+        ),
+        (
+            "kache_persist_corrupt_snapshots_total",
+            "counter",
+            "Snapshots found corrupt at start and set aside (not loaded).",
+            report.corrupt_snapshots,
+        ),
+        (
+            "kache_persist_discarded_total",
+            "counter",
+            "Data dirs discarded at start: another cluster or member, or a member that had left.",
+            report.discarded,
+        ),
+    ]
 }
 
 /// Client HTTP connections and how this node's clock compares with its peers'.

@@ -33,6 +33,7 @@ use crate::cluster::wire::Identity;
 use crate::config::{Limits, NodeConfig};
 use crate::lifecycle::Phase;
 use crate::store::Store;
+use crate::store::persist::Persistence;
 
 /// Per-request state: the cluster (and through it the store) plus what the handlers need
 /// of the config.
@@ -40,6 +41,8 @@ use crate::store::Store;
 pub struct AppState {
     pub cluster: Cluster,
     shared: Arc<Shared>,
+    /// The data dir, with `--data-dir`: its counters for `/v1/stats` and `/metrics`.
+    persistence: Option<Arc<Persistence>>,
 }
 
 #[derive(Debug)]
@@ -63,7 +66,19 @@ impl AppState {
                 responses: Default::default(),
                 connections: Arc::new(serve::Connections::new(config.limits.max_connections)),
             }),
+            persistence: None,
         }
+    }
+
+    /// Reports the data dir's counters too.
+    #[must_use]
+    pub fn with_persistence(mut self, persistence: Option<Arc<Persistence>>) -> Self {
+        self.persistence = persistence;
+        self
+    }
+
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
     }
 
     /// State for a node serving alone (a cluster of one), as `run` builds without a

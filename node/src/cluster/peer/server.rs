@@ -109,7 +109,7 @@ impl PeerService {
         chunk::max_message_bytes(self.store().limits())
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         self.cluster.store()
     }
 }
@@ -199,7 +199,15 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
-        self.serve_apply(request.into_inner()).map(Response::new)
+        let reply = self.serve_apply(request.into_inner())?;
+        if reply.applied > 0 {
+            // Under `--fsync always`, acknowledged only once on disk.
+            self.store()
+                .durable()
+                .await
+                .map_err(|err| Status::unavailable(err.to_string()))?;
+        }
+        Ok(Response::new(reply))
     }
 }
 

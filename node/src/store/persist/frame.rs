@@ -20,7 +20,10 @@ use crate::store::Record;
 pub const FORMAT: u32 = 1;
 pub const LOG_MAGIC: &[u8; 8] = b"KACHELOG";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KACHESNP";
-pub const HEADER_LEN: u64 = 20;
+/// A file's header: magic, format and generation.
+pub const HEADER_BYTES: usize = 20;
+/// The same, as a file offset.
+pub const HEADER_LEN: u64 = HEADER_BYTES as u64;
 /// Frame header: length and checksum.
 const FRAME_HEADER: usize = 8;
 /// A record payload without key and value.
@@ -41,8 +44,8 @@ pub enum Frame {
     End { records: u64 },
 }
 
-pub fn header(magic: &[u8; 8], generation: u64) -> [u8; HEADER_LEN as usize] {
-    let mut header = [0; HEADER_LEN as usize];
+pub fn header(magic: &[u8; 8], generation: u64) -> [u8; HEADER_BYTES] {
+    let mut header = [0; HEADER_BYTES];
     header[..8].copy_from_slice(magic);
     header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
     header[12..].copy_from_slice(&generation.to_le_bytes());
@@ -110,7 +113,7 @@ pub enum HeaderError {
 
 /// Reads and checks a header; returns the file's generation.
 pub fn read_header(bytes: &[u8], magic: &[u8; 8], kind: &'static str) -> Result<u64, HeaderError> {
-    if bytes.len() < HEADER_LEN as usize || &bytes[..8] != magic {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != magic {
         return Err(HeaderError::Magic(kind));
     }
     let format = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);

@@ -272,7 +272,7 @@ fn read_frames(
     mut take: impl FnMut(Frame),
 ) -> Result<u64, ReadError> {
     let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut header = [0; HEADER_LEN as usize];
+    let mut header = [0; frame::HEADER_BYTES];
     let read = input.read(&mut header)?;
     let kind = if magic == LOG_MAGIC {
         "log"

@@ -52,6 +52,10 @@ enum Closed {
     Unexpected(Kind),
     #[error("preface {0:?} is not a lean preface of a version this node speaks")]
     Preface(Vec<u8>),
+    /// Writes were applied but the data dir did not take them: their answers are not
+    /// sent (the coordinator counts the replica as failed, an unknown outcome).
+    #[error(transparent)]
+    Durable(#[from] crate::store::StoreError),
 }
 
 impl LeanServer {
@@ -106,26 +110,41 @@ impl LeanServer {
             if read == 0 {
                 return Ok(());
             }
+            // Whether answers in the outbox acknowledge writes, which under
+            // `--fsync always` go out only once the log holding them is synced: one sync
+            // for every write in the batch.
+            let mut stored = false;
             while let Some(frame) = frame::decode(&mut inbox, self.max_message)? {
-                self.answer(frame, &mut outbox)?;
+                stored |= self.answer(frame, &mut outbox)?;
                 if outbox.len() >= FLUSH_AT {
+                    if std::mem::take(&mut stored) {
+                        self.service.store().durable().await?;
+                    }
                     write(stream, &mut outbox).await?;
                 }
+            }
+            if stored {
+                self.service.store().durable().await?;
             }
             write(stream, &mut outbox).await?;
         }
     }
 
-    /// Appends the answer to one request frame to `outbox`.
-    fn answer(&self, frame: Frame, outbox: &mut BytesMut) -> Result<(), Closed> {
+    /// Appends the answer to one request frame to `outbox`. Returns whether it
+    /// acknowledges a stored write.
+    fn answer(&self, frame: Frame, outbox: &mut BytesMut) -> Result<bool, Closed> {
         let id = frame.id;
+        let mut stored = false;
         let answered = match frame.kind {
             Kind::Get => decode(frame.body)
                 .and_then(|request| self.service.serve_get(&request))
                 .and_then(|reply| self.encode_reply(outbox, id, &reply)),
             Kind::Apply => decode(frame.body)
                 .and_then(|request| self.service.serve_apply(request))
-                .and_then(|reply| self.encode_reply(outbox, id, &reply)),
+                .and_then(|reply| {
+                    stored = reply.applied > 0;
+                    self.encode_reply(outbox, id, &reply)
+                }),
             Kind::Ping => {
                 frame::encode_empty(outbox, id, Kind::Pong);
                 Ok(())
@@ -137,7 +156,7 @@ impl LeanServer {
         if let Err(status) = answered {
             frame::encode_error(outbox, id, &status);
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Appends `reply`, or the error gRPC gives an answer over the message limit.
