@@ -98,10 +98,13 @@ pub async fn run(
     let _snapshots = persistence
         .as_ref()
         .map(|p| AbortOnDrop(p.spawn_snapshots(store.clone())));
-    let loaded = persistence
-        .as_ref()
-        .map(|_| store.partitions_holding_data())
-        .unwrap_or_default();
+    // The partitions the data dir gave this node a copy of: every one when the dir was
+    // its own and loaded whole (an empty partition was empty), else those with data.
+    let loaded = match &persistence {
+        Some(p) if p.recovered().intact => (0..store.partition_count()).collect(),
+        Some(_) => store.partitions_holding_data(),
+        None => Vec::new(),
+    };
     let _sweeper = store.spawn_active_expiry();
     let resp_port = listeners
         .resp

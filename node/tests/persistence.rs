@@ -518,6 +518,18 @@ async fn a_whole_cluster_sigkilled_at_once_comes_back_with_every_acknowledged_wr
     for node in &cluster.nodes {
         node.wait_ready(Duration::from_secs(60));
     }
+    // Each loaded its own dir whole: nothing is reported lost.
+    for node in &cluster.nodes {
+        let report: serde_json::Value = node.get("/v1/cluster").await.json().await.unwrap();
+        // Absent when empty.
+        assert!(
+            report["node"]["partitionsWithoutCopy"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "a member that loaded its own dir reports no partition lost: {}",
+            report["node"]
+        );
+    }
     // Quorum reads through every node: each sees what was acknowledged.
     for node in &cluster.nodes {
         let verdict = check(&history, node, killed_at).await;

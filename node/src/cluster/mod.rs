@@ -188,8 +188,8 @@ impl Cluster {
         }
     }
 
-    /// Records the partitions this node loaded data of from its data dir. When every
-    /// member restarts at once, nobody is a sync source, and each keeps what it loaded
+    /// Records the partitions this node's data dir gave it a copy of. When every member
+    /// restarts at once, nobody is a sync source, and each keeps what it loaded
     /// (anti-entropy then reconciles the replicas); these partitions are not reported as
     /// lost.
     pub fn loaded_from_disk(&self, mut partitions: Vec<u32>) {

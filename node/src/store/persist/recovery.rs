@@ -43,6 +43,9 @@ pub struct Recovered {
     pub log_bytes: u64,
     /// Why the dir's data was discarded, if it was.
     pub discarded: Option<String>,
+    /// The dir was this member's already, and everything in it loaded: the store is as
+    /// the node left it, empty partitions included.
+    pub intact: bool,
 }
 
 /// Loads `config.dir` into `store` (which must not log yet).
@@ -112,6 +115,7 @@ pub fn recover(
         recovered.away = None;
     } else {
         load(dir, &listing, store, stats, &mut recovered)?;
+        recovered.intact = meta.is_some() && !recovered.incomplete;
     }
     if meta.as_ref() != Some(&wanted) || recovered.discarded.is_some() {
         files::write_meta(dir, &wanted).map_err(io_err("writing kache.meta"))?;

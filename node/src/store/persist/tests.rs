@@ -94,6 +94,7 @@ async fn writes_deletes_and_expiries_survive_a_restart() {
         .expect("the tombstone is loaded");
     assert!(tombstone.tombstone);
     assert!(!persistence.recovered().incomplete);
+    assert!(persistence.recovered().intact, "its own dir, loaded whole");
     assert_eq!(persistence.report().records_loaded, 6);
     persistence.close();
 }
@@ -235,6 +236,7 @@ async fn a_corrupt_snapshot_is_set_aside_and_the_load_marked_incomplete() {
     fs::write(&snapshot, bytes).unwrap();
     let (store, persistence) = open(&config);
     assert!(persistence.recovered().incomplete);
+    assert!(!persistence.recovered().intact);
     assert_eq!(persistence.report().corrupt_snapshots, 1);
     assert_eq!(
         value(&store, "key-7"),
