@@ -19,6 +19,7 @@ use crate::cluster::discovery::dns::DnsNames;
 use crate::cluster::membership::{ListRules, MemberList, ReplicationFactor};
 use crate::cluster::{Consistency, Defaults};
 use crate::store::entry::MAX_KEY_LEN;
+use crate::store::persist::{FsyncPolicy, PersistConfig};
 use crate::store::{EvictionPolicy, RecordLimits, StoreConfig};
 
 /// The most partitions a cluster may have: one per Redis Cluster hash slot (each partition
@@ -160,6 +161,25 @@ pub struct Cli {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = env::SHUTDOWN_GRACE, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Keep an append-only log and snapshots in this directory and load them at start;
+    /// unset or empty keeps nothing on disk. See docs/operations.md#persistence.
+    #[arg(long, env = env::DATA_DIR)]
+    pub data_dir: Option<PathBuf>,
+
+    /// When logged writes reach the disk: always (before a write is acknowledged),
+    /// everysec (at most about a second is lost to a crash) or no (the kernel decides).
+    #[arg(long, env = env::FSYNC, default_value = "everysec")]
+    pub fsync: FsyncPolicy,
+
+    /// How often the node writes a snapshot of its data and drops the log before it.
+    #[arg(long, env = env::SNAPSHOT_INTERVAL, default_value = "5m", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
+
+    /// The cluster this node's data belongs to (the CacheCluster's UID in Kubernetes),
+    /// recorded in --data-dir: data of another cluster is never loaded.
+    #[arg(long, env = env::CLUSTER_ID, default_value = "")]
+    pub cluster_id: String,
 }
 
 /// How members' peer addresses are found.
@@ -232,6 +252,8 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// `None`: one per available CPU.
     pub worker_threads: Option<usize>,
+    /// `None`: nothing on disk (`--data-dir` unset).
+    pub persistence: Option<PersistConfig>,
 }
 
 /// `--resp-addr`: a socket address, or `off`.
@@ -303,6 +325,8 @@ pub enum ConfigError {
     PeerPort,
     #[error("--namespace is required for {0}: {POD_NAMESPACE_FILE} cannot be read (not in a pod?)")]
     Namespace(&'static str),
+    #[error("--snapshot-interval must be at least 1s, got {0:?}")]
+    SnapshotInterval(Duration),
 }
 
 impl Cli {
@@ -379,6 +403,9 @@ impl Cli {
         if let Some(threads) = self.worker_threads.filter(|t| !(1..=1024).contains(t)) {
             return Err(ConfigError::WorkerThreads(threads));
         }
+        if self.snapshot_interval < Duration::from_secs(1) {
+            return Err(ConfigError::SnapshotInterval(self.snapshot_interval));
+        }
         let node_id = match self.node_id.clone().filter(|id| !id.trim().is_empty()) {
             Some(id) => id,
             None => host_name().ok_or(ConfigError::NodeId)?,
@@ -386,6 +413,17 @@ impl Cli {
         let discovery = self.discovery_config(|| read_namespace(Path::new(POD_NAMESPACE_FILE)))?;
         let membership =
             self.membership_config(&discovery, || read_namespace(Path::new(POD_NAMESPACE_FILE)))?;
+        let persistence = self
+            .data_dir
+            .clone()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| PersistConfig {
+                dir,
+                fsync: self.fsync,
+                snapshot_interval: self.snapshot_interval,
+                cluster_id: self.cluster_id.clone(),
+                member: node_id.clone(),
+            });
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
             resp_addr: self.resp_addr.0,
@@ -418,6 +456,7 @@ impl Cli {
             default_ttl: self.default_ttl,
             shutdown_grace: self.shutdown_grace,
             worker_threads: self.worker_threads,
+            persistence,
         })
     }
 }

@@ -68,9 +68,11 @@ impl AppError {
             }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Store(StoreError::PreconditionFailed) => StatusCode::PRECONDITION_FAILED,
-            Self::Store(StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }) => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
+            Self::Store(
+                StoreError::EntryTooLarge { .. }
+                | StoreError::OutOfMemory { .. }
+                | StoreError::Disk(_),
+            ) => StatusCode::INSUFFICIENT_STORAGE,
             Self::ShuttingDown
             | Self::ClockOutOfBounds(_)
             | Self::Syncing
@@ -89,9 +91,11 @@ impl AppError {
             Self::NoRoute(_) => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Store(StoreError::PreconditionFailed) => "precondition_failed",
-            Self::Store(StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }) => {
-                "insufficient_storage"
-            }
+            Self::Store(
+                StoreError::EntryTooLarge { .. }
+                | StoreError::OutOfMemory { .. }
+                | StoreError::Disk(_),
+            ) => "insufficient_storage",
             Self::ShuttingDown => "shutting_down",
             Self::ClockOutOfBounds(_) => "clock_out_of_bounds",
             Self::Syncing => "syncing",

@@ -3,6 +3,8 @@
 //!
 //! - `ERR …`: bad input (wrong arity, syntax, not an integer, over a limit). Nothing changed.
 //! - `OOM …`: the write does not fit under `--max-memory` (HTTP's 507). Nothing changed.
+//! - `MISCONF …`: the data dir refuses writes (a full disk; HTTP's 507), as Redis answers
+//!   when it cannot write its AOF. Nothing changed; reads go on.
 //! - `TRYAGAIN …`: too few replicas answered, or this node cannot take writes now (HTTP's
 //!   503). Redis Cluster clients retry it by themselves. A write answered `TRYAGAIN` has an
 //!   unknown outcome: some replicas may have stored it, and the message says so.
@@ -65,6 +67,9 @@ impl RespError {
             ClusterError::Store(
                 store @ (StoreError::EntryTooLarge { .. } | StoreError::OutOfMemory { .. }),
             ) => Self::OutOfMemory(store.to_string()),
+            ClusterError::Store(StoreError::Disk(message)) => {
+                Self::Coded(format!("MISCONF {message}"))
+            }
             ClusterError::Store(store) => Self::Err(store.to_string()),
             err @ (ClusterError::Unavailable { .. }
             | ClusterError::Superseded { .. }

@@ -6,6 +6,7 @@
 //! - [`eviction`]: sampled LRU/LFU.
 //! - [`expiry`]: the bounded background sweep that removes expired entries.
 //! - [`buffer`]: partition data in flight (migration buffers), charged under the same bound.
+//! - [`persist`]: the append-only log and snapshots of `--data-dir`, loaded at start.
 //!
 //! A key's partition is its Redis Cluster hash slot's ([`slot`]): protocol, the same on
 //! every member. Partitions are the unit that moves between nodes. Each partition has its own lock, so with 271
@@ -17,12 +18,13 @@ mod eviction;
 mod expiry;
 mod memory;
 mod partition;
+pub mod persist;
 mod record;
 pub mod slot;
 mod types;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -35,6 +37,7 @@ pub use memory::{BufferGuard, NoBufferRoom};
 use memory::{Removal, count_removal};
 use partition::PartitionMap;
 pub use partition::key_hash;
+use persist::Log;
 pub use record::{MAX_TTL, Record, RecordError, RecordLimits};
 pub use types::{Applied, Found, Precondition, StoreError, StoreStats, Value, Written};
 use xxhash_rust::xxh3::Xxh3;
@@ -116,6 +119,10 @@ struct Shared {
     /// at expiry; a cluster member holds them (0) until every co-owner is known to have
     /// no older copy left to resurrect (see `Store::hold_tombstones`).
     tombstone_horizons: Box<[AtomicU64]>,
+    /// The append-only log of `--data-dir`, once loading is done (set once; a store
+    /// without persistence never has one). Every change is appended under its
+    /// partition's lock, so the log holds one partition's changes in the order made.
+    log: OnceLock<Log>,
 }
 
 /// What a write decides after seeing the current entry.
@@ -152,12 +159,55 @@ impl Store {
                 clock: Clock::new(),
                 hlc,
                 tombstone_horizons,
+                log: OnceLock::new(),
             }),
         }
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.shared.config
+    }
+
+    /// How many partitions the store has.
+    pub fn partition_count(&self) -> u32 {
+        u32::try_from(self.shared.partitions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Logs every change from now on to `log` (once the data dir is loaded). A second
+    /// log is ignored.
+    pub fn attach_log(&self, log: Log) {
+        let _ = self.shared.log.set(log);
+    }
+
+    fn log(&self) -> Option<&Log> {
+        self.shared.log.get()
+    }
+
+    /// Completes once the changes this store made so far are as durable as the fsync
+    /// policy promises before an acknowledgement (on disk under `always`); at once
+    /// without persistence. A write is acknowledged only after this succeeds.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        match self.log() {
+            Some(log) => log.durable().await.map_err(StoreError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`Store::durable`], whatever the policy: written, and synced if the policy
+    /// syncs at all. For hand-offs, whose source drops its copy afterwards.
+    pub async fn flushed(&self) -> Result<(), StoreError> {
+        match self.log() {
+            Some(log) => log.flushed().await.map_err(StoreError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a change while the data dir cannot take it.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self.log() {
+            Some(log) => log.writable().map_err(StoreError::from),
+            None => Ok(()),
+        }
     }
 
     /// The store's clock: Unix ms, monotonic.
@@ -316,6 +366,9 @@ impl Store {
             return;
         };
         let mut part = part.lock();
+        if let Some(log) = self.log() {
+            log.append_drop(partition);
+        }
         let (bytes, tombstones) = part.clear();
         part.counters.tombstones -= tombstones;
         drop(part);
@@ -436,12 +489,30 @@ impl Store {
     /// Stores a record from another node if it is newer than what this node holds (last
     /// writer wins, tombstones included). Idempotent: applying it twice changes nothing.
     pub fn apply(&self, record: &Record) -> Result<Applied, StoreError> {
+        self.apply_record(record, false)
+    }
+
+    /// Stores a record loaded from the data dir: as [`Store::apply`], except that an
+    /// expired tombstone is kept even with nothing to shadow yet. The load is in log
+    /// order, and a cluster member holds expired tombstones until its co-owners are known
+    /// to have no older copy (see [`Store::hold_tombstones`]): dropping them at load
+    /// would let such a copy come back.
+    pub fn restore(&self, record: &Record) -> Result<Applied, StoreError> {
+        self.apply_record(record, true)
+    }
+
+    fn apply_record(
+        &self,
+        record: &Record,
+        keep_expired_tombstone: bool,
+    ) -> Result<Applied, StoreError> {
         self.shared.hlc.observe(record.version);
         let now = self.shared.clock.now_ms();
         let expired = record.expires_at_ms != 0 && record.expires_at_ms <= now;
         if expired && !record.tombstone {
             return Ok(Applied::Stale);
         }
+        let expired = expired && !keep_expired_tombstone;
         let policy = self.shared.config.eviction;
         let outcome = self.write(&record.key, &record.value, |current, now, tick| {
             Ok(match current {
@@ -473,6 +544,7 @@ impl Store {
         value: &[u8],
         mut decide: impl FnMut(Option<&Entry>, u64, u32) -> Result<Decision, StoreError>,
     ) -> Result<WriteOutcome, StoreError> {
+        self.check_writable()?;
         let hash = key_hash(key);
         let charge = Entry::charge_for(key.len(), value.len());
         let max_memory = self.shared.config.max_memory;
@@ -537,6 +609,9 @@ impl Store {
             if meta.tombstone {
                 part.counters.tombstones += 1;
             }
+            if let Some(log) = self.log() {
+                log.append_record(key, value, meta.version, meta.expires_at_ms, meta.tombstone);
+            }
             drop(part);
             // Net effect on `used_bytes`: exactly `charge - freed`.
             self.release(reserved - needed + freed.saturating_sub(charge));
@@ -552,6 +627,7 @@ impl Store {
 
     /// Deletes a live key, leaving a tombstone for the configured grace period.
     pub fn delete(&self, key: &[u8], precondition: &Precondition) -> Result<Version, StoreError> {
+        self.check_writable()?;
         let hash = key_hash(key);
         let now = self.shared.clock.now_ms();
         let mut part = self.lock(key);
@@ -566,6 +642,10 @@ impl Store {
         };
         let version = self.shared.hlc.next(now);
         let lifetime = self.shared.config.limits.tombstone_ttl;
+        let expires_at_ms = record::tombstone_expiry(now, lifetime);
+        if let Some(log) = self.log() {
+            log.append_record(key, &[], version, expires_at_ms, true);
+        }
         let (old, kept) = if lifetime.is_zero() {
             (part.remove(slot), 0)
         } else {
@@ -574,7 +654,7 @@ impl Store {
                 &[],
                 EntryMeta {
                     version,
-                    expires_at_ms: record::tombstone_expiry(now, lifetime),
+                    expires_at_ms,
                     eviction: self.shared.config.eviction.on_insert(now, part.tick()),
                     tombstone: true,
                 },

@@ -103,6 +103,15 @@ pub enum StoreError {
         max_memory: usize,
         policy: &'static str,
     },
+    /// The data dir refuses writes (a full or failing disk); reads go on.
+    #[error("{0}")]
+    Disk(String),
+}
+
+impl From<super::persist::LogFailure> for StoreError {
+    fn from(failure: super::persist::LogFailure) -> Self {
+        Self::Disk(failure.to_string())
+    }
 }
 
 /// Point-in-time counters, summed over partitions.
