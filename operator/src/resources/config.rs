@@ -114,8 +114,8 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
 
 /// The data dir (on the claim statefulset.rs mounts), the fsync policy, the snapshot
 /// interval and the cluster's identity; nothing when persistence is off. The identity is
-/// the CacheCluster's UID, fixed for the object's life: a node refuses the data of another
-/// cluster, such as a claim retained from a deleted CacheCluster of the same name.
+/// the CacheCluster's UID, fixed for the object's life: a node does not load data of
+/// another cluster, such as a claim retained from a deleted CacheCluster of the same name.
 fn persistence_settings(cc: &CacheCluster) -> Result<Vec<(String, String)>, SettingsError> {
     let persistence = &cc.spec.persistence;
     if !persistence.enabled {
