@@ -79,6 +79,12 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
 #[x_kube(validation = Rule::new(
     "!has(self.cacheContainer) || !has(self.cacheContainer.volumeMounts) || self.cacheContainer.volumeMounts.all(m, has(self.pod) && has(self.pod.volumes) && self.pod.volumes.exists(v, v.name == m.name))"
 ).message("every cacheContainer.volumeMounts[].name must name a volume in pod.volumes; add the volume or fix the name"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.persistence) || !self.persistence.enabled || !has(self.pod) || !has(self.pod.volumes) || self.pod.volumes.all(v, v.name != 'data')"
+).message("pod.volumes: the name 'data' is the persistence volume's (each member's PVC); rename the volume"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.persistence) || !self.persistence.enabled || !has(self.cacheContainer) || !has(self.cacheContainer.volumeMounts) || self.cacheContainer.volumeMounts.all(m, m.mountPath != '/var/lib/kache')"
+).message("cacheContainer.volumeMounts: /var/lib/kache is where the persistence volume is mounted; choose another mountPath"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheClusterSpec {
     /// Members of the cluster. Scaling moves partitions before any pod is removed.
@@ -140,7 +146,8 @@ pub struct CacheClusterSpec {
     #[schemars(regex(pattern = r"^[0-9]{1,6}(ms|s)$"))]
     pub max_clock_offset: Option<String>,
 
-    /// Disk persistence (snapshots). Not available in this version.
+    /// Disk persistence: an append-only log and snapshots on a PersistentVolumeClaim per
+    /// member, so a restart of every member at once loses nothing.
     #[serde(default)]
     pub persistence: Persistence,
 
@@ -272,22 +279,6 @@ impl Eviction {
             Self::None => "none",
         }
     }
-}
-
-/// Disk persistence of the cache data.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("!self.enabled").message("persistence is not available in this version of kache; remove spec.persistence or set enabled: false"))]
-#[serde(rename_all = "camelCase")]
-pub struct Persistence {
-    /// Keep data on a volume per member. Must be false in this version.
-    #[serde(default)]
-    pub enabled: bool,
-    /// StorageClass of the volumes; the cluster's default class when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    /// Volume size per member, e.g. 10Gi.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -442,9 +433,11 @@ pub struct NetworkPolicySpec {
     pub enabled: bool,
 }
 
+pub mod persistence;
 mod pod;
 mod status;
 
+pub use persistence::{Fsync, Persistence, RetentionPolicy};
 pub use pod::{CacheContainerOverrides, DEFAULT_SHUTDOWN_GRACE_SECONDS, PodOverrides};
 pub use status::{
     CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase, RebalanceStatus,

@@ -18,6 +18,7 @@ use kache_node::cluster::discovery::DiscoveryConfig;
 use kache_node::cluster::membership::ListRules;
 use kache_node::config::{Cli, MembershipConfig, NodeConfig};
 use kache_node::store::EvictionPolicy;
+use kache_node::store::persist::{FsyncPolicy, PersistConfig};
 use kache_operator::crd::{CacheCluster, CacheClusterSpec};
 use kache_operator::members::{MemberList, ReplicationFactor, ids};
 use kache_operator::report;
@@ -103,13 +104,15 @@ fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfi
     (http_addr, config)
 }
 
-const SPECS: [&str; 4] = [
+const SPECS: [&str; 6] = [
     "replicas: 3",
     "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
      defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\nmaxClockOffset: 250ms\n\
      service: {httpPort: 8080, grpcPort: 9090}",
     "replicas: 2\nresources: {limits: {memory: 1.5Gi}}\neviction: none",
     "replicas: 3\npod: {shutdownGraceSeconds: 300}",
+    "replicas: 3\npersistence: {enabled: true, fsync: never, snapshotInterval: 90s}",
+    "replicas: 3\npersistence: {enabled: true}",
 ];
 
 #[test]
@@ -189,6 +192,44 @@ fn the_node_reads_the_operators_environment_as_meant() {
         defaults.store.limits.max_clock_offset,
         Duration::from_millis(500)
     );
+    assert_eq!(defaults.persistence, None, "nothing on disk unless asked");
+}
+
+#[test]
+fn a_persistent_node_keeps_its_data_on_the_claim_as_its_cluster_and_member() {
+    let persistent = |spec: &str, ordinal: u32| -> PersistConfig {
+        let environment = pod_environment(&cache_cluster(spec), ordinal);
+        node_config(&environment)
+            .1
+            .persistence
+            .unwrap_or_else(|| panic!("no persistence from {environment:#?}"))
+    };
+    let config = persistent(SPECS[4], 1);
+    assert_eq!(
+        config,
+        PersistConfig {
+            dir: "/var/lib/kache/data".into(),
+            fsync: FsyncPolicy::No,
+            snapshot_interval: Duration::from_secs(90),
+            cluster_id: "0b1e4c52-5a3c-4f4e-9a57-6c3c1b2e7d10".to_owned(),
+            member: "demo-1".to_owned(),
+        }
+    );
+    let sts = statefulset(&cache_cluster(SPECS[4]), 3, "kache/node:test", "h");
+    let mounts = sts
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|pod| pod.containers[0].volume_mounts.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| config.dir.starts_with(&m.mount_path) && m.name == "data"),
+        "the data dir is on the claim: {mounts:?}"
+    );
+    let defaults = persistent(SPECS[5], 0);
+    assert_eq!(defaults.fsync, FsyncPolicy::EverySec);
+    assert_eq!(defaults.snapshot_interval, Duration::from_secs(300));
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! continuous reader and writer with zero errors and zero misses, a config change rolls
 //! the pods without losing a key, an invalid spec is refused, a SIGKILLed node at RF=2
 //! restarts and re-syncs, one at RF=1 loses its keys and the status says so (DataLoss),
-//! and deleting the CacheCluster collects everything it owned.
+//! a persistent cluster comes back with its data after all its pods were deleted at once,
+//! and a scale 3 -> 1 -> 3 brings back no deleted key and no old value, and deleting the
+//! CacheCluster collects everything it owned (a persistent one's volumes stay).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -14,7 +16,7 @@
     reason = "a test harness: a failed step should panic with its cause, and progress goes to stderr"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams};
@@ -193,6 +197,19 @@ async fn get(http: &reqwest::Client, ip: &str, key: &str) -> Result<Option<Strin
         200 => Ok(Some(response.text().await.map_err(|e| e.to_string())?)),
         404 => Ok(None),
         status => Err(format!("GET {key} via {ip}: {status}")),
+    }
+}
+
+async fn delete(http: &reqwest::Client, ip: &str, key: &str) -> Result<(), String> {
+    let response = http
+        .delete(url(ip, key))
+        .send()
+        .await
+        .map_err(|e| format!("DELETE {key} via {ip}: {e}"))?;
+    if response.status().as_u16() == 204 {
+        Ok(())
+    } else {
+        Err(format!("DELETE {key} via {ip}: {}", response.status()))
     }
 }
 
@@ -712,6 +729,10 @@ async fn kache_on_a_real_control_plane() {
     //     RF=2 under a reader and a writer: no acknowledged key lost, no miss.
     helm_upgrade_rolls_the_pods(&client, &http, &acked).await;
 
+    // 6d. A persistent cluster survives the deletion of all its pods at once, and a scale
+    //     3 -> 1 -> 3 resurrects nothing.
+    persistence(&client, &http).await;
+
     // 7. Deleting a CacheCluster garbage-collects everything it owned.
     log("delete cc/kill");
     must(
@@ -1132,4 +1153,405 @@ fn node_pid(pod: &str) -> u32 {
         }
     }
     panic!("no kache-node process for {pod}");
+}
+
+/// `spec.persistence` of the persistent scenario: every acknowledged write is on disk
+/// before it is acknowledged, and snapshots come often enough that a restart loads a
+/// snapshot and the log after it.
+const PERSISTENCE: &str = "  persistence:
+    enabled: true
+    size: 64Mi
+    fsync: always
+    snapshotInterval: 5s
+";
+
+/// A persistent cluster (3 members, RF 2, `fsync: always`): every pod deleted at once comes
+/// back with every live key and no deleted one, and the status returns to Available with
+/// no data loss recorded. Scaled 3 -> 1 -> 3, the scale-down deletes the leaving members'
+/// claims (`whenScaled: Delete`) and nothing old comes back with the new members. Deleted,
+/// the CacheCluster leaves its claims behind (`whenDeleted: Retain`).
+async fn persistence(client: &Client, http: &reqwest::Client) {
+    const NAME: &str = "persist";
+    log("persistent cluster: 3 members, RF 2, fsync always");
+    apply(&cache_cluster_yaml(NAME, 3, 2, PERSISTENCE));
+    wait_available(client, NAME, 3, Duration::from_secs(240)).await;
+    let claims = bound_claims(client, NAME, &[0, 1, 2]).await;
+    assert_persistent_settings(client, NAME).await;
+
+    let ips = pod_ips(client, NAME).await;
+    let via = |i: usize| ips.values().nth(i % ips.len()).unwrap().clone();
+    let mut live = BTreeMap::new();
+    for i in 0..300 {
+        let (key, value) = (format!("persist-{i}"), format!("value-{i}"));
+        put(http, &via(i), &key, &value).await.unwrap();
+        live.insert(key, value);
+    }
+    let mut deleted = BTreeSet::new();
+    for i in (0..300).step_by(6) {
+        let key = format!("persist-{i}");
+        delete(http, &via(i + 1), &key).await.unwrap();
+        live.remove(&key);
+        deleted.insert(key);
+    }
+    assert_eq!((live.len(), deleted.len()), (250, 50));
+
+    // Every pod at once: a whole-cluster restart. The nodes load their own data.
+    let incarnations = recorded_incarnations(client, NAME, 3).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let selector = format!("app.kubernetes.io/instance={NAME}");
+    let old_pods: BTreeSet<String> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|pod| pod.metadata.uid)
+        .collect();
+    log("kubectl delete pod -l app.kubernetes.io/instance=persist (all 3 at once)");
+    must(
+        "kubectl",
+        &["-n", NS, "delete", "pod", "-l", &selector, "--wait=false"],
+        None,
+    );
+    let started = Instant::now();
+    eventually(
+        "3 new persist pods, all Ready",
+        Duration::from_secs(300),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let replaced = list.items.len() == 3
+                && list.items.iter().all(|pod| {
+                    let new = pod
+                        .metadata
+                        .uid
+                        .as_ref()
+                        .is_some_and(|uid| !old_pods.contains(uid));
+                    let ready = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    new && ready
+                });
+            replaced.then_some(())
+        },
+    )
+    .await;
+    // Available again, as judged on the new nodes: every member's incarnation changed.
+    let status = eventually(
+        "persist Available on the restarted nodes",
+        Duration::from_secs(180),
+        || async {
+            let status = cc_status(client, NAME).await;
+            let restarted = status["members"].as_array()?.iter().all(|m| {
+                m["incarnation"]
+                    .as_str()
+                    .is_some_and(|i| !incarnations.contains(i))
+            });
+            (status["phase"] == "Available" && status["replicas"] == 3 && restarted)
+                .then_some(status)
+        },
+    )
+    .await;
+    log(&format!(
+        "every pod deleted at once: Available again after {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    let ips = pod_ips(client, NAME).await;
+    for ip in ips.values() {
+        check_all(http, ip, &live).await;
+        check_absent(http, ip, &deleted).await;
+    }
+    assert_eq!(
+        status["dataLossIncidents"], 0,
+        "the nodes loaded their data, nothing was lost: {status}"
+    );
+    assert_eq!(
+        bound_claims(client, NAME, &[0, 1, 2]).await,
+        claims,
+        "the restarted pods use the same claims"
+    );
+    log(&format!(
+        "after the restart: {} keys back, {} deleted keys still deleted",
+        live.len(),
+        deleted.len()
+    ));
+
+    // Changes the leaving members' volumes hold the old state of: overwritten values and
+    // deleted keys. Then 3 -> 1 (RF 1: at most the replica count) and back to 3 at RF 2.
+    let via = |i: usize| ips.values().nth(i % ips.len()).unwrap().clone();
+    for i in (1..300).step_by(6) {
+        let (key, value) = (format!("persist-{i}"), format!("overwritten-{i}"));
+        put(http, &via(i), &key, &value).await.unwrap();
+        live.insert(key, value);
+    }
+    for i in (2..300).step_by(12) {
+        let key = format!("persist-{i}");
+        delete(http, &via(i), &key).await.unwrap();
+        live.remove(&key);
+        deleted.insert(key);
+    }
+    log("scale persist 3 -> 1 (replicationFactor 1)");
+    scale(NAME, 1, 1);
+    wait_available(client, NAME, 1, Duration::from_secs(300)).await;
+    eventually(
+        "the claims of persist-1 and persist-2 deleted with their pods (whenScaled: Delete)",
+        Duration::from_secs(180),
+        || async { (claim_names(client, NAME).await == ["data-persist-0"]).then_some(()) },
+    )
+    .await;
+    let ips = pod_ips(client, NAME).await;
+    check_all(http, &ips[&0], &live).await;
+    check_absent(http, &ips[&0], &deleted).await;
+
+    log("scale persist 1 -> 3 (replicationFactor 2)");
+    scale(NAME, 3, 2);
+    wait_available(client, NAME, 3, Duration::from_secs(300)).await;
+    let fresh = bound_claims(client, NAME, &[0, 1, 2]).await;
+    assert_eq!(fresh["data-persist-0"], claims["data-persist-0"]);
+    for claim in ["data-persist-1", "data-persist-2"] {
+        assert_ne!(fresh[claim], claims[claim], "{claim} is a new claim");
+    }
+    let ips = pod_ips(client, NAME).await;
+    for ip in ips.values() {
+        check_all(http, ip, &live).await;
+        check_absent(http, ip, &deleted).await;
+    }
+    log(&format!(
+        "3 -> 1 -> 3: the new members' claims are new; {} keys with their latest values, \
+         none of {} deleted keys back",
+        live.len(),
+        deleted.len()
+    ));
+
+    // Deleting the CacheCluster leaves its claims (whenDeleted: Retain, the default).
+    log("delete cc/persist: its claims stay");
+    must(
+        "kubectl",
+        &["-n", NS, "delete", "cc", NAME, "--wait=true"],
+        None,
+    );
+    eventually(
+        "the StatefulSet and pods of persist gone",
+        Duration::from_secs(120),
+        || async {
+            let pods_left = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?
+                .items
+                .len();
+            (!exists::<StatefulSet>(client, NAME).await && pods_left == 0).then_some(())
+        },
+    )
+    .await;
+    let retained = bound_claims(client, NAME, &[0, 1, 2]).await;
+    assert_eq!(retained, fresh, "the claims outlived the CacheCluster");
+    let claim_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    for claim in claim_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+    {
+        assert!(
+            claim.owner_references().is_empty(),
+            "{} has an owner that could collect it",
+            claim.name_any()
+        );
+    }
+    log(&format!(
+        "retained claims: {:?}",
+        retained.keys().collect::<Vec<_>>()
+    ));
+    must(
+        "kubectl",
+        &["-n", NS, "delete", "pvc", "-l", &selector, "--wait=true"],
+        None,
+    );
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    eventually(
+        "the claims and their volumes gone",
+        Duration::from_secs(120),
+        || async {
+            let volumes_left = volumes
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .into_iter()
+                .filter(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .is_some_and(|c| {
+                            c.namespace.as_deref() == Some(NS)
+                                && c.name
+                                    .as_deref()
+                                    .is_some_and(|n| n.starts_with("data-persist-"))
+                        })
+                })
+                .count();
+            (claim_names(client, NAME).await.is_empty() && volumes_left == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `kubectl patch` of replicas and replication factor together: CEL refuses a replication
+/// factor above the replica count, so a scale below it must lower both at once.
+fn scale(name: &str, replicas: u32, rf: u32) {
+    must(
+        "kubectl",
+        &[
+            "-n",
+            NS,
+            "patch",
+            "cc",
+            name,
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"replicas":{replicas},"replicationFactor":{rf}}}}}"#),
+        ],
+        None,
+    );
+}
+
+/// Checks that no key in `keys` reads back through `ip`.
+async fn check_absent(http: &reqwest::Client, ip: &str, keys: &BTreeSet<String>) {
+    let mut back = Vec::new();
+    for key in keys {
+        match get(http, ip, key).await {
+            Ok(None) => {}
+            other => back.push(format!("{key}: {other:?}")),
+        }
+    }
+    assert!(
+        back.is_empty(),
+        "{} of {} deleted keys not absent through {ip}, e.g. {:?}",
+        back.len(),
+        keys.len(),
+        &back[..back.len().min(5)]
+    );
+}
+
+/// The names of the cluster's claims, sorted.
+async fn claim_names(client: &Client, name: &str) -> Vec<String> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let mut names: Vec<String> = claims
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+        .await
+        .map(|list| list.into_iter().map(|c| c.name_any()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits until the cluster's claims are exactly `data-<name>-<ordinal>` for `ordinals`, all
+/// Bound, and returns their UIDs by name.
+async fn bound_claims(client: &Client, name: &str, ordinals: &[u32]) -> BTreeMap<String, String> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let wanted: BTreeSet<String> = ordinals
+        .iter()
+        .map(|ordinal| format!("data-{name}-{ordinal}"))
+        .collect();
+    let selector = format!("app.kubernetes.io/instance={name}");
+    eventually(
+        &format!("claims {wanted:?} Bound"),
+        Duration::from_secs(120),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let bound: BTreeMap<String, String> = list
+                .into_iter()
+                .filter(|c| {
+                    c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                        && c.metadata.deletion_timestamp.is_none()
+                })
+                .filter_map(|c| Some((c.name_any(), c.metadata.uid?)))
+                .collect();
+            (bound.keys().cloned().collect::<BTreeSet<_>>() == wanted).then_some(bound)
+        },
+    )
+    .await
+}
+
+/// The settings a persistent cluster's nodes get, and its claim mounted in every pod.
+async fn assert_persistent_settings(client: &Client, name: &str) {
+    let uid = cache_clusters(client)
+        .get(name)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let config: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let settings = config
+        .get(&format!("{name}-config"))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    for (variable, value) in [
+        ("KACHE_DATA_DIR", "/var/lib/kache/data"),
+        ("KACHE_FSYNC", "always"),
+        ("KACHE_SNAPSHOT_INTERVAL", "5s"),
+        ("KACHE_CLUSTER_ID", uid.as_str()),
+    ] {
+        assert_eq!(
+            settings.get(variable).map(String::as_str),
+            Some(value),
+            "{variable}"
+        );
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for pod in pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+        .await
+        .unwrap()
+    {
+        let pod_name = pod.name_any();
+        let spec = pod.spec.unwrap();
+        let claim = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "data")
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        assert_eq!(claim, Some(format!("data-{pod_name}")), "{pod_name}");
+        assert!(
+            spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "data" && m.mount_path == "/var/lib/kache"),
+            "{pod_name}: the claim at /var/lib/kache"
+        );
+    }
+    log("persist: settings, claims and mounts as specified");
+}
+
+/// Waits until the status records an incarnation for each of `members` members, and
+/// returns them.
+async fn recorded_incarnations(client: &Client, name: &str, members: usize) -> BTreeSet<String> {
+    eventually(
+        &format!("{name}'s incarnations recorded"),
+        Duration::from_secs(60),
+        || async {
+            let status = cc_status(client, name).await;
+            let recorded: BTreeSet<String> = status["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["incarnation"].as_str().map(str::to_owned))
+                .collect();
+            (recorded.len() == members).then_some(recorded)
+        },
+    )
+    .await
 }

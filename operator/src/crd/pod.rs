@@ -188,8 +188,19 @@ fn env_from_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schem
     schema
 }
 
+/// `mountPath` is bounded too (at Linux's PATH_MAX), for the rule comparing it with the
+/// persistence mount.
 fn volume_mounts_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    bounded_list::<VolumeMount>(generator, 64, Some(63))
+    let mut schema = bounded_list::<VolumeMount>(generator, 64, Some(63));
+    if let Some(path) = schema
+        .get_mut("items")
+        .and_then(|items| items.get_mut("properties"))
+        .and_then(|properties| properties.get_mut("mountPath"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        path.insert("maxLength".to_owned(), 4096.into());
+    }
+    schema
 }
 
 #[cfg(test)]

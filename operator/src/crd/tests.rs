@@ -59,6 +59,9 @@ fn good_specs_pass_the_rules() {
         "replicas: 3\nreplicationFactor: 3",
         "replicas: 1\nreplicationFactor: all",
         "replicas: 5\nreplicationFactor: 2\npersistence: {enabled: false}",
+        "replicas: 3\npersistence: {enabled: true}",
+        "replicas: 3\npersistence: {enabled: true, storageClassName: fast-ssd, size: 1.5Gi, \
+         fsync: always, snapshotInterval: 30s, whenDeleted: Delete}",
     ] {
         if let Err(errors) = validate_cel(&cluster(spec)) {
             panic!("refused {spec}: {errors:?}");
@@ -77,11 +80,6 @@ fn bad_specs_are_refused_with_a_message_that_says_what_to_fix() {
     assert!(message.contains("replicationFactor"), "{message}");
     let message = refusal("replicas: 3\nreplicationFactor: three");
     assert!(message.contains("replicationFactor"), "{message}");
-    let message = refusal("replicas: 3\npersistence: {enabled: true}");
-    assert!(
-        message.contains("persistence is not available"),
-        "{message}"
-    );
     for ports in [
         "{respPort: 7070}",
         "{grpcPort: 6379}",
@@ -106,6 +104,114 @@ fn partitions_cannot_change() {
     );
     let scaled = cluster("replicas: 5\npartitions: 271");
     assert!(validate_cel_update(&scaled, &old).is_ok());
+}
+
+#[test]
+fn a_volume_size_that_is_no_positive_quantity_is_refused() {
+    for size in ["lots", "1.5.0Gi", "0", "-1Gi"] {
+        let message = refusal(&format!(
+            "replicas: 3\npersistence: {{enabled: true, size: \"{size}\"}}"
+        ));
+        assert!(
+            message.contains("persistence.size must be a positive Kubernetes quantity"),
+            "{size}: {message}"
+        );
+    }
+}
+
+/// Each change of a claim template field on a live cluster, and the message CEL refuses
+/// it with; Kubernetes would refuse it too, but in the operator's apply of the StatefulSet.
+#[test]
+fn the_volume_claims_cannot_change_on_a_live_cluster() {
+    let on = "replicas: 3\npersistence: {enabled: true, storageClassName: fast, size: 10Gi}";
+    for (old, new, refused) in [
+        (on, "replicas: 3", "persistence.enabled is immutable"),
+        (
+            "replicas: 3",
+            "replicas: 3\npersistence: {enabled: true}",
+            "persistence.enabled is immutable",
+        ),
+        (
+            on,
+            "replicas: 3\npersistence: {enabled: true, storageClassName: slow, size: 10Gi}",
+            "persistence.storageClassName is immutable",
+        ),
+        (
+            on,
+            "replicas: 3\npersistence: {enabled: true, size: 10Gi}",
+            "persistence.storageClassName is immutable",
+        ),
+        (
+            "replicas: 3\npersistence: {enabled: true, size: 10Gi}",
+            on,
+            "persistence.storageClassName is immutable",
+        ),
+        (
+            on,
+            "replicas: 3\npersistence: {enabled: true, storageClassName: fast, size: 20Gi}",
+            "persistence.size is immutable",
+        ),
+    ] {
+        let errors = validate_cel_update(&cluster(new), &cluster(old))
+            .expect_err(&format!("{old} -> {new} was accepted"));
+        let message = format!("{errors:?}");
+        assert!(
+            message.contains(refused) && message.contains("create a new CacheCluster"),
+            "{old} -> {new}: {message}"
+        );
+    }
+}
+
+#[test]
+fn what_the_volume_claims_do_not_hold_may_change() {
+    let on = "replicas: 3\npersistence: {enabled: true, storageClassName: fast, size: 10Gi}";
+    for (old, new) in [
+        (
+            on,
+            "replicas: 5\npersistence: {enabled: true, storageClassName: fast, size: 10Gi, \
+             fsync: always, snapshotInterval: 1m, whenDeleted: Delete}",
+        ),
+        // Off, the claims do not exist: their settings are free until it is turned on.
+        (
+            "replicas: 3\npersistence: {size: 10Gi}",
+            "replicas: 3\npersistence: {storageClassName: fast, size: 20Gi}",
+        ),
+    ] {
+        if let Err(errors) = validate_cel_update(&cluster(new), &cluster(old)) {
+            panic!("{old} -> {new} refused: {errors:?}");
+        }
+    }
+}
+
+#[test]
+fn the_persistence_volume_and_mount_are_the_operators() {
+    let message = refusal(
+        "replicas: 3\npersistence: {enabled: true}\npod: {volumes: [{name: data, emptyDir: {}}]}",
+    );
+    assert!(
+        message.contains("the name 'data' is the persistence volume's"),
+        "{message}"
+    );
+    let message = refusal(
+        "replicas: 3\npersistence: {enabled: true}\npod: {volumes: [{name: scratch, emptyDir: {}}]}\n\
+         cacheContainer: {volumeMounts: [{name: scratch, mountPath: /var/lib/kache}]}",
+    );
+    assert!(
+        message.contains("/var/lib/kache is where the persistence volume is mounted"),
+        "{message}"
+    );
+    // Without persistence both are the user's to use.
+    let spec = "replicas: 3\npod: {volumes: [{name: data, emptyDir: {}}]}\n\
+                cacheContainer: {volumeMounts: [{name: data, mountPath: /var/lib/kache}]}";
+    assert!(validate_cel(&cluster(spec)).is_ok());
+}
+
+#[test]
+fn the_rules_name_the_builders_volume_and_mount() {
+    use crate::crd::persistence::{MOUNT_PATH, VOLUME_NAME};
+    let crd = serde_json::to_string(&CacheCluster::crd()).unwrap();
+    assert!(crd.contains(&format!("v.name != '{VOLUME_NAME}'")));
+    assert!(crd.contains(&format!("m.mountPath != '{MOUNT_PATH}'")));
 }
 
 #[test]
@@ -221,6 +327,41 @@ fn every_field_has_a_description_for_kubectl_explain() {
         undescribed(&schema["properties"][top], top, &mut missing);
     }
     assert!(missing.is_empty(), "no description: {missing:#?}");
+}
+
+/// Every `enum` value in `schema` and below.
+fn enum_values(schema: &serde_json::Value, out: &mut Vec<String>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("enum", serde_json::Value::Array(values)) => {
+                        out.extend(values.iter().map(ToString::to_string));
+                    }
+                    _ => enum_values(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| enum_values(item, out)),
+        _ => {}
+    }
+}
+
+/// kubectl reads YAML 1.1, where an unquoted `no` or `on` is a boolean: a user writing
+/// `fsync: no` would be told the field must be a string.
+#[test]
+fn no_enum_value_reads_as_a_boolean_in_yaml_1_1() {
+    let mut values = Vec::new();
+    enum_values(
+        &serde_json::to_value(CacheCluster::crd()).unwrap(),
+        &mut values,
+    );
+    assert!(values.iter().any(|v| v == "\"everysec\""), "{values:?}");
+    let booleans = ["y", "yes", "n", "no", "true", "false", "on", "off"];
+    for value in values {
+        let word = value.trim_matches('"').to_lowercase();
+        assert!(!booleans.contains(&word.as_str()), "enum value {value}");
+    }
 }
 
 /// The CacheClusters in a manifests/examples file.

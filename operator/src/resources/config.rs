@@ -14,9 +14,11 @@ use sha2::{Digest, Sha256};
 
 use kache_api::env;
 use kache_api::units::{self, Quantity, UnitError};
+use kube::ResourceExt;
 
 use super::names::{Names, metadata};
 use crate::crd::CacheCluster;
+use crate::crd::persistence::DATA_DIR;
 use crate::members::{MEMBERS_KEY, MemberList};
 
 /// A spec value the nodes cannot run with. The operator refuses it (the reconcile fails
@@ -42,6 +44,14 @@ pub enum SettingsError {
         "spec.rebalanceTimeout '{0}' is not a positive whole number of s, m or h (e.g. 90s, 10m, 2h)"
     )]
     RebalanceTimeout(String),
+    #[error(
+        "spec.persistence.snapshotInterval '{0}' is not a whole number of s, m or h of at least 1s (e.g. 30s, 5m)"
+    )]
+    SnapshotInterval(String),
+    #[error(
+        "the CacheCluster has no metadata.uid, which persistent nodes record as their cluster's identity"
+    )]
+    ClusterId,
 }
 
 /// The node settings, as the `KACHE_*` environment variables `kache-node` reads. Sizes
@@ -98,7 +108,35 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
         units::parse_duration(offset).map_err(SettingsError::MaxClockOffset)?;
         settings.insert(env::MAX_CLOCK_OFFSET.to_owned(), offset.clone());
     }
+    settings.extend(persistence_settings(cc)?);
     Ok(settings)
+}
+
+/// The data dir (on the claim statefulset.rs mounts), the fsync policy, the snapshot
+/// interval and the cluster's identity; nothing when persistence is off. The identity is
+/// the CacheCluster's UID, fixed for the object's life: a node does not load data of
+/// another cluster, such as a claim retained from a deleted CacheCluster of the same name.
+fn persistence_settings(cc: &CacheCluster) -> Result<Vec<(String, String)>, SettingsError> {
+    let persistence = &cc.spec.persistence;
+    if !persistence.enabled {
+        return Ok(Vec::new());
+    }
+    let interval = &persistence.snapshot_interval;
+    let at_least_a_second = units::parse_duration(interval)
+        .is_ok_and(|interval| interval >= std::time::Duration::from_secs(1));
+    if !at_least_a_second {
+        return Err(SettingsError::SnapshotInterval(interval.clone()));
+    }
+    let cluster_id = cc.uid().ok_or(SettingsError::ClusterId)?;
+    Ok(vec![
+        (env::DATA_DIR.to_owned(), DATA_DIR.to_owned()),
+        (
+            env::FSYNC.to_owned(),
+            persistence.fsync.node_value().to_owned(),
+        ),
+        (env::SNAPSHOT_INTERVAL.to_owned(), interval.clone()),
+        (env::CLUSTER_ID.to_owned(), cluster_id),
+    ])
 }
 
 /// `spec.maxMemory`, or else three quarters of the container's memory limit, leaving
@@ -242,6 +280,60 @@ mod tests {
     }
 
     #[test]
+    fn persistence_gives_the_nodes_a_data_dir_and_their_clusters_identity() {
+        let settings = settings(
+            "replicas: 3\npersistence: {enabled: true, fsync: always, snapshotInterval: 30s}",
+        );
+        assert_eq!(settings[env::DATA_DIR], "/var/lib/kache/data");
+        assert_eq!(settings[env::FSYNC], "always");
+        assert_eq!(settings[env::SNAPSHOT_INTERVAL], "30s");
+        assert_eq!(
+            settings[env::CLUSTER_ID],
+            "0b1e4c52-5a3c-4f4e-9a57-6c3c1b2e7d10"
+        );
+        let defaults = self::settings("replicas: 3\npersistence: {enabled: true}");
+        assert_eq!(defaults[env::FSYNC], "everysec");
+        assert_eq!(defaults[env::SNAPSHOT_INTERVAL], "5m");
+        let never = self::settings("replicas: 3\npersistence: {enabled: true, fsync: never}");
+        assert_eq!(never[env::FSYNC], "no", "the node's name for it");
+    }
+
+    #[test]
+    fn without_persistence_the_nodes_keep_nothing_on_disk() {
+        for spec in [
+            "replicas: 3",
+            "replicas: 3\npersistence: {enabled: false, size: 10Gi, fsync: always}",
+        ] {
+            let settings = settings(spec);
+            for name in [
+                env::DATA_DIR,
+                env::FSYNC,
+                env::SNAPSHOT_INTERVAL,
+                env::CLUSTER_ID,
+            ] {
+                assert!(!settings.contains_key(name), "{name}: {spec}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_persistent_cluster_without_an_identity_or_a_usable_interval_is_refused() {
+        let mut cc = cache_cluster("replicas: 3\npersistence: {enabled: true}");
+        cc.metadata.uid = None;
+        assert_eq!(node_settings(&cc), Err(SettingsError::ClusterId));
+        for interval in ["500ms", "0s", "5 weeks"] {
+            let spec = format!(
+                "replicas: 3\npersistence: {{enabled: true, snapshotInterval: {interval}}}"
+            );
+            assert_eq!(
+                node_settings(&cache_cluster(&spec)),
+                Err(SettingsError::SnapshotInterval(interval.to_owned())),
+                "{interval}"
+            );
+        }
+    }
+
+    #[test]
     fn the_hash_changes_with_settings_and_only_with_them() {
         let a = "replicas: 3\nmaxMemory: 256MiB";
         let scaled = "replicas: 5\nmaxMemory: 256MiB\nreplicationFactor: 2";
@@ -249,6 +341,20 @@ mod tests {
         let hash = |spec: &str| settings_hash(&settings(spec));
         assert_eq!(hash(a), hash(scaled), "scaling must not roll pods");
         assert_ne!(hash(a), hash(resized));
+        let persistent = "replicas: 3\nmaxMemory: 256MiB\npersistence: {enabled: true}";
+        let fsync = "replicas: 3\nmaxMemory: 256MiB\npersistence: {enabled: true, fsync: never}";
+        let retained =
+            "replicas: 3\nmaxMemory: 256MiB\npersistence: {enabled: true, whenDeleted: Delete}";
+        assert_ne!(
+            hash(persistent),
+            hash(fsync),
+            "the nodes read fsync at start"
+        );
+        assert_eq!(
+            hash(persistent),
+            hash(retained),
+            "the retention policy is the StatefulSet's, not the nodes'"
+        );
         assert_eq!(hash(a).len(), 16);
     }
 }

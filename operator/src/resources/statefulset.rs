@@ -6,23 +6,31 @@
 //! pod here: their lists come first and the operator's own entries last (env, envFrom),
 //! so where Kubernetes lets a later entry win, the operator's does; security contexts
 //! merge field by field, so an unset field keeps the secure default.
+//!
+//! With `spec.persistence` enabled, each member gets a claim from a volume claim template,
+//! mounted where its data directory is, and a startup probe that lets it load its data
+//! before the liveness probe counts. Without it, the StatefulSet is what it always was.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecurityContext,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kache_api::env;
 
 use super::names::{CONFIG_HASH_ANNOTATION, Names, labels, metadata};
-use crate::crd::{CacheCluster, PullPolicy};
+use crate::crd::persistence::{MOUNT_PATH, VOLUME_NAME};
+use crate::crd::{CacheCluster, Persistence, PullPolicy};
 
 /// The unprivileged user the cache runs as.
 const NODE_UID: i64 = 65532;
@@ -56,6 +64,8 @@ pub fn statefulset(
                 ..LabelSelector::default()
             },
             template: pod_template(cc, &names, default_image, settings_hash),
+            volume_claim_templates: persistence(cc).map(|p| vec![claim_template(&names, p)]),
+            persistent_volume_claim_retention_policy: persistence(cc).map(retention_policy),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -91,7 +101,10 @@ fn pod_template(
             image_pull_secrets: non_empty(&pod.image_pull_secrets),
             containers,
             volumes: non_empty(&pod.volumes),
-            security_context: Some(pod_security_context(pod.security_context.as_ref())),
+            security_context: Some(pod_security_context(
+                pod.security_context.as_ref(),
+                persistence(cc).is_some(),
+            )),
             affinity: placement.affinity.clone(),
             tolerations: non_empty(&placement.tolerations),
             node_selector: (!placement.node_selector.is_empty())
@@ -103,16 +116,74 @@ fn pod_template(
     }
 }
 
+/// `spec.persistence` when it is enabled.
+fn persistence(cc: &CacheCluster) -> Option<&Persistence> {
+    Some(&cc.spec.persistence).filter(|p| p.enabled)
+}
+
+/// Each member's claim, `data-<pod>`. Kubernetes refuses any change to a StatefulSet's
+/// claim templates, so everything here comes from fields CEL keeps fixed (enabled,
+/// storageClassName, size) and the selector labels, never from the user's labels or
+/// annotations, which may change.
+fn claim_template(names: &Names, persistence: &Persistence) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(VOLUME_NAME.to_owned()),
+            labels: Some(names.selector_labels()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: persistence.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(persistence.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// A member removed by a scale-down loses its claim (`whenScaled: Delete`). The operator
+/// shrinks the StatefulSet only after that member handed every partition off, so the
+/// claim holds nothing the cluster needs; and a later scale-up must bring the ordinal
+/// back empty, never with data from an older membership, where a key since deleted or
+/// overwritten would still be live. On delete the user chooses (default Retain).
+fn retention_policy(persistence: &Persistence) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_scaled: Some("Delete".to_owned()),
+        when_deleted: Some(persistence.when_deleted.as_str().to_owned()),
+    }
+}
+
 /// None for an empty list, so an unset field stays unset in the applied object.
 fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
     (!items.is_empty()).then(|| items.to_vec())
 }
 
 /// The user's pod security context, with the operator's defaults in the fields it
-/// leaves unset: the node needs no privilege and no particular user.
-fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+/// leaves unset: the node needs no privilege and no particular user. A persistent node
+/// writes its volume as its group: `fsGroup` makes the volume the group's, and changes
+/// ownership only when the volume's root is not already the group's, so a start does not
+/// walk a large data directory.
+fn pod_security_context(user: Option<&PodSecurityContext>, persistent: bool) -> PodSecurityContext {
     let user = user.cloned().unwrap_or_default();
+    let (fs_group, fs_group_change_policy) = if persistent {
+        (
+            user.fs_group.or(Some(NODE_UID)),
+            user.fs_group_change_policy
+                .or_else(|| Some("OnRootMismatch".to_owned())),
+        )
+    } else {
+        (user.fs_group, user.fs_group_change_policy)
+    };
     PodSecurityContext {
+        fs_group,
+        fs_group_change_policy,
         run_as_non_root: user.run_as_non_root.or(Some(true)),
         run_as_user: user.run_as_user.or(Some(NODE_UID)),
         run_as_group: user.run_as_group.or(Some(NODE_UID)),
@@ -188,11 +259,27 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
         readiness_probe: Some(http_probe("/readyz", 2, 1)),
         // Alive while the process serves at all; a long sync must not get it killed.
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        // A node loads its data dir before it serves: up to 10 minutes (5 s x 120) before
+        // the liveness probe starts counting.
+        startup_probe: persistence(cc).map(|_| http_probe("/healthz", 5, 120)),
         resources: spec.resources.clone(),
-        volume_mounts: non_empty(&user.volume_mounts),
+        volume_mounts: non_empty(&volume_mounts(cc)),
         security_context: Some(container_security_context(user.security_context.as_ref())),
         ..Container::default()
     }
+}
+
+/// The user's mounts, then the persistence volume's (CEL refuses a user mount at its path).
+fn volume_mounts(cc: &CacheCluster) -> Vec<VolumeMount> {
+    let mut mounts = cc.spec.cache_container.volume_mounts.clone();
+    if persistence(cc).is_some() {
+        mounts.push(VolumeMount {
+            name: VOLUME_NAME.to_owned(),
+            mount_path: MOUNT_PATH.to_owned(),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {

@@ -214,3 +214,170 @@ fn the_termination_grace_period_follows_the_spec() {
         );
     }
 }
+
+#[test]
+fn without_persistence_there_is_no_claim_and_no_startup_probe() {
+    let sts = statefulset(&cache_cluster("replicas: 3"), 3, "kache/node:0.1.0", "h");
+    let spec = sts.spec.unwrap();
+    assert_eq!(spec.volume_claim_templates, None);
+    assert_eq!(spec.persistent_volume_claim_retention_policy, None);
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.containers[0].startup_probe, None);
+    let security = pod.security_context.unwrap();
+    assert_eq!(
+        (security.fs_group, security.fs_group_change_policy),
+        (None, None)
+    );
+}
+
+const PERSISTENT: &str = "replicas: 3\npersistence: {enabled: true, storageClassName: fast-ssd, \
+                          size: 10Gi, fsync: always, whenDeleted: Delete}";
+
+#[test]
+fn each_member_gets_a_claim_mounted_at_its_data_dir() {
+    let sts = statefulset(&cache_cluster(PERSISTENT), 3, "kache/node:0.1.0", "h");
+    let spec = sts.spec.unwrap();
+    let claims = spec.volume_claim_templates.unwrap();
+    assert_eq!(claims.len(), 1);
+    let claim = &claims[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    assert_eq!(
+        claim.metadata.labels.as_ref(),
+        Some(&spec.selector.match_labels.clone().unwrap()),
+        "only the selector labels, which never change"
+    );
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(
+        claim_spec.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_owned()][..])
+    );
+    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "10Gi"
+    );
+    let mounts = spec.template.spec.unwrap().containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(
+        (mounts[0].name.as_str(), mounts[0].mount_path.as_str()),
+        ("data", "/var/lib/kache")
+    );
+    assert!(
+        crate::crd::persistence::DATA_DIR.starts_with("/var/lib/kache/"),
+        "the node's data dir is on the claim"
+    );
+}
+
+#[test]
+fn a_claim_without_a_class_gets_the_default_class_and_size() {
+    let sts = statefulset(
+        &cache_cluster("replicas: 3\npersistence: {enabled: true}"),
+        3,
+        "kache/node:0.1.0",
+        "h",
+    );
+    let claim = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(claim_spec.storage_class_name, None);
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "1Gi"
+    );
+}
+
+#[test]
+fn a_scaled_away_member_loses_its_claim_and_deletion_follows_the_spec() {
+    for (when_deleted, expected) in [("", "Retain"), (", whenDeleted: Delete", "Delete")] {
+        let spec = format!("replicas: 3\npersistence: {{enabled: true{when_deleted}}}");
+        let sts = statefulset(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h");
+        let policy = sts
+            .spec
+            .unwrap()
+            .persistent_volume_claim_retention_policy
+            .unwrap();
+        assert_eq!(policy.when_scaled.as_deref(), Some("Delete"), "{spec}");
+        assert_eq!(policy.when_deleted.as_deref(), Some(expected), "{spec}");
+    }
+}
+
+#[test]
+fn the_claim_template_ignores_what_may_change() {
+    // Kubernetes refuses any change to the claim templates, and the user's labels and
+    // annotations may change on a live cluster: the template must not follow them.
+    let template = |extra: &str| {
+        let spec = format!("{PERSISTENT}\n{extra}");
+        statefulset(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h")
+            .spec
+            .unwrap()
+            .volume_claim_templates
+    };
+    assert_eq!(
+        template(""),
+        template("labels: {team: cart}\nannotations: {owner: cart}\nreplicationFactor: 2")
+    );
+}
+
+#[test]
+fn a_loading_node_is_not_killed_by_its_liveness_probe() {
+    let pod = pod_of(PERSISTENT);
+    let container = &pod.containers[0];
+    let startup = container.startup_probe.as_ref().unwrap();
+    assert_eq!(
+        startup.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/healthz")
+    );
+    let patience = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+    assert!(patience >= 600, "{patience} s to load");
+    assert!(container.liveness_probe.is_some());
+}
+
+#[test]
+fn the_volume_belongs_to_the_nodes_group_unless_the_user_says_otherwise() {
+    let security = pod_of(PERSISTENT).security_context.unwrap();
+    assert_eq!(security.fs_group, Some(NODE_UID));
+    assert_eq!(
+        security.fs_group_change_policy.as_deref(),
+        Some("OnRootMismatch")
+    );
+    let security = pod_of(&format!(
+        "{PERSISTENT}\npod: {{securityContext: {{fsGroup: 2000, fsGroupChangePolicy: Always}}}}"
+    ))
+    .security_context
+    .unwrap();
+    assert_eq!(security.fs_group, Some(2000));
+    assert_eq!(security.fs_group_change_policy.as_deref(), Some("Always"));
+}
+
+#[test]
+fn user_mounts_come_before_the_data_volume() {
+    let pod = pod_of(&format!(
+        "{PERSISTENT}\npod: {{volumes: [{{name: scratch, emptyDir: {{}}}}]}}\n\
+         cacheContainer: {{volumeMounts: [{{name: scratch, mountPath: /scratch}}]}}"
+    ));
+    assert_eq!(
+        names_of(pod.containers[0].volume_mounts.as_ref(), |m| &m.name),
+        ["scratch", "data"]
+    );
+    assert_eq!(
+        names_of(pod.volumes.as_ref(), |v| &v.name),
+        ["scratch"],
+        "the StatefulSet controller adds the claim's volume"
+    );
+}
