@@ -136,13 +136,15 @@ restart_both() { # label kache-extra-flags...
 }
 
 if run_part restart; then
-  echo "# $KEYS keys of 100 bytes, loaded with redis-cli --pipe; everysec"
+  echo "# $KEYS keys with random 100-byte values, loaded with redis-cli --pipe; everysec"
+  # Random values (hex of random bytes): a repeated byte would let Redis's RDB compress
+  # each value to a few bytes, which no real value does.
   python3 - "$KEYS" >"$work/load.resp" <<'EOF'
-import sys
-value = b"v" * 100
+import os, sys
 out = sys.stdout.buffer
 for i in range(int(sys.argv[1])):
     key = b"key:%d" % i
+    value = os.urandom(50).hex().encode()
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n" % (len(key), key, value))
 EOF
   start_kache "$work/k-restart" everysec --snapshot-interval 1h; start_redis "$work/r-restart" everysec

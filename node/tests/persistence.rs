@@ -548,3 +548,91 @@ async fn a_whole_cluster_sigkilled_at_once_comes_back_with_every_acknowledged_wr
         );
     }
 }
+
+/// One RESP connection writing pipelines of 16 SETs to its own keys until the node dies
+/// or `stop` is set; every reply read is an acknowledgement, the rest of a pipeline is an
+/// unknown outcome.
+async fn resp_writer(
+    worker: usize,
+    addr: std::net::SocketAddr,
+    history: Arc<Mutex<History>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
+    let mut stream = BufReader::new(stream);
+    for round in 0..100_000usize {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let sent: Vec<(String, String)> = (0..16)
+            .map(|i| (format!("r{worker}-k{i}"), format!("r{worker}-round{round}")))
+            .collect();
+        let mut pipeline = Vec::new();
+        for (key, value) in &sent {
+            pipeline.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                    key.len(),
+                    value.len()
+                )
+                .as_bytes(),
+            );
+        }
+        let mut broken = stream.get_mut().write_all(&pipeline).await.is_err();
+        let mut line = String::new();
+        for (key, value) in sent {
+            line.clear();
+            broken = broken || !matches!(stream.read_line(&mut line).await, Ok(n) if n > 0);
+            let outcome = if broken {
+                Outcome::Unknown
+            } else {
+                assert_eq!(line, "+OK\r\n", "SET {key}");
+                Outcome::Acked
+            };
+            history.lock().unwrap().record(&key, Some(value), outcome);
+        }
+        if broken {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_pipelines_with_fsync_always_lose_no_acknowledged_write_to_sigkill() {
+    let dir = DataDir::new("resp");
+    let mut node = single(&dir, "always", &[]);
+    let addr = node.resp.expect("a RESP listener");
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..8)
+        .map(|w| tokio::spawn(resp_writer(w, addr, history.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Killed mid-pipeline: replies that came out before the kill are acknowledgements.
+    node.signal("KILL");
+    let killed_at = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    node.wait_exit(Duration::from_secs(10));
+    let history = history.lock().unwrap().clone();
+    assert!(history.acked > 1000, "too little load: {history:?}");
+    let node = single(&dir, "always", &[]);
+    let verdict = check(&history, &node, killed_at).await;
+    println!(
+        "RESP pipelines, fsync always: {} SETs, {} acknowledged, {} unknown, {} lost",
+        history.ops,
+        history.acked,
+        history.unknown,
+        verdict.lost.len()
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "acknowledged SETs lost: {:?}",
+        verdict.lost
+    );
+}

@@ -9,6 +9,13 @@
 //! has folded theirs in by then), never acknowledged as if it had landed. A read that
 //! finds replicas behind repairs them before it answers, so quorum reads never go
 //! backwards.
+//!
+//! With `--fsync always`, this node's own copy of a write is on disk only once
+//! [`crate::store::Store::durable`] says so. The protocol layers await it before they
+//! answer (HTTP's PUT, DELETE and batch handlers; RESP before it writes the replies of a
+//! pipeline holding a write, one sync for the whole pipeline, as Redis does), and a
+//! replica's `Apply` handler before it acknowledges. So every copy counted in an
+//! acknowledgement the client sees is on disk.
 
 use std::time::Duration;
 
@@ -183,7 +190,6 @@ impl Cluster {
                 self.inner.store.put(key, value, ttl, precondition)
             })?;
             if let Some(written) = alone {
-                self.inner.store.durable().await?;
                 return Ok(written);
             }
         }
@@ -236,7 +242,6 @@ impl Cluster {
             let alone =
                 self.write_alone(partition, || self.inner.store.delete(key, precondition))?;
             if alone.is_some() {
-                self.inner.store.durable().await?;
                 return Ok(());
             }
         }
@@ -486,16 +491,9 @@ impl Cluster {
             match &target.replica {
                 Replica::Local => {
                     match self.admit(partition, targets.epoch, || self.inner.store.apply(&record)) {
-                        Admission::Done(Some(Ok(Applied::Stored))) => {
-                            // Under `--fsync always` this copy counts once it is on
-                            // disk; before the remote calls, so it costs one sync (shared
-                            // with every write meanwhile) plus the round trip.
-                            match self.inner.store.durable().await {
-                                Ok(()) => tally.ack(groups),
-                                Err(err) => errors.push(format!("{node_id}: {err}")),
-                            }
+                        Admission::Done(Some(Ok(Applied::Stored))) | Admission::NotOwner => {
+                            tally.ack(groups);
                         }
-                        Admission::NotOwner => tally.ack(groups),
                         Admission::Done(Some(Ok(Applied::Stale))) => {
                             let held = self.inner.store.get_record(&record.key);
                             match held {

@@ -236,6 +236,9 @@ pub async fn put_many(
     }
     refuse_duplicate_keys(&items, &decoded)?;
     let results = write_all(&state, decoded, consistency).await;
+    // One sync for the whole batch (`--fsync always`); if it fails, every item's outcome
+    // is unknown, and the answer is the disk's error.
+    state.store().durable().await?;
     let items = items
         .into_iter()
         .zip(results)

@@ -88,6 +88,8 @@ pub async fn put_key(
         .put(&key, &value, ttl, &precondition, consistency)
         .await
         .map_err(|err| AppError::from_write(err, path))?;
+    // With `--fsync always`, answered once this node's copy is on disk.
+    state.store().durable().await?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -111,6 +113,7 @@ pub async fn delete_key(
         .delete(&key, &precondition, consistency)
         .await
         .map_err(|err| AppError::from_write(err, WritePath::ReadThenWrite))?;
+    state.store().durable().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

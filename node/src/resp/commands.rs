@@ -197,7 +197,12 @@ pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_
     session.count_command();
     let outcome = run(spec.name, session, args, reply).await;
     match outcome {
-        Ok(flow) => flow,
+        Ok(flow) => {
+            // A write's reply goes out only once the log holds it (`--fsync always`). A
+            // refused one (an error reply) changed nothing to wait for.
+            session.wrote |= spec.flags.contains(&"write");
+            flow
+        }
         Err(err) => {
             reply.error(&err.to_string());
             Flow::Continue

@@ -110,11 +110,27 @@ pub struct Session {
     /// This node's address as the client reached it.
     pub local: SocketAddr,
     peer: SocketAddr,
+    /// A write command ran since the replies were last written: they wait for the log.
+    pub wrote: bool,
 }
 
 impl Session {
     pub fn cluster(&self) -> &Cluster {
         &self.shared.app.cluster
+    }
+
+    /// Waits, if a write ran since the last replies went out, until the log holds it
+    /// (`--fsync always`; at once otherwise): one sync for a whole pipeline. If the disk
+    /// refuses, the connection closes without the replies: the writes' outcomes are
+    /// unknown, as after any dropped connection.
+    async fn durable(&mut self) -> std::io::Result<()> {
+        if !std::mem::take(&mut self.wrote) {
+            return Ok(());
+        }
+        self.cluster().store().durable().await.map_err(|err| {
+            tracing::warn!(peer = %self.peer, error = %err, "closing a RESP connection: its writes did not reach the disk");
+            std::io::Error::other(err.to_string())
+        })
     }
 
     /// Whether this node is a member of a cluster (not a node serving alone).
@@ -280,6 +296,7 @@ pub async fn serve(
             readonly: false,
             local,
             peer,
+            wrote: false,
         };
         let stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -323,9 +340,11 @@ async fn connection(
                     };
                     let flow = commands::execute(&mut session, &args, &mut reply).await;
                     if flow == Flow::Close {
+                        session.durable().await?;
                         return tcp.write_all(&output).await;
                     }
                     if output.len() >= FLUSH_AT {
+                        session.durable().await?;
                         tcp.write_all(&output).await?;
                         output.clear();
                     }
@@ -343,6 +362,7 @@ async fn connection(
             }
         }
         if !output.is_empty() {
+            session.durable().await?;
             tcp.write_all(&output).await?;
             output.clear();
         }

@@ -40,6 +40,13 @@ use crate::clock::Version;
 const TICK: Duration = Duration::from_millis(1000);
 /// `everysec`: the longest a written batch waits for its sync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// `everysec` and `no`: the flusher's pause after writing a batch, so writes gather into
+/// the next one instead of waking the flusher one by one (a wake-up and a `pwrite` per
+/// few writes cost a third of SET throughput on one core). A killed process loses at
+/// most the writes of this long; `always` does not pause (its waiters gather anyway).
+const GATHER: Duration = Duration::from_millis(2);
+/// A tail buffer larger than this is not kept for reuse.
+const SPARE_MAX: usize = 16 << 20;
 
 /// The handle the store appends through. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -122,6 +129,7 @@ impl Log {
             last_sync: Instant::now(),
             unsynced: false,
             last_alive: None,
+            spare: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("kache-log".into())
@@ -270,6 +278,8 @@ struct Writer {
     /// Bytes written since the last sync.
     unsynced: bool,
     last_alive: Option<Instant>,
+    /// The last batch's buffer, cleared, swapped in as the next tail (no regrowth).
+    spare: Vec<u8>,
 }
 
 /// What the flusher took from the tail in one go.
@@ -309,6 +319,11 @@ impl Writer {
                     if stop {
                         return;
                     }
+                    let wrote = !batch.bytes.is_empty();
+                    self.keep_spare(batch.bytes);
+                    if wrote && self.shared.policy != FsyncPolicy::Always {
+                        std::thread::sleep(GATHER);
+                    }
                 }
                 Err(err) => {
                     let message: Arc<str> = err.to_string().into();
@@ -334,8 +349,15 @@ impl Writer {
         }
     }
 
+    fn keep_spare(&mut self, mut bytes: Vec<u8>) {
+        if bytes.capacity() <= SPARE_MAX {
+            bytes.clear();
+            self.spare = bytes;
+        }
+    }
+
     /// Waits up to `wait` for something to write, then takes all of it.
-    fn take(&self, wait: Duration) -> Batch {
+    fn take(&mut self, wait: Duration) -> Batch {
         let mut tail = self.shared.tail.lock();
         if tail.bytes.is_empty() && tail.sealed.is_none() && !tail.stop && !wait.is_zero() {
             tail.flusher_asleep = true;
@@ -350,7 +372,7 @@ impl Writer {
         }
         Batch {
             sealed: tail.sealed.take(),
-            bytes: std::mem::take(&mut tail.bytes),
+            bytes: std::mem::replace(&mut tail.bytes, std::mem::take(&mut self.spare)),
             seq: tail.seq,
             stop: tail.stop,
         }
