@@ -45,6 +45,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// few writes cost a third of SET throughput on one core). A killed process loses at
 /// most the writes of this long; `always` does not pause (its waiters gather anyway).
 const GATHER: Duration = Duration::from_millis(2);
+/// `always`: the same pause, short: the writers just released by a sync get to send
+/// their next writes before the next one starts, so one sync serves all of them.
+const GATHER_ALWAYS: Duration = Duration::from_micros(300);
 /// A tail buffer larger than this is not kept for reuse.
 const SPARE_MAX: usize = 16 << 20;
 
@@ -321,8 +324,11 @@ impl Writer {
                     }
                     let wrote = !batch.bytes.is_empty();
                     self.keep_spare(batch.bytes);
-                    if wrote && self.shared.policy != FsyncPolicy::Always {
-                        std::thread::sleep(GATHER);
+                    if wrote {
+                        std::thread::sleep(match self.shared.policy {
+                            FsyncPolicy::Always => GATHER_ALWAYS,
+                            FsyncPolicy::EverySec | FsyncPolicy::No => GATHER,
+                        });
                     }
                 }
                 Err(err) => {
