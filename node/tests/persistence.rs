@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Node, StaticCluster, is_root};
+use common::{Node, Options, StaticCluster, is_root};
 use serde_json::json;
 
 /// What a key may hold after a restart, by its single writer's history.
@@ -635,4 +635,108 @@ async fn resp_pipelines_with_fsync_always_lose_no_acknowledged_write_to_sigkill(
         "acknowledged SETs lost: {:?}",
         verdict.lost
     );
+}
+
+/// Tombstones (1 s) purged everywhere after anti-entropy agreed.
+async fn wait_no_tombstones(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = node.stats().await;
+        if stats["tombstones"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tombstones never purged: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_left_never_brings_its_old_data_back() {
+    let dirs: Vec<DataDir> = (0..3).map(|i| DataDir::new(&format!("left{i}"))).collect();
+    let envs: Vec<Vec<(&str, &str)>> = dirs
+        .iter()
+        .map(|d| vec![("KACHE_DATA_DIR", d.path()), ("KACHE_FSYNC", "always")])
+        .collect();
+    let mut cluster = StaticCluster::start_with(
+        &envs,
+        "2",
+        &Options {
+            // Deletes are forgotten quickly once every owner agrees: the old copies on
+            // node-2's disk would then have no tombstone left to lose to.
+            extra: &["--tombstone-ttl", "1s", "--anti-entropy-interval", "500ms"],
+            listed: Some(3),
+            ..Options::default()
+        },
+    );
+    for i in 0..60 {
+        let put = cluster.nodes[0]
+            .put_key(&format!("k{i}"), "old", None)
+            .await;
+        assert!(put.status().is_success(), "{}", put.status());
+    }
+    // node-2 leaves as the operator makes it leave: departing, handed off, dropped from
+    // the list, then stopped.
+    cluster.write_list(2, &[0, 1], &[2]);
+    for i in 0..3 {
+        cluster.wait_settled(i, 2).await;
+    }
+    cluster.write_list(3, &[0, 1], &[]);
+    for i in 0..2 {
+        cluster.wait_settled(i, 3).await;
+    }
+    cluster.nodes[2].signal("TERM");
+    cluster.nodes[2].wait_exit(Duration::from_secs(30));
+    assert!(
+        dirs[2].0.join("departed").exists(),
+        "a member that handed off everything and left marks its data dir"
+    );
+    // Meanwhile the cluster deletes and overwrites, and forgets the deletes.
+    for i in 0..30 {
+        let deleted = cluster.nodes[0]
+            .http
+            .delete(cluster.nodes[0].url(&format!("/v1/keys/k{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+    }
+    for i in 30..60 {
+        let put = cluster.nodes[0]
+            .put_key(&format!("k{i}"), "new", None)
+            .await;
+        assert!(put.status().is_success(), "{}", put.status());
+    }
+    for i in 0..2 {
+        wait_no_tombstones(&cluster.nodes[i]).await;
+    }
+    // node-2 joins again, with its old dir.
+    cluster.write_list(4, &[0, 1, 2], &[]);
+    cluster.nodes[2] = cluster.launch(2);
+    cluster.nodes[2].wait_ready(Duration::from_secs(60));
+    for i in 0..3 {
+        cluster.wait_settled(i, 4).await;
+    }
+    // Two things keep its old data out: its log ends with the drops of its hand-off, and
+    // its dir is marked departed (which also covers a member stopped mid-hand-off, whose
+    // drain pushed its partitions without dropping them). The mark made the start discard
+    // the dir.
+    let stats = cluster.nodes[2].stats().await;
+    assert_eq!(stats["persistence"]["discarded"], 1, "{stats}");
+    // A few anti-entropy rounds, where an old copy would spread if it were loaded.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in &cluster.nodes {
+        for i in 0..30 {
+            assert_eq!(
+                node.get_key(&format!("k{i}")).await.0,
+                404,
+                "k{i} came back"
+            );
+        }
+        for i in 30..60 {
+            assert_eq!(node.get_key(&format!("k{i}")).await.1, "new");
+        }
+    }
 }
