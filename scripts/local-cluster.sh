@@ -5,17 +5,21 @@
 #   scripts/local-cluster.sh add         start one more node and add it (new epoch)
 #   scripts/local-cluster.sh remove ID   remove a member (new epoch), wait for its handoff, stop it
 #   scripts/local-cluster.sh status      epoch, ownership and rebalance progress per node
+#   scripts/local-cluster.sh restart     SIGKILL every node at once, start them again
 #   scripts/local-cluster.sh down        stop every node and remove the state
 #
 # Node i listens on HTTP 127.0.0.1:(7070+10i) and gRPC 127.0.0.1:(7071+10i).
 # Environment: KACHE_LOCAL_DIR (state, default /tmp/kache-local), RF (replication
-# factor at `up`, default 2), KACHE_NODE_ARGS (extra flags for every node).
+# factor at `up`, default 2), KACHE_NODE_ARGS (extra flags for every node), PERSIST=1
+# (each node keeps a data dir, $KACHE_LOCAL_DIR/data-<i>, with --fsync ${FSYNC:-everysec};
+# `restart` then brings every node back with its data).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${KACHE_LOCAL_DIR:-/tmp/kache-local}
-# The replication factor is fixed at `up` and kept with the state.
+# The replication factor and persistence are fixed at `up` and kept with the state.
 rf=$(cat "$dir/rf" 2>/dev/null || echo "${RF:-2}")
+persist=$(cat "$dir/persist" 2>/dev/null || echo "${PERSIST:-0}")
 bin="$root/target/release/kache-node"
 
 http_port() { echo $((7070 + 10 * $1)); }
@@ -42,11 +46,12 @@ publish() {
 }
 
 start_node() {
-  local i=$1
+  local i=$1 data=()
+  [ "$persist" = 1 ] && data=(--data-dir "$dir/data-$i" --fsync "${FSYNC:-everysec}" --cluster-id local)
   # shellcheck disable=SC2086
   "$bin" --node-id "node-$i" --http-addr "127.0.0.1:$(http_port "$i")" \
     --grpc-addr "127.0.0.1:$(grpc_port "$i")" --resp-addr "127.0.0.1:$(resp_port "$i")" --members-file "$dir/members.yaml" \
-    ${KACHE_NODE_ARGS:-} >"$dir/node-$i.log" 2>&1 &
+    "${data[@]}" ${KACHE_NODE_ARGS:-} >>"$dir/node-$i.log" 2>&1 &
   echo $! >"$dir/node-$i.pid"
 }
 
@@ -76,6 +81,7 @@ case "${1:-}" in
     [ -f "$dir/members" ] && die "already up in $dir (run down first)"
     mkdir -p "$dir"
     echo "$rf" >"$dir/rf"
+    echo "$persist" >"$dir/persist"
     cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
     seq 0 $((n - 1)) | tr '\n' ' ' | publish
     for i in $(members); do start_node "$i"; done
@@ -107,6 +113,18 @@ case "${1:-}" in
     done
     die "node-$i still holds data after 60 s; it keeps running (see $0 status)"
     ;;
+  restart)
+    [ -f "$dir/members" ] || die "not up"
+    for i in $(members); do kill -9 "$(cat "$dir/node-$i.pid")" 2>/dev/null || true; done
+    sleep 0.5
+    for i in $(members); do start_node "$i"; done
+    for i in $(members); do wait_ready "$i"; done
+    if [ "$persist" = 1 ]; then
+      echo "every node SIGKILLed and started again; each loaded its data dir"
+    else
+      echo "every node SIGKILLed and started again, empty (up with PERSIST=1 to keep data)"
+    fi
+    ;;
   status)
     [ -d "$dir" ] || die "not up"
     echo "member file epoch $(epoch), members: $(members | tr '\n' ' ')"
@@ -123,5 +141,5 @@ case "${1:-}" in
     echo "stopped"
     ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,16p' "$0"; exit 2 ;;
 esac
