@@ -147,9 +147,7 @@ async fn lead(
             controller.await;
             Ok(())
         }
-        Some(election) => tokio::select! {
-            () = controller => Ok(()),
-            lost = election.keep() => Err(lost),
-        },
+        // When the controller stops (shutdown), the Lease is released for a standby.
+        Some(election) => election.run_while_leading(controller).await,
     }
 }
