@@ -355,8 +355,10 @@ impl ServiceType {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
-    /// Node affinity and pod (anti-)affinity of the cache pods, e.g. a preferred pod
-    /// anti-affinity on the hostname so the copies of a partition land on different nodes.
+    /// Node affinity and pod (anti-)affinity of the cache pods. By default the pods
+    /// prefer nodes without another pod of this cluster (a preferred pod anti-affinity
+    /// on kubernetes.io/hostname). A podAntiAffinity set here replaces that default
+    /// (`podAntiAffinity: {}` turns it off); nodeAffinity and podAffinity are added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Taints the cache pods tolerate.
@@ -365,7 +367,9 @@ pub struct Placement {
     /// Node labels a node must have for a cache pod to run on it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// How the cache pods spread across zones or nodes.
+    /// How the cache pods spread across zones or nodes. Default: one constraint,
+    /// maxSkew 1 over topology.kubernetes.io/zone, whenUnsatisfiable ScheduleAnyway.
+    /// A list set here replaces it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// PriorityClass of the cache pods, so a busy node preempts others before them.
