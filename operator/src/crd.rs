@@ -71,7 +71,7 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
     )
 )]
 #[x_kube(validation = Rule::new(
-    "string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
+    "!has(self.replicationFactor) || string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
 ).message("replicationFactor must be a number from 1 to spec.replicas, or \"all\"; lower it or raise replicas first"))]
 #[x_kube(validation = Rule::new(
     "!has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || isQuantity(string(self.resources.limits['memory']))"
@@ -104,10 +104,13 @@ pub struct CacheClusterSpec {
     pub resources: Option<ResourceRequirements>,
 
     /// Copies of each partition: a number from 1 to replicas, or "all" (every member
-    /// holds everything).
-    #[serde(default = "default_replication_factor")]
+    /// holds everything). Unset: 2 when replicas is 2 or more (a node lost without
+    /// warning loses no acknowledged write), 1 for a single member. It then follows
+    /// replicas: scaling 1 -> 3 makes it 2, back to 1 makes it 1. Set 1 to halve the
+    /// memory when the data can be refilled from its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "replication_factor_schema")]
-    pub replication_factor: IntOrString,
+    pub replication_factor: Option<IntOrString>,
 
     /// Number of partitions, the unit of movement: each is a contiguous range of the
     /// 16384 Redis Cluster hash slots. Fixed at creation.
@@ -202,16 +205,24 @@ impl CacheClusterSpec {
     pub fn replication_factor(&self) -> crate::members::ReplicationFactor {
         use crate::members::ReplicationFactor;
         match &self.replication_factor {
-            IntOrString::Int(n) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
-            IntOrString::String(s) if s == "all" => ReplicationFactor::ALL,
-            IntOrString::String(s) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
+            None => ReplicationFactor::Count(if self.replicas >= 2 {
+                DEFAULT_REPLICATION_FACTOR
+            } else {
+                1
+            }),
+            Some(IntOrString::Int(n)) => {
+                ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0))
+            }
+            Some(IntOrString::String(s)) if s == "all" => ReplicationFactor::ALL,
+            Some(IntOrString::String(s)) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
         }
     }
 }
 
-fn default_replication_factor() -> IntOrString {
-    IntOrString::Int(1)
-}
+/// Copies of each partition when the spec does not say and there are enough members:
+/// two, so a node lost without warning (SIGKILL, a node failure) loses no acknowledged
+/// write at W = quorum (DESIGN.md invariant 2). It costs twice the memory of one copy.
+pub const DEFAULT_REPLICATION_FACTOR: u16 = 2;
 
 fn default_partitions() -> u32 {
     DEFAULT_PARTITIONS
@@ -222,12 +233,13 @@ fn default_rebalance_timeout() -> String {
 }
 
 /// An int-or-string. Which ints and strings are allowed is a CEL rule on the spec, since
-/// it depends on `replicas` and a structural schema cannot constrain both types.
+/// it depends on `replicas` and a structural schema cannot constrain both types. No
+/// schema default: unset is derived from replicas (`CacheClusterSpec::replication_factor`).
+/// Objects stored while the schema defaulted it to 1 keep their 1.
 fn replication_factor_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "x-kubernetes-int-or-string": true,
-        "nullable": false,
-        "default": 1
+        "nullable": false
     })
 }
 
