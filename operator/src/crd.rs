@@ -9,6 +9,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -170,7 +171,9 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub monitoring: Monitoring,
 
-    /// A NetworkPolicy that lets only cluster members reach the peer port.
+    /// The NetworkPolicy of the cache pods, on by default: only members reach the peer
+    /// port; the client ports are open to the CacheCluster's namespace unless
+    /// `clients` says otherwise.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
 
@@ -440,13 +443,39 @@ fn default_scrape_interval() -> String {
     "30s".to_owned()
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+/// Who may reach the cache pods. docs/security.md says what this protects and what not.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
-    /// Create the NetworkPolicy: only cache pods of this cluster may reach the peer
-    /// (gRPC) port; the client port stays open.
-    #[serde(default)]
+    /// Create the NetworkPolicy (the default): only this cluster's pods reach the peer
+    /// (gRPC) port, the `clients` reach the HTTP and RESP ports, and the operator's pods
+    /// reach the HTTP port (it reads each node's GET /v1/cluster). It takes effect only
+    /// where the cluster's network plugin enforces NetworkPolicies.
+    #[serde(default = "yes")]
     pub enabled: bool,
+    /// Who may reach the client ports (HTTP, with /metrics, and RESP), as NetworkPolicy
+    /// `from` peers (podSelector, namespaceSelector, ipBlock). Unset: every pod in the
+    /// CacheCluster's namespace. Set: exactly these peers; add `{podSelector: {}}` to keep
+    /// the namespace, and your Prometheus's namespace to keep /metrics scraped. An empty
+    /// list admits nobody but the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "client_peers_schema")]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clients: None,
+        }
+    }
+}
+
+fn client_peers_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<NetworkPolicyPeer>>();
+    schema.insert("maxItems".to_owned(), 64.into());
+    schema
 }
 
 pub mod persistence;

@@ -82,6 +82,8 @@ pub struct OperatorConfig {
     pub leader_election: Option<(String, String)>,
     /// This replica's identity (the pod name).
     pub identity: String,
+    /// Where the operator's pods run, so the cache pods' NetworkPolicy lets them in.
+    pub operator_pods: resources::optional::OperatorPods,
 }
 
 /// Serves telemetry on `listener` and runs the controller (once leading) until
@@ -138,6 +140,7 @@ async fn lead(
     let ctx = Arc::new(controller::Context::new(
         client,
         config.node_image.clone(),
+        config.operator_pods.clone(),
         metrics,
         config.identity.clone(),
     ));
