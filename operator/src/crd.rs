@@ -213,9 +213,7 @@ impl CacheClusterSpec {
             } else {
                 1
             }),
-            Some(IntOrString::Int(n)) => {
-                ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0))
-            }
+            Some(IntOrString::Int(n)) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
             Some(IntOrString::String(s)) if s == "all" => ReplicationFactor::ALL,
             Some(IntOrString::String(s)) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
         }

@@ -136,14 +136,21 @@ type Stored = Arc<Mutex<Option<Value>>>;
 async fn mock_lease_api() -> (Client, Stored) {
     let stored: Stored = Arc::default();
     let app = Router::new()
-        .fallback(|State(stored): State<Stored>, request: Request| async move {
-            let method = request.method().as_str().to_owned();
-            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            let (status, body) = answer(&stored, &method, &body);
-            (status, [("content-type", "application/json")], body.to_string()).into_response()
-        })
+        .fallback(
+            |State(stored): State<Stored>, request: Request| async move {
+                let method = request.method().as_str().to_owned();
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let (status, body) = answer(&stored, &method, &body);
+                (
+                    status,
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+                    .into_response()
+            },
+        )
         .with_state(stored.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -159,17 +166,25 @@ fn answer(stored: &Stored, method: &str, body: &[u8]) -> (StatusCode, Value) {
         (code, status)
     };
     let mut stored = stored.lock();
-    let version = |lease: &Value| lease["metadata"]["resourceVersion"].as_str().map(str::to_owned);
+    let version = |lease: &Value| {
+        lease["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned)
+    };
     match (method, stored.as_ref()) {
         ("GET", Some(lease)) => (StatusCode::OK, lease.clone()),
         ("GET", None) => refusal(StatusCode::NOT_FOUND, "NotFound"),
         ("POST", Some(_)) => refusal(StatusCode::CONFLICT, "AlreadyExists"),
         ("PUT", None) => refusal(StatusCode::NOT_FOUND, "NotFound"),
-        ("PUT", Some(lease)) if version(lease) != version(&serde_json::from_slice(body).unwrap()) => {
+        ("PUT", Some(lease))
+            if version(lease) != version(&serde_json::from_slice(body).unwrap()) =>
+        {
             refusal(StatusCode::CONFLICT, "Conflict")
         }
         ("POST" | "PUT", current) => {
-            let next = current.and_then(version).map_or(1, |v| v.parse::<u64>().unwrap() + 1);
+            let next = current
+                .and_then(version)
+                .map_or(1, |v| v.parse::<u64>().unwrap() + 1);
             let mut lease: Value = serde_json::from_slice(body).unwrap();
             lease["metadata"]["resourceVersion"] = json!(next.to_string());
             *stored = Some(lease.clone());
@@ -190,7 +205,10 @@ async fn a_leader_that_stops_releases_and_a_standby_takes_over_at_once() {
     let a = LeaderElection::new(client.clone(), "ops", "kache", "a");
     let b = LeaderElection::new(client, "ops", "kache", "b");
     assert_eq!(a.try_acquire().await.unwrap(), Attempt::Leading);
-    assert_eq!(b.try_acquire().await.unwrap(), Attempt::HeldBy("a".to_owned()));
+    assert_eq!(
+        b.try_acquire().await.unwrap(),
+        Attempt::HeldBy("a".to_owned())
+    );
 
     // The operator's work ends (shutdown): the leader releases on its way out.
     a.run_while_leading(async {}).await.unwrap();
@@ -206,7 +224,10 @@ async fn a_leader_that_stops_releases_and_a_standby_takes_over_at_once() {
     assert_eq!(taken.lease_duration_seconds, Some(15));
     assert_eq!(taken.lease_transitions, Some(1));
     // And `a`, a candidate again, waits.
-    assert_eq!(a.try_acquire().await.unwrap(), Attempt::HeldBy("b".to_owned()));
+    assert_eq!(
+        a.try_acquire().await.unwrap(),
+        Attempt::HeldBy("b".to_owned())
+    );
 }
 
 #[tokio::test]

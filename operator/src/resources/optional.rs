@@ -187,14 +187,17 @@ mod tests {
                         other => format!("{other:?}"),
                     })
                     .collect();
-                (ports, rule.from.clone().expect("every rule names its sources"))
+                (
+                    ports,
+                    rule.from.clone().expect("every rule names its sources"),
+                )
             })
             .collect()
     }
 
     #[test]
     fn by_default_members_reach_the_peer_port_the_namespace_the_client_ports_and_the_operator_http()
-     {
+    {
         let cc = cache_cluster("replicas: 3");
         let policy = network_policy(&cc, &operator()).expect("on by default");
         let spec = policy.spec.as_ref().unwrap();
@@ -204,7 +207,10 @@ mod tests {
             ("app.kubernetes.io/name", "kache"),
         ]);
         assert_eq!(spec.pod_selector.as_ref().unwrap().match_labels, members);
-        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_owned()][..])
+        );
         let rules = rules_of(&policy);
         assert_eq!(rules.len(), 3);
 
@@ -229,7 +235,11 @@ mod tests {
         );
 
         let (ports, from) = &rules[2];
-        assert_eq!(ports, &["http"], "the operator reads /v1/cluster, nothing else");
+        assert_eq!(
+            ports,
+            &["http"],
+            "the operator reads /v1/cluster, nothing else"
+        );
         assert_eq!(from.len(), 1);
         assert_eq!(
             from[0].namespace_selector.as_ref().unwrap().match_labels,
@@ -263,7 +273,10 @@ networkPolicy: {clients: [{namespaceSelector: {matchLabels: {team: shop}}}, {ipB
         // No clients: no client rule at all. A rule with no peers would admit everyone.
         let cc = cache_cluster("replicas: 3\nnetworkPolicy: {clients: []}");
         let policy = network_policy(&cc, &operator()).unwrap();
-        let ports: Vec<_> = rules_of(&policy).into_iter().map(|(ports, _)| ports).collect();
+        let ports: Vec<_> = rules_of(&policy)
+            .into_iter()
+            .map(|(ports, _)| ports)
+            .collect();
         assert_eq!(ports, [vec!["grpc"], vec!["http"]]);
 
         let cc = cache_cluster("replicas: 3\nnetworkPolicy: {enabled: false}");

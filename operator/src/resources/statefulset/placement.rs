@@ -113,10 +113,7 @@ mod tests {
 
         assert_eq!(spread.len(), 1);
         let zone = &spread[0];
-        assert_eq!(
-            (zone.topology_key.as_str(), zone.max_skew),
-            (ZONE_KEY, 1)
-        );
+        assert_eq!((zone.topology_key.as_str(), zone.max_skew), (ZONE_KEY, 1));
         assert_eq!(zone.when_unsatisfiable, "ScheduleAnyway", "soft");
         assert_eq!(
             zone.label_selector.as_ref().unwrap().match_labels.as_ref(),
