@@ -9,6 +9,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,7 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
     )
 )]
 #[x_kube(validation = Rule::new(
-    "string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
+    "!has(self.replicationFactor) || string(self.replicationFactor) == 'all' || (string(self.replicationFactor).matches('^[0-9]{1,5}$') && int(string(self.replicationFactor)) >= 1 && int(string(self.replicationFactor)) <= self.replicas)"
 ).message("replicationFactor must be a number from 1 to spec.replicas, or \"all\"; lower it or raise replicas first"))]
 #[x_kube(validation = Rule::new(
     "!has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || isQuantity(string(self.resources.limits['memory']))"
@@ -104,10 +105,13 @@ pub struct CacheClusterSpec {
     pub resources: Option<ResourceRequirements>,
 
     /// Copies of each partition: a number from 1 to replicas, or "all" (every member
-    /// holds everything).
-    #[serde(default = "default_replication_factor")]
+    /// holds everything). Unset: 2 when replicas is 2 or more (a node lost without
+    /// warning loses no acknowledged write), 1 for a single member. It then follows
+    /// replicas: scaling 1 -> 3 makes it 2, back to 1 makes it 1. Set 1 to halve the
+    /// memory when the data can be refilled from its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "replication_factor_schema")]
-    pub replication_factor: IntOrString,
+    pub replication_factor: Option<IntOrString>,
 
     /// Number of partitions, the unit of movement: each is a contiguous range of the
     /// 16384 Redis Cluster hash slots. Fixed at creation.
@@ -167,7 +171,9 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub monitoring: Monitoring,
 
-    /// A NetworkPolicy that lets only cluster members reach the peer port.
+    /// The NetworkPolicy of the cache pods, on by default: only members reach the peer
+    /// port; the client ports are open to the CacheCluster's namespace unless
+    /// `clients` says otherwise.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
 
@@ -202,16 +208,22 @@ impl CacheClusterSpec {
     pub fn replication_factor(&self) -> crate::members::ReplicationFactor {
         use crate::members::ReplicationFactor;
         match &self.replication_factor {
-            IntOrString::Int(n) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
-            IntOrString::String(s) if s == "all" => ReplicationFactor::ALL,
-            IntOrString::String(s) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
+            None => ReplicationFactor::Count(if self.replicas >= 2 {
+                DEFAULT_REPLICATION_FACTOR
+            } else {
+                1
+            }),
+            Some(IntOrString::Int(n)) => ReplicationFactor::Count(u16::try_from(*n).unwrap_or(0)),
+            Some(IntOrString::String(s)) if s == "all" => ReplicationFactor::ALL,
+            Some(IntOrString::String(s)) => ReplicationFactor::Count(s.parse().unwrap_or(0)),
         }
     }
 }
 
-fn default_replication_factor() -> IntOrString {
-    IntOrString::Int(1)
-}
+/// Copies of each partition when the spec does not say and there are enough members:
+/// two, so a node lost without warning (SIGKILL, a node failure) loses no acknowledged
+/// write at W = quorum (DESIGN.md invariant 2). It costs twice the memory of one copy.
+pub const DEFAULT_REPLICATION_FACTOR: u16 = 2;
 
 fn default_partitions() -> u32 {
     DEFAULT_PARTITIONS
@@ -222,12 +234,13 @@ fn default_rebalance_timeout() -> String {
 }
 
 /// An int-or-string. Which ints and strings are allowed is a CEL rule on the spec, since
-/// it depends on `replicas` and a structural schema cannot constrain both types.
+/// it depends on `replicas` and a structural schema cannot constrain both types. No
+/// schema default: unset is derived from replicas (`CacheClusterSpec::replication_factor`).
+/// Objects stored while the schema defaulted it to 1 keep their 1.
 fn replication_factor_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "x-kubernetes-int-or-string": true,
-        "nullable": false,
-        "default": 1
+        "nullable": false
     })
 }
 
@@ -355,8 +368,10 @@ impl ServiceType {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
-    /// Node affinity and pod (anti-)affinity of the cache pods, e.g. a preferred pod
-    /// anti-affinity on the hostname so the copies of a partition land on different nodes.
+    /// Node affinity and pod (anti-)affinity of the cache pods. By default the pods
+    /// prefer nodes without another pod of this cluster (a preferred pod anti-affinity
+    /// on kubernetes.io/hostname). A podAntiAffinity set here replaces that default
+    /// (`podAntiAffinity: {}` turns it off); nodeAffinity and podAffinity are added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Taints the cache pods tolerate.
@@ -365,7 +380,9 @@ pub struct Placement {
     /// Node labels a node must have for a cache pod to run on it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// How the cache pods spread across zones or nodes.
+    /// How the cache pods spread across zones or nodes. Default: one constraint,
+    /// maxSkew 1 over topology.kubernetes.io/zone, whenUnsatisfiable ScheduleAnyway.
+    /// A list set here replaces it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// PriorityClass of the cache pods, so a busy node preempts others before them.
@@ -424,13 +441,39 @@ fn default_scrape_interval() -> String {
     "30s".to_owned()
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+/// Who may reach the cache pods. docs/security.md says what this protects and what not.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
-    /// Create the NetworkPolicy: only cache pods of this cluster may reach the peer
-    /// (gRPC) port; the client port stays open.
-    #[serde(default)]
+    /// Create the NetworkPolicy (the default): only this cluster's pods reach the peer
+    /// (gRPC) port, the `clients` reach the HTTP and RESP ports, and the operator's pods
+    /// reach the HTTP port (it reads each node's GET /v1/cluster). It takes effect only
+    /// where the cluster's network plugin enforces NetworkPolicies.
+    #[serde(default = "yes")]
     pub enabled: bool,
+    /// Who may reach the client ports (HTTP, with /metrics, and RESP), as NetworkPolicy
+    /// `from` peers (podSelector, namespaceSelector, ipBlock). Unset: every pod in the
+    /// CacheCluster's namespace. Set: exactly these peers; add `{podSelector: {}}` to keep
+    /// the namespace, and your Prometheus's namespace to keep /metrics scraped. An empty
+    /// list admits nobody but the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "client_peers_schema")]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clients: None,
+        }
+    }
+}
+
+fn client_peers_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<NetworkPolicyPeer>>();
+    schema.insert("maxItems".to_owned(), 64.into());
+    schema
 }
 
 pub mod persistence;

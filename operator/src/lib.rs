@@ -82,6 +82,8 @@ pub struct OperatorConfig {
     pub leader_election: Option<(String, String)>,
     /// This replica's identity (the pod name).
     pub identity: String,
+    /// Where the operator's pods run, so the cache pods' NetworkPolicy lets them in.
+    pub operator_pods: resources::optional::OperatorPods,
 }
 
 /// Serves telemetry on `listener` and runs the controller (once leading) until
@@ -138,6 +140,7 @@ async fn lead(
     let ctx = Arc::new(controller::Context::new(
         client,
         config.node_image.clone(),
+        config.operator_pods.clone(),
         metrics,
         config.identity.clone(),
     ));
@@ -147,9 +150,7 @@ async fn lead(
             controller.await;
             Ok(())
         }
-        Some(election) => tokio::select! {
-            () = controller => Ok(()),
-            lost = election.keep() => Err(lost),
-        },
+        // When the controller stops (shutdown), the Lease is released for a standby.
+        Some(election) => election.run_while_leading(controller).await,
     }
 }

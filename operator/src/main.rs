@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
+use kache_operator::resources::optional::OperatorPods;
 use kache_operator::{OperatorConfig, run};
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,16 @@ struct Cli {
     #[arg(long, env = "KACHE_NODE_IMAGE", default_value = concat!("kache/node:", env!("CARGO_PKG_VERSION")))]
     node_image: String,
 
+    /// The operator's own namespace: the cache pods' NetworkPolicy lets its pods in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    operator_namespace: String,
+
+    /// Labels of the operator's own pods, as `key=value,...`: the cache pods'
+    /// NetworkPolicy lets the pods with them read the nodes' HTTP port. Empty lets in
+    /// every pod of the operator's namespace.
+    #[arg(long, env = "KACHE_OPERATOR_POD_LABELS", default_value = "")]
+    operator_pod_labels: String,
+
     /// Watch only this namespace; empty watches all.
     #[arg(long, env = "KACHE_OPERATOR_WATCH_NAMESPACE", default_value = "")]
     watch_namespace: String,
@@ -65,6 +76,8 @@ async fn main() -> anyhow::Result<()> {
         _ => std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("kache-operator-{}", std::process::id())),
     };
+    let operator_pods = OperatorPods::new(&cli.operator_namespace, &cli.operator_pod_labels)
+        .map_err(|e| anyhow::anyhow!("--operator-pod-labels (KACHE_OPERATOR_POD_LABELS): {e}"))?;
     let config = OperatorConfig {
         node_image: cli.node_image,
         watch_namespace: (!cli.watch_namespace.is_empty()).then_some(cli.watch_namespace),
@@ -72,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             .leader_elect
             .then_some((cli.lease_name, cli.lease_namespace)),
         identity,
+        operator_pods,
     };
     let listener = tokio::net::TcpListener::bind(cli.listen_addr)
         .await

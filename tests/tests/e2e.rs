@@ -5,7 +5,9 @@
 //! restarts and re-syncs, one at RF=1 loses its keys and the status says so (DataLoss),
 //! a persistent cluster comes back with its data after all its pods were deleted at once,
 //! and a scale 3 -> 1 -> 3 brings back no deleted key and no old value, and deleting the
-//! CacheCluster collects everything it owned (a persistent one's volumes stay).
+//! CacheCluster collects everything it owned (a persistent one's volumes stay). The
+//! operator's ServiceAccount holds exactly the RBAC the chart README documents, and a
+//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -27,6 +29,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams};
@@ -34,6 +37,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::Value as Json;
+
+#[path = "e2e/security.rs"]
+mod security;
 
 const NS: &str = "e2e";
 const HTTP_PORT: u16 = 7070;
@@ -518,6 +524,7 @@ async fn kache_on_a_real_control_plane() {
         None,
     );
     must("kubectl", &["create", "namespace", NS], None);
+    security::operator_rbac_is_as_documented().await;
 
     // 2. A 3-member cluster becomes Available; keys written through one pod are readable
     //    through every pod.
@@ -530,6 +537,7 @@ async fn kache_on_a_real_control_plane() {
         started.elapsed().as_secs_f64()
     ));
     assert_runs_from_images(&client).await;
+    security::defaults_are_locked_down(&client, "scale").await;
     let ips = pod_ips(&client, "scale").await;
     let mut seed = BTreeMap::new();
     for i in 0..2_000 {
@@ -752,7 +760,8 @@ async fn kache_on_a_real_control_plane() {
                 && !exists::<ServiceAccount>(&client, "kill-node").await
                 && !exists::<Role>(&client, "kill-node").await
                 && !exists::<RoleBinding>(&client, "kill-node").await
-                && !exists::<PodDisruptionBudget>(&client, "kill").await;
+                && !exists::<PodDisruptionBudget>(&client, "kill").await
+                && !exists::<NetworkPolicy>(&client, "kill").await;
             gone.then_some(())
         },
     )

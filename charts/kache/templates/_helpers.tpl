@@ -58,6 +58,19 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
+The selector labels as `k=v,k=v` (KACHE_OPERATOR_POD_LABELS): the cache pods'
+NetworkPolicy lets the pods with these labels, in the release namespace, read the nodes'
+HTTP port.
+*/}}
+{{- define "kache.selectorString" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "kache.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
 ServiceAccount of the operator.
 */}}
 {{- define "kache.serviceAccountName" -}}

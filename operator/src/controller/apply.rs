@@ -52,7 +52,7 @@ pub(super) async fn objects(
         Some(pdb) => apply(client, ns, &pdb).await?,
         None => delete::<PodDisruptionBudget>(client, ns, &names.cluster).await?,
     }
-    match resources::optional::network_policy(cc) {
+    match resources::optional::network_policy(cc, &ctx.operator_pods) {
         Some(policy) => apply(client, ns, &policy).await?,
         None => delete::<NetworkPolicy>(client, ns, &names.cluster).await?,
     }

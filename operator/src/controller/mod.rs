@@ -29,6 +29,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::{CacheCluster, CacheClusterStatus};
 use crate::metrics::Metrics;
 use crate::resources::config::SettingsError;
+use crate::resources::optional::OperatorPods;
 use crate::resources::{self, Names, names};
 use crate::scale::{self, Desired, Step};
 use crate::{Error, Result, status};
@@ -48,6 +49,8 @@ pub struct Context {
     pub http: reqwest::Client,
     pub recorder: Recorder,
     pub node_image: String,
+    /// Where the operator's pods are, for the NetworkPolicy rule that lets them in.
+    pub operator_pods: OperatorPods,
     pub metrics: Metrics,
     pub backoff: Backoff,
 }
@@ -61,7 +64,13 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, node_image: String, metrics: Metrics, identity: String) -> Self {
+    pub fn new(
+        client: Client,
+        node_image: String,
+        operator_pods: OperatorPods,
+        metrics: Metrics,
+        identity: String,
+    ) -> Self {
         let reporter = Reporter {
             controller: names::FIELD_MANAGER.to_owned(),
             instance: Some(identity),
@@ -71,6 +80,7 @@ impl Context {
             client,
             http: reqwest::Client::new(),
             node_image,
+            operator_pods,
             metrics,
             backoff: Backoff::default(),
         }

@@ -61,6 +61,7 @@ fn context(client: Client) -> Arc<Context> {
     Arc::new(Context::new(
         client,
         "kache/node:test".to_owned(),
+        OperatorPods::default(),
         Metrics::default(),
         "test".to_owned(),
     ))

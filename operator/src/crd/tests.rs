@@ -402,3 +402,41 @@ fn the_examples_pass_and_the_invalid_ones_are_refused() {
         }
     }
 }
+
+#[test]
+fn an_unset_replication_factor_is_two_copies_once_there_are_two_members() {
+    use crate::members::ReplicationFactor;
+    for (spec, copies) in [
+        ("replicas: 1", 1),
+        ("replicas: 2", 2),
+        ("replicas: 5", 2),
+        ("replicas: 5\nreplicationFactor: 1", 1),
+        ("replicas: 5\nreplicationFactor: 3", 3),
+    ] {
+        assert_eq!(
+            cluster(spec).spec.replication_factor(),
+            ReplicationFactor::Count(copies),
+            "{spec}"
+        );
+    }
+    // The schema has no default: the API server must leave the field unset, or it would
+    // write a fixed number and the count would stop following replicas.
+    let crd = CacheCluster::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    let spec = &schema.properties.as_ref().unwrap()["spec"];
+    let field = &spec.properties.as_ref().unwrap()["replicationFactor"];
+    assert_eq!(field.default, None);
+    assert!(
+        !spec
+            .required
+            .iter()
+            .flatten()
+            .any(|r| r == "replicationFactor")
+    );
+}

@@ -7,6 +7,9 @@
 //! so where Kubernetes lets a later entry win, the operator's does; security contexts
 //! merge field by field, so an unset field keeps the secure default.
 //!
+//! Pods prefer different Kubernetes nodes and spread over zones unless `spec.placement`
+//! says otherwise (`placement`).
+//!
 //! With `spec.persistence` enabled, each member gets a claim from a volume claim template,
 //! mounted where its data directory is, and a startup probe that lets it load its data
 //! before the liveness probe counts. Without it, the StatefulSet is what it always was.
@@ -80,7 +83,7 @@ fn pod_template(
 ) -> PodTemplateSpec {
     let mut annotations = cc.spec.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), settings_hash.to_owned());
-    let placement = &cc.spec.placement;
+    let scheduling = &cc.spec.placement;
     let pod = &cc.spec.pod;
     let (_, termination_grace) = pod.grace_seconds();
     let mut containers = vec![container(cc, names, default_image)];
@@ -105,12 +108,14 @@ fn pod_template(
                 pod.security_context.as_ref(),
                 persistence(cc).is_some(),
             )),
-            affinity: placement.affinity.clone(),
-            tolerations: non_empty(&placement.tolerations),
-            node_selector: (!placement.node_selector.is_empty())
-                .then(|| placement.node_selector.clone()),
-            topology_spread_constraints: non_empty(&placement.topology_spread_constraints),
-            priority_class_name: placement.priority_class_name.clone(),
+            affinity: Some(placement::affinity(scheduling, names)),
+            tolerations: non_empty(&scheduling.tolerations),
+            node_selector: (!scheduling.node_selector.is_empty())
+                .then(|| scheduling.node_selector.clone()),
+            topology_spread_constraints: Some(placement::topology_spread_constraints(
+                scheduling, names,
+            )),
+            priority_class_name: scheduling.priority_class_name.clone(),
             ..PodSpec::default()
         }),
     }
@@ -328,5 +333,6 @@ pub fn template_annotations(sts: &StatefulSet) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+pub mod placement;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,16 @@ fn the_statefulset_runs_unprivileged_nodes_that_find_their_peers() {
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("demo-node"));
     assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+    // The placement defaults are in the pod (placement.rs tests what they are).
+    let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref();
+    assert!(anti.is_some_and(|a| {
+        a.preferred_during_scheduling_ignored_during_execution
+            .is_some()
+    }));
+    assert_eq!(
+        pod.topology_spread_constraints.as_ref().unwrap()[0].topology_key,
+        placement::ZONE_KEY
+    );
     let container = &pod.containers[0];
     assert_eq!(container.image.as_deref(), Some("kache/node:0.1.0"));
     let variables: Vec<_> = container
