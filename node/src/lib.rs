@@ -323,6 +323,7 @@ async fn member(
     let syncing = cluster.clone();
     tasks.push(AbortOnDrop(tokio::spawn(async move {
         syncing.initial_sync().await;
+        syncing.return_held_hints().await;
     })));
     tasks.push(AbortOnDrop(cluster.spawn_rebalancer()));
     if !config.anti_entropy_interval.is_zero() {

@@ -125,6 +125,54 @@ impl Cluster {
         }
     }
 
+    /// Gives back, after this node's startup sync, the hints it holds for partitions it
+    /// does not own: each goes to every owner, and is dropped here once all of them took
+    /// it. Normally an owner's startup sync pulls hints and releases them; but when every
+    /// member restarts at once with its data dir (a drain had pushed hints here while an
+    /// owner was already down), each owner found this node "syncing" and pulled nothing,
+    /// so without this the hints would stay here, the node never settled, and the cluster
+    /// never became Available (the e2e's whole-cluster restart caught it). Tries again
+    /// every 2 s while an owner does not answer, for at most an hour; not during a move
+    /// (the rebalancer owns partition movement then), and not on a departing node (its
+    /// partitions are a hand-off in progress, which the move completes).
+    pub async fn return_held_hints(&self) {
+        for _ in 0..1800 {
+            let routing = self.routing();
+            let view = &routing.next;
+            let self_id = self.inner.identity.node_id.as_str();
+            if routing.moving() || view.self_index.is_none() {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            let held: Vec<u32> = self
+                .inner
+                .store
+                .partitions_holding_data()
+                .into_iter()
+                .filter(|&p| !view.is_owner(self_id, p))
+                .collect();
+            if held.is_empty() {
+                return;
+            }
+            for partition in held {
+                let mut returned = true;
+                for owner in view.owners(partition) {
+                    if let Err(status) = self.hand_off(partition, owner).await {
+                        returned = false;
+                        tracing::debug!(partition, owner = %owner.id, error = %status.message(), "could not give back held hints yet");
+                    }
+                }
+                // Still not an owner, and no move began meanwhile: the owners hold it.
+                let now = self.routing();
+                if returned && !now.moving() && !now.next.is_owner(self_id, partition) {
+                    self.inner.store.drop_partition(partition);
+                    tracing::info!(partition, "gave held hints back to the owners");
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+
     /// Tells `holder` that this node now holds `partition`, so hints can go.
     pub(super) async fn send_release(&self, holder: &Member, partition: u32) {
         if let Ok(mut client) = self.inner.replicator.peers().client(holder) {

@@ -7,8 +7,9 @@
 //! - `always`: after every write, before the writes in it are acknowledged. Callers wait
 //!   with [`Log::durable`]; while the flusher syncs, the next writes gather into the next
 //!   batch (group commit), so one fsync serves every write that arrived meanwhile.
-//! - `everysec`: the tail reaches the kernel at once (a killed process loses nothing) and
-//!   the disk once a second (a power loss loses at most about a second).
+//! - `everysec`: the tail reaches the kernel within [`GATHER`] (a killed process loses at
+//!   most the writes of those 2 ms) and the disk once a second (a power loss loses at
+//!   most about a second).
 //! - `no`: the kernel decides when.
 //!
 //! A failed write or sync (a full disk) leaves the batch with the flusher, which writes it
@@ -297,7 +298,7 @@ impl Writer {
     fn run(mut self) {
         let mut carried: Option<Batch> = None;
         loop {
-            let batch = match carried.take() {
+            let mut batch = match carried.take() {
                 Some(mut failed) => {
                     // Whatever was appended since joins the batch that failed.
                     let more = self.take(Duration::ZERO);
@@ -306,7 +307,6 @@ impl Writer {
                 }
                 None => self.take(TICK),
             };
-            let mut batch = batch;
             let stop = batch.stop;
             match self.write(&mut batch) {
                 Ok(()) => {

@@ -52,9 +52,9 @@ use super::Store;
 pub enum FsyncPolicy {
     /// Before the write is acknowledged.
     Always,
-    /// Written to the kernel at once, synced once a second.
+    /// Written to the kernel within milliseconds, synced once a second.
     EverySec,
-    /// Written to the kernel at once, synced when the kernel decides.
+    /// Written to the kernel within milliseconds, synced when the kernel decides.
     No,
 }
 
