@@ -104,6 +104,31 @@ async fn check(history: &History, node: &Node, killed_at: Instant) -> Verdict {
     verdict
 }
 
+/// Prints what the check of `history` found; fails if anything acknowledged was lost
+/// (a deleted key that is back counts as lost).
+fn assert_nothing_lost(label: &str, history: &History, verdict: &Verdict) {
+    println!(
+        "{label}: {} ops, {} acknowledged, {} unknown, {} keys checked, {} lost",
+        history.ops,
+        history.acked,
+        history.unknown,
+        verdict.checked,
+        verdict.lost.len()
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "{label}: acknowledged writes lost: {:?}",
+        verdict.lost
+    );
+}
+
+/// Each node's environment: its own data dir, `--fsync always`.
+fn persistent_envs(dirs: &[DataDir]) -> Vec<Vec<(&str, &str)>> {
+    dirs.iter()
+        .map(|d| vec![("KACHE_DATA_DIR", d.path()), ("KACHE_FSYNC", "always")])
+        .collect()
+}
+
 /// One writer per key group: PUTs (and one DELETE in eight) through `targets` in turn,
 /// recording each outcome, until `stop` is set or `max_ops` are done.
 async fn writer(
@@ -233,19 +258,7 @@ async fn sigkill_with_fsync_always_loses_no_acknowledged_write() {
     );
     let node = single(&dir, "always", &[]);
     let verdict = check(&history, &node, killed_at).await;
-    println!(
-        "fsync always: {} ops, {} acknowledged, {} unknown, {} keys checked, {} lost",
-        history.ops,
-        history.acked,
-        history.unknown,
-        verdict.checked,
-        verdict.lost.len()
-    );
-    assert!(
-        verdict.lost.is_empty(),
-        "acknowledged writes lost: {:?}",
-        verdict.lost
-    );
+    assert_nothing_lost("fsync always", &history, &verdict);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,10 +507,7 @@ async fn a_whole_cluster_sigkilled_at_once_comes_back_with_every_acknowledged_wr
     let dirs: Vec<DataDir> = (0..3)
         .map(|i| DataDir::new(&format!("cluster{i}")))
         .collect();
-    let envs: Vec<Vec<(&str, &str)>> = dirs
-        .iter()
-        .map(|d| vec![("KACHE_DATA_DIR", d.path()), ("KACHE_FSYNC", "always")])
-        .collect();
+    let envs = persistent_envs(&dirs);
     let mut cluster = StaticCluster::start(&envs, "2", &["--anti-entropy-interval", "1s"]);
     let targets: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
     let (history, killed_at) = {
@@ -533,19 +543,7 @@ async fn a_whole_cluster_sigkilled_at_once_comes_back_with_every_acknowledged_wr
     // Quorum reads through every node: each sees what was acknowledged.
     for node in &cluster.nodes {
         let verdict = check(&history, node, killed_at).await;
-        println!(
-            "whole-cluster SIGKILL: {} ops, {} acknowledged, {} unknown, {} keys, {} lost",
-            history.ops,
-            history.acked,
-            history.unknown,
-            verdict.checked,
-            verdict.lost.len()
-        );
-        assert!(
-            verdict.lost.is_empty(),
-            "lost or resurrected: {:?}",
-            verdict.lost
-        );
+        assert_nothing_lost("whole-cluster SIGKILL", &history, &verdict);
     }
 }
 
@@ -623,18 +621,7 @@ async fn resp_pipelines_with_fsync_always_lose_no_acknowledged_write_to_sigkill(
     assert!(history.acked > 1000, "too little load: {history:?}");
     let node = single(&dir, "always", &[]);
     let verdict = check(&history, &node, killed_at).await;
-    println!(
-        "RESP pipelines, fsync always: {} SETs, {} acknowledged, {} unknown, {} lost",
-        history.ops,
-        history.acked,
-        history.unknown,
-        verdict.lost.len()
-    );
-    assert!(
-        verdict.lost.is_empty(),
-        "acknowledged SETs lost: {:?}",
-        verdict.lost
-    );
+    assert_nothing_lost("RESP pipelines, fsync always", &history, &verdict);
 }
 
 /// Tombstones (1 s) purged everywhere after anti-entropy agreed.
@@ -656,10 +643,7 @@ async fn wait_no_tombstones(node: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_left_never_brings_its_old_data_back() {
     let dirs: Vec<DataDir> = (0..3).map(|i| DataDir::new(&format!("left{i}"))).collect();
-    let envs: Vec<Vec<(&str, &str)>> = dirs
-        .iter()
-        .map(|d| vec![("KACHE_DATA_DIR", d.path()), ("KACHE_FSYNC", "always")])
-        .collect();
+    let envs = persistent_envs(&dirs);
     let mut cluster = StaticCluster::start_with(
         &envs,
         "2",
@@ -744,10 +728,7 @@ async fn a_member_that_left_never_brings_its_old_data_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hints_held_through_a_whole_cluster_restart_go_back_to_their_owners() {
     let dirs: Vec<DataDir> = (0..3).map(|i| DataDir::new(&format!("hints{i}"))).collect();
-    let envs: Vec<Vec<(&str, &str)>> = dirs
-        .iter()
-        .map(|d| vec![("KACHE_DATA_DIR", d.path()), ("KACHE_FSYNC", "always")])
-        .collect();
+    let envs = persistent_envs(&dirs);
     let mut cluster = StaticCluster::start_with(
         &envs,
         "2",
