@@ -7,7 +7,7 @@
 //! - `always`: after every write, before the writes in it are acknowledged. Callers wait
 //!   with [`Log::durable`]; while the flusher syncs, the next writes gather into the next
 //!   batch (group commit), so one fsync serves every write that arrived meanwhile.
-//! - `everysec`: the tail reaches the kernel within [`GATHER`] (a killed process loses at
+//! - `everysec`: the tail reaches the kernel within `GATHER` (a killed process loses at
 //!   most the writes of those 2 ms) and the disk once a second (a power loss loses at
 //!   most about a second).
 //! - `no`: the kernel decides when.
