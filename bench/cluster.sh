@@ -20,24 +20,12 @@ FWD_RF=${FWD_RF:-1}
 KACHE_ARGS=${KACHE_ARGS:-}               # extra node flags, e.g. --read-consistency one
 PARTS=${PARTS:-forwarding,kache,redis}   # which sections to run
 run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
-for tool in wrk redis-server redis-cli redis-benchmark python3 curl taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk redis-server redis-tools curl" >&2; exit 1; }
-done
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-# KACHE_BIN compares another build (say, the previous commit's) with the same script.
-if [ -n "${KACHE_BIN:-}" ]; then
-  bin=$KACHE_BIN
-else
-  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/kache-node"
-fi
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_require "apt-get install -y wrk redis-server redis-tools curl" \
+  wrk redis-server redis-cli redis-benchmark python3 curl taskset
+bench_workdir
+bin=$(kache_binary "$root")
 
 http_port() { echo $((BASE + 10 * $1)); }
 grpc_port() { echo $((BASE + 10 * $1 + 1)); }

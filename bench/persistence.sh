@@ -27,9 +27,10 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 PARTS=${PARTS:-put,restart}
 run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
-for tool in redis-server redis-benchmark redis-cli taskset python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y redis-server redis-tools util-linux python3" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_require "apt-get install -y redis-server redis-tools util-linux python3" \
+  redis-server redis-benchmark redis-cli taskset python3
 
 work=$(mktemp -d)
 kache_pid=""
@@ -48,23 +49,10 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ -n "${KACHE_BIN:-}" ]; then
-  bin=$KACHE_BIN
-else
-  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/kache-node"
-fi
+bin=$(kache_binary "$root")
 
 kache_port=$((BASE + 2))
 redis_port=$((BASE + 100))
-
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 start_kache() { # data-dir fsync [extra flags...]
   local dir=$1 fsync=$2; shift 2
@@ -91,7 +79,6 @@ bench() { # port [flags...]
     -t set --csv "$@" 2>/dev/null | grep -i '^"set"' | tail -1 | awk -F'"' '{printf "%s %s\n", $4, $14}'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '%-34s %12s %12s %7s %10s %10s\n' "$@"; }
 
 echo "# kache --data-dir vs Redis AOF: $(date -u +%FT%TZ), $(nproc) CPUs, $(redis-server --version | awk '{print $3}'), $(df -h "$work" | awk 'NR==2 {print $1}')"
@@ -102,7 +89,7 @@ if run_part put; then
   for policy in everysec always; do
     for pipeline in 1 16; do
       start_kache "$work/k-$policy-$pipeline" "$policy"; start_redis "$work/r-$policy-$pipeline" "$policy"
-      wait_port "$kache_port"; wait_port "$redis_port"
+      wait_port "$kache_port" 600; wait_port "$redis_port" 600
       read -r k_rps k_p99 <<<"$(bench "$kache_port" -P "$pipeline")"
       read -r r_rps r_p99 <<<"$(bench "$redis_port" -P "$pipeline")"
       row "SET fsync $policy -P $pipeline" "$k_rps" "$r_rps" "$(ratio "$k_rps" "$r_rps")" "$k_p99" "$r_p99"
@@ -148,7 +135,7 @@ for i in range(int(sys.argv[1])):
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n" % (len(key), key, value))
 EOF
   start_kache "$work/k-restart" everysec --snapshot-interval 1h; start_redis "$work/r-restart" everysec
-  wait_port "$kache_port"; wait_port "$redis_port"
+  wait_port "$kache_port" 600; wait_port "$redis_port" 600
   taskset -c "$CLIENT_CPU" redis-cli -p "$kache_port" --pipe <"$work/load.resp" >/dev/null
   taskset -c "$CLIENT_CPU" redis-cli -p "$redis_port" --pipe <"$work/load.resp" >/dev/null
   [ "$(redis-cli -p "$kache_port" DBSIZE)" = "$KEYS" ] || { echo "kache holds $(redis-cli -p "$kache_port" DBSIZE) keys" >&2; exit 1; }

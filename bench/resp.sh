@@ -26,33 +26,14 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 PARTS=${PARTS:-single,cluster}
 run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
-for tool in redis-server redis-benchmark redis-cli taskset curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y redis-server redis-tools curl util-linux" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_require "apt-get install -y redis-server redis-tools curl util-linux" \
+  redis-server redis-benchmark redis-cli taskset curl
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+bench_workdir
 
-if [ -n "${KACHE_BIN:-}" ]; then
-  bin=$KACHE_BIN
-else
-  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/kache-node"
-fi
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+bin=$(kache_binary "$root")
 
 # kache node i: HTTP BASE+10i, gRPC +1, RESP +2. Redis i: BASE+100+i.
 http_port() { echo $((BASE + 10 * $1)); }
@@ -91,7 +72,6 @@ bench() { # port test [flags...]
     | awk -F'"' '{printf "%s %s\n", $4, $14}'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { # label kache_rps kache_p99 redis_rps redis_p99
   printf '%-22s %12s %12s %7s %10s %10s\n' "$1" "$2" "$4" "$(ratio "$2" "$4")" "$3" "$5"
 }

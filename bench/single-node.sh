@@ -24,47 +24,27 @@ REDIS_PORT=${REDIS_PORT:-16379}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 
-for tool in wrk redis-server redis-benchmark redis-cli taskset python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y wrk redis-server redis-tools util-linux" >&2; exit 1; }
-done
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+bench_require "apt-get install -y wrk redis-server redis-tools util-linux" \
+  wrk redis-server redis-benchmark redis-cli taskset python3
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+bench_workdir
 
-# KACHE_BIN compares another build (say, the previous commit's) with the same script.
-if [ -n "${KACHE_BIN:-}" ]; then
-  kache_bin=$KACHE_BIN
-else
-  cargo build --release -q -p kache-node --manifest-path "$root/Cargo.toml"
-  kache_bin="$root/target/release/kache-node"
-fi
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+kache_bin=$(kache_binary "$root")
 
 start_kache() {
   taskset -c "$SERVER_CPU" "$kache_bin" --http-addr "127.0.0.1:$KACHE_PORT" --resp-addr off --node-id bench \
     --max-memory 8GiB --worker-threads 1 2>"$work/kache.log" &
   kache_pid=$!; pids+=("$kache_pid")
-  wait_port "$KACHE_PORT"
+  wait_port "$KACHE_PORT" 100
 }
 
 start_redis() {
   taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
     --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
   redis_pid=$!; pids+=("$redis_pid")
-  wait_port "$REDIS_PORT"
+  wait_port "$REDIS_PORT" 100
 }
 
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
@@ -89,7 +69,6 @@ redis_run() { # test -> "rps p99_ms"
     | awk -F'"' '{printf "%s %s\n", $4, $14}'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "# kache vs Redis, one node: $(date -u +%FT%TZ), $(nproc) CPUs, $(redis-server --version | awk '{print $3}')"
 echo "# ${CONNECTIONS} connections, ${VALUE_BYTES}-byte values, ${KEYSPACE} keys, ${DURATION}s per run"

@@ -55,6 +55,8 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error(transparent)]
     Persist(#[from] PersistError),
+    #[error("loading the data dir stopped (the loading task panicked or was cancelled)")]
+    Loading(#[source] tokio::task::JoinError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -86,11 +88,7 @@ pub async fn run(
             let loading = store.clone();
             let opened = tokio::task::spawn_blocking(move || Persistence::open(&persist, &loading))
                 .await
-                .map_err(|err| PersistError::Io {
-                    what: "loading",
-                    dir: std::path::PathBuf::new(),
-                    source: std::io::Error::other(err),
-                })??;
+                .map_err(Error::Loading)??;
             Some(opened)
         }
         None => None,
@@ -251,11 +249,15 @@ fn mark_if_departed(cluster: &Cluster, persistence: Option<&Persistence>) {
     let Some(persistence) = persistence else {
         return;
     };
-    if cluster.has_list()
-        && cluster.view().role_of(cluster.node_id()) != crate::cluster::Role::Member
-    {
+    if has_left(cluster) {
         persistence.mark_departed();
     }
+}
+
+/// Whether this node has left the cluster: it has a member list, and is departing from
+/// it or no longer in it.
+fn has_left(cluster: &Cluster) -> bool {
+    cluster.has_list() && cluster.view().role_of(cluster.node_id()) != crate::cluster::Role::Member
 }
 
 /// A node that has left the cluster (departing, or no longer listed) keeps serving
@@ -265,10 +267,10 @@ fn mark_if_departed(cluster: &Cluster, persistence: Option<&Persistence>) {
 /// owners) instead of refused. It is not Ready meanwhile, so Services stop routing to it.
 /// A member that restarts (a rolling upgrade) stops at once: it is coming back.
 async fn linger_if_departed(cluster: &Cluster, grace: std::time::Duration) {
-    let role = cluster.view().role_of(cluster.node_id());
-    if !cluster.has_list() || role == crate::cluster::Role::Member {
+    if !has_left(cluster) {
         return;
     }
+    let role = cluster.view().role_of(cluster.node_id());
     let linger = grace / 2;
     tracing::info!(
         ?linger,

@@ -1,5 +1,5 @@
 //! What a data dir holds, by name: the identity file, log and snapshot files by
-//! generation, and the small markers ("alive", "departed").
+//! generation, and the "departed" marker.
 
 use std::fs::{self, File};
 use std::io;
@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 const META: &str = "kache.meta";
-const ALIVE: &str = "alive";
 const DEPARTED: &str = "departed";
 const LOG_PREFIX: &str = "log-";
 const LOG_SUFFIX: &str = ".kal";
@@ -91,24 +90,6 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> 
     sync_dir(dir)
 }
 
-/// The last time the node marked the dir alive (Unix ms), if it ever did.
-pub fn read_alive(dir: &Path) -> Option<u64> {
-    fs::read_to_string(dir.join(ALIVE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Marks the dir alive now. Not synced: a stale mark only makes a restart more careful.
-pub fn write_alive(dir: &Path) -> io::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    fs::write(dir.join(ALIVE), now.to_string())
-}
-
 pub fn departed(dir: &Path) -> bool {
     dir.join(DEPARTED).exists()
 }
@@ -131,7 +112,7 @@ pub fn clear(dir: &Path) -> io::Result<usize> {
         fs::remove_file(path)?;
         removed += 1;
     }
-    for name in [ALIVE, DEPARTED, META] {
+    for name in [DEPARTED, META] {
         match fs::remove_file(dir.join(name)) {
             Ok(()) => removed += 1,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}

@@ -37,14 +37,14 @@ use super::{FsyncPolicy, PersistStats, files};
 use crate::clock::Version;
 
 /// How often a failed write is tried again, and how often an idle flusher wakes (to sync
-/// under `everysec` and to mark the data dir alive).
+/// under `everysec`).
 const TICK: Duration = Duration::from_millis(1000);
 /// `everysec`: the longest a written batch waits for its sync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// `everysec` and `no`: the flusher's pause after writing a batch, so writes gather into
 /// the next one instead of waking the flusher one by one (a wake-up and a `pwrite` per
 /// few writes cost a third of SET throughput on one core). A killed process loses at
-/// most the writes of this long; `always` does not pause (its waiters gather anyway).
+/// most the writes of this long. `always` pauses too, more briefly ([`GATHER_ALWAYS`]).
 const GATHER: Duration = Duration::from_millis(2);
 /// `always`: the same pause, short: the writers just released by a sync get to send
 /// their next writes before the next one starts, so one sync serves all of them.
@@ -132,7 +132,6 @@ impl Log {
             generation,
             last_sync: Instant::now(),
             unsynced: false,
-            last_alive: None,
             spare: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -281,7 +280,6 @@ struct Writer {
     last_sync: Instant,
     /// Bytes written since the last sync.
     unsynced: bool,
-    last_alive: Option<Instant>,
     /// The last batch's buffer, cleared, swapped in as the next tail (no regrowth).
     spare: Vec<u8>,
 }
@@ -351,7 +349,6 @@ impl Writer {
                     std::thread::sleep(TICK);
                 }
             }
-            self.mark_alive();
         }
     }
 
@@ -427,18 +424,6 @@ impl Writer {
             .log_bytes
             .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Records the time in the data dir about once a second, so a restart can tell how
-    /// long the node was away (see [`super::recovery`]).
-    fn mark_alive(&mut self) {
-        if self.last_alive.is_some_and(|at| at.elapsed() < TICK) {
-            return;
-        }
-        self.last_alive = Some(Instant::now());
-        if let Err(err) = files::write_alive(&self.shared.dir) {
-            tracing::debug!(error = %err, "could not mark the data dir alive");
-        }
     }
 }
 

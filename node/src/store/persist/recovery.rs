@@ -21,7 +21,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::frame::{self, Frame, HEADER_LEN, LOG_MAGIC, Reader, SNAPSHOT_MAGIC};
 use super::{PersistConfig, PersistError, PersistStats, files};
@@ -35,8 +35,6 @@ pub struct Recovered {
     /// Some data could not be loaded (a corrupt snapshot, records over the memory
     /// bound): what this node owns must come from its peers.
     pub incomplete: bool,
-    /// How long ago the node last marked the dir alive, if it ever did.
-    pub away: Option<Duration>,
     /// The generation the new log starts at.
     pub next_generation: u64,
     /// Log bytes replayed (a snapshot soon after start compacts them).
@@ -64,11 +62,7 @@ pub fn recover(
     };
     fs::create_dir_all(dir).map_err(io_err("creating the data dir"))?;
     let started = Instant::now();
-    let mut recovered = Recovered {
-        away: files::read_alive(dir)
-            .map(|alive| Duration::from_millis(store.now_ms().saturating_sub(alive))),
-        ..Recovered::default()
-    };
+    let mut recovered = Recovered::default();
     let wanted = files::Meta {
         format: frame::FORMAT,
         cluster_id: config.cluster_id.clone(),
@@ -112,7 +106,6 @@ pub fn recover(
         tracing::warn!(dir = %dir.display(), removed, reason = %reason, "discarded the data dir");
         stats.discarded.fetch_add(1, Ordering::Relaxed);
         recovered.discarded = Some(reason);
-        recovered.away = None;
     } else {
         load(dir, &listing, store, stats, &mut recovered)?;
         recovered.intact = meta.is_some() && !recovered.incomplete;
