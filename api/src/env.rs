@@ -51,9 +51,16 @@ pub const SNAPSHOT_INTERVAL: &str = "KACHE_SNAPSHOT_INTERVAL";
 /// The cluster's identity (the CacheCluster's UID), recorded in the data dir so a volume
 /// of another cluster is never loaded.
 pub const CLUSTER_ID: &str = "KACHE_CLUSTER_ID";
+/// A directory (a mounted Secret) with `ca.crt` and this node's certificate and key
+/// (`<node-id>.crt`/`.key`, else `tls.crt`/`tls.key`): the peer port serves mutual TLS
+/// only. Unset or empty: plaintext.
+pub const PEER_TLS_DIR: &str = "KACHE_PEER_TLS_DIR";
+/// A directory with the same file names (`ca.crt` not needed): the HTTP and RESP ports
+/// serve TLS only. Unset or empty: plaintext.
+pub const CLIENT_TLS_DIR: &str = "KACHE_CLIENT_TLS_DIR";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 35] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -87,6 +94,8 @@ pub const ALL: [&str; 33] = [
     FSYNC,
     SNAPSHOT_INTERVAL,
     CLUSTER_ID,
+    PEER_TLS_DIR,
+    CLIENT_TLS_DIR,
 ];
 
 #[cfg(test)]

@@ -38,6 +38,29 @@ pub struct ClusterReport {
     /// How the node's clock compares with its peers'.
     #[serde(default)]
     pub clock: ClockReport,
+    /// The certificates the node serves now (absent from nodes before TLS).
+    #[serde(default)]
+    pub tls: TlsReport,
+}
+
+/// The certificates a node serves on its ports, as loaded now (they change on rotation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsReport {
+    /// The peer port's certificate; null without `--peer-tls-dir` (plaintext).
+    pub peer: Option<CertReport>,
+    /// The HTTP and RESP ports' certificate; null without `--client-tls-dir`.
+    pub client: Option<CertReport>,
+}
+
+/// One served certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertReport {
+    /// SHA-256 of the DER certificate, lower-case hex.
+    pub sha256: String,
+    /// When it expires (RFC 3339, UTC).
+    pub not_after: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

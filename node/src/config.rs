@@ -180,6 +180,19 @@ pub struct Cli {
     /// recorded in --data-dir: data of another cluster is never loaded.
     #[arg(long, env = env::CLUSTER_ID, default_value = "")]
     pub cluster_id: String,
+
+    /// Mutual TLS on the peer port: a directory with ca.crt and this node's certificate
+    /// and key (<node-id>.crt/.key, else tls.crt/tls.key), re-read every 5 s. Peers must
+    /// present a certificate of the CA naming kache://<cluster-id>/<member>. Unset:
+    /// plaintext, for local development only. See docs/security.md.
+    #[arg(long, env = env::PEER_TLS_DIR)]
+    pub peer_tls_dir: Option<PathBuf>,
+
+    /// TLS on the HTTP and RESP ports: a directory with the node's certificate and key
+    /// (same names as --peer-tls-dir; no client certificates), re-read every 5 s. Unset:
+    /// plaintext.
+    #[arg(long, env = env::CLIENT_TLS_DIR)]
+    pub client_tls_dir: Option<PathBuf>,
 }
 
 /// How members' peer addresses are found.
@@ -254,6 +267,18 @@ pub struct NodeConfig {
     pub worker_threads: Option<usize>,
     /// `None`: nothing on disk (`--data-dir` unset).
     pub persistence: Option<PersistConfig>,
+    pub tls: TlsConfig,
+}
+
+/// Where the node's certificates are, and the cluster its peers must belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--peer-tls-dir`; `None`: a plaintext peer port.
+    pub peer_dir: Option<PathBuf>,
+    /// `--client-tls-dir`; `None`: plaintext HTTP and RESP.
+    pub client_dir: Option<PathBuf>,
+    /// `--cluster-id`; empty: peers of any cluster id (local runs).
+    pub cluster_id: String,
 }
 
 /// `--resp-addr`: a socket address, or `off`.
@@ -424,6 +449,12 @@ impl Cli {
                 cluster_id: self.cluster_id.clone(),
                 member: node_id.clone(),
             });
+        let dir = |dir: &Option<PathBuf>| dir.clone().filter(|d| !d.as_os_str().is_empty());
+        let tls = TlsConfig {
+            peer_dir: dir(&self.peer_tls_dir),
+            client_dir: dir(&self.client_tls_dir),
+            cluster_id: self.cluster_id.clone(),
+        };
         Ok(NodeConfig {
             grpc_addr: self.grpc_addr,
             resp_addr: self.resp_addr.0,
@@ -457,6 +488,7 @@ impl Cli {
             shutdown_grace: self.shutdown_grace,
             worker_threads: self.worker_threads,
             persistence,
+            tls,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! - [`http`]: the client REST API.
 //! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
+//! - [`tls`]: certificates from mounted directories, reloaded; mutual TLS for peers, TLS for clients.
 //!
 //! - [`cluster`]: membership, discovery, placement, the peer protocol, request routing.
 //!
@@ -22,6 +23,7 @@ pub mod lifecycle;
 pub mod resp;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 #[cfg(test)]
 mod test_support;
 
@@ -42,6 +44,7 @@ use crate::http::AppState;
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::Store;
 use crate::store::persist::{PersistError, Persistence};
+use crate::tls::NodeTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,6 +60,8 @@ pub enum Error {
     Persist(#[from] PersistError),
     #[error("loading the data dir stopped (the loading task panicked or was cancelled)")]
     Loading(#[source] tokio::task::JoinError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,6 +85,8 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let tls = NodeTls::load(&config.tls, &config.store.node_id)?;
+    let _reloads: Vec<AbortOnDrop> = tls.spawn_reloads().into_iter().map(AbortOnDrop).collect();
     let store = Store::new(config.store.clone());
     // The data dir is loaded before anything is served (the listeners queue connections
     // meanwhile), so no client or peer sees a half-loaded store.
@@ -112,13 +119,22 @@ pub async fn run(
     let identity = Identity::new(config.store.node_id.clone()).with_resp_port(resp_port);
     // Background tasks of a cluster member; aborted when `run` returns.
     let (cluster, _background) = if config.membership.is_cluster() {
-        member(&config, store, identity, loaded).await?
+        member(&config, store, identity, loaded, tls.peer.clone()).await?
     } else {
         let single = Cluster::single(store, identity, config.consistency);
         (single, Vec::new())
     };
     let lifecycle = cluster.lifecycle().clone();
-    let state = AppState::new(cluster.clone(), &config).with_persistence(persistence.clone());
+    let state = AppState::new(cluster.clone(), &config)
+        .with_persistence(persistence.clone())
+        .with_tls(tls.clone());
+    let client_tls = |alpn: &[&[u8]]| {
+        tls.client
+            .as_ref()
+            .map(|reloader| tls::client_port::acceptor(reloader, alpn))
+            .transpose()
+    };
+    let (http_tls, resp_tls) = (client_tls(&[b"http/1.1"])?, client_tls(&[])?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -150,14 +166,23 @@ pub async fn run(
             listener,
             state.clone(),
             clustered,
+            resp_tls,
             stopping(serving_rx.clone()),
         )
     });
-    let http_server = http::serve::serve(listeners.http, state, stopping(serving_rx));
+    let http_server = http::serve::serve(listeners.http, state, http_tls, stopping(serving_rx));
     // Bounded streams, message sizes and keepalives: see `cluster::peer::server`; the
     // lean transport for Get and Apply shares the port (`cluster::peer::incoming`).
-    let peer = PeerService::new(cluster);
-    let peer_incoming = peer::incoming(listeners.grpc, LeanServer::new(peer.clone()));
+    // Under mutual TLS every call's caller is checked (`cluster::peer::authorize`).
+    let peer = match tls.peer {
+        Some(_) => PeerService::new(cluster).authenticated(),
+        None => PeerService::new(cluster),
+    };
+    let peer_incoming = peer::incoming(
+        listeners.grpc,
+        LeanServer::new(peer.clone()),
+        tls.peer.clone(),
+    );
     let peer_server = peer::server::transport()
         .add_service(peer.into_server())
         .serve_with_incoming_shutdown(peer_incoming, stopping(drained_rx));
@@ -287,6 +312,7 @@ async fn member(
     store: Store,
     identity: Identity,
     loaded: Vec<u32>,
+    tls: Option<tls::PeerTls>,
 ) -> Result<(Cluster, Vec<AbortOnDrop>)> {
     let rules = config.list_rules();
     let mut client = None;
@@ -315,7 +341,8 @@ async fn member(
         Discovery::start(&config.discovery, discovery_client, lists.clone())?;
     tasks.extend(discovery_task.map(AbortOnDrop));
     let list = lists.borrow().clone();
-    let cluster = Cluster::new(store, identity, list, config.consistency, discovery);
+    let cluster =
+        Cluster::reaching_peers_with(store, identity, list, config.consistency, discovery, tls);
     cluster.loaded_from_disk(loaded);
     cluster.started();
     tasks.push(AbortOnDrop(cluster.follow(lists)));

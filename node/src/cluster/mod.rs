@@ -169,6 +169,18 @@ impl Cluster {
         defaults: Defaults,
         discovery: Discovery,
     ) -> Self {
+        Self::reaching_peers_with(store, identity, list, defaults, discovery, None)
+    }
+
+    /// [`Cluster::new`], calling peers over mutual TLS when `tls` is given.
+    pub fn reaching_peers_with(
+        store: Store,
+        identity: Identity,
+        list: MemberList,
+        defaults: Defaults,
+        discovery: Discovery,
+        tls: Option<crate::tls::PeerTls>,
+    ) -> Self {
         let epoch = list.epoch;
         let max_message = chunk::max_message_bytes(store.limits());
         Self {
@@ -176,7 +188,9 @@ impl Cluster {
                 router: Router::new(identity.node_id.clone(), list),
                 sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
                 fence: DrainFence::default(),
-                replicator: Replicator::new(PeerClients::new(discovery, max_message)),
+                replicator: Replicator::new(
+                    PeerClients::new(discovery, max_message).with_tls(tls),
+                ),
                 clock: ClockWatch::new(store.limits().max_clock_offset),
                 store,
                 identity,
@@ -217,6 +231,11 @@ impl Cluster {
 
     pub(crate) fn routing(&self) -> Routing {
         self.inner.router.routing()
+    }
+
+    /// Wakes on every change of the view (a new member list, a move's end).
+    pub fn list_changes(&self) -> watch::Receiver<u64> {
+        self.inner.router.changes()
     }
 
     /// Whether the startup sync has finished.

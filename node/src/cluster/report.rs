@@ -62,6 +62,8 @@ impl Cluster {
             },
             sync: self.sync_report(),
             clock: self.clock_report(),
+            // The certificates are the HTTP layer's to add (it holds the reloaders).
+            tls: Default::default(),
         }
     }
 

@@ -335,9 +335,12 @@ fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
     samples
 }
 
-/// This node's view of the cluster: epoch, members, what it owns.
+/// This node's view of the cluster: epoch, members, what it owns, and the certificates
+/// it serves.
 pub async fn cluster(State(state): State<AppState>) -> Json<ClusterReport> {
-    Json(state.cluster.report())
+    let mut report = state.cluster.report();
+    report.tls = state.tls().report();
+    Json(report)
 }
 
 /// Where a key lives: its partition and owners (like Redis's CLUSTER KEYSLOT).

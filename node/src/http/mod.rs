@@ -34,6 +34,7 @@ use crate::config::{Limits, NodeConfig};
 use crate::lifecycle::Phase;
 use crate::store::Store;
 use crate::store::persist::Persistence;
+use crate::tls::NodeTls;
 
 /// Per-request state: the cluster (and through it the store) plus what the handlers need
 /// of the config.
@@ -43,6 +44,8 @@ pub struct AppState {
     shared: Arc<Shared>,
     /// The data dir, with `--data-dir`: its counters for `/v1/stats` and `/metrics`.
     persistence: Option<Arc<Persistence>>,
+    /// The certificates in use, for `/v1/cluster`.
+    tls: NodeTls,
 }
 
 #[derive(Debug)]
@@ -67,7 +70,19 @@ impl AppState {
                 connections: Arc::new(serve::Connections::new(config.limits.max_connections)),
             }),
             persistence: None,
+            tls: NodeTls::default(),
         }
+    }
+
+    /// Reports the certificates in use too.
+    #[must_use]
+    pub fn with_tls(mut self, tls: NodeTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    pub fn tls(&self) -> &NodeTls {
+        &self.tls
     }
 
     /// Reports the data dir's counters too.

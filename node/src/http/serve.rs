@@ -12,6 +12,12 @@
 //!   arrived within `--http-header-timeout`. hyper starts that timer whenever the
 //!   connection waits for a head, so it also closes idle keep-alive connections.
 //!
+//! With `--client-tls-dir` every connection is TLS (see `tls::client_port`): the
+//! handshake runs in the connection's task, after the cap admitted it, and must finish
+//! within `--http-header-timeout` (counted as a header timeout when it does not); the
+//! request head then has its own timeout as above. Without it, connections are served
+//! exactly as before.
+//!
 //! Shutdown: once `shutdown` completes the listener is dropped, every connection is told
 //! to finish its request in flight and close, and [`serve`] returns when they all have
 //! (the caller bounds that wait by the grace period).
@@ -28,6 +34,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::AppState;
@@ -89,10 +96,11 @@ impl Drop for Admitted {
 }
 
 /// Serves the node's HTTP API on `listener` until `shutdown` completes and the
-/// connections then open have closed.
+/// connections then open have closed; over TLS only when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let limits = state.limits();
@@ -122,32 +130,69 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        let conn = builder.serve_connection(TokioIo::new(nodelay(tcp)), service.clone());
-        let mut stop = stop_rx.clone();
-        let connections = connections.clone();
+        let (stop, connections) = (stop_rx.clone(), connections.clone());
+        let Some(tls) = &tls else {
+            let conn = builder.serve_connection(TokioIo::new(nodelay(tcp)), service.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                finish(conn, stop, &connections).await;
+            });
+            continue;
+        };
+        let (tls, builder, service) = (tls.clone(), builder.clone(), service.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let mut conn = std::pin::pin!(conn);
-            let served = tokio::select! {
-                served = conn.as_mut() => served,
-                // Sent once, never dropped before: any wake-up means stop.
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let handshake =
+                tokio::time::timeout(limits.header_timeout, tls.accept(nodelay(tcp))).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "TLS handshake with an HTTP client failed");
+                    return;
+                }
+                Err(_) => {
+                    connections.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
             };
-            if let Err(err) = served {
-                if err.is_timeout() {
-                    connections.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::debug!(error = %err, "HTTP connection ended with an error");
-            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            finish(conn, stop, &connections).await;
         });
     }
     drop(listener);
     drop(stop_rx);
     let _ = stop_tx.send(true);
     stop_tx.closed().await;
+}
+
+/// Serves one connection until it closes, or until `stop` (then after the request in
+/// flight).
+async fn finish<I, S>(
+    conn: http1::Connection<I, S>,
+    mut stop: watch::Receiver<bool>,
+    connections: &Connections,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        // Sent once, never dropped before: any wake-up means stop.
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = served {
+        if err.is_timeout() {
+            connections.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(error = %err, "HTTP connection ended with an error");
+    }
 }
 
 /// Without TCP_NODELAY, small responses on keep-alive connections wait on Nagle's

@@ -19,6 +19,10 @@
 //! Limits are HTTP's: `--max-key-bytes`, `--max-value-bytes`, `--max-batch-bytes` for one
 //! command, and `--max-connections` (counted apart from HTTP's). A protocol error is
 //! answered and closes only its own connection.
+//!
+//! With `--client-tls-dir` every connection is TLS (`redis-cli --tls`): the handshake
+//! must finish within `--http-header-timeout`, and a connection over the cap is closed
+//! without one (the Redis error it gets in plaintext would be unreadable).
 
 mod cluster;
 mod commands;
@@ -34,8 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -242,11 +247,13 @@ impl Session {
 }
 
 /// Serves RESP on `listener` until `shutdown` completes; then closes each connection
-/// after the command it is running, and returns when all have closed.
+/// after the command it is running, and returns when all have closed. Over TLS only
+/// when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     app: AppState,
     clustered: bool,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let limits = app.limits();
@@ -282,7 +289,9 @@ pub async fn serve(
         };
         shared.counters.received.fetch_add(1, Ordering::Relaxed);
         let Some(slot) = connections.admit() else {
-            tokio::spawn(refuse(tcp));
+            if tls.is_none() {
+                tokio::spawn(refuse(tcp));
+            }
             continue;
         };
         let Ok(local) = tcp.local_addr() else {
@@ -299,9 +308,29 @@ pub async fn serve(
             wrote: false,
         };
         let stop = stop_rx.clone();
+        let Some(tls) = &tls else {
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(err) = connection(nodelay(tcp), session, frame_limits, stop).await {
+                    tracing::debug!(error = %err, "RESP connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let (tls, handshake_timeout) = (tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(err) = connection(nodelay(tcp), session, frame_limits, stop).await {
+            let served = match tokio::time::timeout(handshake_timeout, tls.accept(nodelay(tcp)))
+                .await
+            {
+                Ok(Ok(stream)) => connection(stream, session, frame_limits, stop).await,
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no TLS handshake within --http-header-timeout",
+                )),
+            };
+            if let Err(err) = served {
                 tracing::debug!(error = %err, "RESP connection ended with an error");
             }
         });
@@ -321,8 +350,8 @@ async fn refuse(mut tcp: TcpStream) {
 
 /// Reads commands and answers them until the client leaves, sends QUIT or garbage, or
 /// the node stops.
-async fn connection(
-    mut tcp: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
     mut session: Session,
     limits: FrameLimits,
     mut stop: watch::Receiver<bool>,
@@ -341,11 +370,11 @@ async fn connection(
                     let flow = commands::execute(&mut session, &args, &mut reply).await;
                     if flow == Flow::Close {
                         session.durable().await?;
-                        return tcp.write_all(&output).await;
+                        return send(&mut tcp, &output).await;
                     }
                     if output.len() >= FLUSH_AT {
                         session.durable().await?;
-                        tcp.write_all(&output).await?;
+                        send(&mut tcp, &output).await?;
                         output.clear();
                     }
                 }
@@ -357,13 +386,13 @@ async fn connection(
                         resp3: session.resp3,
                     };
                     reply.error(&format!("ERR {err}"));
-                    return tcp.write_all(&output).await;
+                    return send(&mut tcp, &output).await;
                 }
             }
         }
         if !output.is_empty() {
             session.durable().await?;
-            tcp.write_all(&output).await?;
+            send(&mut tcp, &output).await?;
             output.clear();
         }
         if input.capacity() - input.len() < 4096 {
@@ -378,6 +407,12 @@ async fn connection(
             return Ok(());
         }
     }
+}
+
+/// Writes `output` whole (TLS holds records until flushed; TCP's flush does nothing).
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, output: &[u8]) -> std::io::Result<()> {
+    stream.write_all(output).await?;
+    stream.flush().await
 }
 
 #[cfg(test)]

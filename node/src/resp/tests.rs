@@ -19,6 +19,7 @@ async fn node(extra: &[&str]) -> (std::net::SocketAddr, AppState) {
         listener,
         state.clone(),
         false,
+        None,
         std::future::pending(),
     ));
     (addr, state)

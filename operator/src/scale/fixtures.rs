@@ -67,6 +67,7 @@ pub(crate) fn joined(ordinal: u32, epoch: u64) -> ClusterReport {
         },
         sync: SyncReport::default(),
         clock: kache_api::report::ClockReport::default(),
+        tls: kache_api::report::TlsReport::default(),
     }
 }
 

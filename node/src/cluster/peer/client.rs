@@ -5,6 +5,10 @@
 //!
 //! A member without a known address is an `UNAVAILABLE` error, like a failed call, never
 //! "no data". A call that fails on the transport makes discovery look again.
+//!
+//! Under mutual TLS (`--peer-tls-dir`) both kinds of connection are TLS 1.3: the channel
+//! through [`TlsConnect`], a lean connection in its driver; each checks that the server
+//! is the member this node meant to call (`tls::peer`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::lean::{self, CallError, frame::Kind};
 use crate::cluster::discovery::Discovery;
@@ -23,6 +30,8 @@ use crate::cluster::wire::{
     is_syncing,
     proto::{self, peer_client::PeerClient},
 };
+use crate::tls::PeerTls;
+use crate::tls::peer::{ALPN_H2, ALPN_LEAN};
 
 /// A client for one member.
 pub type Client = PeerClient<Channel>;
@@ -54,6 +63,8 @@ pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Connected>>>,
     /// Lean connections, by member; the same kind of lock, for the same reason.
     lean: Arc<Mutex<HashMap<String, Lean>>>,
+    /// Mutual TLS for every connection, with `--peer-tls-dir`.
+    tls: Option<PeerTls>,
 }
 
 /// A member's channel and the address it connects to.
@@ -76,7 +87,24 @@ impl PeerClients {
             max_message,
             channels: Arc::default(),
             lean: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Reaches every member over mutual TLS.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<PeerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// A TLS connector to `member` for `alpn`, under mutual TLS.
+    fn connector(&self, member: &Member, alpn: &[u8]) -> Result<Option<TlsConnector>, Status> {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.connector(&member.id, alpn))
+            .transpose()
+            .map_err(|err| Status::internal(format!("peer TLS configuration: {err}")))
     }
 
     /// Where `member` is reachable now, if anywhere.
@@ -101,7 +129,11 @@ impl PeerClients {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_keepalive(Some(TCP_KEEPALIVE));
-        let client = PeerClient::new(endpoint.connect_lazy())
+        let channel = match self.connector(member, ALPN_H2)? {
+            Some(tls) => endpoint.connect_with_connector_lazy(TlsConnect { address, tls }),
+            None => endpoint.connect_lazy(),
+        };
+        let client = PeerClient::new(channel)
             .max_decoding_message_size(self.max_message)
             .max_encoding_message_size(self.max_message);
         channels.insert(member.id.clone(), (address, client.clone()));
@@ -200,7 +232,8 @@ impl PeerClients {
                 return Ok(None);
             }
         }
-        let connection = lean::Connection::open(address, self.max_message);
+        let tls = self.connector(member, ALPN_LEAN)?;
+        let connection = lean::Connection::open(address, self.max_message, tls);
         connections.insert(
             member.id.clone(),
             Lean {
@@ -225,6 +258,52 @@ impl PeerClients {
         if transport && !is_syncing(status) {
             self.discovery.unreachable(id);
         }
+    }
+}
+
+/// Opens a channel's connections over TLS to one member's address (the channel's own
+/// settings for TCP apply only to its built-in connector, so they are set here).
+#[derive(Clone)]
+struct TlsConnect {
+    address: SocketAddr,
+    tls: TlsConnector,
+}
+
+impl std::fmt::Debug for TlsConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnect")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Uri> for TlsConnect {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let Self { address, tls } = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+            let stream = tls.connect(PeerTls::server_name(address), tcp).await?;
+            if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                return Err(std::io::Error::other("the peer agreed on no HTTP/2 (ALPN)"));
+            }
+            Ok(TokioIo::new(stream))
+        })
     }
 }
 

@@ -1,7 +1,13 @@
 //! The peer port: one listener, two transports. Each accepted connection's first bytes
 //! say which: the lean preface ([`lean::frame::MAGIC`]) goes to a [`LeanServer`] task, anything
 //! else (HTTP/2's `PRI * HTTP/2.0`) to tonic exactly as before. One port keeps the
-//! NetworkPolicy and a later mTLS layer in one place.
+//! NetworkPolicy and mutual TLS in one place.
+//!
+//! Under mutual TLS (`--peer-tls-dir`) nothing is sniffed: the handshake (within
+//! [`SNIFF_TIMEOUT`]) checks the caller's certificate (see `tls::peer`), and the ALPN it
+//! agreed on picks the transport, `kache-lean/1` or `h2`. A connection that fails the
+//! handshake, or agrees on no protocol, is closed and logged; each one that passes
+//! carries the caller's name to the per-call checks ([`super::authorize`]).
 //!
 //! The first bytes are peeked, not read, so tonic sees the connection from its start. A
 //! connection is looked at in a task of its own, so one that sends nothing delays
@@ -20,8 +26,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 
 use super::lean::{self, LeanServer};
+use super::stream::{PeerConnectInfo, PeerStream};
+use crate::tls::PeerTls;
+use crate::tls::peer::{ALPN_H2, ALPN_LEAN};
 
-/// How long a new connection may stay silent before it is handed to tonic.
+/// How long a new connection may stay silent before it is handed to tonic (plaintext),
+/// or may take to complete its TLS handshake.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the rest of a preface whose first bytes arrived alone.
 const PARTIAL_PREFACE_POLL: Duration = Duration::from_millis(1);
@@ -32,7 +42,7 @@ const GRPC_BACKLOG: usize = 64;
 /// never show up here.
 #[derive(Debug)]
 pub struct Incoming {
-    grpc: mpsc::Receiver<io::Result<TcpStream>>,
+    grpc: mpsc::Receiver<io::Result<PeerStream>>,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -45,7 +55,7 @@ impl Drop for Incoming {
 }
 
 impl Stream for Incoming {
-    type Item = io::Result<TcpStream>;
+    type Item = io::Result<PeerStream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.grpc.poll_recv(cx)
@@ -53,8 +63,9 @@ impl Stream for Incoming {
 }
 
 /// Accepts peer connections on `listener` (with TCP keepalive and `TCP_NODELAY`, see
-/// [`super::server::incoming`]), serving lean ones with `lean` and yielding the others.
-pub fn incoming(listener: TcpListener, lean: LeanServer) -> Incoming {
+/// [`super::server::incoming`]), serving lean ones with `lean` and yielding the others;
+/// under mutual TLS when `tls` is given.
+pub fn incoming(listener: TcpListener, lean: LeanServer, tls: Option<PeerTls>) -> Incoming {
     let (grpc_tx, grpc) = mpsc::channel(GRPC_BACKLOG);
     let (stop, stopped) = watch::channel(false);
     let accept = tokio::spawn(async move {
@@ -69,17 +80,63 @@ pub fn incoming(listener: TcpListener, lean: LeanServer) -> Incoming {
                 }
             };
             let (grpc_tx, lean, stopped) = (grpc_tx.clone(), lean.clone(), stopped.clone());
+            if let Some(tls) = &tls {
+                tokio::spawn(accept_tls(stream, tls.clone(), lean, grpc_tx, stopped));
+                continue;
+            }
             tokio::spawn(async move {
                 if is_lean(&stream).await {
-                    lean.serve(stream, stopped).await;
+                    let peer = stream.peer_addr().ok();
+                    lean.serve(stream, peer, stopped, None).await;
                 } else {
                     // Fails only once tonic has stopped taking connections.
-                    let _ = grpc_tx.send(Ok(stream)).await;
+                    let _ = grpc_tx.send(Ok(PeerStream::Plain(stream))).await;
                 }
             });
         }
     });
     Incoming { grpc, stop, accept }
+}
+
+/// Completes the TLS handshake of one connection and hands it to the transport its
+/// ALPN names.
+async fn accept_tls(
+    stream: TcpStream,
+    tls: PeerTls,
+    lean: LeanServer,
+    grpc: mpsc::Sender<io::Result<PeerStream>>,
+    stopped: watch::Receiver<bool>,
+) {
+    let remote = stream.peer_addr().ok();
+    let handshake = tokio::time::timeout(SNIFF_TIMEOUT, tls.acceptor().accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::info!(peer = ?remote, error = %err, "refused a peer connection: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = ?remote, "refused a peer connection: no TLS handshake within {SNIFF_TIMEOUT:?}");
+            return;
+        }
+    };
+    let connection = stream.get_ref().1;
+    // The verifier admitted only certificates that name this cluster.
+    let Some(caller) = tls.caller(connection.peer_certificates()) else {
+        tracing::warn!(peer = ?remote, "refused a peer connection: its certificate names no member");
+        return;
+    };
+    let caller = Some(std::sync::Arc::new(caller));
+    match connection.alpn_protocol() {
+        Some(ALPN_LEAN) => lean.serve(stream, remote, stopped, caller).await,
+        Some(ALPN_H2) => {
+            let info = PeerConnectInfo { remote, caller };
+            let _ = grpc.send(Ok(PeerStream::Tls(Box::new(stream), info))).await;
+        }
+        other => {
+            tracing::info!(peer = ?remote, alpn = ?other.map(String::from_utf8_lossy), "refused a peer connection: no kache protocol agreed (ALPN)");
+        }
+    }
 }
 
 /// Whether `stream` starts with the lean magic (the version is the lean server's to

@@ -30,10 +30,13 @@ use tokio::sync::Semaphore;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use super::authorize::Authorizer;
+use super::stream::PeerConnectInfo;
 use crate::cluster::chunk::{self, ChunkStream};
 use crate::cluster::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, proto, speaks_with, syncing};
 use crate::cluster::{Admission, Cluster};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
+use crate::tls::identity::PeerName;
 use proto::peer_server::Peer;
 
 /// Concurrent requests (HTTP/2 streams) on one peer connection. A member forwards every
@@ -85,6 +88,9 @@ pub struct PeerService {
     cluster: Cluster,
     /// Places for the partition streams served at once.
     streams: Arc<Semaphore>,
+    /// Under mutual TLS: checks each call's caller against the member list. `None` on
+    /// a plaintext port, where nothing is checked.
+    authorizer: Option<Authorizer>,
 }
 
 impl PeerService {
@@ -93,7 +99,38 @@ impl PeerService {
         Self {
             cluster,
             streams: Arc::new(Semaphore::new(MAX_PARTITION_STREAMS)),
+            authorizer: None,
         }
+    }
+
+    /// Requires every call to come from a listed member, named by its certificate
+    /// (the peer port serves mutual TLS).
+    #[must_use]
+    pub fn authenticated(mut self) -> Self {
+        self.authorizer = Some(Authorizer::new(self.cluster.clone()));
+        self
+    }
+
+    /// Admits one call from `caller` (see [`super::authorize`]); on a plaintext port
+    /// every call is admitted.
+    pub async fn admit(&self, caller: &PeerName) -> Result<(), Status> {
+        match &self.authorizer {
+            Some(authorizer) => authorizer.admit(caller).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Admits a gRPC call by the caller its connection carries.
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(());
+        };
+        let caller = request
+            .extensions()
+            .get::<PeerConnectInfo>()
+            .and_then(|info| info.caller.as_deref())
+            .ok_or_else(|| Status::unauthenticated("the connection carries no peer certificate"))?;
+        authorizer.admit(caller).await
     }
 
     /// The generated server, with message sizes bounded by the node's record limits.
@@ -122,6 +159,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::ReleaseResponse>, Status> {
+        self.authorize(&request).await?;
         let request = request.into_inner();
         self.check_sender(request.sender.as_ref())?;
         let partition = self.partition(request.partition)?;
@@ -133,6 +171,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::DigestRequest>,
     ) -> Result<Response<proto::DigestResponse>, Status> {
+        self.authorize(&request).await?;
         let request = request.into_inner();
         self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
@@ -146,6 +185,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::StreamRequest>,
     ) -> Result<Response<Self::StreamPartitionStream>, Status> {
+        self.authorize(&request).await?;
         let request = request.into_inner();
         self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
@@ -175,6 +215,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::HelloRequest>,
     ) -> Result<Response<proto::HelloResponse>, Status> {
+        self.authorize(&request).await?;
         self.check_sender(request.get_ref().sender.as_ref())?;
         let routing = self.cluster.routing();
         let prev_list = if routing.moving() {
@@ -192,6 +233,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
+        self.authorize(&request).await?;
         self.serve_get(request.get_ref()).map(Response::new)
     }
 
@@ -199,6 +241,7 @@ impl Peer for PeerService {
         &self,
         request: Request<proto::ApplyRequest>,
     ) -> Result<Response<proto::ApplyResponse>, Status> {
+        self.authorize(&request).await?;
         let reply = self.serve_apply(request.into_inner())?;
         if reply.applied > 0 {
             // Under `--fsync always`, acknowledged only once on disk.

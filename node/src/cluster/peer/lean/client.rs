@@ -14,6 +14,10 @@
 //!   every [`KEEPALIVE_INTERVAL`], fails every call in flight with `UNAVAILABLE` (its
 //!   outcome is unknown, as after a failed gRPC call) and stays closed; the pool opens a
 //!   new one for the next call ([`Connection::is_closed`]).
+//! - Under mutual TLS the connection is a TLS 1.3 one agreeing on ALPN `kache-lean/1`,
+//!   and the preface exchange runs inside it; a server that agrees on no ALPN refuses.
+//!   A plaintext connection is split into its owned halves as before; a TLS one is
+//!   split with `tokio::io::split` (a lock per read or write, TLS only).
 //! - At most [`MAX_IN_FLIGHT`] calls are in flight at once; more wait for a place (within
 //!   their [`REQUEST_TIMEOUT`]), so a slow peer slows its callers instead of growing a
 //!   queue.
@@ -27,15 +31,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsConnector;
 use tonic::Status;
 
 use super::frame::{self, Kind, PREFACE_LEN};
 use super::server::check_size;
 use super::{IDLE_TIMEOUT, KEEPALIVE_INTERVAL, WRITE_TIMEOUT};
+use crate::tls::PeerTls;
+use crate::tls::peer::ALPN_LEAN;
 
 /// Calls in flight on one connection, as the gRPC server allows streams on one.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -118,11 +124,18 @@ enum Answer {
 
 impl Connection {
     /// A connection to `address` (opened in the background; calls made meanwhile wait
-    /// for it), exchanging messages of up to `max_message` bytes.
-    pub fn open(address: SocketAddr, max_message: usize) -> Self {
+    /// for it), exchanging messages of up to `max_message` bytes; over TLS with `tls`
+    /// (a connector checking that the server is the member meant).
+    pub fn open(address: SocketAddr, max_message: usize, tls: Option<TlsConnector>) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
         let calls = Arc::new(Calls::default());
-        let driver = tokio::spawn(drive(address, queued, Arc::clone(&calls), max_message));
+        let driver = tokio::spawn(drive(
+            address,
+            queued,
+            Arc::clone(&calls),
+            max_message,
+            tls,
+        ));
         Self {
             inner: Arc::new(Inner {
                 queue,
@@ -273,17 +286,29 @@ async fn drive(
     mut queued: mpsc::UnboundedReceiver<Bytes>,
     calls: Arc<Calls>,
     max_message: usize,
+    tls: Option<TlsConnector>,
 ) {
-    let ended = match handshake(address).await {
-        Ok(stream) => {
-            calls.open();
-            let (read, write) = stream.into_split();
-            tokio::select! {
-                ended = write_loop(write, &mut queued) => ended,
-                ended = read_loop(read, &calls, max_message) => ended,
-            }
-        }
+    let ended = match connect(address).await {
         Err(ended) => ended,
+        Ok(tcp) => match tls {
+            // Plaintext: the owned halves, no lock between reader and writer.
+            None => match preface(tcp).await {
+                Ok(stream) => {
+                    calls.open();
+                    let (read, write) = stream.into_split();
+                    exchange(read, write, &mut queued, &calls, max_message).await
+                }
+                Err(ended) => ended,
+            },
+            Some(tls) => match secure(tcp, address, &tls).await {
+                Ok(stream) => {
+                    calls.open();
+                    let (read, write) = tokio::io::split(stream);
+                    exchange(read, write, &mut queued, &calls, max_message).await
+                }
+                Err(ended) => ended,
+            },
+        },
     };
     match ended {
         Ended::Dropped => calls.end(&Phase::Closed("lean connection closed".into())),
@@ -300,10 +325,23 @@ async fn drive(
     }
 }
 
-/// Connects and exchanges the preface. A peer that answers anything else, or closes,
-/// has refused; one that cannot be reached has failed.
-async fn handshake(address: SocketAddr) -> Result<TcpStream, Ended> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+/// Writes and reads until either loop ends.
+async fn exchange(
+    read: impl AsyncRead + Unpin,
+    write: impl AsyncWrite + Unpin,
+    queued: &mut mpsc::UnboundedReceiver<Bytes>,
+    calls: &Calls,
+    max_message: usize,
+) -> Ended {
+    tokio::select! {
+        ended = write_loop(write, queued) => ended,
+        ended = read_loop(read, calls, max_message) => ended,
+    }
+}
+
+/// Connects with `TCP_NODELAY`; an unreachable peer has failed.
+async fn connect(address: SocketAddr) -> Result<TcpStream, Ended> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| Ended::Failed("connect timed out".into()))?
         .map_err(|err| Ended::Failed(format!("connect: {err}")))?;
@@ -312,9 +350,34 @@ async fn handshake(address: SocketAddr) -> Result<TcpStream, Ended> {
     stream
         .set_nodelay(true)
         .map_err(|err| Ended::Failed(err.to_string()))?;
+    Ok(stream)
+}
+
+/// The TLS handshake (the server must agree on the lean ALPN), then the preface.
+async fn secure(
+    tcp: TcpStream,
+    address: SocketAddr,
+    tls: &TlsConnector,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Ended> {
+    let stream = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        tls.connect(PeerTls::server_name(address), tcp),
+    )
+    .await
+    .map_err(|_| Ended::Failed("no TLS handshake".into()))?
+    .map_err(|err| Ended::Failed(format!("TLS handshake: {err}")))?;
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN_LEAN) {
+        return Err(Ended::Refused);
+    }
+    preface(stream).await
+}
+
+/// Exchanges the preface. A peer that answers anything else, or closes, has refused.
+async fn preface<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<S, Ended> {
     let mut echoed = [0; PREFACE_LEN];
     let exchanged = tokio::time::timeout(REQUEST_TIMEOUT, async {
         stream.write_all(&frame::preface()).await?;
+        stream.flush().await?;
         stream.read_exact(&mut echoed).await
     })
     .await
@@ -330,7 +393,7 @@ async fn handshake(address: SocketAddr) -> Result<TcpStream, Ended> {
 /// Writes queued frames, gathering what is queued into one write, and a ping every
 /// [`KEEPALIVE_INTERVAL`].
 async fn write_loop(
-    mut write: OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     queued: &mut mpsc::UnboundedReceiver<Bytes>,
 ) -> Ended {
     let mut batch = BytesMut::with_capacity(WRITE_BATCH);
@@ -349,7 +412,12 @@ async fn write_loop(
             }
             _ = keepalive.tick() => frame::encode_empty(&mut batch, 0, Kind::Ping),
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&batch)).await {
+        let written = async {
+            write.write_all(&batch).await?;
+            // TLS holds records until flushed; a TCP half's flush does nothing.
+            write.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, written).await {
             Ok(Ok(())) => batch.clear(),
             Ok(Err(err)) => return Ended::Failed(err.to_string()),
             Err(_) => return Ended::Failed(format!("the peer read nothing for {WRITE_TIMEOUT:?}")),
@@ -358,7 +426,7 @@ async fn write_loop(
 }
 
 /// Reads answers and hands each to its call.
-async fn read_loop(mut read: OwnedReadHalf, calls: &Calls, max_message: usize) -> Ended {
+async fn read_loop(mut read: impl AsyncRead + Unpin, calls: &Calls, max_message: usize) -> Ended {
     let mut inbox = BytesMut::with_capacity(READ_CHUNK);
     loop {
         inbox.reserve(READ_CHUNK);

@@ -8,19 +8,25 @@
 //! what a peer can make the server hold: at most one read buffer of requests (a frame
 //! is at most the peer message limit) and [`FLUSH_AT`] bytes of answers (plus the one
 //! being encoded) per connection. A peer that stops reading its answers stops being read.
+//!
+//! Under mutual TLS each request frame's caller is admitted first (see
+//! [`crate::cluster::peer::authorize`]); a refused one gets an error frame and the
+//! connection is closed.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tonic::Status;
 
 use super::frame::{self, Frame, Kind, PREFACE_LEN};
 use super::{IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::cluster::peer::server::PeerService;
+use crate::tls::identity::PeerName;
 
 /// Answers buffered before they are written even though more requests wait (a batch of
 /// reads of large values would otherwise grow the buffer by all of them).
@@ -52,6 +58,8 @@ enum Closed {
     Unexpected(Kind),
     #[error("preface {0:?} is not a lean preface of a version this node speaks")]
     Preface(Vec<u8>),
+    #[error("refused the caller: {0}")]
+    Refused(String),
     /// Writes were applied but the data dir did not take them: their answers are not
     /// sent (the coordinator counts the replica as failed, an unknown outcome).
     #[error(transparent)]
@@ -67,14 +75,22 @@ impl LeanServer {
         }
     }
 
-    /// Serves one connection whose first bytes were the lean magic, until the peer
-    /// closes it, breaks the protocol (logged, and only this connection closes), or
-    /// `stop` turns true (after the answers to what was read are written).
-    pub async fn serve(&self, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
-        let served = self.handshake_and_serve(&mut stream, &mut stop).await;
+    /// Serves one connection whose first bytes were the lean magic (or that agreed on
+    /// the lean ALPN), until the peer closes it, breaks the protocol (logged, and only
+    /// this connection closes), or `stop` turns true (after the answers to what was read
+    /// are written). `caller` is the verified name under mutual TLS, whose requests are
+    /// admitted one by one; `None` on a plaintext port.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        peer: Option<SocketAddr>,
+        mut stop: watch::Receiver<bool>,
+        caller: Option<Arc<PeerName>>,
+    ) {
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let served = self
+            .handshake_and_serve(&mut stream, &mut stop, caller.as_deref())
+            .await;
         match served {
             Ok(()) => tracing::debug!(%peer, "lean peer connection closed"),
             Err(Closed::Io(err)) => {
@@ -86,10 +102,11 @@ impl LeanServer {
     }
 
     /// Stops only between batches (a read is cancel-safe; a half-written answer is not).
-    async fn handshake_and_serve(
+    async fn handshake_and_serve<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         stop: &mut watch::Receiver<bool>,
+        caller: Option<&PeerName>,
     ) -> Result<(), Closed> {
         let mut preface = [0; PREFACE_LEN];
         tokio::time::timeout(PREFACE_TIMEOUT, stream.read_exact(&mut preface))
@@ -99,6 +116,8 @@ impl LeanServer {
             return Err(Closed::Preface(preface.to_vec()));
         }
         stream.write_all(&frame::preface()).await?;
+        // TLS holds records until flushed; a TcpStream's flush does nothing.
+        stream.flush().await?;
         let (mut inbox, mut outbox) = (BytesMut::with_capacity(READ_CHUNK), BytesMut::new());
         loop {
             inbox.reserve(READ_CHUNK);
@@ -115,6 +134,17 @@ impl LeanServer {
             // for every write in the batch.
             let mut stored = false;
             while let Some(frame) = frame::decode(&mut inbox, self.max_message)? {
+                if let Some(caller) = caller
+                    && matches!(frame.kind, Kind::Get | Kind::Apply)
+                    && let Err(status) = self.service.admit(caller).await
+                {
+                    if stored {
+                        self.service.store().durable().await?;
+                    }
+                    frame::encode_error(&mut outbox, frame.id, &status);
+                    write(stream, &mut outbox).await?;
+                    return Err(Closed::Refused(status.message().to_owned()));
+                }
                 stored |= self.answer(frame, &mut outbox)?;
                 if outbox.len() >= FLUSH_AT {
                     if std::mem::take(&mut stored) {
@@ -188,11 +218,18 @@ pub fn check_size(len: usize, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
-async fn write(stream: &mut TcpStream, outbox: &mut BytesMut) -> Result<(), Closed> {
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    outbox: &mut BytesMut,
+) -> Result<(), Closed> {
     if outbox.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(outbox))
+    let written = async {
+        stream.write_all(outbox).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, written)
         .await
         .map_err(|_| Closed::Stalled(WRITE_TIMEOUT))??;
     outbox.clear();

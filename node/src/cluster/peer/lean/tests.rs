@@ -58,7 +58,7 @@ async fn serve(
     let max_message = service.max_message();
     let grpc = server::transport().add_service(service.clone().into_server());
     if lean {
-        let port = incoming(listener, LeanServer::new(service));
+        let port = incoming(listener, LeanServer::new(service), None);
         tokio::spawn(grpc.serve_with_incoming_shutdown(port, stopped));
     } else {
         tokio::spawn(grpc.serve_with_incoming_shutdown(server::incoming(listener), stopped));
@@ -80,7 +80,7 @@ fn get(key: &[u8]) -> proto::GetRequest {
 #[tokio::test]
 async fn lean_and_grpc_answer_alike_on_one_port() {
     let (_store, address, max) = node(true).await;
-    let lean = Connection::open(address, max);
+    let lean = Connection::open(address, max, None);
     let mut grpc = PeerClient::connect(format!("http://{address}"))
         .await
         .expect("gRPC on the same port");
@@ -130,7 +130,7 @@ async fn lean_and_grpc_answer_alike_on_one_port() {
 #[tokio::test]
 async fn a_peer_without_the_lean_transport_is_reached_over_grpc() {
     let (_store, address, max) = node(false).await;
-    let refused = Connection::open(address, max)
+    let refused = Connection::open(address, max, None)
         .call::<proto::GetResponse>(Kind::Get, &get(b"a"))
         .await;
     assert!(matches!(refused, Err(CallError::Refused)), "{refused:?}");
@@ -167,7 +167,7 @@ async fn closed(stream: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn garbage_or_an_oversized_frame_closes_only_its_connection() {
     let (_store, address, max) = node(true).await;
-    let healthy = Connection::open(address, max);
+    let healthy = Connection::open(address, max, None);
     let _: proto::GetResponse = healthy.call(Kind::Get, &get(b"a")).await.expect("get");
 
     let mut garbage = raw(address).await;
@@ -233,7 +233,7 @@ async fn a_request_body_that_is_not_the_message_is_internal_as_in_grpc() {
 #[tokio::test]
 async fn a_peer_server_that_shuts_down_closes_its_lean_connections() {
     let (address, max, stop) = stoppable(true).await;
-    let connection = Connection::open(address, max);
+    let connection = Connection::open(address, max, None);
     let _: proto::GetResponse = connection.call(Kind::Get, &get(b"a")).await.expect("get");
     stop.send(()).expect("server running");
     crate::test_support::eventually("the connection closes", || connection.is_closed()).await;

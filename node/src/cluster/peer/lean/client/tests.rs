@@ -81,7 +81,7 @@ async fn answers_complete_their_own_calls_in_any_order() {
         let _ = stream.read(&mut [0; 1]).await;
     })
     .await;
-    let connection = Connection::open(address, MAX);
+    let connection = Connection::open(address, MAX, None);
     let calls = ["x", "y", "z"].map(|key| {
         let connection = connection.clone();
         async move {
@@ -111,7 +111,7 @@ async fn a_broken_connection_fails_the_calls_in_flight_and_stays_closed() {
         // Gone without an answer: the calls' outcome is unknown.
     })
     .await;
-    let connection = Connection::open(address, MAX);
+    let connection = Connection::open(address, MAX, None);
     let (x, y) = (get(b"x"), get(b"y"));
     let (first, second) = tokio::join!(
         connection.call::<proto::GetResponse>(Kind::Get, &x),
@@ -151,7 +151,7 @@ async fn a_server_that_does_not_echo_the_preface_refuses() {
             .expect("write");
         let _ = stream.read(&mut [0; 64]).await;
     });
-    let connection = Connection::open(address, MAX);
+    let connection = Connection::open(address, MAX, None);
     let refused = connection
         .call::<proto::GetResponse>(Kind::Get, &get(b"x"))
         .await;
@@ -162,7 +162,7 @@ async fn a_server_that_does_not_echo_the_preface_refuses() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         listener.local_addr().expect("address")
     };
-    let failed = Connection::open(unreachable, MAX)
+    let failed = Connection::open(unreachable, MAX, None)
         .call::<proto::GetResponse>(Kind::Get, &get(b"x"))
         .await;
     assert!(
@@ -179,7 +179,7 @@ async fn calls_beyond_the_bound_wait_for_a_place_and_time_out_like_grpc() {
         while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
     })
     .await;
-    let connection = Connection::open(address, MAX);
+    let connection = Connection::open(address, MAX, None);
     let calls: Vec<_> = (0..MAX_IN_FLIGHT + 1)
         .map(|_| {
             let connection = connection.clone();
