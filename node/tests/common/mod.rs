@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod certs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_kache-node");
 
 /// A node process on 127.0.0.1:0. Killed on drop, so a failing test leaves nothing behind.
