@@ -23,9 +23,9 @@ pub mod lifecycle;
 pub mod resp;
 pub mod shutdown;
 pub mod store;
-pub mod tls;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

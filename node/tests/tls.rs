@@ -174,7 +174,11 @@ async fn attempt(
         .await
     {
         // A stream that opens but yields nothing would not be a read either.
-        Ok(stream) => stream.into_inner().message().await.is_ok_and(|m| m.is_some()),
+        Ok(stream) => stream
+            .into_inner()
+            .message()
+            .await
+            .is_ok_and(|m| m.is_some()),
         Err(_) => false,
     };
     let release = client
@@ -232,7 +236,12 @@ async fn a_peer_tls_cluster_replicates_grows_and_refuses_every_outsider() {
     let mut partition = None;
     for i in 0..40 {
         let placement = json(a, &format!("/v1/cluster/keys/k{i}")).await;
-        if placement["owners"].as_array().unwrap().iter().any(|o| o == "node-0") {
+        if placement["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "node-0")
+        {
             partition = placement["partition"].as_u64();
             break;
         }
@@ -417,8 +426,7 @@ fn redis_cli(ca: &Path, port: u16, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("redis-cli runs (apt-get install redis-tools)");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        + &String::from_utf8_lossy(&out.stderr)
+    String::from_utf8_lossy(&out.stdout).trim().to_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[tokio::test]
@@ -437,9 +445,20 @@ async fn http_and_resp_serve_tls_to_curl_and_redis_cli() {
 
     let put = curl(
         &ca_file,
-        &["-X", "PUT", "--data", "v1", &format!("{https}/v1/keys/a"), "-w", "%{http_code}"],
+        &[
+            "-X",
+            "PUT",
+            "--data",
+            "v1",
+            &format!("{https}/v1/keys/a"),
+            "-w",
+            "%{http_code}",
+        ],
     );
-    assert!(String::from_utf8_lossy(&put.stdout).starts_with('2'), "{put:?}");
+    assert!(
+        String::from_utf8_lossy(&put.stdout).starts_with('2'),
+        "{put:?}"
+    );
     let got = curl(&ca_file, &[&format!("{https}/v1/keys/a")]);
     assert_eq!(String::from_utf8_lossy(&got.stdout), "v1", "{got:?}");
     assert_eq!(redis_cli(&ca_file, resp, &["GET", "a"]), "v1");
@@ -449,7 +468,12 @@ async fn http_and_resp_serve_tls_to_curl_and_redis_cli() {
 
     // Plaintext is not served on either port.
     let plain = Command::new("curl")
-        .args(["-sS", "--max-time", "3", &format!("http://{}/healthz", node.addr)])
+        .args([
+            "-sS",
+            "--max-time",
+            "3",
+            &format!("http://{}/healthz", node.addr),
+        ])
         .output()
         .unwrap();
     assert!(!plain.status.success(), "plain HTTP is refused: {plain:?}");
@@ -491,7 +515,10 @@ async fn http_and_resp_serve_tls_to_curl_and_redis_cli() {
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let (closed, after) = silent_closed(node.addr.port());
-    assert!(closed && after < Duration::from_millis(500), "over the cap: {after:?}");
+    assert!(
+        closed && after < Duration::from_millis(500),
+        "over the cap: {after:?}"
+    );
     drop(hold);
 
     // A replaced client certificate is served to new connections.
@@ -505,7 +532,10 @@ async fn http_and_resp_serve_tls_to_curl_and_redis_cli() {
             assert!(now["tls"]["peer"].is_null(), "no peer TLS: {now}");
             break;
         }
-        assert!(Instant::now() < deadline, "the new certificate never showed");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate never showed"
+        );
     }
     assert_eq!(redis_cli(&ca_file, resp, &["GET", "b"]), "v2");
 }

@@ -188,9 +188,7 @@ impl Cluster {
                 router: Router::new(identity.node_id.clone(), list),
                 sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
                 fence: DrainFence::default(),
-                replicator: Replicator::new(
-                    PeerClients::new(discovery, max_message).with_tls(tls),
-                ),
+                replicator: Replicator::new(PeerClients::new(discovery, max_message).with_tls(tls)),
                 clock: ClockWatch::new(store.limits().max_clock_offset),
                 store,
                 identity,

@@ -699,6 +699,20 @@ async fn openapi_documents_every_route() {
 }
 
 #[tokio::test]
+async fn the_cluster_report_shows_no_certificates_without_tls_and_the_spec_documents_them() {
+    let api = Api::new(&config());
+    let report = api.get("/v1/cluster").await.json();
+    assert!(report["tls"]["peer"].is_null(), "{report}");
+    assert!(report["tls"]["client"].is_null(), "{report}");
+    let spec = api.get("/v1/openapi.json").await.json();
+    let tls = &spec["paths"]["/v1/cluster"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["properties"]["tls"];
+    assert_eq!(tls["required"], serde_json::json!(["peer", "client"]));
+    let served = &spec["components"]["schemas"]["ServedCertificate"]["properties"];
+    assert!(served["sha256"].is_object() && served["notAfter"].is_object());
+}
+
+#[tokio::test]
 async fn a_percent_without_two_hex_digits_is_refused_so_each_key_has_one_spelling() {
     let api = Api::new(&config());
     for bad in ["%", "%4", "%zz", "a%2", "%%41"] {

@@ -40,9 +40,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::Cluster;
 use crate::http::AppState;
@@ -320,16 +320,15 @@ pub async fn serve(
         let (tls, handshake_timeout) = (tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
             let _slot = slot;
-            let served = match tokio::time::timeout(handshake_timeout, tls.accept(nodelay(tcp)))
-                .await
-            {
-                Ok(Ok(stream)) => connection(stream, session, frame_limits, stop).await,
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no TLS handshake within --http-header-timeout",
-                )),
-            };
+            let served =
+                match tokio::time::timeout(handshake_timeout, tls.accept(nodelay(tcp))).await {
+                    Ok(Ok(stream)) => connection(stream, session, frame_limits, stop).await,
+                    Ok(Err(err)) => Err(err),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no TLS handshake within --http-header-timeout",
+                    )),
+                };
             if let Err(err) = served {
                 tracing::debug!(error = %err, "RESP connection ended with an error");
             }

@@ -145,8 +145,8 @@ impl RawSet {
             ));
         };
         let served = served(leaf).map_err(|err| bad("the leaf certificate", &err))?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key)
-            .map_err(|err| bad("the private key", &err))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.key).map_err(|err| bad("the private key", &err))?;
         let key = CertifiedKey::from_der(chain, key, provider)
             .map_err(|err| bad("the certificate and key", &err))?;
         Ok(CertSet {

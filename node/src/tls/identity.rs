@@ -142,14 +142,18 @@ mod tests {
         assert!(one.names("node-0") && !one.names("node-1"));
         assert!(any.names("node-7"));
         let chosen = caller_name(vec![any.clone(), one.clone()], "uid-1");
-        assert_eq!(chosen, Some(one), "the member's own name before the wildcard");
+        assert_eq!(
+            chosen,
+            Some(one),
+            "the member's own name before the wildcard"
+        );
         assert_eq!(caller_name(vec![any], "uid-2"), None, "another cluster");
     }
 
     #[test]
     fn uri_sans_are_read_from_a_real_certificate() {
-        let mut params = rcgen::CertificateParams::new(vec!["node-0.kache.ns.svc".to_owned()])
-            .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["node-0.kache.ns.svc".to_owned()]).expect("params");
         params.subject_alt_names.extend([
             rcgen::SanType::URI("kache://uid-1/node-0".try_into().expect("ia5")),
             rcgen::SanType::URI("https://example.com/x".try_into().expect("ia5")),

@@ -46,7 +46,9 @@ impl Ca {
     pub fn leaf(&self, uris: &[&str]) -> Leaf {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "kache");
-        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         for uri in uris {
             params
                 .subject_alt_names

@@ -23,7 +23,10 @@ fn a_bad_set_keeps_the_old_one_and_a_good_one_replaces_it() {
     assert!(!reloader.reload(), "unchanged files are not swapped");
 
     for (file, garbage) in [
-        ("node-0.key", "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"),
+        (
+            "node-0.key",
+            "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n",
+        ),
         ("node-0.crt", "no certificate here"),
         ("ca.crt", ""),
     ] {
@@ -38,7 +41,10 @@ fn a_bad_set_keeps_the_old_one_and_a_good_one_replaces_it() {
     // A key of another certificate: parses, but does not match.
     let other = ca.leaf(&["kache://uid/node-0"]);
     certs::write_atomically(&dir.path().join("node-0.key"), &other.key);
-    assert!(!reloader.reload(), "a key that does not match its certificate");
+    assert!(
+        !reloader.reload(),
+        "a key that does not match its certificate"
+    );
     assert_eq!(reloader.served(), first);
 
     other.write(dir.path(), "node-0");
@@ -57,7 +63,10 @@ fn the_first_load_fails_on_a_missing_or_bad_set() {
     let ca = certs::Ca::new("ca");
     ca.leaf(&[]).write(dir.path(), "tls");
     let no_ca = Reloader::load(dir.path(), "node-0", true, provider());
-    assert!(matches!(no_ca, Err(TlsError::Read { .. })), "ca.crt is required");
+    assert!(
+        matches!(no_ca, Err(TlsError::Read { .. })),
+        "ca.crt is required"
+    );
     Reloader::load(dir.path(), "node-0", false, provider())
         .expect("the client port needs no ca.crt");
 }
@@ -73,7 +82,11 @@ fn the_node_s_own_pair_wins_over_the_shared_one() {
     let own = Reloader::load(dir.path(), "node-0", true, provider()).expect("node-0.crt");
     assert_ne!(own.served(), shared.served());
     let other = Reloader::load(dir.path(), "node-1", true, provider()).expect("tls.crt");
-    assert_eq!(other.served(), shared.served(), "node-1 has no pair of its own");
+    assert_eq!(
+        other.served(),
+        shared.served(),
+        "node-1 has no pair of its own"
+    );
 }
 
 /// The layout of a Kubernetes Secret volume: files in `..<timestamp>/`, `..data` pointing

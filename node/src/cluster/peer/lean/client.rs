@@ -129,13 +129,7 @@ impl Connection {
     pub fn open(address: SocketAddr, max_message: usize, tls: Option<TlsConnector>) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
         let calls = Arc::new(Calls::default());
-        let driver = tokio::spawn(drive(
-            address,
-            queued,
-            Arc::clone(&calls),
-            max_message,
-            tls,
-        ));
+        let driver = tokio::spawn(drive(address, queued, Arc::clone(&calls), max_message, tls));
         Self {
             inner: Arc::new(Inner {
                 queue,

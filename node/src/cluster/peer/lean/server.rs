@@ -218,10 +218,7 @@ pub fn check_size(len: usize, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
-async fn write<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    outbox: &mut BytesMut,
-) -> Result<(), Closed> {
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, outbox: &mut BytesMut) -> Result<(), Closed> {
     if outbox.is_empty() {
         return Ok(());
     }
