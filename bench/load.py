@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Loads N keys key:%012d with VALUE_BYTES-byte values into kache (batch API) or Redis (RESP pipe).
 
-usage: load.py kache HOST:PORT N [VALUE_BYTES]
+usage: load.py kache [https://]HOST:PORT N [VALUE_BYTES]
+           # https: verified against the CA file in $CACERT; $TOKEN, when set, is sent
+           # as a bearer token
        load.py resp N [VALUE_BYTES]        # writes a RESP stream to stdout for redis-cli --pipe
        load.py resp-cluster N VALUE_BYTES DIR PORT:FIRST-LAST[,...]
            # Redis Cluster: one RESP file per master port in DIR, each key sent to the
@@ -9,17 +11,28 @@ usage: load.py kache HOST:PORT N [VALUE_BYTES]
 """
 import http.client
 import json
+import os
+import ssl
 import sys
 
 
 def kache(addr, n, size):
-    host, port = addr.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port))
+    secure = addr.startswith("https://")
+    host, port = addr.removeprefix("https://").rsplit(":", 1)
+    if secure:
+        context = ssl.create_default_context(cafile=os.environ["CACERT"])
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection(host, int(port), context=context)
+    else:
+        conn = http.client.HTTPConnection(host, int(port))
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["TOKEN"]
     value = "x" * size
     batch = 1000
     for start in range(0, n, batch):
         items = [{"key": "key:%012d" % i, "value": value} for i in range(start, min(n, start + batch))]
-        conn.request("POST", "/v1/batch/put", json.dumps({"items": items}), {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/batch/put", json.dumps({"items": items}), headers)
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:

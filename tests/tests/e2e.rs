@@ -40,9 +40,16 @@ use serde_json::Value as Json;
 
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/tls_auth.rs"]
+mod tls_auth;
 
 const NS: &str = "e2e";
 const HTTP_PORT: u16 = 7070;
+/// The admin token every scenario's clients send. It lives in the Secret `e2e-token`
+/// (key `e2e`), which each CacheCluster lists in `spec.auth.tokens` (with a read token,
+/// `tls_auth::READ_TOKEN`): auth is on by default, and the generated `<name>-auth`
+/// Secret is checked by the `tls_auth` scenario.
+const TOKEN: &str = "e2e-admin-7d1f0c9a2b4e4b8f9e3a6c5d";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -231,7 +238,18 @@ async fn resp_agrees_with_http(
         let ip = ips.values().nth(n % ips.len()).unwrap();
         let got = must(
             "redis-cli",
-            &["-c", "-h", ip, "-p", "6379", "GET", key],
+            &[
+                "-c",
+                "-h",
+                ip,
+                "-p",
+                "6379",
+                "-a",
+                TOKEN,
+                "--no-auth-warning",
+                "GET",
+                key,
+            ],
             None,
         );
         assert_eq!(got.trim_end(), value, "redis-cli -c GET {key} via {ip}");
@@ -240,7 +258,19 @@ async fn resp_agrees_with_http(
         let key = format!("resp-{}-{ordinal}", ips.len());
         let set = must(
             "redis-cli",
-            &["-c", "-h", ip, "-p", "6379", "SET", &key, ip],
+            &[
+                "-c",
+                "-h",
+                ip,
+                "-p",
+                "6379",
+                "-a",
+                TOKEN,
+                "--no-auth-warning",
+                "SET",
+                &key,
+                ip,
+            ],
             None,
         );
         assert_eq!(set.trim_end(), "OK");
@@ -249,7 +279,17 @@ async fn resp_agrees_with_http(
     let first = ips.values().next().unwrap();
     let slots = must(
         "redis-cli",
-        &["-h", first, "-p", "6379", "CLUSTER", "SLOTS"],
+        &[
+            "-h",
+            first,
+            "-p",
+            "6379",
+            "-a",
+            TOKEN,
+            "--no-auth-warning",
+            "CLUSTER",
+            "SLOTS",
+        ],
         None,
     );
     for ip in ips.values() {
@@ -260,7 +300,17 @@ async fn resp_agrees_with_http(
     }
     let info = must(
         "redis-cli",
-        &["-h", first, "-p", "6379", "CLUSTER", "INFO"],
+        &[
+            "-h",
+            first,
+            "-p",
+            "6379",
+            "-a",
+            TOKEN,
+            "--no-auth-warning",
+            "CLUSTER",
+            "INFO",
+        ],
         None,
     );
     assert!(info.contains("cluster_state:ok"), "{info}");
@@ -485,13 +535,21 @@ impl Drop for Transcript {
     }
 }
 
+/// Default headers carrying `token` as a bearer token.
+fn bearer(token: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    headers
+}
+
 fn apply(yaml: &str) {
     must("kubectl", &["apply", "-f", "-"], Some(yaml));
 }
 
 fn cache_cluster_yaml(name: &str, replicas: u32, rf: u32, extra: &str) -> String {
     format!(
-        "apiVersion: kache.dev/v1alpha1\nkind: CacheCluster\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: {replicas}\n  replicationFactor: {rf}\n  maxMemory: 64MiB\n{extra}"
+        "apiVersion: kache.dev/v1alpha1\nkind: CacheCluster\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  replicas: {replicas}\n  replicationFactor: {rf}\n  maxMemory: 64MiB\n  auth:\n    tokens: [{{secretName: e2e-token, role: admin}}, {{secretName: e2e-reader, role: read}}]\n{extra}"
     )
 }
 
@@ -502,6 +560,7 @@ async fn kache_on_a_real_control_plane() {
         .expect("KUBECONFIG points at the e2e cluster");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(bearer(TOKEN))
         .build()
         .unwrap();
 
@@ -524,6 +583,7 @@ async fn kache_on_a_real_control_plane() {
         None,
     );
     must("kubectl", &["create", "namespace", NS], None);
+    tls_auth::create_token_secrets();
     security::operator_rbac_is_as_documented().await;
 
     // 2. A 3-member cluster becomes Available; keys written through one pod are readable
@@ -729,6 +789,12 @@ async fn kache_on_a_real_control_plane() {
     let status = cc_status(&client, "kill").await;
     assert_eq!(status["dataLossIncidents"], 0, "{status}");
     assert!(status.get("lastDataLoss").is_none(), "{status}");
+
+    // 6a. Locked doors on cc/kill (cc/scale provides a foreign certificate): outsiders
+    //     refused on the peer port, tokens and roles on the client API, certificates
+    //     rotated under load; then a cluster with client TLS and auth off.
+    let acked = tls_auth::locked_doors(&client, &http, "kill", "scale", acked).await;
+    tls_auth::client_tls_and_open_cluster(&client).await;
 
     // 6b. SIGKILL at RF=1 loses the keys the member held: the status says so.
     data_loss_at_rf1(&client, &http).await;
