@@ -51,9 +51,13 @@ pub const SNAPSHOT_INTERVAL: &str = "KACHE_SNAPSHOT_INTERVAL";
 /// The cluster's identity (the CacheCluster's UID), recorded in the data dir so a volume
 /// of another cluster is never loaded.
 pub const CLUSTER_ID: &str = "KACHE_CLUSTER_ID";
+/// A directory of client tokens, `<dir>/<role>/<secret>/<user>` (role `read`, `readwrite`
+/// or `admin`; each file's content is the user's token). Set: client authentication is
+/// on. Unset or empty: off.
+pub const AUTH_DIR: &str = "KACHE_AUTH_DIR";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -87,6 +91,7 @@ pub const ALL: [&str; 33] = [
     FSYNC,
     SNAPSHOT_INTERVAL,
     CLUSTER_ID,
+    AUTH_DIR,
 ];
 
 #[cfg(test)]

@@ -180,6 +180,12 @@ pub struct Cli {
     /// recorded in --data-dir: data of another cluster is never loaded.
     #[arg(long, env = env::CLUSTER_ID, default_value = "")]
     pub cluster_id: String,
+
+    /// Client tokens: `<dir>/<role>/<secret>/<user>` files (role read, readwrite or
+    /// admin), re-read every 5s. Set: HTTP and RESP clients must authenticate, even while
+    /// it holds no token. Unset or empty: no authentication. See docs/security.md.
+    #[arg(long, env = env::AUTH_DIR)]
+    pub auth_dir: Option<PathBuf>,
 }
 
 /// How members' peer addresses are found.
@@ -254,6 +260,8 @@ pub struct NodeConfig {
     pub worker_threads: Option<usize>,
     /// `None`: nothing on disk (`--data-dir` unset).
     pub persistence: Option<PersistConfig>,
+    /// `None`: client authentication off (`--auth-dir` unset or empty).
+    pub auth_dir: Option<PathBuf>,
 }
 
 /// `--resp-addr`: a socket address, or `off`.
@@ -457,6 +465,7 @@ impl Cli {
             shutdown_grace: self.shutdown_grace,
             worker_threads: self.worker_threads,
             persistence,
+            auth_dir: self.auth_dir.filter(|dir| !dir.as_os_str().is_empty()),
         })
     }
 }
