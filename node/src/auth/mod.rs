@@ -68,8 +68,8 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// What a request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request needs, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
     /// Nothing: it reveals no key or value (health, readiness, metrics, the cluster view,
     /// the API description; RESP's connection handshake).

@@ -237,6 +237,12 @@ impl Session {
         self.auth.is_on()
     }
 
+    /// Counts a command refused for want of authentication.
+    pub fn count_unauthenticated(&self) {
+        self.auth
+            .count_refused(auth::Protocol::Resp, auth::Refusal::Unauthenticated);
+    }
+
     /// Whether this connection has authenticated (always, with auth off).
     pub fn authenticated(&self) -> bool {
         !self.auth.is_on() || self.credential.is_some()

@@ -107,7 +107,10 @@ fn hello(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespRe
     }
     match credentials {
         Some((user, token)) => session.authenticate(Some(user), token)?,
-        None if !session.authenticated() => return Err(errors::hello_no_auth()),
+        None if !session.authenticated() => {
+            session.count_unauthenticated();
+            return Err(errors::hello_no_auth());
+        }
         None => {}
     }
     if let Some(name) = name {
