@@ -694,8 +694,44 @@ async fn openapi_documents_every_route() {
                 paths[path][method].is_object(),
                 "{method} {path} is documented"
             );
+            // The security the document states is the one `auth::required` enforces.
+            let operation = &paths[path][method];
+            let concrete = path.replace("{key}", "k");
+            let verb = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+            let label = format!("{method} {path}");
+            match auth::required(&verb, &concrete).0 {
+                crate::auth::Access::Open => {
+                    assert_eq!(operation["security"], json!([]), "{label} is open");
+                    assert!(operation["responses"]["401"].is_null(), "{label}");
+                }
+                crate::auth::Access::Needs(role) => {
+                    assert!(
+                        operation["security"].is_null(),
+                        "{label}: the default applies"
+                    );
+                    assert_eq!(operation["x-kache-role"], role.name(), "{label}");
+                    let refusals = &operation["responses"];
+                    assert!(refusals["401"]["$ref"].is_string(), "{label} documents 401");
+                    let forbidden = role > crate::auth::Role::Read;
+                    assert_eq!(
+                        refusals["403"]["$ref"].is_string(),
+                        forbidden,
+                        "{label}: 403"
+                    );
+                }
+            }
         }
     }
+    assert_eq!(spec["security"], json!([{ "bearer": [] }]));
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let challenge = &spec["components"]["responses"]["Unauthenticated"]["headers"];
+    assert_eq!(
+        challenge["WWW-Authenticate"]["schema"]["const"],
+        r#"Bearer realm="kache""#
+    );
 }
 
 #[tokio::test]
