@@ -16,6 +16,10 @@
 //! over HTTP, so clients that know nothing of the cluster work through a Service and a
 //! client with a stale slot map is still served (never sent MOVED; see docs/resp.md).
 //!
+//! With `--auth-dir`, a connection authenticates once (AUTH, HELLO … AUTH) and each
+//! command is checked against its user's role before it runs (`commands::access`);
+//! the token is checked again only after the token table changes.
+//!
 //! Limits are HTTP's: `--max-key-bytes`, `--max-value-bytes`, `--max-batch-bytes` for one
 //! command, and `--max-connections` (counted apart from HTTP's). A protocol error is
 //! answered and closes only its own connection.
