@@ -58,9 +58,13 @@ pub const PEER_TLS_DIR: &str = "KACHE_PEER_TLS_DIR";
 /// A directory with the same file names (`ca.crt` not needed): the HTTP and RESP ports
 /// serve TLS only. Unset or empty: plaintext.
 pub const CLIENT_TLS_DIR: &str = "KACHE_CLIENT_TLS_DIR";
+/// A directory of client tokens, `<dir>/<role>/<secret>/<user>` (role `read`, `readwrite`
+/// or `admin`; each file's content is the user's token). Set: client authentication is
+/// on. Unset or empty: off.
+pub const AUTH_DIR: &str = "KACHE_AUTH_DIR";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 36] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -96,6 +100,7 @@ pub const ALL: [&str; 35] = [
     CLUSTER_ID,
     PEER_TLS_DIR,
     CLIENT_TLS_DIR,
+    AUTH_DIR,
 ];
 
 #[cfg(test)]

@@ -193,6 +193,11 @@ pub struct Cli {
     /// plaintext.
     #[arg(long, env = env::CLIENT_TLS_DIR)]
     pub client_tls_dir: Option<PathBuf>,
+    /// Client tokens: `<dir>/<role>/<secret>/<user>` files (role read, readwrite or
+    /// admin), re-read every 5s. Set: HTTP and RESP clients must authenticate, even while
+    /// it holds no token. Unset or empty: no authentication. See docs/security.md.
+    #[arg(long, env = env::AUTH_DIR)]
+    pub auth_dir: Option<PathBuf>,
 }
 
 /// How members' peer addresses are found.
@@ -268,6 +273,8 @@ pub struct NodeConfig {
     /// `None`: nothing on disk (`--data-dir` unset).
     pub persistence: Option<PersistConfig>,
     pub tls: TlsConfig,
+    /// `None`: client authentication off (`--auth-dir` unset or empty).
+    pub auth_dir: Option<PathBuf>,
 }
 
 /// Where the node's certificates are, and the cluster its peers must belong to.
@@ -489,6 +496,7 @@ impl Cli {
             worker_threads: self.worker_threads,
             persistence,
             tls,
+            auth_dir: self.auth_dir.filter(|dir| !dir.as_os_str().is_empty()),
         })
     }
 }

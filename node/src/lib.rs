@@ -5,6 +5,7 @@
 //! - [`clock`]: wall time for TTLs and hybrid-logical-clock write versions.
 //! - [`lifecycle`]: the node's phase (Starting → Syncing → Ready → Draining → Stopped).
 //! - [`store`]: the partitioned in-memory map with TTL, tombstones and a memory bound.
+//! - [`auth`]: client tokens from `--auth-dir` and their roles, for HTTP and RESP.
 //! - [`http`]: the client REST API.
 //! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
@@ -15,6 +16,7 @@
 //! The binary parses flags, binds its listeners and calls [`run`]; tests call the same
 //! [`run`] on `127.0.0.1:0`.
 
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -33,6 +35,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::cluster::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
 use crate::cluster::membership::{MemberList, watch_configmap, watch_file};
@@ -62,6 +65,8 @@ pub enum Error {
     Loading(#[source] tokio::task::JoinError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,6 +92,17 @@ pub async fn run(
 ) -> Result<()> {
     let tls = NodeTls::load(&config.tls, &config.store.node_id)?;
     let _reloads: Vec<AbortOnDrop> = tls.spawn_reloads().into_iter().map(AbortOnDrop).collect();
+    let auth = match config.auth_dir.clone() {
+        Some(dir) => Auth::load(dir)?,
+        None => {
+            tracing::warn!(
+                "--auth-dir is not set: client authentication is OFF, and anyone who reaches \
+                 the HTTP or RESP port can read, write and delete every key"
+            );
+            Auth::off()
+        }
+    };
+    let _auth_reloader = auth.spawn_reloader().map(AbortOnDrop);
     let store = Store::new(config.store.clone());
     // The data dir is loaded before anything is served (the listeners queue connections
     // meanwhile), so no client or peer sees a half-loaded store.
@@ -127,7 +143,8 @@ pub async fn run(
     let lifecycle = cluster.lifecycle().clone();
     let state = AppState::new(cluster.clone(), &config)
         .with_persistence(persistence.clone())
-        .with_tls(tls.clone());
+        .with_tls(tls.clone())
+        .with_auth(auth);
     let client_tls = |alpn: &[&[u8]]| {
         tls.client
             .as_ref()

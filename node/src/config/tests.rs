@@ -292,3 +292,12 @@ fn dynamic_discovery_needs_a_service_and_a_member_list() {
         matches!(from_pod, DiscoveryConfig::Dns(DnsNames { namespace, .. }) if namespace == "pod-ns")
     );
 }
+
+#[test]
+fn auth_is_off_unless_a_directory_is_given() {
+    assert_eq!(parse(&[]).expect("defaults").auth_dir, None);
+    let config = parse(&["--auth-dir", "/etc/kache/auth"]).expect("a directory");
+    assert_eq!(config.auth_dir, Some(PathBuf::from("/etc/kache/auth")));
+    let cli = Cli::try_parse_from_env([(env::AUTH_DIR, "/etc/kache/auth")]).expect("env");
+    assert_eq!(cli.auth_dir, Some(PathBuf::from("/etc/kache/auth")));
+}

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::AppError;
+use crate::auth::Auth;
 use crate::cluster::ClusterReport;
 use crate::lifecycle::Phase;
 use crate::store::StoreStats;
@@ -65,6 +66,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "kache_http_responses_total{{class=\"{class}\"}} {count}"
         );
     }
+    auth_metrics(state.auth(), &mut out);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
@@ -333,6 +335,48 @@ fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
         ),
     ]);
     samples
+}
+
+/// Client authentication: whether it is on, the users it knows, what it refused.
+fn auth_metrics(auth: &Auth, out: &mut String) {
+    let samples: [Sample; 3] = [
+        (
+            "kache_auth_enabled",
+            "gauge",
+            "1 when clients must authenticate (--auth-dir is set).",
+            u64::from(auth.is_on()),
+        ),
+        (
+            "kache_auth_users",
+            "gauge",
+            "Users (tokens) in the table read from --auth-dir.",
+            auth.users(),
+        ),
+        (
+            "kache_auth_reload_failures_total",
+            "counter",
+            "Reads of --auth-dir that failed; the tokens read before stayed in force.",
+            auth.reload_failures(),
+        ),
+    ];
+    for (name, kind, help, value) in samples {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kache_auth_refused_total Client requests refused for want of a valid token \
+         (unauthenticated: HTTP 401, RESP NOAUTH or WRONGPASS) or of a high enough role \
+         (forbidden: HTTP 403, RESP NOPERM).\n# TYPE kache_auth_refused_total counter"
+    );
+    for (protocol, reason, count) in auth.refused() {
+        let _ = writeln!(
+            out,
+            "kache_auth_refused_total{{protocol=\"{protocol}\",reason=\"{reason}\"}} {count}"
+        );
+    }
 }
 
 /// This node's view of the cluster: epoch, members, what it owns, and the certificates

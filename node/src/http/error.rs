@@ -3,16 +3,21 @@
 //! Every failure a client can cause maps to a precise status and a stable `code`. Server
 //! faults are logged here and reach the client only as a generic 500.
 //!
-//! A 4xx (and a 507) changes nothing. A write that answers 503 is different: some owners
+//! A 4xx (and a 507) changes nothing; a 401 or 403 is answered before the request's body
+//! is read. A write that answers 503 is different: some owners
 //! may have stored it before too few acknowledged, and it can become visible later. Its
 //! body says so (`"outcome": "indeterminate"`) and, where the count means anything, how
 //! many acknowledgements arrived; a read's 503 carries neither.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::Role;
 use crate::cluster::ClusterError;
 use crate::store::StoreError;
 
@@ -46,6 +51,18 @@ pub enum AppError {
     ShuttingDown,
     #[error("node is syncing the partitions it owns from their other owners")]
     Syncing,
+    /// No token, a malformed `Authorization` header, or a token no user has.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A known token whose role is below what the request needs.
+    #[error("user '{user}' has the {role} role; {method} {route} needs {needed}")]
+    Forbidden {
+        user: Arc<str>,
+        role: Role,
+        needed: Role,
+        method: String,
+        route: &'static str,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -67,6 +84,8 @@ impl AppError {
                 StatusCode::NOT_FOUND
             }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Store(StoreError::PreconditionFailed) => StatusCode::PRECONDITION_FAILED,
             Self::Store(
                 StoreError::EntryTooLarge { .. }
@@ -90,6 +109,8 @@ impl AppError {
             Self::KeyNotFound | Self::Store(StoreError::NotFound) => "key_not_found",
             Self::NoRoute(_) => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden { .. } => "forbidden",
             Self::Store(StoreError::PreconditionFailed) => "precondition_failed",
             Self::Store(
                 StoreError::EntryTooLarge { .. }
@@ -216,6 +237,14 @@ impl IntoResponse for AppError {
         if let Self::Internal(source) = &self {
             tracing::error!(error = %source, "request failed");
         }
-        (self.status(), Json(ErrorBody { error: self.body() })).into_response()
+        let mut response = (self.status(), Json(ErrorBody { error: self.body() })).into_response();
+        if let Self::Unauthenticated(_) = self {
+            // RFC 6750: a 401 names the scheme (and realm) the client should use.
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="kache""#),
+            );
+        }
+        response
     }
 }

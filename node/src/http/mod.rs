@@ -5,11 +5,13 @@
 //! - [`batch`]: `/v1/batch/get` and `/v1/batch/put`.
 //! - [`admin`]: stats, cluster report, metrics, health, readiness, OpenAPI.
 //! - [`error`]: the JSON error type every handler returns.
+//! - [`auth`]: the role each route needs, checked before the router (401/403).
 //! - [`serve`]: the listener, with its connection cap and header-read timeout.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
 
 pub mod admin;
+pub mod auth;
 pub mod batch;
 pub mod error;
 pub mod keys;
@@ -28,6 +30,7 @@ use axum::routing::{any, get, post};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::cluster::wire::Identity;
 use crate::config::{Limits, NodeConfig};
@@ -46,6 +49,8 @@ pub struct AppState {
     persistence: Option<Arc<Persistence>>,
     /// The certificates in use, for `/v1/cluster`.
     tls: NodeTls,
+    /// Client authentication (off without `--auth-dir`).
+    auth: Auth,
 }
 
 #[derive(Debug)]
@@ -71,6 +76,7 @@ impl AppState {
             }),
             persistence: None,
             tls: NodeTls::default(),
+            auth: Auth::off(),
         }
     }
 
@@ -90,6 +96,17 @@ impl AppState {
     pub fn with_persistence(mut self, persistence: Option<Arc<Persistence>>) -> Self {
         self.persistence = persistence;
         self
+    }
+
+    /// Authenticates clients with `auth` (HTTP and RESP).
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     pub fn persistence(&self) -> Option<&Arc<Persistence>> {
@@ -138,7 +155,8 @@ impl AppState {
     }
 }
 
-/// The node's HTTP service: the routes, wrapped in response accounting.
+/// The node's HTTP service: the routes behind the token check, wrapped in response
+/// accounting (refusals count as 4xx).
 ///
 /// Responses are counted by a `map_response` around the whole router rather than an axum
 /// layer: an axum layer re-boxes every route and ran about 700 ns per request, a third
@@ -151,7 +169,8 @@ pub fn app(
 + Sync
 + 'static {
     let counters = state.shared.clone();
-    ServiceExt::<Request>::map_response(router(state), move |response: Response| {
+    let authorized = auth::Authorize::new(router(state.clone()), state.auth);
+    ServiceExt::<Request>::map_response(authorized, move |response: Response| {
         let class = admin::status_class(response.status());
         counters.responses[class].fetch_add(1, Ordering::Relaxed);
         response

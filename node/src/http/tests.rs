@@ -694,8 +694,44 @@ async fn openapi_documents_every_route() {
                 paths[path][method].is_object(),
                 "{method} {path} is documented"
             );
+            // The security the document states is the one `auth::required` enforces.
+            let operation = &paths[path][method];
+            let concrete = path.replace("{key}", "k");
+            let verb = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+            let label = format!("{method} {path}");
+            match auth::required(&verb, &concrete).0 {
+                crate::auth::Access::Open => {
+                    assert_eq!(operation["security"], json!([]), "{label} is open");
+                    assert!(operation["responses"]["401"].is_null(), "{label}");
+                }
+                crate::auth::Access::Needs(role) => {
+                    assert!(
+                        operation["security"].is_null(),
+                        "{label}: the default applies"
+                    );
+                    assert_eq!(operation["x-kache-role"], role.name(), "{label}");
+                    let refusals = &operation["responses"];
+                    assert!(refusals["401"]["$ref"].is_string(), "{label} documents 401");
+                    let forbidden = role > crate::auth::Role::Read;
+                    assert_eq!(
+                        refusals["403"]["$ref"].is_string(),
+                        forbidden,
+                        "{label}: 403"
+                    );
+                }
+            }
         }
     }
+    assert_eq!(spec["security"], json!([{ "bearer": [] }]));
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let challenge = &spec["components"]["responses"]["Unauthenticated"]["headers"];
+    assert_eq!(
+        challenge["WWW-Authenticate"]["schema"]["const"],
+        r#"Bearer realm="kache""#
+    );
 }
 
 #[tokio::test]
@@ -909,4 +945,171 @@ async fn a_write_that_answers_503_says_its_outcome_is_indeterminate() {
     let error = got.json()["items"][0]["error"].clone();
     assert_eq!(error["code"], "replicas_unavailable");
     assert!(error.get("outcome").is_none(), "{error}");
+}
+
+/// A node whose `--auth-dir` holds `reader` (read), `writer` (readwrite) and `root`
+/// (admin), with the tokens `r-token`, `w-token` and `a-token`.
+fn api_with_auth() -> (Api, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (role, user, token) in [
+        ("read", "reader", "r-token"),
+        ("readwrite", "writer", "w-token"),
+        ("admin", "root", "a-token\n"),
+    ] {
+        let secret = dir.path().join(role).join("tokens");
+        std::fs::create_dir_all(&secret).expect("mkdir");
+        std::fs::write(secret.join(user), token).expect("write");
+    }
+    let auth = crate::auth::Auth::load(dir.path().to_owned()).expect("load");
+    let state = AppState::single_node(&config()).with_auth(auth);
+    let api = Api {
+        app: BoxCloneSyncService::new(app(state.clone())),
+        state,
+    };
+    (api, dir)
+}
+
+impl Api {
+    async fn send_as(&self, token: Option<&str>, method: Method, uri: &str, body: &str) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.call(request.body(Body::from(body.to_owned())).expect("request"))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn with_auth_each_route_needs_its_role_and_refusals_change_nothing() {
+    let (api, _dir) = api_with_auth();
+    let batch_put = json!({ "items": [{ "key": "b", "value": "1" }] }).to_string();
+    let batch_get = json!({ "keys": ["b"] }).to_string();
+    // (method, uri, body, least role that succeeds: 0 open, 1 read, 2 readwrite)
+    let routes: [(Method, &str, &str, usize); 12] = [
+        (Method::GET, "/healthz", "", 0),
+        (Method::GET, "/readyz", "", 0),
+        (Method::GET, "/metrics", "", 0),
+        (Method::GET, "/v1/cluster", "", 0),
+        (Method::GET, "/v1/openapi.json", "", 0),
+        (Method::PUT, "/v1/keys/a", "v", 2),
+        (Method::GET, "/v1/keys/a", "", 1),
+        (Method::HEAD, "/v1/keys/a", "", 1),
+        (Method::POST, "/v1/batch/put", &batch_put, 2),
+        (Method::POST, "/v1/batch/get", &batch_get, 1),
+        (Method::GET, "/v1/stats", "", 1),
+        (Method::GET, "/v1/cluster/keys/a", "", 1),
+    ];
+    let tokens = [
+        None,
+        Some("wrong"),
+        Some("r-token"),
+        Some("w-token"),
+        Some("a-token"),
+    ];
+    for (method, uri, body, least) in &routes {
+        for (index, token) in tokens.iter().enumerate() {
+            let label = format!("{method} {uri} as {token:?}");
+            let keys_before = api.stats().keys;
+            let reply = api.send_as(*token, method.clone(), uri, body).await;
+            // tokens[2..] have roles 1 (read), 2 (readwrite), 3 (admin).
+            let role = index.saturating_sub(1);
+            if *least == 0 || (index >= 2 && role >= *least) {
+                assert!(reply.status.is_success(), "{label}: {}", reply.status);
+                continue;
+            }
+            assert_eq!(api.stats().keys, keys_before, "{label} changed nothing");
+            if index < 2 {
+                assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{label}");
+                assert_eq!(
+                    reply.header("www-authenticate"),
+                    Some(r#"Bearer realm="kache""#)
+                );
+                if *method != Method::HEAD {
+                    assert_eq!(reply.error_code(), "unauthenticated", "{label}");
+                }
+            } else {
+                assert_eq!(reply.status, StatusCode::FORBIDDEN, "{label}");
+                assert_eq!(reply.header("www-authenticate"), None, "{label}");
+                let message = reply.json()["error"]["message"]
+                    .as_str()
+                    .expect("message")
+                    .to_owned();
+                assert_eq!(reply.error_code(), "forbidden", "{label}");
+                assert!(
+                    message.contains("reader") && message.contains("readwrite"),
+                    "{message}"
+                );
+                assert!(!message.contains("r-token"), "{message}");
+            }
+        }
+    }
+    // An unknown path without a token says nothing of the routes; with one, 404.
+    assert_eq!(
+        api.get("/v1/nothing").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let reply = api
+        .send_as(Some("r-token"), Method::GET, "/v1/nothing", "")
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
+    assert!(metrics.contains("kache_auth_enabled 1\n"), "{metrics}");
+    assert!(metrics.contains("kache_auth_users 3\n"), "{metrics}");
+    // 7 routes needing a role, refused without a token and with a wrong one, plus the
+    // unknown path; the 2 writing routes refused to the reader.
+    assert!(
+        metrics.contains(
+            "kache_auth_refused_total{protocol=\"http\",reason=\"unauthenticated\"} 15\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kache_auth_refused_total{protocol=\"http\",reason=\"forbidden\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kache_auth_refused_total{protocol=\"resp\",reason=\"forbidden\"} 0\n")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_without_reading_its_body() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (api, _dir) = api_with_auth();
+    for token in [None, Some("r-token")] {
+        let polled = Arc::new(AtomicBool::new(false));
+        let seen = polled.clone();
+        let body = Body::from_stream(futures::stream::poll_fn(move |_| {
+            seen.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(bytes::Bytes::from("value"))))
+        }));
+        let mut request = Request::builder().method(Method::PUT).uri("/v1/keys/a");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let reply = api.call(request.body(body).expect("request")).await;
+        assert!(
+            reply.status.is_client_error(),
+            "{token:?}: {}",
+            reply.status
+        );
+        assert!(
+            !polled.load(Ordering::SeqCst),
+            "{token:?}: the body was read"
+        );
+    }
+    assert_eq!(api.stats().keys, 0);
+}
+
+#[tokio::test]
+async fn without_auth_every_route_answers_without_a_token() {
+    let api = Api::new(&config());
+    assert_eq!(api.put("/v1/keys/a", "v").await.status, StatusCode::CREATED);
+    assert_eq!(api.get("/v1/stats").await.status, StatusCode::OK);
+    let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
+    assert!(metrics.contains("kache_auth_enabled 0\n"), "{metrics}");
 }

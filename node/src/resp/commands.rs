@@ -3,13 +3,17 @@
 //!
 //! The same table answers `COMMAND` (Redis Cluster clients read the key positions from it
 //! to route) and checks each request's arity before it runs. A command that is not in it
-//! gets Redis's "unknown command" error.
+//! gets Redis's "unknown command" error. With `--auth-dir`, [`access`] says what each
+//! command needs, checked before it runs.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
 use super::errors::{RespError, RespResult};
 use super::frame::Reply;
 use super::{Flow, Session, cluster, keys, server};
+use crate::auth::{Access, Role};
 
 /// One command as `COMMAND` describes it.
 #[derive(Debug)]
@@ -194,6 +198,13 @@ pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_
         reply.error(&RespError::arity(spec.name).to_string());
         return Flow::Continue;
     }
+    if session.auth_on() {
+        let (access, name) = access(spec, args);
+        if let Err((refused, flow)) = session.authorize(access, &name) {
+            reply.error(&refused.to_string());
+            return flow;
+        }
+    }
     session.count_command();
     let outcome = run(spec.name, session, args, reply).await;
     match outcome {
@@ -208,6 +219,43 @@ pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_
             Flow::Continue
         }
     }
+}
+
+/// What a command needs with auth on, and its name in a NOPERM reply (Redis's
+/// `command|subcommand` where the subcommand decides).
+///
+/// - Open: the handshake (AUTH, HELLO, QUIT, RESET) and PING, as the contract between
+///   kache's parts says (Redis 7 answers an unauthenticated PING with NOAUTH).
+/// - read: reads of keys, and the connection and server commands that touch no key
+///   (ECHO, SELECT, CLIENT, COMMAND, INFO, CLUSTER, READONLY, READWRITE, CONFIG GET):
+///   any authenticated client needs them to connect and route.
+/// - readwrite: every command that writes or deletes a key.
+/// - admin: CONFIG's other subcommands (SET, RESETSTAT, REWRITE; refused anyway: kache is
+///   configured by its flags), and any command added to the table without a class.
+pub fn access(spec: &Spec, args: &[Bytes]) -> (Access, Cow<'static, str>) {
+    let needs = |role| Access::Needs(role);
+    let access = match spec.name {
+        "auth" | "hello" | "quit" | "reset" | "ping" => Access::Open,
+        "get" | "exists" | "ttl" | "pttl" | "mget" | "dbsize" | "echo" | "select" | "client"
+        | "command" | "info" | "cluster" | "readonly" | "readwrite" => needs(Role::Read),
+        "set" | "getdel" | "getex" | "del" | "unlink" | "expire" | "pexpire" | "persist"
+        | "mset" => needs(Role::ReadWrite),
+        "config" => {
+            let sub = args
+                .get(1)
+                .map(|sub| sub.to_ascii_lowercase())
+                .unwrap_or_default();
+            let role = if sub == b"get" {
+                Role::Read
+            } else {
+                Role::Admin
+            };
+            let name = format!("config|{}", String::from_utf8_lossy(&sub));
+            return (needs(role), Cow::Owned(name));
+        }
+        _ => needs(Role::Admin),
+    };
+    (access, Cow::Borrowed(spec.name))
 }
 
 async fn run(

@@ -5,6 +5,8 @@
 //! - `OOM …`: the write does not fit under `--max-memory` (HTTP's 507). Nothing changed.
 //! - `MISCONF …`: the data dir refuses writes (a full disk; HTTP's 507), as Redis answers
 //!   when it cannot write its AOF. Nothing changed; reads go on.
+//! - `NOAUTH …`, `WRONGPASS …`, `NOPERM …`: not authenticated, a wrong token, too low a
+//!   role (with `--auth-dir`), worded as Redis 7.2 words them. Nothing changed.
 //! - `TRYAGAIN …`: too few replicas answered, or this node cannot take writes now (HTTP's
 //!   503). Redis Cluster clients retry it by themselves. A write answered `TRYAGAIN` has an
 //!   unknown outcome: some replicas may have stored it, and the message says so.
@@ -30,6 +32,33 @@ pub enum RespError {
 
 pub type RespResult = Result<(), RespError>;
 
+/// A command before the connection authenticated.
+pub fn no_auth() -> RespError {
+    RespError::Coded("NOAUTH Authentication required.".into())
+}
+
+/// AUTH or HELLO … AUTH with a token (and user) no user has.
+pub fn wrong_pass() -> RespError {
+    RespError::Coded("WRONGPASS invalid username-password pair or user is disabled.".into())
+}
+
+/// HELLO without AUTH before the connection authenticated.
+pub fn hello_no_auth() -> RespError {
+    RespError::Coded(
+        "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+         HELLO AUTH <user> <pass> option can be used to authenticate the client and select \
+         the RESP protocol version at the same time"
+            .into(),
+    )
+}
+
+/// A command (`name`, `command|subcommand` for a subcommand) above `user`'s role.
+pub fn no_perm(user: &str, name: &str) -> RespError {
+    RespError::Coded(format!(
+        "NOPERM User {user} has no permissions to run the '{name}' command"
+    ))
+}
+
 impl RespError {
     pub fn syntax() -> Self {
         Self::Err("syntax error".into())
@@ -44,6 +73,13 @@ impl RespError {
             "wrong number of arguments for '{}' command",
             command.to_ascii_lowercase()
         ))
+    }
+
+    /// No password is configured: Redis's answer to `AUTH <password>` then.
+    pub fn no_password() -> Self {
+        Self::Err(
+            "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into(),
+        )
     }
 
     /// A read that failed: nothing was changed.

@@ -16,6 +16,10 @@
 //! over HTTP, so clients that know nothing of the cluster work through a Service and a
 //! client with a stale slot map is still served (never sent MOVED; see docs/resp.md).
 //!
+//! With `--auth-dir`, a connection authenticates once (AUTH, HELLO … AUTH) and each
+//! command is checked against its user's role before it runs (`commands::access`);
+//! the token is checked again only after the token table changes.
+//!
 //! Limits are HTTP's: `--max-key-bytes`, `--max-value-bytes`, `--max-batch-bytes` for one
 //! command, and `--max-connections` (counted apart from HTTP's). A protocol error is
 //! answered and closes only its own connection.
@@ -44,10 +48,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{self, Access, Auth, Credential};
 use crate::cluster::Cluster;
 use crate::http::AppState;
 use crate::http::serve::{Connections, accept_failed, nodelay};
-use errors::RespError;
+use errors::{RespError, RespResult};
 use frame::{FrameLimits, Reply};
 
 /// Replies are written once this much is buffered, even mid-pipeline, so a long
@@ -117,6 +122,11 @@ pub struct Session {
     peer: SocketAddr,
     /// A write command ran since the replies were last written: they wait for the log.
     pub wrote: bool,
+    /// Client authentication, the node's (off without `--auth-dir`).
+    auth: Auth,
+    /// The token this connection authenticated with (AUTH, HELLO … AUTH); none yet, or
+    /// after RESET. Checked once, then again only after the token table changes.
+    credential: Option<Credential>,
 }
 
 impl Session {
@@ -222,11 +232,97 @@ impl Session {
         Ok(())
     }
 
-    /// RESET: back to a fresh connection's state.
+    /// RESET: back to a fresh connection's state, unauthenticated (as Redis, whose RESET
+    /// makes the connection the default user's again).
     fn reset(&mut self) {
         self.name = None;
         self.resp3 = false;
         self.readonly = false;
+        self.credential = None;
+    }
+
+    /// Whether clients must authenticate.
+    pub fn auth_on(&self) -> bool {
+        self.auth.is_on()
+    }
+
+    /// Counts a command refused for want of authentication.
+    pub fn count_unauthenticated(&self) {
+        self.auth
+            .count_refused(auth::Protocol::Resp, auth::Refusal::Unauthenticated);
+    }
+
+    /// Whether this connection has authenticated (always, with auth off).
+    pub fn authenticated(&self) -> bool {
+        !self.auth.is_on() || self.credential.is_some()
+    }
+
+    /// AUTH and HELLO … AUTH: `user` (none, or `default`, for any user) with `token`.
+    /// With auth off, Redis's answers without a password: `AUTH <password>` is an error,
+    /// `AUTH default <anything>` succeeds, any other user does not exist. A failed attempt
+    /// leaves the connection as it was.
+    pub fn authenticate(&mut self, user: Option<&[u8]>, token: &[u8]) -> RespResult {
+        if !self.auth.is_on() {
+            return match user {
+                None => Err(RespError::no_password()),
+                Some(b"default") => Ok(()),
+                Some(_) => Err(errors::wrong_pass()),
+            };
+        }
+        let user = user.filter(|user| *user != b"default");
+        match self.auth.authenticate(user, token) {
+            Some(credential) => {
+                self.credential = Some(credential);
+                Ok(())
+            }
+            None => {
+                self.auth
+                    .count_refused(auth::Protocol::Resp, auth::Refusal::Unauthenticated);
+                tracing::debug!(peer = %self.peer, "RESP authentication failed");
+                Err(errors::wrong_pass())
+            }
+        }
+    }
+
+    /// Whether this connection may run `command` (named `name` in errors) needing
+    /// `access`: NOAUTH before it authenticated, NOPERM for too low a role. A token removed
+    /// from `--auth-dir` since is refused with NOAUTH, and the connection closed (as Redis
+    /// closes the connections of a deleted user): the client reconnects with its current
+    /// token.
+    fn authorize(&mut self, access: Access, name: &str) -> Result<(), (RespError, Flow)> {
+        let Access::Needs(needed) = access else {
+            return Ok(());
+        };
+        let refuse = |session: &Self, refusal, error| {
+            session.auth.count_refused(auth::Protocol::Resp, refusal);
+            Err(error)
+        };
+        let Some(credential) = self.credential.as_mut() else {
+            return refuse(
+                self,
+                auth::Refusal::Unauthenticated,
+                (errors::no_auth(), Flow::Continue),
+            );
+        };
+        if !self.auth.recheck(credential) {
+            tracing::info!(
+                peer = %self.peer,
+                user = %credential.principal.user,
+                "closing a RESP connection: its token is no longer in --auth-dir"
+            );
+            self.credential = None;
+            return refuse(
+                self,
+                auth::Refusal::Unauthenticated,
+                (errors::no_auth(), Flow::Close),
+            );
+        }
+        let principal = &credential.principal;
+        if principal.role < needed {
+            let error = errors::no_perm(&principal.user, name);
+            return refuse(self, auth::Refusal::Forbidden, (error, Flow::Continue));
+        }
+        Ok(())
     }
 
     /// CLIENT INFO's line for this connection.
@@ -298,6 +394,8 @@ pub async fn serve(
             continue;
         };
         let session = Session {
+            auth: shared.app.auth().clone(),
+            credential: None,
             id: shared.counters.next_id.fetch_add(1, Ordering::Relaxed),
             shared: shared.clone(),
             name: None,

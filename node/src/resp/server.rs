@@ -1,7 +1,8 @@
 //! Connection and server commands: PING, ECHO, HELLO, AUTH, SELECT, RESET, CLIENT,
 //! COMMAND, CONFIG GET, INFO, DBSIZE, READONLY and READWRITE.
 //!
-//! None of them touches a key. They answer what clients send when they connect (`HELLO`,
+//! None of them touches a key. AUTH and HELLO … AUTH authenticate the connection (see
+//! `Session::authenticate`). They answer what clients send when they connect (`HELLO`,
 //! `CLIENT SETINFO`), probe (`COMMAND`), and what exporters and people read (`INFO`).
 
 use std::fmt::Write as _;
@@ -10,7 +11,7 @@ use bytes::Bytes;
 
 use super::Session;
 use super::commands::{COMMANDS, Spec, lookup};
-use super::errors::{RespError, RespResult};
+use super::errors::{self, RespError, RespResult};
 use super::frame::{Reply, parse_i64};
 use crate::store::EvictionPolicy;
 
@@ -27,7 +28,7 @@ pub fn run(name: &str, session: &mut Session, args: &[Bytes], reply: &mut Reply<
         },
         "echo" => reply.bulk(&args[1]),
         "hello" => return hello(session, args, reply),
-        "auth" => return Err(no_password()),
+        "auth" => return auth(session, args, reply),
         "select" => match parse_i64(&args[1]) {
             Some(0) => reply.ok(),
             Some(_) => return Err(RespError::Err("DB index is out of range".into())),
@@ -52,11 +53,16 @@ pub fn run(name: &str, session: &mut Session, args: &[Bytes], reply: &mut Reply<
     Ok(())
 }
 
-/// No password is configured: Redis's answer to AUTH then.
-fn no_password() -> RespError {
-    RespError::Err(
-        "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into(),
-    )
+/// AUTH token | AUTH user token.
+fn auth(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespResult {
+    let (user, token) = match args {
+        [_, token] => (None, token),
+        [_, user, token] => (Some(&user[..]), token),
+        _ => return Err(RespError::syntax()),
+    };
+    session.authenticate(user, token)?;
+    reply.ok();
+    Ok(())
 }
 
 /// HELLO [protover [AUTH user pass] [SETNAME name]]
@@ -80,9 +86,13 @@ fn hello(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespRe
     }
     let mut at = 2;
     let mut name = None;
+    let mut credentials = None;
     while at < args.len() {
         match args[at].to_ascii_uppercase().as_slice() {
-            b"AUTH" if at + 2 < args.len() => return Err(no_password()),
+            b"AUTH" if at + 2 < args.len() => {
+                credentials = Some((&args[at + 1], &args[at + 2]));
+                at += 3;
+            }
             b"SETNAME" if at + 1 < args.len() => {
                 name = Some(args[at + 1].clone());
                 at += 2;
@@ -94,6 +104,14 @@ fn hello(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> RespRe
                 )));
             }
         }
+    }
+    match credentials {
+        Some((user, token)) => session.authenticate(Some(user), token)?,
+        None if !session.authenticated() => {
+            session.count_unauthenticated();
+            return Err(errors::hello_no_auth());
+        }
+        None => {}
     }
     if let Some(name) = name {
         session.set_name(name)?;

@@ -361,3 +361,207 @@ async fn the_keyspace_is_the_http_apis() {
     )
     .await;
 }
+
+/// A node whose `--auth-dir` holds `reader` (`r-token`, read), `writer` (`w-token`,
+/// readwrite) and `root` (`a-token`, admin).
+async fn node_with_auth() -> (std::net::SocketAddr, AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (role, user, token) in [
+        ("read", "reader", "r-token"),
+        ("readwrite", "writer", "w-token"),
+        ("admin", "root", "a-token"),
+    ] {
+        let secret = dir.path().join(role).join("tokens");
+        std::fs::create_dir_all(&secret).expect("mkdir");
+        std::fs::write(secret.join(user), token).expect("write");
+    }
+    let auth = crate::auth::Auth::load(dir.path().to_owned()).expect("load");
+    let state = AppState::single_node(&small_config(&[])).with_auth(auth);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(super::serve(
+        listener,
+        state.clone(),
+        false,
+        None,
+        std::future::pending(),
+    ));
+    (addr, state, dir)
+}
+
+const NOAUTH: &str = "-NOAUTH Authentication required.\r\n";
+const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
+#[tokio::test]
+async fn with_auth_a_connection_authenticates_once_and_each_command_needs_its_role() {
+    let (addr, state, _dir) = node_with_auth().await;
+    let mut c = Client::connect(addr).await;
+    // Open before AUTH: PING, and the handshake; everything else is NOAUTH.
+    c.call(&["PING"], "+PONG\r\n").await;
+    for command in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["INFO"],
+        &["CLUSTER", "SLOTS"],
+    ] {
+        c.call(command, NOAUTH).await;
+    }
+    c.call(
+        &["HELLO", "3"],
+        "-NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+         HELLO AUTH <user> <pass> option can be used to authenticate the client and select \
+         the RESP protocol version at the same time\r\n",
+    )
+    .await;
+    c.call(&["AUTH", "wrong"], WRONGPASS).await;
+    c.call(&["AUTH", "writer", "r-token"], WRONGPASS).await;
+    c.call(&["HELLO", "2", "AUTH", "reader", "wrong"], WRONGPASS)
+        .await;
+    c.call(&["AUTH", "a", "b", "c"], "-ERR syntax error\r\n")
+        .await;
+    c.call(&["GET", "k"], NOAUTH).await;
+
+    // A reader reads, and is refused writes and CONFIG SET, in Redis 7.2's words.
+    c.call(&["AUTH", "reader", "r-token"], "+OK\r\n").await;
+    c.call(&["GET", "k"], "$-1\r\n").await;
+    c.call(
+        &["SET", "k", "v"],
+        "-NOPERM User reader has no permissions to run the 'set' command\r\n",
+    )
+    .await;
+    c.call(
+        &["DEL", "k"],
+        "-NOPERM User reader has no permissions to run the 'del' command\r\n",
+    )
+    .await;
+    c.call(
+        &["CONFIG", "SET", "maxmemory", "1"],
+        "-NOPERM User reader has no permissions to run the 'config|set' command\r\n",
+    )
+    .await;
+    c.call(
+        &["CONFIG", "GET", "databases"],
+        "*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n",
+    )
+    .await;
+    // A failed AUTH keeps the user the connection had.
+    c.call(&["AUTH", "nope"], WRONGPASS).await;
+    c.call(&["GET", "k"], "$-1\r\n").await;
+
+    // The token alone (AUTH <token>, or user `default`) names its user.
+    c.call(&["AUTH", "w-token"], "+OK\r\n").await;
+    c.call(&["SET", "k", "v"], "+OK\r\n").await;
+    c.call(&["AUTH", "default", "a-token"], "+OK\r\n").await;
+    c.call(
+        &["CONFIG", "SET", "maxmemory", "1"],
+        "-ERR kache is configured by its flags (or its CacheCluster), not CONFIG SET\r\n",
+    )
+    .await;
+    // RESET forgets the user.
+    c.call(&["RESET"], "+RESET\r\n").await;
+    c.call(&["GET", "k"], NOAUTH).await;
+
+    // HELLO … AUTH authenticates and switches protocol in one command.
+    let mut hello = Client::connect(addr).await;
+    hello
+        .exchange(
+            &encode(&["HELLO", "3", "AUTH", "reader", "r-token"]),
+            b"%7\r\n",
+        )
+        .await;
+    let mut other = Client::connect(addr).await;
+    other.call(&["GET", "k"], NOAUTH).await;
+
+    let counts: Vec<_> = state.auth().refused().collect();
+    assert_eq!(
+        counts[2..],
+        [("resp", "unauthenticated", 12), ("resp", "forbidden", 3)],
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_auth_auth_answers_as_redis_without_a_password() {
+    let (addr, _) = node(&[]).await;
+    let mut c = Client::connect(addr).await;
+    c.call(
+        &["AUTH", "secret"],
+        "-ERR AUTH <password> called without any password configured for the default user. \
+         Are you sure your configuration is correct?\r\n",
+    )
+    .await;
+    c.call(&["AUTH", "default", "anything"], "+OK\r\n").await;
+    c.call(&["AUTH", "someone", "anything"], WRONGPASS).await;
+    c.call(&["HELLO", "2", "AUTH", "someone", "x"], WRONGPASS)
+        .await;
+    c.exchange(&encode(&["HELLO", "3", "AUTH", "default", "x"]), b"%7\r\n")
+        .await;
+    let mut fresh = Client::connect(addr).await;
+    fresh.call(&["SET", "k", "v"], "+OK\r\n").await;
+}
+
+#[test]
+fn every_command_has_a_decided_role() {
+    use crate::auth::{Access, Role};
+    use bytes::Bytes;
+
+    let open = Access::Open;
+    let read = Access::Needs(Role::Read);
+    let write = Access::Needs(Role::ReadWrite);
+    let admin = Access::Needs(Role::Admin);
+    let expected = [
+        ("get", read),
+        ("set", write),
+        ("getdel", write),
+        ("getex", write),
+        ("del", write),
+        ("unlink", write),
+        ("exists", read),
+        ("expire", write),
+        ("pexpire", write),
+        ("persist", write),
+        ("ttl", read),
+        ("pttl", read),
+        ("mget", read),
+        ("mset", write),
+        ("dbsize", read),
+        ("ping", open),
+        ("echo", read),
+        ("hello", open),
+        ("auth", open),
+        ("select", read),
+        ("quit", open),
+        ("reset", open),
+        ("client", read),
+        ("command", read),
+        ("info", read),
+        ("config", admin),
+        ("cluster", read),
+        ("readonly", read),
+        ("readwrite", read),
+    ];
+    let table: Vec<&str> = super::commands::COMMANDS.iter().map(|s| s.name).collect();
+    let decided: Vec<&str> = expected.iter().map(|(name, _)| *name).collect();
+    assert_eq!(table, decided, "a command was added: decide its role here");
+    for (name, access) in expected {
+        let spec = super::commands::lookup(name.as_bytes()).expect("in the table");
+        assert_eq!(
+            super::commands::access(spec, &[Bytes::from(name)]).0,
+            access,
+            "{name}"
+        );
+    }
+    // Any command that writes a key needs readwrite at least.
+    for spec in super::commands::COMMANDS {
+        if spec.flags.contains(&"write") {
+            assert!(
+                super::commands::access(spec, &[]).0 >= write,
+                "{}",
+                spec.name
+            );
+        }
+    }
+    let config = super::commands::lookup(b"config").expect("config");
+    let get = [Bytes::from("config"), Bytes::from("GET"), Bytes::from("*")];
+    assert_eq!(super::commands::access(config, &get).0, read);
+}

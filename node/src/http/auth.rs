@@ -1,0 +1,193 @@
+//! Who may call what over HTTP: the role each route needs ([`required`]) and the check in
+//! front of the router ([`Authorize`]), which answers 401 or 403 before any handler runs
+//! or any body is read, so a refused request changes nothing.
+//!
+//! | Route | Needs |
+//! |---|---|
+//! | `/healthz`, `/readyz`, `/metrics`, `/v1/cluster`, `/v1/openapi.json` | nothing |
+//! | `GET`/`HEAD /v1/keys/{key}`, `POST /v1/batch/get`, `GET /v1/cluster/keys/{key}`, `GET /v1/stats` | read |
+//! | `PUT`/`DELETE /v1/keys/{key}`, `POST /v1/batch/put` | readwrite |
+//! | any other path | read (then 404 or 405), so a client without a token learns nothing of the routes |
+//!
+//! No route needs admin yet: kache has no flush and takes its configuration from flags.
+//! The open routes show no key or value; the operator and Prometheus read them, and the
+//! NetworkPolicy limits who reaches the port (docs/security.md says why each is open).
+//!
+//! The token is `Authorization: Bearer <token>`. With auth off the check is one branch.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use futures::future::{Either, Ready, ready};
+use tower::Service;
+
+use super::error::AppError;
+use crate::auth::{Access, Auth, Protocol, Refusal, Role};
+
+/// What a request for `path` with `method` needs, and the route's name for messages
+/// (never the key).
+pub fn required(method: &Method, path: &str) -> (Access, &'static str) {
+    let reads = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/healthz" => (Access::Open, "/healthz"),
+        "/readyz" => (Access::Open, "/readyz"),
+        "/metrics" => (Access::Open, "/metrics"),
+        "/v1/cluster" => (Access::Open, "/v1/cluster"),
+        "/v1/openapi.json" => (Access::Open, "/v1/openapi.json"),
+        "/v1/batch/get" => (Access::Needs(Role::Read), "/v1/batch/get"),
+        "/v1/batch/put" => (Access::Needs(Role::ReadWrite), "/v1/batch/put"),
+        "/v1/stats" => (Access::Needs(Role::Read), "/v1/stats"),
+        keys if keys.starts_with(super::keys::KEYS_PREFIX) => {
+            let role = if reads { Role::Read } else { Role::ReadWrite };
+            (Access::Needs(role), "/v1/keys/{key}")
+        }
+        placement if placement.starts_with("/v1/cluster/keys/") => {
+            (Access::Needs(Role::Read), "/v1/cluster/keys/{key}")
+        }
+        _ => (Access::Needs(Role::Read), "this path"),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+fn bearer(request: &Request) -> Option<&[u8]> {
+    let value = request.headers().get(AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
+        .filter(|token| !token.is_empty())
+}
+
+/// The router behind the token check.
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    auth: Auth,
+}
+
+impl<S> Authorize<S> {
+    pub fn new(inner: S, auth: Auth) -> Self {
+        Self { inner, auth }
+    }
+
+    /// Whether `request` may go on; the refusal, counted, if not.
+    fn check(&self, request: &Request) -> Result<(), AppError> {
+        let (access, route) = required(request.method(), request.uri().path());
+        let Access::Needs(needed) = access else {
+            return Ok(());
+        };
+        let refuse = |refusal, error| {
+            self.auth.count_refused(Protocol::Http, refusal);
+            Err(error)
+        };
+        let Some(token) = bearer(request) else {
+            return refuse(
+                Refusal::Unauthenticated,
+                AppError::Unauthenticated(
+                    "this request needs a token: send the header Authorization: Bearer <token>",
+                ),
+            );
+        };
+        let Some(credential) = self.auth.authenticate(None, token) else {
+            return refuse(
+                Refusal::Unauthenticated,
+                AppError::Unauthenticated("the token is not valid"),
+            );
+        };
+        let principal = credential.principal;
+        if principal.role < needed {
+            return refuse(
+                Refusal::Forbidden,
+                AppError::Forbidden {
+                    user: principal.user,
+                    role: principal.role,
+                    needed,
+                    method: request.method().to_string(),
+                    route,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+impl<S> Service<Request> for Authorize<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !self.auth.is_on() {
+            return Either::Left(self.inner.call(request));
+        }
+        match self.check(&request) {
+            Ok(()) => Either::Left(self.inner.call(request)),
+            Err(refused) => Either::Right(ready(Ok(refused.into_response()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_needs_the_documented_role() {
+        let read = Access::Needs(Role::Read);
+        let write = Access::Needs(Role::ReadWrite);
+        for (method, path, access) in [
+            (Method::GET, "/healthz", Access::Open),
+            (Method::GET, "/readyz", Access::Open),
+            (Method::GET, "/metrics", Access::Open),
+            (Method::GET, "/v1/cluster", Access::Open),
+            (Method::GET, "/v1/openapi.json", Access::Open),
+            (Method::GET, "/v1/keys/a", read),
+            (Method::HEAD, "/v1/keys/a", read),
+            (Method::PUT, "/v1/keys/a", write),
+            (Method::DELETE, "/v1/keys/a", write),
+            (Method::POST, "/v1/keys/a", write),
+            (Method::PUT, "/v1/keys/", write),
+            (Method::POST, "/v1/batch/get", read),
+            (Method::POST, "/v1/batch/put", write),
+            (Method::GET, "/v1/stats", read),
+            (Method::GET, "/v1/cluster/keys/a", read),
+            (Method::GET, "/v1/clusterx", read),
+            (Method::GET, "/healthz/", read),
+            (Method::GET, "/", read),
+        ] {
+            assert_eq!(required(&method, path).0, access, "{method} {path}");
+        }
+        assert_eq!(
+            required(&Method::PUT, "/v1/keys/secret").1,
+            "/v1/keys/{key}"
+        );
+    }
+
+    #[test]
+    fn only_a_bearer_header_with_a_token_carries_one() {
+        let with = |value: &str| {
+            let request = Request::builder()
+                .header(AUTHORIZATION, value)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            bearer(&request).map(<[u8]>::to_vec)
+        };
+        assert_eq!(with("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(with("bearer  abc "), Some(b"abc".to_vec()));
+        assert_eq!(with("Basic YTpi"), None);
+        assert_eq!(with("Bearer "), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(with("abc"), None);
+    }
+}
