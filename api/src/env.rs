@@ -51,9 +51,17 @@ pub const SNAPSHOT_INTERVAL: &str = "KACHE_SNAPSHOT_INTERVAL";
 /// The cluster's identity (the CacheCluster's UID), recorded in the data dir so a volume
 /// of another cluster is never loaded.
 pub const CLUSTER_ID: &str = "KACHE_CLUSTER_ID";
+/// A directory (a mounted Secret) with `ca.crt` and this node's certificate and key:
+/// mutual TLS 1.3 on the peer port. Unset: plaintext between members.
+pub const PEER_TLS_DIR: &str = "KACHE_PEER_TLS_DIR";
+/// The same layout for TLS on the HTTP and RESP ports. Unset: plaintext.
+pub const CLIENT_TLS_DIR: &str = "KACHE_CLIENT_TLS_DIR";
+/// `<dir>/<role>/<secret>/<user>` token files. Set: every request but the open
+/// endpoints needs a token. Unset: no auth.
+pub const AUTH_DIR: &str = "KACHE_AUTH_DIR";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 36] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -87,6 +95,9 @@ pub const ALL: [&str; 33] = [
     FSYNC,
     SNAPSHOT_INTERVAL,
     CLUSTER_ID,
+    PEER_TLS_DIR,
+    CLIENT_TLS_DIR,
+    AUTH_DIR,
 ];
 
 #[cfg(test)]

@@ -3,10 +3,16 @@
 //! counts alone: a pod can be Running and Ready while its node still pulls partitions
 //! of a move that its readiness probe does not cover.
 //!
+//! With `spec.tls.client` the port serves HTTPS only: [`tls_client`] trusts nothing but
+//! the cluster's client CA (`ca.crt` of the Secret the pod mounts) and reaches each pod
+//! by the DNS name its certificate carries (`<pod>.<name>-peers.<ns>.svc`), at the pod's
+//! IP. `/v1/cluster` needs no token (plan/security-contract.md).
+//!
 //! The report's types are [`kache_api::report`]'s, the ones the node serializes; whether
 //! a member has joined or drained is decided there ([`ClusterReport::joined`],
 //! [`ClusterReport::drained`]).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use kache_api::report::{
@@ -42,6 +48,47 @@ pub enum ReportError {
     },
     #[error("{url} speaks protocol v{min}..v{max}, this operator understands v1..v3")]
     Protocol { url: String, min: u32, max: u32 },
+    #[error("the client CA of Secret {secret} cannot be used: {reason}")]
+    Ca { secret: String, reason: String },
+}
+
+/// A client of the nodes' HTTPS port that trusts only the CA certificates in `ca_pem`,
+/// and reaches `host` at `addr` for every (host, addr) of `pods` (the port of `addr` is
+/// ignored: the URL's counts). `secret` names where the CA came from, for errors.
+pub fn tls_client(
+    secret: &str,
+    ca_pem: &[u8],
+    pods: &[(String, SocketAddr)],
+) -> Result<reqwest::Client, ReportError> {
+    let refused = |reason: String| ReportError::Ca {
+        secret: secret.to_owned(),
+        reason,
+    };
+    let roots =
+        reqwest::Certificate::from_pem_bundle(ca_pem).map_err(|e| refused(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(refused("ca.crt holds no certificate".to_owned()));
+    }
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .https_only(true);
+    for root in roots {
+        builder = builder.add_root_certificate(root);
+    }
+    for (host, addr) in pods {
+        builder = builder.resolve(host, *addr);
+    }
+    builder.build().map_err(|e| refused(e.to_string()))
+}
+
+/// Reads the report of the pod a [`tls_client`] resolves `host` to.
+pub async fn fetch_tls(
+    client: &reqwest::Client,
+    host: &str,
+    http_port: i32,
+) -> Result<ClusterReport, ReportError> {
+    fetch_url(client, format!("https://{host}:{http_port}/v1/cluster")).await
 }
 
 /// Reads one node's report.
@@ -55,7 +102,10 @@ pub async fn fetch(
     } else {
         ip.to_owned()
     };
-    let url = format!("http://{host}:{http_port}/v1/cluster");
+    fetch_url(client, format!("http://{host}:{http_port}/v1/cluster")).await
+}
+
+async fn fetch_url(client: &reqwest::Client, url: String) -> Result<ClusterReport, ReportError> {
     let response = client
         .get(&url)
         .timeout(REPORT_TIMEOUT)
