@@ -165,6 +165,77 @@ mod tests {
         assert!(node(0, 4).is_err(), "a v4-only node");
     }
 
+    /// Serves `body` once over TLS with `leaf` on a loopback port; returns the port.
+    async fn tls_node(leaf: crate::resources::certs::Leaf, body: String) -> u16 {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let chain = vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut request = [0u8; 4096];
+                let _ = tls.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_tls_node_is_read_when_its_certificate_chains_to_the_cluster_ca_only() {
+        use crate::resources::{Names, certs};
+        use k8s_openapi::jiff::Timestamp;
+        let names = Names {
+            cluster: "demo".to_owned(),
+            namespace: "shop".to_owned(),
+        };
+        let now = Timestamp::now();
+        let ca = certs::new_ca(&names, "uid-1", now).unwrap();
+        let leaf = certs::issue(&ca, &certs::client_leaf_spec(&names, "demo-0"), now).unwrap();
+        let report = crate::scale::fixtures::joined(0, 1);
+        let port = tls_node(leaf, serde_json::to_string(&report).unwrap()).await;
+        let host = certs::pod_host(&names, "demo-0");
+        let target = vec![(host.clone(), SocketAddr::from(([127, 0, 0, 1], port)))];
+        let port = i32::from(port);
+
+        let client = tls_client("demo-client-tls", ca.cert_pem.as_bytes(), &target).unwrap();
+        let read = fetch_tls(&client, &host, port).await.expect("trusted");
+        assert_eq!(read, report);
+
+        let other = certs::new_ca(&names, "uid-1", now).unwrap();
+        let distrusting = tls_client("x", other.cert_pem.as_bytes(), &target).unwrap();
+        let refused = fetch_tls(&distrusting, &host, port).await;
+        assert!(refused.is_err(), "another CA's client trusts nothing here");
+        // The pod's own name is checked: demo-1's name does not fit demo-0's certificate.
+        let wrong = certs::pod_host(&names, "demo-1");
+        let misnamed = vec![(wrong.clone(), target[0].1)];
+        let client = tls_client("demo-client-tls", ca.cert_pem.as_bytes(), &misnamed).unwrap();
+        assert!(fetch_tls(&client, &wrong, port).await.is_err());
+        assert!(matches!(
+            tls_client("s", b"no certificate", &target),
+            Err(ReportError::Ca { .. })
+        ));
+    }
+
     #[test]
     fn partition_counts_saturate_rather_than_wrap() {
         assert_eq!(partition_count(271), 271);
