@@ -56,10 +56,16 @@ for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=N
   fi
 done
 # Least privilege: no wildcard, and none of the dangerous resources or verbs, in any RBAC rule.
+# Secrets: exactly get, create and patch (the chart README says why), never list or watch.
 for values in charts/kache/ci/*-values.yaml; do
-  if "$helm" template kache charts/kache -f "$values" --show-only templates/rbac.yaml |
-    sed 's/#.*//' | grep -nE "\"\*\"|secrets|nodes|escalate|bind\"|impersonate"; then
+  rbac=$("$helm" template kache charts/kache -f "$values" --show-only templates/rbac.yaml | sed 's/#.*//')
+  if grep -nE "\"\*\"|nodes|escalate|bind\"|impersonate" <<<"$rbac"; then
     echo "charts/kache RBAC ($values) grants more than the operator needs" >&2
+    exit 1
+  fi
+  secrets=$(grep -A1 'resources: \["secrets"\]' <<<"$rbac" | grep 'verbs:' || true)
+  if [ "$(grep -c . <<<"$secrets")" != 1 ] || ! grep -qF 'verbs: ["get", "create", "patch"]' <<<"$secrets"; then
+    echo "charts/kache RBAC ($values): Secrets must be exactly get, create, patch in one rule: $secrets" >&2
     exit 1
   fi
 done

@@ -60,6 +60,19 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
         description = "Partitions moved of the current move"
     ),
     printcolumn(
+        name = "Auth",
+        type_ = "string",
+        json_path = ".status.auth.mode",
+        description = "Tokens: clients need a token; Open: anyone who reaches the ports"
+    ),
+    printcolumn(
+        name = "TLS",
+        type_ = "string",
+        json_path = ".status.tls.peer",
+        description = "Where the peer certificates come from: Operator, Secret or Disabled",
+        priority = 1
+    ),
+    printcolumn(
         name = "Epoch",
         type_ = "integer",
         json_path = ".status.epoch",
@@ -86,6 +99,12 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
 #[x_kube(validation = Rule::new(
     "!has(self.persistence) || !self.persistence.enabled || !has(self.cacheContainer) || !has(self.cacheContainer.volumeMounts) || self.cacheContainer.volumeMounts.all(m, m.mountPath != '/var/lib/kache')"
 ).message("cacheContainer.volumeMounts: /var/lib/kache is where the persistence volume is mounted; choose another mountPath"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.pod) || !has(self.pod.volumes) || self.pod.volumes.all(v, !v.name.startsWith('kache-'))"
+).message("pod.volumes: names starting with kache- are the operator's (certificates and tokens); rename the volume"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.cacheContainer) || !has(self.cacheContainer.volumeMounts) || self.cacheContainer.volumeMounts.all(m, m.mountPath != '/etc/kache' && !m.mountPath.startsWith('/etc/kache/'))"
+).message("cacheContainer.volumeMounts: /etc/kache is where the operator mounts certificates and tokens; choose another mountPath"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheClusterSpec {
     /// Members of the cluster. Scaling moves partitions before any pod is removed.
@@ -176,6 +195,16 @@ pub struct CacheClusterSpec {
     /// `clients` says otherwise.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+
+    /// TLS: mutual TLS between members (on by default, from a CA the operator keeps) and
+    /// optionally on the client ports. docs/security.md.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// Client authentication: tokens from Secrets, each with a role. On by default, with
+    /// a generated admin token in `<name>-auth` (status.auth.secretName).
+    #[serde(default)]
+    pub auth: AuthSpec,
 
     /// Pod-level settings of the cache pods: image pull secrets, ServiceAccount,
     /// security context, grace periods, extra volumes and sidecars.
@@ -478,12 +507,15 @@ fn client_peers_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
 
 pub mod persistence;
 mod pod;
+pub mod security;
 mod status;
 
 pub use persistence::{Fsync, Persistence, RetentionPolicy};
 pub use pod::{CacheContainerOverrides, DEFAULT_SHUTDOWN_GRACE_SECONDS, PodOverrides};
+pub use security::{AuthSpec, ClientTls, PeerTls, Role, TlsSpec, TokenSecret};
 pub use status::{
-    CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase, RebalanceStatus,
+    AuthMode, AuthStatus, CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase,
+    RebalanceStatus, TlsSource, TlsStatus,
 };
 
 #[cfg(test)]

@@ -48,6 +48,10 @@ pub enum Error {
     LostLease(String),
     #[error("telemetry server failed: {0}")]
     Telemetry(#[source] std::io::Error),
+    #[error(transparent)]
+    Certificate(resources::certs::CertError),
+    #[error("the system's random number generator failed")]
+    Random,
 }
 
 impl Error {
@@ -67,6 +71,8 @@ impl Error {
             Self::Serialize(_) => "serialize",
             Self::LostLease(_) => "lease",
             Self::Telemetry(_) => "telemetry",
+            Self::Certificate(_) => "certificate",
+            Self::Random => "random",
         }
     }
 }

@@ -19,8 +19,16 @@ pub mod conditions;
 pub mod data_loss;
 
 pub use conditions::{
-    AVAILABLE, DATA_LOSS, DEGRADED, PROGRESSING, REBALANCING, SCALE_DOWN_BLOCKED,
+    AVAILABLE, DATA_LOSS, DEGRADED, PROGRESSING, REBALANCING, SCALE_DOWN_BLOCKED, SECURED,
 };
+
+/// TLS and auth as the pods run them, and what is wrong with their Secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityView<'a> {
+    pub security: &'a crate::resources::security::Security,
+    /// One line per problem, naming Secrets and keys, never content.
+    pub problems: &'a [String],
+}
 
 /// What the status depends on besides the plan.
 #[derive(Debug, Clone)]
@@ -33,6 +41,8 @@ pub struct Context<'a> {
     pub selector: String,
     /// When the CacheCluster was created.
     pub created_at: Option<Timestamp>,
+    /// TLS and auth; None leaves them out of the status (and the Secured condition).
+    pub security: Option<SecurityView<'a>>,
 }
 
 pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClusterStatus {
@@ -78,6 +88,8 @@ pub fn status(plan: &Plan, observed: &Observed, ctx: &Context<'_>) -> CacheClust
         data_loss_incidents: ctx.previous.map_or(0, |s| s.data_loss_incidents)
             + losses.len() as u64,
         last_data_loss,
+        auth: ctx.security.map(|s| s.security.auth_status()),
+        tls: ctx.security.map(|s| s.security.tls_status()),
     }
 }
 

@@ -23,6 +23,7 @@ use kache_operator::crd::{CacheCluster, CacheClusterSpec};
 use kache_operator::members::{MemberList, ReplicationFactor, ids};
 use kache_operator::report;
 use kache_operator::resources::config::{node_config_map, node_settings, settings_hash};
+use kache_operator::resources::security;
 use kache_operator::resources::statefulset::statefulset;
 
 #[test]
@@ -62,7 +63,13 @@ fn cache_cluster(spec: &str) -> CacheCluster {
 fn pod_environment(cc: &CacheCluster, ordinal: u32) -> BTreeMap<String, String> {
     let settings = node_settings(cc).expect("valid settings");
     let config = node_config_map(cc, &settings);
-    let sts = statefulset(cc, 3, "kache/node:test", &settings_hash(&settings));
+    let sts = statefulset(
+        cc,
+        3,
+        "kache/node:test",
+        &settings_hash(&settings),
+        &security::resolve(cc, None),
+    );
     let pod = sts
         .spec
         .and_then(|s| s.template.spec)
@@ -104,7 +111,7 @@ fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfi
     (http_addr, config)
 }
 
-const SPECS: [&str; 6] = [
+const SPECS: [&str; 7] = [
     "replicas: 3",
     "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
      defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\nmaxClockOffset: 250ms\n\
@@ -113,6 +120,7 @@ const SPECS: [&str; 6] = [
     "replicas: 3\npod: {shutdownGraceSeconds: 300}",
     "replicas: 3\npersistence: {enabled: true, fsync: never, snapshotInterval: 90s}",
     "replicas: 3\npersistence: {enabled: true}",
+    "replicas: 3\ntls: {client: {enabled: true}}\nauth: {tokens: [{secretName: app, role: read}]}",
 ];
 
 #[test]
@@ -177,6 +185,39 @@ fn the_node_reads_the_operators_environment_as_meant() {
     assert_eq!(full.consistency.read, Consistency::One);
     assert_eq!(full.consistency.write, Consistency::All);
 
+    // A new cluster runs with peer mTLS and tokens; client TLS when asked for.
+    let (_, secured) = node_config(&pod_environment(&cache_cluster(SPECS[6]), 1));
+    let peer_dir = secured
+        .tls
+        .peer_dir
+        .as_deref()
+        .map(|d| d.to_str().unwrap_or(""));
+    assert_eq!(peer_dir, Some("/etc/kache/peer-tls"));
+    let client_dir = secured
+        .tls
+        .client_dir
+        .as_deref()
+        .map(|d| d.to_str().unwrap_or(""));
+    assert_eq!(client_dir, Some("/etc/kache/client-tls"));
+    assert!(
+        !secured.tls.cluster_id.is_empty(),
+        "peer TLS needs the cluster id"
+    );
+    let auth_dir = secured
+        .auth_dir
+        .as_deref()
+        .map(|d| d.to_str().unwrap_or(""));
+    assert_eq!(auth_dir, Some("/etc/kache/auth"));
+    let (_, plain_clients) = node_config(&pod_environment(&cache_cluster(SPECS[0]), 0));
+    assert_eq!(
+        plain_clients.tls.client_dir, None,
+        "client TLS is off by default"
+    );
+    assert!(
+        plain_clients.tls.peer_dir.is_some(),
+        "peer TLS is on by default"
+    );
+
     // Three quarters of a fractional limit, which the operator once left to the node's
     // 1 GiB default.
     let (_, limited) = node_config(&pod_environment(&cache_cluster(SPECS[2]), 0));
@@ -215,7 +256,14 @@ fn a_persistent_node_keeps_its_data_on_the_claim_as_its_cluster_and_member() {
             member: "demo-1".to_owned(),
         }
     );
-    let sts = statefulset(&cache_cluster(SPECS[4]), 3, "kache/node:test", "h");
+    let cc = cache_cluster(SPECS[4]);
+    let sts = statefulset(
+        &cc,
+        3,
+        "kache/node:test",
+        "h",
+        &security::resolve(&cc, None),
+    );
     let mounts = sts
         .spec
         .and_then(|s| s.template.spec)

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Context, events};
 use crate::crd::{CacheCluster, CacheClusterStatus};
+use crate::resources::security::Security;
 use crate::resources::{self, Names, names::FIELD_MANAGER};
 use crate::scale::Plan;
 use crate::{Error, Result};
@@ -24,6 +25,7 @@ pub(super) async fn objects(
     ctx: &Context,
     plan: &Plan,
     list_version: Option<String>,
+    security: &Security,
 ) -> Result<()> {
     let names = Names::of(cc);
     let ns = names.namespace.as_str();
@@ -44,8 +46,13 @@ pub(super) async fn objects(
         apply(client, ns, &members).await?;
     }
     let hash = resources::config::settings_hash(&settings);
-    let sts =
-        resources::statefulset::statefulset(cc, plan.statefulset_replicas, &ctx.node_image, &hash);
+    let sts = resources::statefulset::statefulset(
+        cc,
+        plan.statefulset_replicas,
+        &ctx.node_image,
+        &hash,
+        security,
+    );
     apply(client, ns, &sts).await?;
 
     match resources::pdb::pod_disruption_budget(cc) {
@@ -78,7 +85,7 @@ pub(super) async fn status(
     Ok(())
 }
 
-async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<()>
+pub(super) async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<()>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone

@@ -9,6 +9,7 @@ use super::Context;
 use crate::crd::{CacheCluster, CacheClusterStatus, Phase};
 use crate::members::MemberList;
 use crate::scale::{Plan, Step};
+use crate::status;
 use crate::status::data_loss::Loss;
 
 /// Records the events of this reconcile: the list it published, the phase it entered,
@@ -53,6 +54,34 @@ pub(super) async fn publish(
         let action = format!("Epoch{}", status.epoch);
         emit(ctx, cc, type_, status.phase.as_str(), &action, note).await;
     }
+    if let Some((type_, reason, note)) = security_changed(previous, status) {
+        emit(ctx, cc, type_, &reason, "Secure", note).await;
+    }
+}
+
+/// The event of a change of the Secured condition (an open cluster, a bad Secret, or
+/// all good again): its type, reason and note. The note names Secrets, never content.
+fn security_changed(
+    previous: Option<&CacheClusterStatus>,
+    status: &CacheClusterStatus,
+) -> Option<(EventType, String, String)> {
+    let find = |s: &CacheClusterStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::SECURED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let now = find(status)?;
+    if previous.and_then(find).as_ref() == Some(&now) {
+        return None;
+    }
+    let (state, reason, message) = now;
+    let type_ = if state == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    Some((type_, reason, message))
 }
 
 /// The note of a newly published list: its epoch, members and departing members.
@@ -154,9 +183,41 @@ pub(super) async fn emit(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     use super::*;
+
+    fn with_secured(state: &str, reason: &str, message: &str) -> CacheClusterStatus {
+        CacheClusterStatus {
+            conditions: vec![Condition {
+                type_: status::SECURED.to_owned(),
+                status: state.to_owned(),
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                observed_generation: None,
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..CacheClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn an_open_cluster_or_a_bad_secret_is_one_warning_until_it_changes() {
+        let open = with_secured("False", "AuthDisabled", "no token is needed");
+        let (type_, reason, _) = security_changed(None, &open).expect("first time");
+        assert_eq!(
+            (type_, reason.as_str()),
+            (EventType::Warning, "AuthDisabled")
+        );
+        assert_eq!(security_changed(Some(&open), &open), None, "once");
+        let bad = with_secured("False", "SecretProblem", "Secret x has no ca.crt");
+        let (_, _, note) = security_changed(Some(&open), &bad).expect("a new problem");
+        assert_eq!(note, "Secret x has no ca.crt");
+        let good = with_secured("True", "Secured", "mutual TLS");
+        let (type_, _, _) = security_changed(Some(&bad), &good).expect("fixed");
+        assert_eq!(type_, EventType::Normal);
+        assert_eq!(security_changed(None, &CacheClusterStatus::default()), None);
+    }
     use crate::crd::RebalanceStatus;
     use crate::scale::fixtures::{ids, list};
 

@@ -5,12 +5,14 @@
 //! - `observe`: reads what the plan depends on.
 //! - `apply`: writes the owned objects and the status.
 //! - `events`: one Kubernetes event per transition.
+//! - `secrets`: the CA, certificates and token Secrets, before the StatefulSet.
 //! - `backoff`: when to retry a failed reconcile.
 
 mod apply;
 pub mod backoff;
 mod events;
 mod observe;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,12 +183,21 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
             DEFAULT_REBALANCE_TIMEOUT,
         ),
     };
+    let security = resources::security::resolve(&cc, observe::running(&ctx, &names).await?);
+    let mut findings = secrets::Findings::default();
     if !matches!(plan.step, Step::Invalid { .. }) {
-        apply::objects(&cc, &ctx, &plan, list_version).await?;
+        // Certificates first: a pod the StatefulSet is about to add has its own already.
+        let pods = pods_to_certify(&cc, &plan, &observed);
+        findings = secrets::ensure(&cc, &ctx, &security, &pods, Timestamp::now()).await?;
+        apply::objects(&cc, &ctx, &plan, list_version, &security).await?;
     }
 
     let previous = cc.status.as_ref();
-    let status_ctx = status_context(&cc, &names, previous, rebalance_timeout, Timestamp::now());
+    let mut status_ctx = status_context(&cc, &names, previous, rebalance_timeout, Timestamp::now());
+    status_ctx.security = Some(status::SecurityView {
+        security: &security,
+        problems: &findings.problems,
+    });
     let status = status::status(&plan, &observed, &status_ctx);
     apply::status(&ctx, &names, &status).await?;
 
@@ -203,6 +214,21 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
     } else {
         REQUEUE_SETTLED
     }))
+}
+
+/// The pods that need a certificate: every ordinal up to the largest of the spec, the
+/// StatefulSet about to be applied and the pods that exist (a leaving member keeps its
+/// certificate until its pod is gone).
+fn pods_to_certify(
+    cc: &CacheCluster,
+    plan: &scale::Plan,
+    observed: &scale::Observed,
+) -> Vec<String> {
+    let names = Names::of(cc);
+    let existing = observed.pods.keys().next_back().map_or(0, |last| last + 1);
+    let spec = u32::try_from(cc.spec.replicas).unwrap_or(0);
+    let count = plan.statefulset_replicas.max(spec).max(existing);
+    (0..count).map(|ordinal| names.pod(ordinal)).collect()
 }
 
 /// The spec as the state machine sees it.
@@ -231,6 +257,7 @@ fn status_context<'a>(
         rebalance_timeout,
         selector: names.selector_string(),
         created_at: cc.meta().creation_timestamp.as_ref().map(|t| t.0),
+        security: None,
     }
 }
 

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::crd::CacheClusterSpec;
+use crate::resources;
 
 /// Every request the mock API received, as "METHOD path".
 type Log = Arc<Mutex<Vec<String>>>;
@@ -185,4 +186,132 @@ fn a_rebalance_timeout_the_pattern_refuses_is_refused_not_defaulted() {
             "{text}"
         );
     }
+}
+
+/// A Secret as the mock API returns it: `name` with `data` (key → plain text).
+fn secret_body(name: &str, data: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v);
+            ((*k).to_owned(), serde_json::Value::String(encoded))
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": data
+    })
+    .to_string()
+}
+
+/// The mock API of `the_secrets_pass_*`: the admin token and a user's peer Secret
+/// (without certificates) exist, nothing else does; writes succeed.
+fn secrets_api(method: &str, path: &str) -> (StatusCode, String) {
+    match (method, path.rsplit('/').next().unwrap_or_default()) {
+        ("GET", "demo-auth") => (
+            StatusCode::OK,
+            secret_body("demo-auth", &[("admin", "kept-token")]),
+        ),
+        ("GET", "my-peer") => (
+            StatusCode::OK,
+            secret_body("my-peer", &[("ca.crt", "not a certificate")]),
+        ),
+        ("POST", _) => (StatusCode::CREATED, secret_body("created", &[])),
+        ("PATCH", name) => (StatusCode::OK, secret_body(name, &[])),
+        _ => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
+    }
+}
+
+#[tokio::test]
+async fn the_secrets_pass_creates_the_ca_issues_leaves_and_never_writes_what_exists() {
+    let (client, log) = mock_api(secrets_api).await;
+    let ctx = context(client);
+    let spec: CacheClusterSpec = serde_yaml::from_str(
+        "replicas: 2\ntls: {peer: {secretName: my-peer}, client: {enabled: true}}",
+    )
+    .unwrap();
+    let mut cc = CacheCluster::new("demo", spec);
+    cc.metadata.namespace = Some("shop".to_owned());
+    cc.metadata.uid = Some("uid-1".to_owned());
+    let security = resources::security::resolve(&cc, None);
+    let pods = ["demo-0".to_owned(), "demo-1".to_owned()];
+    let findings = secrets::ensure(&cc, &ctx, &security, &pods, Timestamp::now())
+        .await
+        .unwrap();
+
+    let secret_writes: Vec<String> = writes(&log)
+        .into_iter()
+        .filter(|w| w.contains("/secrets"))
+        .collect();
+    assert_eq!(
+        secret_writes,
+        [
+            "POST /api/v1/namespaces/shop/secrets",
+            "PATCH /api/v1/namespaces/shop/secrets/demo-client-tls",
+        ],
+        "the CA created, the client leaves applied; the user's Secret and the existing \
+         token untouched"
+    );
+    assert_eq!(findings.problems.len(), 1, "{:?}", findings.problems);
+    let problem = &findings.problems[0];
+    assert!(
+        problem.contains("spec.tls.peer.secretName: Secret my-peer")
+            && problem.contains("ca.crt holds no PEM certificate"),
+        "{problem}"
+    );
+    assert!(
+        !problem.contains("not a certificate"),
+        "no content: {problem}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_token_is_created_when_missing() {
+    let (client, log) = mock_api(|method, path| match method {
+        "POST" if path.ends_with("/secrets") => {
+            (StatusCode::CREATED, secret_body("demo-auth", &[]))
+        }
+        "PATCH" => (StatusCode::OK, secret_body("demo-peer-tls", &[])),
+        _ => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
+    })
+    .await;
+    let ctx = context(client);
+    let cc = cache_cluster();
+    let security = resources::security::resolve(
+        &cc,
+        Some(resources::security::Running {
+            peer_tls: false,
+            auth: false,
+        }),
+    );
+    assert!(security.auth.is_none(), "a running open cluster stays open");
+    let findings = secrets::ensure(&cc, &ctx, &security, &[], Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(findings, secrets::Findings::default());
+    assert!(
+        writes(&log).is_empty(),
+        "nothing to write: {:?}",
+        writes(&log)
+    );
+
+    let security = resources::security::resolve(&cc, None);
+    secrets::ensure(&cc, &ctx, &security, &[], Timestamp::now())
+        .await
+        .unwrap();
+    let secret_writes: Vec<String> = writes(&log)
+        .into_iter()
+        .filter(|w| w.contains("/secrets"))
+        .collect();
+    assert_eq!(
+        secret_writes,
+        [
+            "POST /api/v1/namespaces/shop/secrets",
+            "PATCH /api/v1/namespaces/shop/secrets/demo-peer-tls",
+            "POST /api/v1/namespaces/shop/secrets",
+        ],
+        "the CA, the peer Secret (ca.crt only: no pods yet) and the admin token"
+    );
 }

@@ -48,6 +48,60 @@ pub struct CacheClusterStatus {
     /// How many such restarts the operator has recorded for this cluster.
     #[serde(default)]
     pub data_loss_incidents: u64,
+    /// Whether clients need a token, and the Secret with the generated admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
+    /// Where the certificates the pods run with come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// Client authentication as the pods run it. Never holds a token.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// Tokens (every request but the open endpoints needs a token) or Open.
+    pub mode: AuthMode,
+    /// The Secret holding the generated admin token (key `admin`), when auth is on:
+    /// `kubectl get secret <secretName> -o jsonpath='{.data.admin}' | base64 -d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AuthMode {
+    /// Clients authenticate with a token.
+    Tokens,
+    /// Anyone who reaches the client ports may read, write and flush.
+    Open,
+}
+
+/// The certificates of the peer and client ports.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// Where the peer certificates come from: Operator (its CA, `<name>-peer-tls`),
+    /// Secret (spec.tls.peer.secretName) or Disabled (plaintext between members).
+    pub peer: TlsSource,
+    /// The same for the client ports.
+    pub client: TlsSource,
+    /// The Secret with the peer certificates the pods mount, when peer TLS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret_name: Option<String>,
+    /// The Secret with the client-port certificates, when client TLS is on; clients
+    /// trust its `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum TlsSource {
+    /// Certificates from the CacheCluster's own CA, kept by the operator.
+    Operator,
+    /// Certificates from a Secret the user manages.
+    Secret,
+    /// No TLS.
+    Disabled,
 }
 
 /// Where the cluster is, in one word.

@@ -48,7 +48,16 @@ fn the_crd_has_scale_status_and_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Replicas", "Ready", "Phase", "Rebalance", "Epoch", "Age"]
+        [
+            "Replicas",
+            "Ready",
+            "Phase",
+            "Rebalance",
+            "Auth",
+            "TLS",
+            "Epoch",
+            "Age"
+        ]
     );
 }
 
@@ -60,6 +69,8 @@ fn good_specs_pass_the_rules() {
         "replicas: 1\nreplicationFactor: all",
         "replicas: 5\nreplicationFactor: 2\npersistence: {enabled: false}",
         "replicas: 3\npersistence: {enabled: true}",
+        "replicas: 3\ntls: {peer: {enabled: true, secretName: ''}, client: {enabled: true, secretName: my-tls}}\n\
+         auth: {tokens: [{secretName: app-readers, role: read}, {secretName: app-writers, role: readwrite}]}",
         "replicas: 3\npersistence: {enabled: true, storageClassName: fast-ssd, size: 1.5Gi, \
          fsync: always, snapshotInterval: 30s, whenDeleted: Delete}",
     ] {
@@ -439,4 +450,46 @@ fn an_unset_replication_factor_is_two_copies_once_there_are_two_members() {
             .flatten()
             .any(|r| r == "replicationFactor")
     );
+}
+
+#[test]
+fn security_settings_are_checked_at_admission() {
+    let message = refusal(
+        "replicas: 3\nauth: {tokens: [{secretName: app, role: read}, {secretName: app, role: admin}]}",
+    );
+    assert!(
+        message.contains("each secretName may appear once"),
+        "{message}"
+    );
+    let message = refusal("replicas: 3\npod: {volumes: [{name: kache-peer-tls, emptyDir: {}}]}");
+    assert!(message.contains("names starting with kache-"), "{message}");
+    let message = refusal(
+        "replicas: 3\npod: {volumes: [{name: x, emptyDir: {}}]}\n\
+         cacheContainer: {volumeMounts: [{name: x, mountPath: /etc/kache/auth}]}",
+    );
+    assert!(message.contains("/etc/kache is where"), "{message}");
+    // Roles are an enum: anything else does not even parse.
+    let spec: Result<CacheClusterSpec, _> =
+        serde_yaml::from_str("replicas: 3\nauth: {tokens: [{secretName: app, role: owner}]}");
+    assert!(spec.is_err());
+    // A Secret name is a DNS-1123 subdomain (the schema's pattern), or empty for unset.
+    let schema = serde_json::to_value(CacheCluster::crd()).unwrap();
+    let peer = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["tls"]["properties"]["peer"]["properties"]["secretName"];
+    let pattern = peer["pattern"].as_str().unwrap();
+    assert!(
+        pattern.starts_with("^(") && pattern.ends_with(")?$"),
+        "{pattern}"
+    );
+    let token = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["auth"]["properties"]["tokens"]["items"]["properties"]["secretName"];
+    assert_eq!(token["minLength"], 1);
+}
+
+#[test]
+fn a_stored_object_without_the_security_fields_reads_as_unset() {
+    let spec: CacheClusterSpec = serde_yaml::from_str("replicas: 3").unwrap();
+    assert_eq!(spec.tls.peer.enabled, None, "resolved against what runs");
+    assert_eq!(spec.auth.enabled, None);
+    assert!(!spec.tls.client.enabled, "client TLS is opt-in");
 }

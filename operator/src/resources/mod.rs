@@ -10,12 +10,17 @@
 //! - `pdb`: the PodDisruptionBudget, derived from the replication factor.
 //! - `rbac`: the nodes' ServiceAccount, Role and RoleBinding (least privilege).
 //! - `optional`: the NetworkPolicy and the prometheus-operator ServiceMonitor.
+//! - `certs`: the CA and the pods' certificates (default source), and the check of a
+//!   user's TLS Secret.
+//! - `security`: what TLS and auth a cluster runs with, its Secrets, and their mounts.
 
+pub mod certs;
 pub mod config;
 pub mod names;
 pub mod optional;
 pub mod pdb;
 pub mod rbac;
+pub mod security;
 pub mod service;
 pub mod statefulset;
 

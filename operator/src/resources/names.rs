@@ -76,6 +76,31 @@ impl Names {
         format!("{}-node", self.cluster)
     }
 
+    /// The Secret of the cluster's CA (`ca.crt`, `ca.key`).
+    pub fn ca(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// The generated Secret of the peer certificates.
+    pub fn peer_tls(&self) -> String {
+        format!("{}-peer-tls", self.cluster)
+    }
+
+    /// The generated Secret of the client-port certificates.
+    pub fn client_tls(&self) -> String {
+        format!("{}-client-tls", self.cluster)
+    }
+
+    /// The generated Secret of the admin token.
+    pub fn auth(&self) -> String {
+        format!("{}-auth", self.cluster)
+    }
+
+    /// The pod of member `ordinal`.
+    pub fn pod(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.cluster)
+    }
+
     /// Labels that select this cluster's cache pods. Never change them: a StatefulSet's
     /// selector is immutable.
     pub fn selector_labels(&self) -> BTreeMap<String, String> {

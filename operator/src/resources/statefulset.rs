@@ -10,6 +10,9 @@
 //! Pods prefer different Kubernetes nodes and spread over zones unless `spec.placement`
 //! says otherwise (`placement`).
 //!
+//! TLS and auth (`security.rs`) add Secret volumes under /etc/kache, the node's
+//! `KACHE_*_DIR` variables, and HTTPS probes when the client ports serve TLS.
+//!
 //! With `spec.persistence` enabled, each member gets a claim from a volume claim template,
 //! mounted where its data directory is, and a startup probe that lets it load its data
 //! before the liveness probe counts. Without it, the StatefulSet is what it always was.
@@ -32,17 +35,20 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kache_api::env;
 
 use super::names::{CONFIG_HASH_ANNOTATION, Names, labels, metadata};
+use super::security::Security;
 use crate::crd::persistence::{MOUNT_PATH, VOLUME_NAME};
 use crate::crd::{CacheCluster, Persistence, PullPolicy};
 
 /// The unprivileged user the cache runs as.
 const NODE_UID: i64 = 65532;
 
+/// `security`: what `security::resolve` decided for this cluster.
 pub fn statefulset(
     cc: &CacheCluster,
     replicas: u32,
     default_image: &str,
     settings_hash: &str,
+    security: &Security,
 ) -> StatefulSet {
     let names = Names::of(cc);
     StatefulSet {
@@ -66,7 +72,7 @@ pub fn statefulset(
                 match_labels: Some(names.selector_labels()),
                 ..LabelSelector::default()
             },
-            template: pod_template(cc, &names, default_image, settings_hash),
+            template: pod_template(cc, &names, default_image, settings_hash, security),
             volume_claim_templates: persistence(cc).map(|p| vec![claim_template(&names, p)]),
             persistent_volume_claim_retention_policy: persistence(cc).map(retention_policy),
             ..StatefulSetSpec::default()
@@ -80,13 +86,17 @@ fn pod_template(
     names: &Names,
     default_image: &str,
     settings_hash: &str,
+    security: &Security,
 ) -> PodTemplateSpec {
     let mut annotations = cc.spec.annotations.clone();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), settings_hash.to_owned());
     let scheduling = &cc.spec.placement;
     let pod = &cc.spec.pod;
     let (_, termination_grace) = pod.grace_seconds();
-    let mut containers = vec![container(cc, names, default_image)];
+    let mut containers = vec![container(cc, names, default_image, security)];
+    // The user's volumes, then the operator's (CEL keeps the user's off kache-* names).
+    let mut volumes = pod.volumes.clone();
+    volumes.extend(security.volumes());
     containers.extend(pod.sidecars.iter().cloned());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -103,7 +113,7 @@ fn pod_template(
             termination_grace_period_seconds: Some(termination_grace),
             image_pull_secrets: non_empty(&pod.image_pull_secrets),
             containers,
-            volumes: non_empty(&pod.volumes),
+            volumes: non_empty(&volumes),
             security_context: Some(pod_security_context(
                 pod.security_context.as_ref(),
                 persistence(cc).is_some(),
@@ -219,7 +229,12 @@ fn container_security_context(user: Option<&SecurityContext>) -> SecurityContext
     }
 }
 
-fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container {
+fn container(
+    cc: &CacheCluster,
+    names: &Names,
+    default_image: &str,
+    security: &Security,
+) -> Container {
     let spec = &cc.spec;
     let user = &spec.cache_container;
     // The operator's config ConfigMap comes last: for a key in two sources the later
@@ -238,6 +253,8 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
         field_env(env::NODE_ID, "metadata.name"),
         field_env(env::NAMESPACE, "metadata.namespace"),
     ]);
+    env.extend(security.env());
+    let scheme = security.http_scheme();
     Container {
         name: "kache".to_owned(),
         image: Some(
@@ -261,21 +278,22 @@ fn container(cc: &CacheCluster, names: &Names, default_image: &str) -> Container
             container_port("resp", spec.service.resp_port),
         ]),
         // Ready only once the node holds every partition it owns.
-        readiness_probe: Some(http_probe("/readyz", 2, 1)),
+        readiness_probe: Some(http_probe(scheme, "/readyz", 2, 1)),
         // Alive while the process serves at all; a long sync must not get it killed.
-        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        liveness_probe: Some(http_probe(scheme, "/healthz", 10, 6)),
         // A node loads its data dir before it serves: up to 10 minutes (5 s x 120) before
         // the liveness probe starts counting.
-        startup_probe: persistence(cc).map(|_| http_probe("/healthz", 5, 120)),
+        startup_probe: persistence(cc).map(|_| http_probe(scheme, "/healthz", 5, 120)),
         resources: spec.resources.clone(),
-        volume_mounts: non_empty(&volume_mounts(cc)),
+        volume_mounts: non_empty(&volume_mounts(cc, security)),
         security_context: Some(container_security_context(user.security_context.as_ref())),
         ..Container::default()
     }
 }
 
-/// The user's mounts, then the persistence volume's (CEL refuses a user mount at its path).
-fn volume_mounts(cc: &CacheCluster) -> Vec<VolumeMount> {
+/// The user's mounts, then the persistence volume's and the Secrets' (CEL refuses a user
+/// mount at their paths).
+fn volume_mounts(cc: &CacheCluster, security: &Security) -> Vec<VolumeMount> {
     let mut mounts = cc.spec.cache_container.volume_mounts.clone();
     if persistence(cc).is_some() {
         mounts.push(VolumeMount {
@@ -284,6 +302,7 @@ fn volume_mounts(cc: &CacheCluster) -> Vec<VolumeMount> {
             ..VolumeMount::default()
         });
     }
+    mounts.extend(security.volume_mounts());
     mounts
 }
 
@@ -310,10 +329,13 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// A probe of the node's open endpoints (no token needed). Over HTTPS with client TLS:
+/// the kubelet does not verify the certificate of a probe.
+fn http_probe(scheme: &str, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
+            scheme: Some(scheme.to_owned()),
             port: IntOrString::String("http".to_owned()),
             ..HTTPGetAction::default()
         }),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::Context;
-use crate::crd::{DataLossStatus, MemberRole};
+use super::{Context, SecurityView};
+use crate::crd::{DataLossStatus, MemberRole, TlsSource};
 use crate::scale::{Plan, Step};
 
 pub const AVAILABLE: &str = "Available";
@@ -18,6 +18,8 @@ pub const REBALANCING: &str = "Rebalancing";
 pub const DEGRADED: &str = "Degraded";
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 pub const DATA_LOSS: &str = "DataLoss";
+/// Peer mutual TLS and client auth are on and their Secrets are good.
+pub const SECURED: &str = "Secured";
 
 /// What one condition says, before it is stamped with the generation and a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +66,48 @@ pub fn conditions(
         (DATA_LOSS, data_loss(last_loss, ctx.now)),
     ]
     .into_iter()
+    .chain(ctx.security.map(|view| (SECURED, secured(view))))
     .map(|(type_, verdict)| condition(ctx, type_, verdict))
     .collect()
+}
+
+/// Secured: members talk over mutual TLS, clients need a token, and every Secret the
+/// pods mount is there and in the nodes' layout. False says which of these is missing,
+/// so an open cluster is visible in `kubectl get cc -o wide` (with the Auth column) and
+/// in `kubectl describe`.
+pub fn secured(view: SecurityView<'_>) -> Verdict {
+    let security = view.security;
+    if !view.problems.is_empty() {
+        return Verdict::no("SecretProblem", view.problems.join("; "));
+    }
+    if security.auth.is_none() {
+        return Verdict::no(
+            "AuthDisabled",
+            "no token is needed: anyone who reaches the client ports may read, write and flush; set spec.auth.enabled: true",
+        );
+    }
+    let Some(peer) = &security.peer else {
+        return Verdict::no(
+            "PeerTlsDisabled",
+            "members talk in plaintext: anyone who reaches the peer port may read or change data; set spec.tls.peer.enabled: true (docs/operations.md)",
+        );
+    };
+    let source = |source: TlsSource| match source {
+        TlsSource::Operator => "from the operator's CA",
+        TlsSource::Secret => "from the user's Secret",
+        TlsSource::Disabled => "off",
+    };
+    let client = security
+        .client
+        .as_ref()
+        .map_or("off", |mount| source(mount.source));
+    Verdict::yes(
+        "Secured",
+        format!(
+            "mutual TLS between members ({}), client TLS {client}, token auth on",
+            source(peer.source)
+        ),
+    )
 }
 
 /// Available: every member holds the partitions it owns. Departing members do not

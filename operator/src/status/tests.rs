@@ -16,6 +16,7 @@ fn ctx<'a>(previous: Option<&'a CacheClusterStatus>, now: Timestamp) -> Context<
         rebalance_timeout: Duration::from_secs(600),
         selector: "app=kache".to_owned(),
         created_at: Some(now - 1.minutes()),
+        security: None,
     }
 }
 

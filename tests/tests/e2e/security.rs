@@ -43,6 +43,7 @@ const CLUSTER_RULES: &[Rule] = &[
     ),
     ("kache.dev", &["cacheclusters/finalizers"], &[], &["update"]),
     ("", &["services", "configmaps", "serviceaccounts"], &[], ALL),
+    ("", &["secrets"], &[], &["get", "create", "patch"]),
     ("", &["pods"], &[], READ),
     ("discovery.k8s.io", &["endpointslices"], &[], READ),
     ("", &["events"], &[], &["create", "patch"]),
@@ -184,6 +185,9 @@ pub async fn operator_rbac_is_as_documented() {
         &["create", "statefulsets.apps", "-n", NS],
         &["create", "networkpolicies.networking.k8s.io", "-n", NS],
         &["create", "roles.rbac.authorization.k8s.io", "-n", NS],
+        &["get", "secrets", "-n", NS],
+        &["create", "secrets", "-n", NS],
+        &["patch", "secrets", "-n", NS],
         &[
             "update",
             &format!("leases.coordination.k8s.io/{LEASE}"),
@@ -195,7 +199,10 @@ pub async fn operator_rbac_is_as_documented() {
         assert!(yes, "kubectl auth can-i {args:?}: {text}");
     }
     for args in [
-        &["get", "secrets", "-n", NS][..],
+        &["list", "secrets", "-n", NS][..],
+        &["watch", "secrets", "-n", NS],
+        &["update", "secrets", "-n", NS],
+        &["delete", "secrets", "-n", NS],
         &["list", "secrets", "--all-namespaces"],
         &["list", "nodes"],
         &["delete", "pods", "-n", NS],
@@ -220,7 +227,7 @@ pub async fn operator_rbac_is_as_documented() {
         let (yes, text) = can_i(args);
         assert!(!yes, "kubectl auth can-i {args:?} said yes: {text}");
     }
-    log("RBAC: as documented (rules review in two namespaces, 22 kubectl auth can-i answers)");
+    log("RBAC: as documented (rules review in two namespaces, 28 kubectl auth can-i answers)");
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

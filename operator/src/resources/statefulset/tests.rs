@@ -3,13 +3,104 @@
 
 use super::*;
 use crate::resources::names::tests::cache_cluster;
+use crate::resources::security::{self, Security};
+
+/// The StatefulSet of a cluster without TLS or auth: what every test below but the
+/// security ones looks at, unchanged by them.
+fn build(cc: &CacheCluster, replicas: u32, image: &str, hash: &str) -> StatefulSet {
+    let open = Security {
+        cluster_id: None,
+        peer: None,
+        client: None,
+        auth: None,
+    };
+    statefulset(cc, replicas, image, hash, &open)
+}
+
+#[test]
+fn tls_and_auth_are_mounted_read_only_and_named_to_the_node() {
+    let cc = cache_cluster(
+        "replicas: 3\ntls: {client: {enabled: true}}\nauth: {tokens: [{secretName: app, role: read}]}\npod: {volumes: [{name: scratch, emptyDir: {}}]}\ncacheContainer: {volumeMounts: [{name: scratch, mountPath: /scratch}]}",
+    );
+    let sts = statefulset(&cc, 3, "img", "h", &security::resolve(&cc, None));
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "scratch",
+            "kache-peer-tls",
+            "kache-client-tls",
+            "kache-auth-0",
+            "kache-auth-1"
+        ],
+        "the user's volume kept, the operator's after it"
+    );
+    let container = &pod.containers[0];
+    let mounts: Vec<&str> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "/scratch",
+            "/etc/kache/peer-tls",
+            "/etc/kache/client-tls",
+            "/etc/kache/auth/admin/demo-auth",
+            "/etc/kache/auth/read/app"
+        ]
+    );
+    let variables: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        variables,
+        [
+            env::NODE_ID,
+            env::NAMESPACE,
+            env::PEER_TLS_DIR,
+            env::CLUSTER_ID,
+            env::CLIENT_TLS_DIR,
+            env::AUTH_DIR
+        ]
+    );
+    for probe in [&container.readiness_probe, &container.liveness_probe] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            get.scheme.as_deref(),
+            Some("HTTPS"),
+            "client TLS: probes over TLS"
+        );
+    }
+    let plain = build(&cc, 3, "img", "h");
+    let container = &plain.spec.unwrap().template.spec.unwrap().containers[0];
+    let get = container
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(get.scheme.as_deref(), Some("HTTP"));
+}
 
 #[test]
 fn the_statefulset_runs_unprivileged_nodes_that_find_their_peers() {
     let cc = cache_cluster(
         "replicas: 3\nplacement: {nodeSelector: {disk: ssd}}\nannotations: {owner: cart}",
     );
-    let sts = statefulset(&cc, 5, "kache/node:0.1.0", "abc");
+    let sts = build(&cc, 5, "kache/node:0.1.0", "abc");
     let spec = sts.spec.as_ref().unwrap();
     assert_eq!(
         spec.replicas,
@@ -68,14 +159,14 @@ fn the_statefulset_runs_unprivileged_nodes_that_find_their_peers() {
 #[test]
 fn the_spec_image_wins_over_the_default() {
     let cc = cache_cluster("replicas: 1\nimage: registry.local/kache:dev\nimagePullPolicy: Never");
-    let sts = statefulset(&cc, 1, "kache/node:0.1.0", "h");
+    let sts = build(&cc, 1, "kache/node:0.1.0", "h");
     let container = &sts.spec.unwrap().template.spec.unwrap().containers[0];
     assert_eq!(container.image.as_deref(), Some("registry.local/kache:dev"));
     assert_eq!(container.image_pull_policy.as_deref(), Some("Never"));
 }
 
 fn pod_of(spec: &str) -> PodSpec {
-    let sts = statefulset(&cache_cluster(spec), 3, "kache/node:0.1.0", "h");
+    let sts = build(&cache_cluster(spec), 3, "kache/node:0.1.0", "h");
     sts.spec
         .and_then(|s| s.template.spec)
         .expect("a pod template")
@@ -227,7 +318,7 @@ fn the_termination_grace_period_follows_the_spec() {
 
 #[test]
 fn without_persistence_there_is_no_claim_and_no_startup_probe() {
-    let sts = statefulset(&cache_cluster("replicas: 3"), 3, "kache/node:0.1.0", "h");
+    let sts = build(&cache_cluster("replicas: 3"), 3, "kache/node:0.1.0", "h");
     let spec = sts.spec.unwrap();
     assert_eq!(spec.volume_claim_templates, None);
     assert_eq!(spec.persistent_volume_claim_retention_policy, None);
@@ -245,7 +336,7 @@ const PERSISTENT: &str = "replicas: 3\npersistence: {enabled: true, storageClass
 
 #[test]
 fn each_member_gets_a_claim_mounted_at_its_data_dir() {
-    let sts = statefulset(&cache_cluster(PERSISTENT), 3, "kache/node:0.1.0", "h");
+    let sts = build(&cache_cluster(PERSISTENT), 3, "kache/node:0.1.0", "h");
     let spec = sts.spec.unwrap();
     let claims = spec.volume_claim_templates.unwrap();
     assert_eq!(claims.len(), 1);
@@ -290,7 +381,7 @@ fn each_member_gets_a_claim_mounted_at_its_data_dir() {
 
 #[test]
 fn a_claim_without_a_class_gets_the_default_class_and_size() {
-    let sts = statefulset(
+    let sts = build(
         &cache_cluster("replicas: 3\npersistence: {enabled: true}"),
         3,
         "kache/node:0.1.0",
@@ -316,7 +407,7 @@ fn a_claim_without_a_class_gets_the_default_class_and_size() {
 fn a_scaled_away_member_loses_its_claim_and_deletion_follows_the_spec() {
     for (when_deleted, expected) in [("", "Retain"), (", whenDeleted: Delete", "Delete")] {
         let spec = format!("replicas: 3\npersistence: {{enabled: true{when_deleted}}}");
-        let sts = statefulset(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h");
+        let sts = build(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h");
         let policy = sts
             .spec
             .unwrap()
@@ -333,7 +424,7 @@ fn the_claim_template_ignores_what_may_change() {
     // annotations may change on a live cluster: the template must not follow them.
     let template = |extra: &str| {
         let spec = format!("{PERSISTENT}\n{extra}");
-        statefulset(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h")
+        build(&cache_cluster(&spec), 3, "kache/node:0.1.0", "h")
             .spec
             .unwrap()
             .volume_claim_templates

@@ -202,6 +202,7 @@ fn a_transition_time_moves_only_when_the_condition_flips() {
         rebalance_timeout: Duration::from_secs(600),
         selector: String::new(),
         created_at: None,
+        security: None,
     };
     let first = condition(&ctx(None, t0), AVAILABLE, Verdict::no("A", "a"));
     assert_eq!(first.last_transition_time, Time(t0));
