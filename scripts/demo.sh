@@ -95,11 +95,14 @@ kache is up. Try:
   kubectl get cc -w                                  # watch members, phase and rebalance
   kubectl scale cc/demo --replicas=5                 # then 2: no key is lost
   kubectl describe cc demo                           # conditions and events
-  curl -X PUT http://$ip:7070/v1/keys/hello -d world # any pod serves any key
-  curl http://$ip:7070/v1/keys/hello
-  curl -s http://$ip:7070/v1/cluster | head -c 600   # what the operator reads
-  redis-cli -c -h $ip SET greeting hello             # Redis clients work too (RESP, port 6379)
-  redis-cli -c -h $ip CLUSTER SHARDS                 # the slot map follows kubectl scale
+  # Auth is on: the operator generated an admin token in the Secret demo-auth.
+  TOKEN=\$(kubectl get secret demo-auth -o jsonpath='{.data.admin}' | base64 -d)
+  curl -X PUT -H "Authorization: Bearer \$TOKEN" http://$ip:7070/v1/keys/hello -d world
+  curl -H "Authorization: Bearer \$TOKEN" http://$ip:7070/v1/keys/hello   # any pod, any key
+  curl http://$ip:7070/v1/keys/hello                 # 401: no token
+  curl -s http://$ip:7070/v1/cluster | head -c 600   # what the operator reads (open)
+  redis-cli -c -h $ip -a "\$TOKEN" SET greeting hello  # Redis clients too (RESP, port 6379)
+  redis-cli -c -h $ip -a "\$TOKEN" CLUSTER SHARDS      # the slot map follows kubectl scale
 
 Stop everything with: scripts/demo.sh down
 TRY
