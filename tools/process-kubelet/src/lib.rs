@@ -69,6 +69,7 @@ pub mod node;
 pub mod phase;
 pub mod pod;
 pub mod probe;
+mod probe_tls;
 pub mod prober;
 pub mod process;
 pub mod projection;

@@ -6,14 +6,15 @@
 //! supervisor as [`ProbeEvent`]s; the task is aborted when the process exits.
 //!
 //! Checks run from the host, which reaches pod IPs over the bridge. HTTP is a
-//! minimal HTTP/1.1 GET (status 200–399 passes); an `exec` probe runs the
+//! minimal HTTP/1.1 GET (status 200–399 passes); HTTPS is the same GET over TLS
+//! without verifying the certificate, as the kubelet does; an `exec` probe runs the
 //! command with `nsenter` in the container's mount, UTS and network
 //! namespaces, root and working directory, as its user, with its environment.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -166,14 +167,7 @@ async fn probe_loop<T>(
 /// One check. `Err` carries the reason it failed.
 pub async fn check(action: &Action, target: &ProbeTarget) -> Result<(), String> {
     match action {
-        // No TLS client here: an HTTPS probe passes when the port accepts, as a TCP one does.
-        Action::Tcp { host, port }
-        | Action::Http {
-            host,
-            port,
-            https: true,
-            ..
-        } => {
+        Action::Tcp { host, port } => {
             let host = host.clone().unwrap_or_else(|| target.ip.to_string());
             TcpStream::connect((host.as_str(), *port))
                 .await
@@ -185,10 +179,10 @@ pub async fn check(action: &Action, target: &ProbeTarget) -> Result<(), String> 
             port,
             path,
             headers,
-            ..
+            https,
         } => {
             let host = host.clone().unwrap_or_else(|| target.ip.to_string());
-            http_get(&host, *port, path, headers).await
+            http_get(&host, *port, path, headers, *https).await
         }
         Action::Exec(argv) => exec(target, argv).await,
         Action::Invalid(message) => Err(message.clone()),
@@ -200,11 +194,32 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    https: bool,
 ) -> Result<(), String> {
-    let url = format!("http://{host}:{port}{path}");
-    let mut stream = TcpStream::connect((host, port))
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{port}{path}");
+    let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("Get {url:?}: dial tcp: {e}"))?;
+    if https {
+        let tls = super::probe_tls::connect(host, tcp)
+            .await
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        get_status(tls, &url, host, port, path, headers).await
+    } else {
+        get_status(tcp, &url, host, port, path, headers).await
+    }
+}
+
+/// Sends the probe's GET on `stream` and judges the status line.
+async fn get_status(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    url: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(), String> {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\nConnection: close\r\n"
     );

@@ -1,4 +1,5 @@
-//! Running probes: HTTP status and TCP connect decide the result (real listeners on loopback),
+//! Running probes: HTTP status, HTTPS (a real TLS handshake, any certificate) and TCP
+//! connect decide the result (real listeners on loopback),
 //! a failing startup probe reports unhealthy after its threshold, and no probes means started
 //! and ready (both on paused tokio time).
 
@@ -48,6 +49,60 @@ async fn http_status_decides() {
     let bad = serve_once("503 Service Unavailable").await;
     let err = check(&http(bad), &target()).await.unwrap_err();
     assert!(err.contains("503"), "{err}");
+}
+
+/// A TLS server on loopback with a self-signed certificate for "kache.invalid" (not the
+/// address probed: the probe does not verify), answering every request with `status`.
+async fn serve_tls(status: &'static str) -> u16 {
+    let signed = rcgen::generate_simple_self_signed(vec!["kache.invalid".to_owned()]).unwrap();
+    let cert = signed.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signed.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut s) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = s.write_all(reply.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    port
+}
+
+fn https(port: u16) -> Action {
+    Action::Http {
+        host: None,
+        port,
+        path: "/healthz".into(),
+        https: true,
+        headers: vec![],
+    }
+}
+
+#[tokio::test]
+async fn https_speaks_tls_and_the_status_decides() {
+    let ok = serve_tls("200 OK").await;
+    assert_eq!(check(&https(ok), &target()).await, Ok(()));
+    let bad = serve_tls("503 Service Unavailable").await;
+    let err = check(&https(bad), &target()).await.unwrap_err();
+    assert!(err.contains("503"), "{err}");
+    // A port that accepts but does not speak TLS fails, as it does for the kubelet.
+    let plain = serve_once("200 OK").await;
+    let err = check(&https(plain), &target()).await.unwrap_err();
+    assert!(err.contains("TLS"), "{err}");
 }
 
 #[tokio::test]
