@@ -76,8 +76,11 @@ tests/k8s/cluster.sh kubelet-up \
 eval "$(tests/k8s/cluster.sh env | grep '^export KUBECONFIG=')"
 
 echo "== helm install kache charts/kache"
-helm upgrade --install kache charts/kache --namespace kache-system --create-namespace --wait --timeout 180s
-kubectl apply -f manifests/examples/demo.yaml
+# The demo CacheCluster lives in "default": the operator watches that namespace only (a Role
+# there), not its own release namespace.
+helm upgrade --install kache charts/kache --namespace kache-system --create-namespace \
+  --set 'watchNamespaces={default}' --wait --timeout 180s
+kubectl apply -n default -f manifests/examples/demo.yaml
 echo "== waiting for cc/demo to be Available"
 for _ in $(seq 1 180); do
   phase=$(kubectl get cc demo -o jsonpath='{.status.phase}' 2>/dev/null || true)

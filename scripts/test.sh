@@ -49,6 +49,8 @@ if grep -q '^kind: CustomResourceDefinition$' <<<"$rendered"; then
 fi
 # The values schema and the template guards must refuse bad values.
 for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
+  'watchNamespaces={Not_A_Namespace}' 'watchNamespaces={caches,-bad}' watchNamespaces=caches \
+  watchAllNamespaces=maybe 'watchAllNamespaces=true,watchNamespaces={caches}' \
   replicas=2,leaderElection.enabled=false crds.install=maybe; do
   if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
     echo "helm template accepted the bad value $bad" >&2
@@ -57,18 +59,54 @@ for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=N
 done
 # Least privilege: no wildcard, and none of the dangerous resources or verbs, in any RBAC rule.
 # Secrets: exactly get, create and patch (the chart README says why), never list or watch.
+# (Each ci/*-values.yaml: watch-namespace, watch-all-namespaces and the deprecated
+# watchNamespace render the other scopes.)
 for values in charts/kache/ci/*-values.yaml; do
   rbac=$("$helm" template kache charts/kache -f "$values" --show-only templates/rbac.yaml | sed 's/#.*//')
   if grep -nE "\"\*\"|nodes|escalate|bind\"|impersonate" <<<"$rbac"; then
     echo "charts/kache RBAC ($values) grants more than the operator needs" >&2
     exit 1
   fi
+  # One Secrets rule in each of the operator's (Cluster)Roles (one per watched namespace).
   secrets=$(grep -A1 'resources: \["secrets"\]' <<<"$rbac" | grep 'verbs:' || true)
-  if [ "$(grep -c . <<<"$secrets")" != 1 ] || ! grep -qF 'verbs: ["get", "create", "patch"]' <<<"$secrets"; then
-    echo "charts/kache RBAC ($values): Secrets must be exactly get, create, patch in one rule: $secrets" >&2
+  roles=$(grep -c 'resources: \["cacheclusters"\]' <<<"$rbac" || true)
+  if [ "$roles" -lt 1 ] || [ "$(grep -c . <<<"$secrets")" != "$roles" ] ||
+    grep -vqF 'verbs: ["get", "create", "patch"]' <<<"$secrets"; then
+    echo "charts/kache RBAC ($values): Secrets must be exactly get, create, patch in one rule per Role: $secrets" >&2
     exit 1
   fi
 done
+# Scope: by default the operator's rules are a Role in the release namespace and nothing is
+# cluster-wide; watchNamespaces puts a Role in each listed namespace and none elsewhere; only
+# watchAllNamespaces=true renders a ClusterRole (so the first check can fail).
+rbac_kinds() { # values... -> "kind namespace" of each RBAC object, sorted
+  "$helm" template kache charts/kache --namespace kache-system "$@" --show-only templates/rbac.yaml |
+    awk '/^kind:/ {kind=$2; ns="-"} /^  namespace:/ && kind {print kind, $2; kind=""} /^---/ && kind {print kind, "-"; kind=""} END {if (kind) print kind, "-"}' |
+    sort
+}
+kinds=$(rbac_kinds)
+expected=$'Role kache-system\nRole kache-system\nRoleBinding kache-system\nRoleBinding kache-system'
+if [ "$kinds" != "$expected" ]; then
+  printf 'charts/kache: the default RBAC is not two Roles and two RoleBindings in kache-system:\n%s\n' "$kinds" >&2
+  exit 1
+fi
+kinds=$(rbac_kinds --set 'watchNamespaces={caches,team-a}' --set leaderElection.enabled=false)
+expected=$'Role caches\nRole team-a\nRoleBinding caches\nRoleBinding team-a'
+if [ "$kinds" != "$expected" ]; then
+  printf 'charts/kache: watchNamespaces={caches,team-a} should give a Role and RoleBinding in each, nothing else:\n%s\n' "$kinds" >&2
+  exit 1
+fi
+if ! grep -qx 'ClusterRole -' <<<"$(rbac_kinds --set watchAllNamespaces=true)"; then
+  echo "charts/kache: watchAllNamespaces=true renders no ClusterRole" >&2
+  exit 1
+fi
+# The default render (and manifests/install.yaml, made from it) has no ClusterRole that can
+# write anything: the only cluster-scoped RBAC allowed by default is none at all.
+rendered=$("$helm" template kache charts/kache --namespace kache-system)
+if grep -qE '^kind: ClusterRole(Binding)?$' <<<"$rendered"; then
+  echo "charts/kache: the default render has a ClusterRole or ClusterRoleBinding" >&2
+  exit 1
+fi
 echo "== manifests/install.yaml matches the chart"
 HELM="$helm" scripts/render-manifests.sh --check
 echo "== end to end on a real control plane, from the images (tests/e2e/run.sh builds them)"

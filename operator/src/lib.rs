@@ -10,6 +10,7 @@
 //! - `status`: phase and conditions from the plan and the reports (pure).
 //! - `controller`: observe, decide, apply, report.
 //! - `leader`: Lease-based leader election.
+//! - `scope`: which namespaces the operator watches (all, or a list).
 //! - `metrics` and `telemetry`: Prometheus metrics and health endpoints.
 
 pub mod controller;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod report;
 pub mod resources;
 pub mod scale;
+pub mod scope;
 pub mod status;
 pub mod telemetry;
 
@@ -62,9 +64,23 @@ impl Error {
         }
     }
 
+    /// When the API server refused a request for want of a permission (403): what the
+    /// operator was doing, and the server's explanation, which names the account, verb,
+    /// resource, API group and namespace.
+    pub fn forbidden(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Kube {
+                action,
+                source: kube::Error::Api(status),
+            } if status.code == 403 => Some((action, &status.message)),
+            _ => None,
+        }
+    }
+
     /// A low-cardinality label for the failure metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Self::Kube { .. } if self.forbidden().is_some() => "forbidden",
             Self::Kube { .. } => "kube",
             Self::MemberList(_) => "member_list",
             Self::Settings(_) => "settings",
@@ -82,8 +98,8 @@ impl Error {
 pub struct OperatorConfig {
     /// The cache image for CacheClusters that do not name one.
     pub node_image: String,
-    /// Only this namespace, or all when None.
-    pub watch_namespace: Option<String>,
+    /// The namespaces whose CacheClusters it reconciles.
+    pub watch_scope: scope::WatchScope,
     /// Lease name and namespace, or None to run without leader election.
     pub leader_election: Option<(String, String)>,
     /// This replica's identity (the pod name).
@@ -150,7 +166,7 @@ async fn lead(
         metrics,
         config.identity.clone(),
     ));
-    let controller = controller::run(ctx, config.watch_namespace.clone(), stopped);
+    let controller = controller::run(ctx, &config.watch_scope, stopped);
     match election {
         None => {
             controller.await;

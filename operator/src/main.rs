@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use kache_operator::resources::optional::OperatorPods;
+use kache_operator::scope::WatchScope;
 use kache_operator::{OperatorConfig, run};
 
 #[derive(Debug, Parser)]
@@ -57,8 +58,15 @@ struct Cli {
     #[arg(long, env = "KACHE_OPERATOR_POD_LABELS", default_value = "")]
     operator_pod_labels: String,
 
-    /// Watch only this namespace; empty watches all.
-    #[arg(long, env = "KACHE_OPERATOR_WATCH_NAMESPACE", default_value = "")]
+    /// Watch only these namespaces, comma-separated (`a,b`); empty watches all. With a
+    /// list the operator runs one controller per namespace with namespaced watches, so a
+    /// Role in each is all the RBAC it needs.
+    #[arg(
+        long,
+        visible_alias = "watch-namespaces",
+        env = "KACHE_OPERATOR_WATCH_NAMESPACE",
+        default_value = ""
+    )]
     watch_namespace: String,
 }
 
@@ -78,9 +86,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let operator_pods = OperatorPods::new(&cli.operator_namespace, &cli.operator_pod_labels)
         .map_err(|e| anyhow::anyhow!("--operator-pod-labels (KACHE_OPERATOR_POD_LABELS): {e}"))?;
+    let watch_scope = WatchScope::parse(&cli.watch_namespace)
+        .map_err(|e| anyhow::anyhow!("--watch-namespace (KACHE_OPERATOR_WATCH_NAMESPACE): {e}"))?;
     let config = OperatorConfig {
         node_image: cli.node_image,
-        watch_namespace: (!cli.watch_namespace.is_empty()).then_some(cli.watch_namespace),
+        watch_scope,
         leader_election: cli
             .leader_elect
             .then_some((cli.lease_name, cli.lease_namespace)),
@@ -93,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
-    tracing::info!(addr = %cli.listen_addr, ?config, "kache-operator starting");
+    tracing::info!(addr = %cli.listen_addr, watching = %config.watch_scope, ?config, "kache-operator starting");
     run(listener, client, config, shutdown_signal()).await?;
     tracing::info!("kache-operator stopped");
     Ok(())

@@ -565,7 +565,9 @@ async fn kache_on_a_real_control_plane() {
         .unwrap();
 
     // 1. The chart installs the operator, which then works with only the chart's RBAC.
+    //    It watches NS only: its Role lives there, so NS exists first.
     log("helm install the chart");
+    must("kubectl", &["create", "namespace", NS], None);
     must(
         &helm(),
         &[
@@ -576,13 +578,14 @@ async fn kache_on_a_real_control_plane() {
             "--namespace",
             "kache-system",
             "--create-namespace",
+            "--set",
+            &format!("watchNamespaces={{{NS}}}"),
             "--wait",
             "--timeout",
             "180s",
         ],
         None,
     );
-    must("kubectl", &["create", "namespace", NS], None);
     tls_auth::create_token_secrets();
     security::operator_rbac_is_as_documented().await;
 

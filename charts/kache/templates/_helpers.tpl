@@ -103,10 +103,99 @@ Name of the leader-election Lease (KACHE_OPERATOR_LEASE_NAME).
 {{- end }}
 
 {{/*
+The namespaces the operator watches, as a JSON list (read it with fromJsonArray): empty with
+watchAllNamespaces, else watchNamespaces plus the deprecated watchNamespace, without
+repeats, or the release namespace when both are empty.
+*/}}
+{{- define "kache.watchNamespaces" -}}
+{{- $namespaces := list }}
+{{- if not .Values.watchAllNamespaces }}
+{{- $namespaces = concat (.Values.watchNamespaces | default list) (compact (list (.Values.watchNamespace | default ""))) | uniq }}
+{{- if not $namespaces }}
+{{- $namespaces = list .Release.Namespace }}
+{{- end }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
+
+{{/*
 Fails rendering on combinations that would run the operator unsafely.
 */}}
 {{- define "kache.validate" -}}
+{{- if and .Values.watchAllNamespaces (or .Values.watchNamespaces .Values.watchNamespace) }}
+{{- fail "watchAllNamespaces=true watches every namespace, so watchNamespaces (and the deprecated watchNamespace) must be empty: choose one scope, e.g. --set 'watchNamespaces={}' --set watchNamespace=" }}
+{{- end }}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas=%d needs leaderElection.enabled=true: two operators without a leader would both write the member list of every CacheCluster" (int .Values.replicas)) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The operator's rules on the objects it reconciles: one list for the Roles of the watched
+namespaces and for the ClusterRole of watchAllNamespaces. The chart README's RBAC table gives
+the reason for each; tests/tests/e2e/security.rs checks the granted rules against it.
+*/}}
+{{- define "kache.operatorRules" }}
+  # The custom resource: watch it and report status. The operator sets no finalizer;
+  # cacheclusters/finalizers is what the API server checks before it lets the owner
+  # references of the owned objects set blockOwnerDeletion.
+  - apiGroups: ["kache.dev"]
+    resources: ["cacheclusters"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["kache.dev"]
+    resources: ["cacheclusters/status"]
+    verbs: ["get", "patch", "update"]
+  - apiGroups: ["kache.dev"]
+    resources: ["cacheclusters/finalizers"]
+    verbs: ["update"]
+  # Owned objects: headless + client Services, the config/member-list ConfigMap, the nodes' ServiceAccount.
+  - apiGroups: [""]
+    resources: ["services", "configmaps", "serviceaccounts"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  # TLS and auth Secrets (docs/security.md): get reads the cluster's CA, the generated
+  # certificate and token Secrets and the ones users name in spec.tls / spec.auth (their
+  # layout is checked, never written); create makes <name>-ca and <name>-auth once; patch
+  # (server-side apply) writes <name>-peer-tls and <name>-client-tls when a certificate is
+  # issued. No list or watch (no Secret is cached), no update or delete (owner references
+  # delete them with their CacheCluster).
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "create", "patch"]
+  # Read-only view of the cache pods (readiness, ordinals, pod IPs for status polling).
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "list", "watch"]
+  # Membership/discovery; also required so the operator may create the nodes' Role
+  # (which grants list/watch on endpointslices) without the `escalate` verb.
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["get", "list", "watch"]
+  # Kubernetes Events about CacheClusters (both APIs, depending on the client library).
+  - apiGroups: [""]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  # The cache nodes themselves.
+  - apiGroups: ["apps"]
+    resources: ["statefulsets"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  - apiGroups: ["policy"]
+    resources: ["poddisruptionbudgets"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  # The nodes' Role and RoleBinding (read configmaps and endpointslices in their own namespace).
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["roles", "rolebindings"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  # Optional NetworkPolicy per CacheCluster (spec.networkPolicy.enabled).
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["networkpolicies"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  {{- if .Values.rbac.serviceMonitors }}
+  # Optional ServiceMonitor per CacheCluster (spec.monitoring.serviceMonitor).
+  - apiGroups: ["monitoring.coreos.com"]
+    resources: ["servicemonitors"]
+    verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  {{- end }}
 {{- end }}

@@ -59,6 +59,28 @@ pub(super) async fn publish(
     }
 }
 
+/// A Warning that the API server refused the operator a request for this cluster:
+/// `action` is the failed step, `message` the server's words, which name the account, the
+/// verb, the resource and the namespace, so the note says which grant is missing.
+pub(super) async fn forbidden(cc: &CacheCluster, ctx: &Context, action: &str, message: &str) {
+    emit(
+        ctx,
+        cc,
+        EventType::Warning,
+        "Forbidden",
+        "Reconcile",
+        forbidden_note(action, message),
+    )
+    .await;
+}
+
+fn forbidden_note(action: &str, message: &str) -> String {
+    format!(
+        "{action}: the operator's RBAC does not allow it ({message}). Check the operator's \
+         Role in this namespace (chart: watchNamespaces) and the chart README's RBAC table"
+    )
+}
+
 /// The event of a change of the Secured condition (an open cluster, a bad Secret, or
 /// all good again): its type, reason and note. The note names Secrets, never content.
 fn security_changed(
@@ -313,5 +335,14 @@ mod tests {
         // Without a move in progress before, there is nothing to time.
         let (_, note) = phase_changed(&Step::Stable, None, &done).unwrap();
         assert_eq!(note, "every member holds its partitions at epoch 6");
+    }
+
+    #[test]
+    fn a_refusal_names_the_step_and_quotes_the_missing_permission() {
+        let message = "statefulsets.apps \"demo\" is forbidden: User \"system:serviceaccount:kache-system:kache-operator\" cannot patch resource \"statefulsets\" in API group \"apps\" in the namespace \"shop\"";
+        let note = forbidden_note("apply the StatefulSet", message);
+        assert!(note.starts_with("apply the StatefulSet: "), "{note}");
+        assert!(note.contains(message), "{note}");
+        assert!(note.contains("watchNamespaces"), "{note}");
     }
 }

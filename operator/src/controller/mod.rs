@@ -34,6 +34,7 @@ use crate::resources::config::SettingsError;
 use crate::resources::optional::OperatorPods;
 use crate::resources::{self, Names, names};
 use crate::scale::{self, Desired, Step};
+use crate::scope::WatchScope;
 use crate::{Error, Result, status};
 use backoff::Backoff;
 
@@ -43,6 +44,10 @@ const REQUEUE_CHANGING: Duration = Duration::from_secs(2);
 /// How often a settled cluster is looked at again, to notice a node that stopped
 /// answering or restarted.
 const REQUEUE_SETTLED: Duration = Duration::from_secs(15);
+/// How long a controller may take to finish its in-flight reconciles after shutdown. Well
+/// inside the chart's terminationGracePeriodSeconds (30 s), which must also leave time to
+/// release the Lease.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What the reconciler needs: a client, an HTTP client for the nodes, settings, metrics.
 #[derive(Clone)]
@@ -95,11 +100,32 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace.
+/// Runs the controllers until `shutdown` resolves: one with cluster-wide watches for
+/// every namespace, or one per listed namespace with namespaced watches only (so a Role
+/// in each namespace is enough). The controllers of a list are independent: one whose
+/// watches are refused (its Role is missing) retries with backoff and says in the log
+/// which permission it lacks, while the others reconcile as usual.
 pub async fn run(
     ctx: Arc<Context>,
+    scope: &WatchScope,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    match scope {
+        WatchScope::AllNamespaces => watch(ctx, None, shutdown).await,
+        WatchScope::Namespaces(namespaces) => {
+            let controllers = namespaces
+                .iter()
+                .map(|namespace| watch(ctx.clone(), Some(namespace.clone()), shutdown.clone()));
+            futures::future::join_all(controllers).await;
+        }
+    }
+}
+
+/// One controller: every watch in `namespace`, or cluster-wide when None.
+async fn watch(
+    ctx: Arc<Context>,
     namespace: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let (clusters, statefulsets, config_maps, pods) = match &namespace {
@@ -116,9 +142,11 @@ pub async fn run(
             Api::all(client.clone()),
         ),
     };
+    let scope = namespace.clone().unwrap_or_else(|| "(all)".to_owned());
+    tracing::info!(namespace = %scope, "watching CacheClusters");
     let owned = watcher::Config::default().labels(&names::owned_selector());
     let cache_pods = watcher::Config::default().labels(&names::cache_pods_selector());
-    Controller::new(clusters, watcher::Config::default())
+    let controller = Controller::new(clusters, watcher::Config::default())
         // Every status patch is a change of the CacheCluster itself; without a debounce
         // each reconcile would trigger the next one at once.
         .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)))
@@ -129,10 +157,11 @@ pub async fn run(
             let name = names::cluster_of(pod.labels())?.to_owned();
             Some(ObjectRef::<CacheCluster>::new(&name).within(&pod.namespace()?))
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
             let ctx = ctx.clone();
+            let namespace = namespace.clone();
             async move {
                 match result {
                     // Deleted before a reconcile saw it go: drop what is kept about it.
@@ -140,12 +169,67 @@ pub async fn run(
                         let namespace = gone.namespace.as_deref().unwrap_or_default();
                         ctx.forget(&format!("{namespace}/{}", gone.name));
                     }
+                    // A watch failed; the controller retries it with backoff.
+                    Err(kube::runtime::controller::Error::QueueError(error)) => {
+                        tracing::warn!(
+                            namespace = namespace.as_deref().unwrap_or("(all)"),
+                            "{}",
+                            watch_failure(namespace.as_deref(), &error)
+                        );
+                    }
                     Err(error) => tracing::debug!(%error, "reconcile did not finish"),
                     Ok(_) => {}
                 }
             }
-        })
-        .await;
+        });
+    // kube-runtime's applier runs nothing until its store of CacheClusters has listed
+    // once, and keeps waiting for that after a shutdown: a controller whose list is
+    // refused would never stop. It has no reconcile in flight, and any other finishes
+    // its own well within the grace, so dropping it then loses nothing.
+    tokio::select! {
+        () = controller => {}
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(
+            namespace = %scope,
+            grace = ?SHUTDOWN_GRACE,
+            "the controller did not stop within the grace after shutdown; stopped it"
+        ),
+    }
+}
+
+/// What a failed watch means, for the log. A refusal (403) quotes the API server, which
+/// names the account, verb, resource and namespace, and says where the grant comes from.
+fn watch_failure(namespace: Option<&str>, error: &watcher::Error) -> String {
+    let scope = namespace.map_or_else(
+        || "cluster-wide".to_owned(),
+        |ns| format!("in namespace {ns}"),
+    );
+    let forbidden = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status))
+            if status.code == 403 =>
+        {
+            Some(status.message.as_str())
+        }
+        watcher::Error::WatchError(status) if status.code == 403 => Some(status.message.as_str()),
+        _ => None,
+    };
+    match (forbidden, namespace) {
+        (Some(message), Some(_)) => format!(
+            "the operator may not watch {scope}, so its CacheClusters are not reconciled: \
+             {message}. Grant the operator's Role there (chart: add the namespace to \
+             watchNamespaces) or remove the namespace from --watch-namespace; retrying"
+        ),
+        (Some(message), None) => format!(
+            "the operator may not watch {scope}, so no CacheCluster is reconciled: \
+             {message}. Watching every namespace needs the ClusterRole (chart: \
+             watchAllNamespaces=true); or list namespaces with --watch-namespace; retrying"
+        ),
+        (None, _) => format!("a watch {scope} failed, retrying: {error}"),
+    }
 }
 
 #[expect(
@@ -161,8 +245,20 @@ pub(crate) fn error_policy(cc: Arc<CacheCluster>, error: &Error, ctx: Arc<Contex
 }
 
 pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_cluster(&cc, &ctx).await;
+    // A refusal is a missing grant, not a passing fault: say which on the CacheCluster,
+    // where `kubectl describe` shows it (if the operator may record events there).
+    if let Err(error) = &result
+        && let Some((action, message)) = error.forbidden()
+    {
+        events::forbidden(&cc, &ctx, action, message).await;
+    }
+    result
+}
+
+async fn reconcile_cluster(cc: &CacheCluster, ctx: &Context) -> Result<Action> {
     let started = Instant::now();
-    let names = Names::of(&cc);
+    let names = Names::of(cc);
     let key = names.key();
     if cc.meta().deletion_timestamp.is_some() {
         // Owner references garbage-collect everything it owned.
@@ -170,43 +266,43 @@ pub async fn reconcile(cc: Arc<CacheCluster>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let (observed, list_version) = observe::observe(&cc, &ctx, &names).await?;
+    let (observed, list_version) = observe::observe(cc, ctx, &names).await?;
     // A setting the schema let through but the operator cannot read (an object written
     // before a rule existed, or one CEL cannot check) changes nothing, and the status and
     // an event say which field to fix.
     let settings = parse_timeout(&cc.spec.rebalance_timeout)
-        .and_then(|timeout| resources::config::node_settings(&cc).map(|_| timeout));
+        .and_then(|timeout| resources::config::node_settings(cc).map(|_| timeout));
     let (plan, rebalance_timeout) = match settings {
-        Ok(timeout) => (scale::plan(&desired(&cc), &observed), timeout),
+        Ok(timeout) => (scale::plan(&desired(cc), &observed), timeout),
         Err(err) => (
-            scale::invalid(&desired(&cc), &observed, err.to_string()),
+            scale::invalid(&desired(cc), &observed, err.to_string()),
             DEFAULT_REBALANCE_TIMEOUT,
         ),
     };
-    let security = resources::security::resolve(&cc, observe::running(&ctx, &names).await?);
+    let security = resources::security::resolve(cc, observe::running(ctx, &names).await?);
     let mut findings = secrets::Findings::default();
     if !matches!(plan.step, Step::Invalid { .. }) {
         // Certificates first: a pod the StatefulSet is about to add has its own already.
-        let pods = pods_to_certify(&cc, &plan, &observed);
-        findings = secrets::ensure(&cc, &ctx, &security, &pods, Timestamp::now()).await?;
-        apply::objects(&cc, &ctx, &plan, list_version, &security).await?;
+        let pods = pods_to_certify(cc, &plan, &observed);
+        findings = secrets::ensure(cc, ctx, &security, &pods, Timestamp::now()).await?;
+        apply::objects(cc, ctx, &plan, list_version, &security).await?;
     }
 
     let previous = cc.status.as_ref();
-    let mut status_ctx = status_context(&cc, &names, previous, rebalance_timeout, Timestamp::now());
+    let mut status_ctx = status_context(cc, &names, previous, rebalance_timeout, Timestamp::now());
     status_ctx.security = Some(status::SecurityView {
         security: &security,
         problems: &findings.problems,
     });
     let status = status::status(&plan, &observed, &status_ctx);
-    apply::status(&ctx, &names, &status).await?;
+    apply::status(ctx, &names, &status).await?;
 
     // Found again here (the status keeps only the last): each gets its own event.
     let losses = status::data_loss::losses(&names.cluster, &observed, previous);
     for loss in &losses {
         tracing::warn!(cluster = %key, "{}", loss.describe());
     }
-    events::publish(&cc, &ctx, &plan, previous, &status, &losses).await;
+    events::publish(cc, ctx, &plan, previous, &status, &losses).await;
     ctx.backoff.reset(&key);
     ctx.metrics.observe(&key, &status, started.elapsed());
     Ok(Action::requeue(if plan.step.is_change() {

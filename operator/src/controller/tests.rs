@@ -315,3 +315,170 @@ async fn the_admin_token_is_created_when_missing() {
         "the CA, the peer Secret (ca.crt only: no pods yet) and the admin token"
     );
 }
+
+fn forbidden_body(verb: &str, resource: &str, namespace: &str) -> String {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+        "code": 403,
+        "message": format!(
+            "{resource} is forbidden: User \"system:serviceaccount:kache-system:kache-operator\" \
+             cannot {verb} resource \"{resource}\" in the namespace \"{namespace}\""
+        ),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_refused_request_fails_the_reconcile_and_says_which_permission_is_missing() {
+    let (client, log) = mock_api(|method, path| {
+        if method == "POST" && path.ends_with("/events") {
+            return (StatusCode::CREATED, "{}".to_owned());
+        }
+        (
+            StatusCode::FORBIDDEN,
+            forbidden_body("get", "configmaps", "shop"),
+        )
+    })
+    .await;
+    let error = reconcile(cache_cluster(), context(client))
+        .await
+        .expect_err("refused");
+    let (action, message) = error.forbidden().expect("a 403 is a refusal");
+    assert_eq!(action, "read the member list");
+    assert!(
+        message.contains("cannot get resource \"configmaps\""),
+        "{message}"
+    );
+    assert_eq!(error.metric_label(), "forbidden");
+    let events: Vec<String> = writes(&log);
+    assert_eq!(
+        events,
+        ["POST /apis/events.k8s.io/v1/namespaces/shop/events"],
+        "one Warning event on the CacheCluster, and nothing else written"
+    );
+}
+
+/// A mock API server with two namespaces: in `locked` every request is refused (403), as
+/// when the operator's Role is missing there; in `open` the CacheCluster `demo` is listed,
+/// other lists are empty, watches stay open without events, and anything else is 404.
+/// Records "METHOD path" of every request.
+async fn two_namespaces_api() -> (Client, Log) {
+    let log: Log = Arc::default();
+    let app = Router::new()
+        .fallback(|State(log): State<Log>, request: Request| async move {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let watch = request.uri().query().unwrap_or("").contains("watch=true");
+            log.lock().push(format!("{method} {path}"));
+            let json = [("content-type", "application/json")];
+            if path.contains("/namespaces/locked/") {
+                let resource = path.rsplit('/').next().unwrap_or_default();
+                let body = forbidden_body("list", resource, "locked");
+                return (StatusCode::FORBIDDEN, json, body).into_response();
+            }
+            let collections = ["cacheclusters", "statefulsets", "configmaps", "pods"];
+            let listed = collections
+                .iter()
+                .any(|c| path.ends_with(&format!("/namespaces/open/{c}")));
+            if listed && watch {
+                // An open watch on which nothing happens.
+                let quiet = futures::stream::pending::<Result<String, std::io::Error>>();
+                let body = axum::body::Body::from_stream(quiet);
+                return (StatusCode::OK, json, body).into_response();
+            }
+            if listed {
+                let mut items = Vec::new();
+                if path.ends_with("/cacheclusters") {
+                    let mut cc = (*cache_cluster()).clone();
+                    cc.metadata.namespace = Some("open".to_owned());
+                    cc.metadata.resource_version = Some("1".to_owned());
+                    items.push(serde_json::to_value(cc).unwrap());
+                }
+                let list = serde_json::json!({
+                    "apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": items,
+                });
+                return (StatusCode::OK, json, list.to_string()).into_response();
+            }
+            let body = status_body(404, "NotFound");
+            (StatusCode::NOT_FOUND, json, body).into_response()
+        })
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    (Client::try_from(config).unwrap(), log)
+}
+
+#[tokio::test]
+async fn a_namespace_the_operator_may_not_watch_does_not_stop_the_others() {
+    let (client, log) = two_namespaces_api().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = futures::FutureExt::shared(Box::pin(async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    let scope = WatchScope::parse("locked,open").unwrap();
+    let ctx = context(client);
+    let controllers = tokio::spawn(async move { run(ctx, &scope, shutdown).await });
+
+    let count = |request: &str| log.lock().iter().filter(|r| *r == request).count();
+    let locked_list = "GET /apis/kache.dev/v1alpha1/namespaces/locked/cacheclusters";
+    // The first thing a reconcile of open/demo reads.
+    let open_reconcile = "GET /api/v1/namespaces/open/configmaps/demo-members";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (The refused watches are retried with kube-runtime's shared backoff, seconds apart.)
+    while count(open_reconcile) == 0 || count(locked_list) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "open/demo reconciled {} times, the refused list in locked tried {} times: {:?}",
+            count(open_reconcile),
+            count(locked_list),
+            log.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cluster_wide: Vec<String> = log
+        .lock()
+        .iter()
+        .filter(|r| !r.contains("/namespaces/open/") && !r.contains("/namespaces/locked/"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        cluster_wide,
+        Vec::<String>::new(),
+        "with a list of namespaces every request is namespaced"
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(5), controllers)
+        .await
+        .expect("every controller stops on shutdown, the refused one too")
+        .unwrap();
+}
+
+#[test]
+fn a_refused_watch_is_logged_with_the_permission_and_where_it_comes_from() {
+    let refused = |namespace: &str| {
+        let status: kube::core::Status =
+            serde_json::from_str(&forbidden_body("list", "cacheclusters", namespace)).unwrap();
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status)))
+    };
+    let line = watch_failure(Some("locked"), &refused("locked"));
+    assert!(line.contains("may not watch in namespace locked"), "{line}");
+    assert!(
+        line.contains("cannot list resource \"cacheclusters\" in the namespace \"locked\""),
+        "{line}"
+    );
+    assert!(line.contains("watchNamespaces"), "{line}");
+    let line = watch_failure(None, &refused(""));
+    assert!(line.contains("may not watch cluster-wide"), "{line}");
+    assert!(line.contains("watchAllNamespaces=true"), "{line}");
+    let other = watcher::Error::NoResourceVersion;
+    let line = watch_failure(Some("open"), &other);
+    assert!(
+        line.starts_with("a watch in namespace open failed"),
+        "{line}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The locks the operator and the chart put on a default install, checked as objects on
 //! the real API server: the operator's ServiceAccount holds exactly the rules
-//! charts/kache/README.md documents, and a CacheCluster gets a NetworkPolicy and
+//! charts/kache/README.md documents, in the watched namespace only (none elsewhere and
+//! none cluster-wide, as `kubectl auth can-i` confirms), and a CacheCluster gets a NetworkPolicy and
 //! placement defaults with the expected selectors. (The process kubelet does not
 //! enforce NetworkPolicies, so what is checked is the policy, not the traffic.)
 
@@ -13,10 +14,12 @@ use kube::api::PostParams;
 use super::*;
 
 /// The chart's release namespace and the operator's ServiceAccount and Lease there
-/// (release `kache`, default values).
+/// (release `kache`, installed with `watchNamespaces={e2e}`).
 const OPERATOR_NAMESPACE: &str = "kache-system";
 const OPERATOR_SA: &str = "system:serviceaccount:kache-system:kache-operator";
 const LEASE: &str = "kache";
+/// A namespace the operator does not watch.
+const UNWATCHED: &str = "default";
 
 const ALL: &[&str] = &[
     "get", "list", "watch", "create", "patch", "update", "delete",
@@ -31,9 +34,9 @@ type Rule = (
     &'static [&'static str],
 );
 
-/// The README's RBAC table for the default install (`watchNamespace` empty: a
-/// ClusterRole, so these hold in every namespace).
-const CLUSTER_RULES: &[Rule] = &[
+/// The README's RBAC table: the operator's Role in each watched namespace (here NS only;
+/// with `watchAllNamespaces` the same rules are a ClusterRole).
+const WATCHED_RULES: &[Rule] = &[
     ("kache.dev", &["cacheclusters"], &[], READ),
     (
         "kache.dev",
@@ -143,7 +146,8 @@ async fn granted(as_operator: &Client, namespace: &str) -> BTreeSet<Grant> {
 }
 
 /// The operator's ServiceAccount holds exactly the verbs charts/kache/README.md
-/// documents, nothing more and nothing less, and the `kubectl auth can-i` answers an
+/// documents, nothing more and nothing less, in the namespace it watches, only the Lease
+/// in its own and nothing anywhere else; and the `kubectl auth can-i` answers an
 /// administrator would ask agree.
 pub async fn operator_rbac_is_as_documented() {
     log("RBAC: the operator's ServiceAccount holds exactly the documented rules");
@@ -151,18 +155,21 @@ pub async fn operator_rbac_is_as_documented() {
     config.auth_info.impersonate = Some(OPERATOR_SA.to_owned());
     let as_operator = Client::try_from(config).unwrap();
 
-    let everywhere = grants(CLUSTER_RULES);
     assert_eq!(
         granted(&as_operator, NS).await,
-        everywhere,
+        grants(WATCHED_RULES),
         "in {NS}: the README's table and the granted rules differ"
     );
-    let mut home = everywhere.clone();
-    home.extend(grants(LEASE_RULES));
     assert_eq!(
         granted(&as_operator, OPERATOR_NAMESPACE).await,
-        home,
-        "in {OPERATOR_NAMESPACE}: the README's tables and the granted rules differ"
+        grants(LEASE_RULES),
+        "in {OPERATOR_NAMESPACE} (not watched): the README's leader-election table and the \
+         granted rules differ"
+    );
+    assert_eq!(
+        granted(&as_operator, UNWATCHED).await,
+        BTreeSet::new(),
+        "in {UNWATCHED} (not watched) the operator may do nothing"
     );
 
     let can_i = |args: &[&str]| {
@@ -173,61 +180,77 @@ pub async fn operator_rbac_is_as_documented() {
         let (yes, text) = run("kubectl", &all, None);
         (yes, text)
     };
-    for args in [
-        &["list", "cacheclusters.kache.dev", "--all-namespaces"][..],
-        &[
+    let our_lease = format!("leases.coordination.k8s.io/{LEASE}");
+    let mut allowed = vec![
+        vec!["list", "cacheclusters.kache.dev", "-n", NS],
+        vec![
             "patch",
             "cacheclusters.kache.dev",
             "--subresource=status",
             "-n",
             NS,
         ],
-        &["create", "statefulsets.apps", "-n", NS],
-        &["create", "networkpolicies.networking.k8s.io", "-n", NS],
-        &["create", "roles.rbac.authorization.k8s.io", "-n", NS],
-        &["get", "secrets", "-n", NS],
-        &["create", "secrets", "-n", NS],
-        &["patch", "secrets", "-n", NS],
-        &[
-            "update",
-            &format!("leases.coordination.k8s.io/{LEASE}"),
-            "-n",
-            OPERATOR_NAMESPACE,
-        ],
-    ] {
-        let (yes, text) = can_i(args);
-        assert!(yes, "kubectl auth can-i {args:?}: {text}");
+        vec!["create", "networkpolicies.networking.k8s.io", "-n", NS],
+        vec!["get", "secrets", "-n", NS],
+        vec!["patch", "secrets", "-n", NS],
+        vec!["update", &our_lease, "-n", OPERATOR_NAMESPACE],
+    ];
+    // The writes that amount to reading Secrets: in the watched namespace only.
+    let writes = [
+        "statefulsets.apps",
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+        "secrets",
+    ];
+    let mut refused: Vec<Vec<&str>> = Vec::new();
+    for resource in writes {
+        allowed.push(vec!["create", resource, "-n", NS]);
+        refused.push(vec!["create", resource, "-n", UNWATCHED]);
+        refused.push(vec!["create", resource, "-n", OPERATOR_NAMESPACE]);
+        refused.push(vec!["create", resource, "--all-namespaces"]);
     }
-    for args in [
-        &["list", "secrets", "-n", NS][..],
-        &["watch", "secrets", "-n", NS],
-        &["update", "secrets", "-n", NS],
-        &["delete", "secrets", "-n", NS],
-        &["list", "secrets", "--all-namespaces"],
-        &["list", "nodes"],
-        &["delete", "pods", "-n", NS],
-        &["create", "pods", "--subresource=exec", "-n", NS],
-        &["get", "pods", "--subresource=log", "-n", NS],
-        &["create", "persistentvolumeclaims", "-n", NS],
-        &["create", "cacheclusters.kache.dev", "-n", NS],
-        &["delete", "cacheclusters.kache.dev", "-n", NS],
-        &[
+    refused.extend([
+        vec!["list", "cacheclusters.kache.dev", "--all-namespaces"],
+        vec!["list", "cacheclusters.kache.dev", "-n", UNWATCHED],
+        vec!["get", "secrets", "-n", UNWATCHED],
+        vec!["list", "secrets", "-n", NS],
+        vec!["watch", "secrets", "-n", NS],
+        vec!["update", "secrets", "-n", NS],
+        vec!["delete", "secrets", "-n", NS],
+        vec!["list", "secrets", "--all-namespaces"],
+        vec!["list", "nodes"],
+        vec!["delete", "pods", "-n", NS],
+        vec!["create", "pods", "--subresource=exec", "-n", NS],
+        vec!["get", "pods", "--subresource=log", "-n", NS],
+        vec!["create", "persistentvolumeclaims", "-n", NS],
+        vec!["create", "cacheclusters.kache.dev", "-n", NS],
+        vec!["delete", "cacheclusters.kache.dev", "-n", NS],
+        vec![
             "update",
             "leases.coordination.k8s.io/another",
             "-n",
             OPERATOR_NAMESPACE,
         ],
-        &["get", "leases.coordination.k8s.io", "-n", NS],
-        &["bind", "roles.rbac.authorization.k8s.io", "-n", NS],
-        &["escalate", "roles.rbac.authorization.k8s.io", "-n", NS],
-        &["create", "clusterroles.rbac.authorization.k8s.io"],
-        &["impersonate", "serviceaccounts", "-n", NS],
-        &["create", "deployments.apps", "-n", NS],
-    ] {
+        vec!["get", "leases.coordination.k8s.io", "-n", NS],
+        vec!["bind", "roles.rbac.authorization.k8s.io", "-n", NS],
+        vec!["escalate", "roles.rbac.authorization.k8s.io", "-n", NS],
+        vec!["create", "clusterroles.rbac.authorization.k8s.io"],
+        vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+        vec!["impersonate", "serviceaccounts", "-n", NS],
+        vec!["create", "deployments.apps", "-n", NS],
+    ]);
+    for args in &allowed {
+        let (yes, text) = can_i(args);
+        assert!(yes, "kubectl auth can-i {args:?}: {text}");
+    }
+    for args in &refused {
         let (yes, text) = can_i(args);
         assert!(!yes, "kubectl auth can-i {args:?} said yes: {text}");
     }
-    log("RBAC: as documented (rules review in two namespaces, 28 kubectl auth can-i answers)");
+    log(&format!(
+        "RBAC: as documented (rules review in three namespaces, {} kubectl auth can-i answers)",
+        allowed.len() + refused.len()
+    ));
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
