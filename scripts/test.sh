@@ -51,7 +51,7 @@ fi
 for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
   'watchNamespaces={Not_A_Namespace}' 'watchNamespaces={caches,-bad}' watchNamespaces=caches \
   watchAllNamespaces=maybe 'watchAllNamespaces=true,watchNamespaces={caches}' \
-  replicas=2,leaderElection.enabled=false crds.install=maybe; do
+  replicas=2,leaderElection.enabled=false crds.install=maybe rbac.certManager=maybe; do
   if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
     echo "helm template accepted the bad value $bad" >&2
     exit 1
@@ -76,6 +76,19 @@ for values in charts/kache/ci/*-values.yaml; do
     exit 1
   fi
 done
+# cert-manager Certificates: no rule by default; with rbac.certManager=true exactly get,
+# create and patch (the chart README says why), never list, watch, update or delete.
+rbac=$("$helm" template kache charts/kache --show-only templates/rbac.yaml)
+if grep -q 'cert-manager.io' <<<"$rbac"; then
+  echo "charts/kache: the default RBAC grants cert-manager Certificates" >&2
+  exit 1
+fi
+rbac=$("$helm" template kache charts/kache --set rbac.certManager=true --show-only templates/rbac.yaml)
+certificates=$(grep -A2 'apiGroups: \["cert-manager.io"\]' <<<"$rbac" | sed -n 's/^ *//; 2,3p')
+if [ "$certificates" != $'resources: ["certificates"]\nverbs: ["get", "create", "patch"]' ]; then
+  printf 'charts/kache: with rbac.certManager=true the Certificates rule must be get, create, patch:\n%s\n' "$certificates" >&2
+  exit 1
+fi
 # Scope: by default the operator's rules are a Role in the release namespace and nothing is
 # cluster-wide; watchNamespaces puts a Role in each listed namespace and none elsewhere; only
 # watchAllNamespaces=true renders a ClusterRole (so the first check can fail).

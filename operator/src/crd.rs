@@ -69,7 +69,7 @@ pub const DEFAULT_PARTITIONS: u32 = 271;
         name = "TLS",
         type_ = "string",
         json_path = ".status.tls.peer",
-        description = "Where the peer certificates come from: Operator, Secret or Disabled",
+        description = "Where the peer certificates come from: Operator, CertManager, Secret or Disabled",
         priority = 1
     ),
     printcolumn(
@@ -512,7 +512,9 @@ mod status;
 
 pub use persistence::{Fsync, Persistence, RetentionPolicy};
 pub use pod::{CacheContainerOverrides, DEFAULT_SHUTDOWN_GRACE_SECONDS, PodOverrides};
-pub use security::{AuthSpec, ClientTls, PeerTls, Role, TlsSpec, TokenSecret};
+pub use security::{
+    AuthSpec, ClientTls, IssuerKind, IssuerRef, PeerTls, Role, TlsSpec, TokenSecret,
+};
 pub use status::{
     AuthMode, AuthStatus, CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase,
     RebalanceStatus, TlsSource, TlsStatus,

@@ -28,6 +28,17 @@ pub struct SecurityView<'a> {
     pub security: &'a crate::resources::security::Security,
     /// One line per problem, naming Secrets and keys, never content.
     pub problems: &'a [String],
+    /// How the cert-manager Certificates stand (empty without `issuerRef`).
+    pub certificates: CertificatesView<'a>,
+}
+
+/// The cert-manager Certificates of the peer port, for the Secured condition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CertificatesView<'a> {
+    /// The Certificate API is missing or refused: why, and what to do.
+    pub unavailable: Option<&'a str>,
+    /// One line per Certificate not issued yet: its name and why.
+    pub pending: &'a [String],
 }
 
 /// What the status depends on besides the plan.

@@ -198,4 +198,14 @@ the reason for each; tests/tests/e2e/security.rs checks the granted rules agains
     resources: ["servicemonitors"]
     verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
   {{- end }}
+  {{- if .Values.rbac.certManager }}
+  # cert-manager Certificates of the members (spec.tls.peer.issuerRef): get reads one to
+  # see whether it is current and why it has not issued; create and patch are its
+  # server-side apply (create when it does not exist yet). No list or watch (the operator
+  # reads each by name at every reconcile), no update or delete (owner references delete
+  # them with their CacheCluster). The issued Secrets are read with the Secrets rule.
+  - apiGroups: ["cert-manager.io"]
+    resources: ["certificates"]
+    verbs: ["get", "create", "patch"]
+  {{- end }}
 {{- end }}

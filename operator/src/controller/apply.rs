@@ -18,12 +18,14 @@ use crate::resources::{self, Names, names::FIELD_MANAGER};
 use crate::scale::Plan;
 use crate::{Error, Result};
 
-/// Applies every owned object. `list_version` is the resourceVersion the member list
-/// was read at.
+/// Applies every owned object. `replicas`: the StatefulSet's size, the plan's unless
+/// certificates hold it back; `list_version` is the resourceVersion the member list was
+/// read at.
 pub(super) async fn objects(
     cc: &CacheCluster,
     ctx: &Context,
     plan: &Plan,
+    replicas: u32,
     list_version: Option<String>,
     security: &Security,
 ) -> Result<()> {
@@ -46,13 +48,7 @@ pub(super) async fn objects(
         apply(client, ns, &members).await?;
     }
     let hash = resources::config::settings_hash(&settings);
-    let sts = resources::statefulset::statefulset(
-        cc,
-        plan.statefulset_replicas,
-        &ctx.node_image,
-        &hash,
-        security,
-    );
+    let sts = resources::statefulset::statefulset(cc, replicas, &ctx.node_image, &hash, security);
     apply(client, ns, &sts).await?;
 
     match resources::pdb::pod_disruption_budget(cc) {

@@ -6,10 +6,12 @@
 //! - `apply`: writes the owned objects and the status.
 //! - `events`: one Kubernetes event per transition.
 //! - `secrets`: the CA, certificates and token Secrets, before the StatefulSet.
+//! - `cert_manager`: the cert-manager Certificates, when they are the peer source.
 //! - `backoff`: when to retry a failed reconcile.
 
 mod apply;
 pub mod backoff;
+mod cert_manager;
 mod events;
 mod observe;
 mod secrets;
@@ -42,7 +44,8 @@ use backoff::Backoff;
 /// from polling the nodes, which do not notify the operator.
 const REQUEUE_CHANGING: Duration = Duration::from_secs(2);
 /// How often a settled cluster is looked at again, to notice a node that stopped
-/// answering or restarted.
+/// answering or restarted, and a certificate cert-manager renewed (the operator copies it
+/// into `<name>-peer-tls` then; docs/operations.md gives the latency).
 const REQUEUE_SETTLED: Duration = Duration::from_secs(15);
 /// How long a controller may take to finish its in-flight reconciles after shutdown. Well
 /// inside the chart's terminationGracePeriodSeconds (30 s), which must also leave time to
@@ -285,14 +288,29 @@ async fn reconcile_cluster(cc: &CacheCluster, ctx: &Context) -> Result<Action> {
         // Certificates first: a pod the StatefulSet is about to add has its own already.
         let pods = pods_to_certify(cc, &plan, &observed);
         findings = secrets::ensure(cc, ctx, &security, &pods, Timestamp::now()).await?;
-        apply::objects(cc, ctx, &plan, list_version, &security).await?;
+        // cert-manager issues in its own time: a new pod waits for its certificate.
+        let replicas = resources::cert_manager::statefulset_replicas(
+            plan.statefulset_replicas,
+            existing_pods(&observed),
+            findings.certified(),
+        );
+        apply::objects(cc, ctx, &plan, replicas, list_version, &security).await?;
     }
 
     let previous = cc.status.as_ref();
     let mut status_ctx = status_context(cc, &names, previous, rebalance_timeout, Timestamp::now());
+    let certificates = findings
+        .cert_manager
+        .as_ref()
+        .map(|outcome| status::CertificatesView {
+            unavailable: outcome.unavailable.as_deref(),
+            pending: &outcome.pending,
+        })
+        .unwrap_or_default();
     status_ctx.security = Some(status::SecurityView {
         security: &security,
         problems: &findings.problems,
+        certificates,
     });
     let status = status::status(&plan, &observed, &status_ctx);
     apply::status(ctx, &names, &status).await?;
@@ -305,11 +323,17 @@ async fn reconcile_cluster(cc: &CacheCluster, ctx: &Context) -> Result<Action> {
     events::publish(cc, ctx, &plan, previous, &status, &losses).await;
     ctx.backoff.reset(&key);
     ctx.metrics.observe(&key, &status, started.elapsed());
-    Ok(Action::requeue(if plan.step.is_change() {
-        REQUEUE_CHANGING
-    } else {
-        REQUEUE_SETTLED
-    }))
+    let waiting_for_certificates = findings
+        .cert_manager
+        .as_ref()
+        .is_some_and(|outcome| !outcome.pending.is_empty());
+    Ok(Action::requeue(
+        if plan.step.is_change() || waiting_for_certificates {
+            REQUEUE_CHANGING
+        } else {
+            REQUEUE_SETTLED
+        },
+    ))
 }
 
 /// The pods that need a certificate: every ordinal up to the largest of the spec, the
@@ -321,10 +345,18 @@ fn pods_to_certify(
     observed: &scale::Observed,
 ) -> Vec<String> {
     let names = Names::of(cc);
-    let existing = observed.pods.keys().next_back().map_or(0, |last| last + 1);
     let spec = u32::try_from(cc.spec.replicas).unwrap_or(0);
-    let count = plan.statefulset_replicas.max(spec).max(existing);
+    let count = plan
+        .statefulset_replicas
+        .max(spec)
+        .max(existing_pods(observed));
     (0..count).map(|ordinal| names.pod(ordinal)).collect()
+}
+
+/// One more than the highest ordinal of a pod that exists: the StatefulSet size no
+/// certificate may shrink.
+fn existing_pods(observed: &scale::Observed) -> u32 {
+    observed.pods.keys().next_back().map_or(0, |last| last + 1)
 }
 
 /// The spec as the state machine sees it.

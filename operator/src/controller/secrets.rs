@@ -8,6 +8,8 @@
 //!   reported, not replaced.
 //! - `<name>-peer-tls` / `<name>-client-tls` are applied (server-side apply) only when a
 //!   leaf is issued or dropped, the CA changed, or a rotation was asked.
+//! - With `spec.tls.peer.issuerRef`, `<name>-peer-tls` is copied from what cert-manager
+//!   issues (`cert_manager`), and no CA is made for the peer port.
 //! - A Secret the user names is only read.
 //!
 //! Nothing here logs, records or returns a key or a token: problems name Secrets and keys.
@@ -20,8 +22,8 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::{Context, apply, events};
-use crate::crd::CacheCluster;
+use super::{Context, apply, cert_manager, events};
+use crate::crd::{CacheCluster, TlsSource};
 use crate::resources::Names;
 use crate::resources::certs::{self, Ca, LeafSpec};
 use crate::resources::security::{self, Security};
@@ -32,6 +34,16 @@ use crate::{Error, Result};
 pub struct Findings {
     /// One line per problem, naming the Secret and the key; never content.
     pub problems: Vec<String>,
+    /// The cert-manager Certificates, when `spec.tls.peer.issuerRef` is the source.
+    pub cert_manager: Option<cert_manager::Outcome>,
+}
+
+impl Findings {
+    /// How many leading ordinals have their peer certificate, when the source issues
+    /// asynchronously (cert-manager); None when every pod asked for has one.
+    pub fn certified(&self) -> Option<u32> {
+        self.cert_manager.as_ref().map(|outcome| outcome.certified)
+    }
 }
 
 /// Makes sure every Secret the pods of `security` mount for `pods` exists and is good.
@@ -59,6 +71,14 @@ pub(super) async fn ensure(
     for (mount, field, peer) in ports {
         let Some(mount) = mount else { continue };
         let existing = get(&secrets, &mount.secret).await?;
+        if mount.source == TlsSource::CertManager {
+            if let Some(issuer) = &cc.spec.tls.peer.issuer_ref {
+                let outcome =
+                    cert_manager::ensure(cc, ctx, issuer, pods, existing.as_ref()).await?;
+                findings.cert_manager = Some(outcome);
+            }
+            continue;
+        }
         if !mount.generated() {
             check_user_tls(field, &mount.secret, existing.as_ref(), pods, &mut findings);
             continue;

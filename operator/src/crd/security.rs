@@ -25,7 +25,10 @@ pub struct TlsSpec {
 }
 
 /// Mutual TLS between the members.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.issuerRef) || !has(self.secretName) || self.secretName == ''"
+).message("tls.peer: set issuerRef (cert-manager issues the certificates) or secretName (your own Secret), not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct PeerTls {
     /// Members accept peer calls only over TLS 1.3 with a certificate of this cluster.
@@ -40,6 +43,51 @@ pub struct PeerTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_secret_name")]
     pub secret_name: Option<String>,
+    /// A cert-manager issuer: the operator applies one cert-manager `Certificate` per pod
+    /// (`<name>-peer-<ordinal>`) and copies what cert-manager issues into
+    /// `<name>-peer-tls`. Needs cert-manager, and the chart's `rbac.certManager=true`.
+    /// Not together with secretName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// The cert-manager issuer that signs the members' certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The Issuer (in the CacheCluster's namespace) or ClusterIssuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Issuer or ClusterIssuer.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// The issuer's API group: cert-manager.io, or an external issuer's.
+    #[serde(default = "cert_manager_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
+}
+
+/// Whether the issuer is namespaced or cluster-wide.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issuer => "Issuer",
+            Self::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+fn cert_manager_group() -> String {
+    "cert-manager.io".to_owned()
 }
 
 /// TLS on the client ports (HTTP and RESP).

@@ -98,6 +98,9 @@ pub struct TlsStatus {
 pub enum TlsSource {
     /// Certificates from the CacheCluster's own CA, kept by the operator.
     Operator,
+    /// Certificates cert-manager issues (`spec.tls.peer.issuerRef`), which the operator
+    /// copies into the Secret the pods mount.
+    CertManager,
     /// Certificates from a Secret the user manages.
     Secret,
     /// No TLS.

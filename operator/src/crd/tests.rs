@@ -69,6 +69,8 @@ fn good_specs_pass_the_rules() {
         "replicas: 1\nreplicationFactor: all",
         "replicas: 5\nreplicationFactor: 2\npersistence: {enabled: false}",
         "replicas: 3\npersistence: {enabled: true}",
+        "replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca}}}",
+        "replicas: 3\ntls: {peer: {secretName: '', issuerRef: {name: corp-ca, kind: ClusterIssuer, group: cert-manager.io}}}",
         "replicas: 3\ntls: {peer: {enabled: true, secretName: ''}, client: {enabled: true, secretName: my-tls}}\n\
          auth: {tokens: [{secretName: app-readers, role: read}, {secretName: app-writers, role: readwrite}]}",
         "replicas: 3\npersistence: {enabled: true, storageClassName: fast-ssd, size: 1.5Gi, \
@@ -492,4 +494,35 @@ fn a_stored_object_without_the_security_fields_reads_as_unset() {
     assert_eq!(spec.tls.peer.enabled, None, "resolved against what runs");
     assert_eq!(spec.auth.enabled, None);
     assert!(!spec.tls.client.enabled, "client TLS is opt-in");
+}
+
+#[test]
+fn an_issuer_ref_defaults_to_a_cert_manager_issuer_and_excludes_a_secret_name() {
+    let spec: CacheClusterSpec =
+        serde_yaml::from_str("replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca}}}").unwrap();
+    let issuer = spec.tls.peer.issuer_ref.unwrap();
+    assert_eq!(issuer.kind, crate::crd::IssuerKind::Issuer);
+    assert_eq!(issuer.group, "cert-manager.io");
+    let message =
+        refusal("replicas: 3\ntls: {peer: {secretName: my-tls, issuerRef: {name: corp-ca}}}");
+    assert!(
+        message.contains("set issuerRef (cert-manager issues the certificates) or secretName"),
+        "{message}"
+    );
+    // Only the two kinds cert-manager has.
+    let other: Result<CacheClusterSpec, _> =
+        serde_yaml::from_str("replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca, kind: Vault}}}");
+    assert!(other.is_err());
+    let schema = serde_json::to_value(CacheCluster::crd()).unwrap();
+    let issuer_ref = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["tls"]["properties"]["peer"]["properties"]["issuerRef"];
+    assert_eq!(issuer_ref["required"], serde_json::json!(["name"]));
+    assert_eq!(
+        issuer_ref["properties"]["kind"]["enum"],
+        serde_json::json!(["Issuer", "ClusterIssuer"])
+    );
+    assert_eq!(
+        issuer_ref["properties"]["group"]["default"],
+        "cert-manager.io"
+    );
 }

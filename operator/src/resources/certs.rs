@@ -92,7 +92,7 @@ pub fn member_uri(cluster_id: &str, member: &str) -> String {
 }
 
 /// The pod's names under the headless peer Service.
-fn pod_dns_names(names: &Names, pod: &str) -> Vec<String> {
+pub(crate) fn pod_dns_names(names: &Names, pod: &str) -> Vec<String> {
     let short = format!("{pod}.{}.{}.svc", names.peers(), names.namespace);
     let long = format!("{short}.{CLUSTER_DOMAIN}");
     vec![short, long]
@@ -308,7 +308,7 @@ pub fn check_layout(
     Ok(())
 }
 
-fn holds_certificate(bytes: &[u8]) -> bool {
+pub(crate) fn holds_certificate(bytes: &[u8]) -> bool {
     x509_parser::pem::parse_x509_pem(bytes)
         .is_ok_and(|(_, pem)| pem.label == "CERTIFICATE" && pem.parse_x509().is_ok())
 }

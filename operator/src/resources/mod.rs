@@ -12,8 +12,11 @@
 //! - `optional`: the NetworkPolicy and the prometheus-operator ServiceMonitor.
 //! - `certs`: the CA and the pods' certificates (default source), and the check of a
 //!   user's TLS Secret.
+//! - `cert_manager`: the cert-manager Certificate of each member, and the peer Secret
+//!   put together from what it issues (`spec.tls.peer.issuerRef`).
 //! - `security`: what TLS and auth a cluster runs with, its Secrets, and their mounts.
 
+pub mod cert_manager;
 pub mod certs;
 pub mod config;
 pub mod names;

@@ -86,6 +86,20 @@ impl Names {
         format!("{}-peer-tls", self.cluster)
     }
 
+    /// The cert-manager Certificate of member `ordinal`, and the Secret it issues into
+    /// (`spec.tls.peer.issuerRef`).
+    pub fn peer_certificate(&self, ordinal: u32) -> String {
+        format!("{}-peer-{ordinal}", self.cluster)
+    }
+
+    /// The ordinal of one of this cluster's pods (`<name>-<ordinal>`).
+    pub fn ordinal_of(&self, pod: &str) -> Option<u32> {
+        pod.strip_prefix(self.cluster.as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
     /// The generated Secret of the client-port certificates.
     pub fn client_tls(&self) -> String {
         format!("{}-client-tls", self.cluster)

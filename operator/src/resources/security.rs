@@ -9,7 +9,9 @@
 //! Secrets (owned by the CacheCluster, so deleted with it; docs/security.md):
 //! - `<name>-ca`: `ca.crt`, `ca.key`. Created once, never rewritten by the operator.
 //! - `<name>-peer-tls`, `<name>-client-tls`: `ca.crt`, `<pod>.crt`, `<pod>.key` per pod;
-//!   annotated with the `kache.dev/rotate-certificates` value they were issued for.
+//!   annotated with the `kache.dev/rotate-certificates` value they were issued for. With
+//!   `spec.tls.peer.issuerRef`, `<name>-peer-tls` is copied from the Secrets cert-manager
+//!   issues (`cert_manager`).
 //! - `<name>-auth`: `admin`, a random token. Created once, never rewritten.
 
 use std::collections::BTreeMap;
@@ -50,7 +52,8 @@ const TOKEN_BYTES: usize = 32;
 /// Where one port's certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsMount {
-    /// The operator's CA (and it writes `secret`), or the user's Secret (read only).
+    /// The operator's CA or cert-manager (the operator writes `secret` either way), or
+    /// the user's Secret (read only).
     pub source: TlsSource,
     pub secret: String,
 }
@@ -133,7 +136,15 @@ pub fn resolve(cc: &CacheCluster, running: Option<Running>) -> Security {
     };
     Security {
         cluster_id: cc.uid(),
-        peer: peer_on.then(|| mount(spec.tls.peer.secret_name.as_ref(), names.peer_tls())),
+        peer: peer_on.then(|| match &spec.tls.peer.issuer_ref {
+            // CEL refuses issuerRef with a secretName; the user's Secret wins if both
+            // slipped through (it is only read, so nothing is overwritten).
+            Some(_) if secret_name(spec.tls.peer.secret_name.as_ref()).is_none() => TlsMount {
+                source: TlsSource::CertManager,
+                secret: names.peer_tls(),
+            },
+            _ => mount(spec.tls.peer.secret_name.as_ref(), names.peer_tls()),
+        }),
         client: spec
             .tls
             .client

@@ -72,13 +72,27 @@ pub fn conditions(
 }
 
 /// Secured: members talk over mutual TLS, clients need a token, and every Secret the
-/// pods mount is there and in the nodes' layout. False says which of these is missing,
+/// pods mount is there and in the nodes' layout (with cert-manager: every Certificate
+/// issued, or `CertificatePending` naming those that are not; `CertManagerUnavailable`
+/// when its API is missing or refused). False says which of these is missing,
 /// so an open cluster is visible in `kubectl get cc -o wide` (with the Auth column) and
 /// in `kubectl describe`.
 pub fn secured(view: SecurityView<'_>) -> Verdict {
     let security = view.security;
+    if let Some(unavailable) = view.certificates.unavailable {
+        return Verdict::no("CertManagerUnavailable", unavailable);
+    }
     if !view.problems.is_empty() {
         return Verdict::no("SecretProblem", view.problems.join("; "));
+    }
+    if !view.certificates.pending.is_empty() {
+        return Verdict::no(
+            "CertificatePending",
+            format!(
+                "waiting for cert-manager; a pod starts only once its certificate is issued: {}",
+                view.certificates.pending.join("; ")
+            ),
+        );
     }
     if security.auth.is_none() {
         return Verdict::no(
@@ -94,6 +108,7 @@ pub fn secured(view: SecurityView<'_>) -> Verdict {
     };
     let source = |source: TlsSource| match source {
         TlsSource::Operator => "from the operator's CA",
+        TlsSource::CertManager => "from cert-manager",
         TlsSource::Secret => "from the user's Secret",
         TlsSource::Disabled => "off",
     };

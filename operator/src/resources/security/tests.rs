@@ -284,3 +284,42 @@ fn good_leaves_are_kept_new_pods_get_theirs_and_a_rotation_reissues_all() {
         ]
     );
 }
+
+#[test]
+fn an_issuer_ref_makes_cert_manager_the_peer_source_and_no_ca_is_kept() {
+    let security = secure(
+        "replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca}}}",
+        None,
+    );
+    assert_eq!(
+        security.peer,
+        Some(TlsMount {
+            source: TlsSource::CertManager,
+            secret: "demo-peer-tls".to_owned()
+        }),
+        "the pods mount the Secret the operator puts together"
+    );
+    assert!(!security.peer.as_ref().unwrap().generated());
+    assert!(
+        !security.needs_ca(),
+        "cert-manager's issuer is the trust root"
+    );
+    assert_eq!(security.tls_status().peer, TlsSource::CertManager);
+    assert_eq!(
+        security.tls_status().peer_secret_name.as_deref(),
+        Some("demo-peer-tls")
+    );
+    // Client TLS still comes from the operator's CA, which is then kept.
+    let both = secure(
+        "replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca}}, client: {enabled: true}}",
+        None,
+    );
+    assert_eq!(both.client.as_ref().unwrap().source, TlsSource::Operator);
+    assert!(both.needs_ca());
+    // Peer TLS off: the issuer is not used.
+    let off = secure(
+        "replicas: 3\ntls: {peer: {enabled: false, issuerRef: {name: corp-ca}}}",
+        None,
+    );
+    assert_eq!(off.peer, None);
+}

@@ -226,3 +226,69 @@ fn a_transition_time_moves_only_when_the_condition_flips() {
     );
     assert_eq!(flipped.last_transition_time, Time(later));
 }
+
+/// A cluster secured by cert-manager, with client TLS off and tokens on.
+fn cert_manager_security() -> crate::resources::security::Security {
+    crate::resources::security::resolve(
+        &crate::resources::names::tests::cache_cluster(
+            "replicas: 3\ntls: {peer: {issuerRef: {name: corp-ca}}}",
+        ),
+        None,
+    )
+}
+
+#[test]
+fn secured_says_which_certificate_cert_manager_has_not_issued_and_when_it_cannot() {
+    let security = cert_manager_security();
+    let view = |problems, certificates| SecurityView {
+        security: &security,
+        problems,
+        certificates,
+    };
+    let all_issued = secured(view(&[], crate::status::CertificatesView::default()));
+    assert_eq!(said(&all_issued), (true, "Secured"));
+    assert!(
+        all_issued.message.contains("from cert-manager"),
+        "{}",
+        all_issued.message
+    );
+
+    let pending = vec!["Certificate demo-peer-2: Secret demo-peer-2 does not exist yet".to_owned()];
+    let waiting = secured(view(
+        &[],
+        crate::status::CertificatesView {
+            unavailable: None,
+            pending: &pending,
+        },
+    ));
+    assert_eq!(said(&waiting), (false, "CertificatePending"));
+    assert!(
+        waiting.message.contains("demo-peer-2"),
+        "{}",
+        waiting.message
+    );
+
+    // A missing API outranks a bad Secret, which outranks a pending Certificate.
+    let problems = vec!["spec.auth.tokens: Secret app does not exist".to_owned()];
+    let bad = secured(view(
+        &problems,
+        crate::status::CertificatesView {
+            unavailable: None,
+            pending: &pending,
+        },
+    ));
+    assert_eq!(said(&bad), (false, "SecretProblem"));
+    let missing = secured(view(
+        &problems,
+        crate::status::CertificatesView {
+            unavailable: Some("the cert-manager Certificate API is not installed here"),
+            pending: &pending,
+        },
+    ));
+    assert_eq!(said(&missing), (false, "CertManagerUnavailable"));
+    assert!(
+        missing.message.contains("not installed"),
+        "{}",
+        missing.message
+    );
+}
