@@ -7,7 +7,9 @@
 //! and a scale 3 -> 1 -> 3 brings back no deleted key and no old value, and deleting the
 //! CacheCluster collects everything it owned (a persistent one's volumes stay). The
 //! operator's ServiceAccount holds exactly the RBAC the chart README documents, and a
-//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`).
+//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). A
+//! cluster whose peer certificates come from cert-manager (a stand-in CRD and signer)
+//! runs on them (`cert_manager`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -38,6 +40,8 @@ use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::Value as Json;
 
+#[path = "e2e/cert_manager.rs"]
+mod cert_manager;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/tls_auth.rs"]
@@ -580,6 +584,9 @@ async fn kache_on_a_real_control_plane() {
             "--create-namespace",
             "--set",
             &format!("watchNamespaces={{{NS}}}"),
+            // For the cert-manager scenario (a stand-in CRD and signer, at the end).
+            "--set",
+            "rbac.certManager=true",
             "--wait",
             "--timeout",
             "180s",
@@ -835,6 +842,10 @@ async fn kache_on_a_real_control_plane() {
         },
     )
     .await;
+
+    // 8. cert-manager (a stand-in CRD and signer) issues the peer certificates of a
+    //    2-member cluster: it serves, replicates, and presents what the stand-in issued.
+    cert_manager::issued_by_cert_manager(&client, &http).await;
     log("all scenarios passed");
 }
 

@@ -14,7 +14,7 @@ use kube::api::PostParams;
 use super::*;
 
 /// The chart's release namespace and the operator's ServiceAccount and Lease there
-/// (release `kache`, installed with `watchNamespaces={e2e}`).
+/// (release `kache`, installed with `watchNamespaces={e2e}` and `rbac.certManager=true`).
 const OPERATOR_NAMESPACE: &str = "kache-system";
 const OPERATOR_SA: &str = "system:serviceaccount:kache-system:kache-operator";
 const LEASE: &str = "kache";
@@ -61,6 +61,13 @@ const WATCHED_RULES: &[Rule] = &[
     ),
     ("networking.k8s.io", &["networkpolicies"], &[], ALL),
     ("monitoring.coreos.com", &["servicemonitors"], &[], ALL),
+    // rbac.certManager=true, as the e2e installs the chart.
+    (
+        "cert-manager.io",
+        &["certificates"],
+        &[],
+        &["get", "create", "patch"],
+    ),
 ];
 
 /// The README's leader-election table: a Role in the release namespace only.
@@ -193,6 +200,7 @@ pub async fn operator_rbac_is_as_documented() {
         vec!["create", "networkpolicies.networking.k8s.io", "-n", NS],
         vec!["get", "secrets", "-n", NS],
         vec!["patch", "secrets", "-n", NS],
+        vec!["create", "certificates.cert-manager.io", "-n", NS],
         vec!["update", &our_lease, "-n", OPERATOR_NAMESPACE],
     ];
     // The writes that amount to reading Secrets: in the watched namespace only.
@@ -218,6 +226,9 @@ pub async fn operator_rbac_is_as_documented() {
         vec!["update", "secrets", "-n", NS],
         vec!["delete", "secrets", "-n", NS],
         vec!["list", "secrets", "--all-namespaces"],
+        vec!["list", "certificates.cert-manager.io", "-n", NS],
+        vec!["delete", "certificates.cert-manager.io", "-n", NS],
+        vec!["create", "certificates.cert-manager.io", "-n", UNWATCHED],
         vec!["list", "nodes"],
         vec!["delete", "pods", "-n", NS],
         vec!["create", "pods", "--subresource=exec", "-n", NS],

@@ -49,7 +49,7 @@ pub fn create_token_secrets() {
     }
 }
 
-async fn secret_data(client: &Client, name: &str) -> BTreeMap<String, Vec<u8>> {
+pub async fn secret_data(client: &Client, name: &str) -> BTreeMap<String, Vec<u8>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let secret = secrets.get(name).await.unwrap();
     secret
@@ -61,7 +61,7 @@ async fn secret_data(client: &Client, name: &str) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// SHA-256 (hex) of the DER of the first certificate in `pem`, as `/v1/cluster` reports it.
-fn fingerprint(pem: &[u8]) -> String {
+pub fn fingerprint(pem: &[u8]) -> String {
     let der = CertificateDer::from_pem_slice(pem).unwrap();
     sha2::Sha256::digest(der.as_ref())
         .iter()
@@ -70,7 +70,7 @@ fn fingerprint(pem: &[u8]) -> String {
 }
 
 /// What `/v1/cluster` says the pod at `ip` serves on its peer port.
-async fn served_peer_fingerprint(http: &reqwest::Client, ip: &str) -> Option<String> {
+pub async fn served_peer_fingerprint(http: &reqwest::Client, ip: &str) -> Option<String> {
     let report: Json = http
         .get(format!("http://{ip}:{HTTP_PORT}/v1/cluster"))
         .send()
