@@ -594,6 +594,8 @@ async fn kache_on_a_real_control_plane() {
         None,
     );
     tls_auth::create_token_secrets();
+    // The Certificate CRD first: `kubectl auth can-i` answers no for an unknown resource.
+    cert_manager::install_crd();
     security::operator_rbac_is_as_documented().await;
 
     // 2. A 3-member cluster becomes Available; keys written through one pod are readable

@@ -220,9 +220,9 @@ async fn sign_one(
     Ok(())
 }
 
-/// The scenario: the stand-in CRD and signer, then cc/issued on cert-manager certificates.
-pub async fn issued_by_cert_manager(client: &Client, http: &reqwest::Client) {
-    log("cert-manager stand-in: the Certificate CRD and a signer");
+/// Installs the stand-in Certificate CRD and waits until it is served. Called before the
+/// RBAC checks, since `kubectl auth can-i` answers no for a resource the server lacks.
+pub fn install_crd() {
     apply(CERTIFICATE_CRD);
     must(
         "kubectl",
@@ -234,6 +234,13 @@ pub async fn issued_by_cert_manager(client: &Client, http: &reqwest::Client) {
         ],
         None,
     );
+}
+
+/// The scenario: the stand-in signer (the CRD is in since `install_crd`), then
+/// cc/issued on cert-manager certificates.
+pub async fn issued_by_cert_manager(client: &Client, http: &reqwest::Client) {
+    log("cert-manager stand-in: a signer for the Certificate CRD");
+    install_crd();
     let signer = StandIn::start(client.clone());
 
     log(&format!(
