@@ -152,6 +152,7 @@ if run_part resp; then
   read -r k_set k_set_p99 <<<"$(rb "$(resp_port 0)" set "${tls[@]}")"
   stop_all
   start_kache 0
+  python3 "$here/load.py" resp "$KEYSPACE" "$VALUE_BYTES" | redis-cli -p "$(resp_port 0)" --pipe >/dev/null
   read -r kp_get kp_get_p99 <<<"$(rb "$(resp_port 0)" get)"
   stop_all
   (cd "$work" && exec taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" \
