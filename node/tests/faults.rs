@@ -9,7 +9,9 @@
 //! none), and quorum reads never go backwards for a key.
 //!
 //! `KACHE_FAULT_ROUNDS=N` repeats the fault cycle N times (the soak); the default, one,
-//! is what `scripts/test.sh` runs. The figures are in docs/reliability.md.
+//! is what `scripts/test.sh` runs. `KACHE_FAULT_TLS=1` runs it with mutual TLS between
+//! the nodes (`--peer-tls-dir`, as a CacheCluster runs by default). The figures are in
+//! docs/reliability.md.
 
 mod common;
 
@@ -303,6 +305,30 @@ async fn read_probes(
 }
 
 /// Node `i`'s failed peer exchanges so far (`sync.failures` in its report).
+/// Certificates for node-0..node-3 of the cluster "faults", readable by the users the
+/// nodes run as (each its own, for the link cut).
+#[expect(clippy::expect_used, reason = "test setup: a failed step fails the test")]
+fn peer_tls_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = common::certs::Ca::new("faults");
+    ca.write_member_dir(
+        dir.path(),
+        "faults",
+        &["node-0", "node-1", "node-2", "node-3"],
+    );
+    let readable = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .expect("chmod a certificate file");
+    };
+    readable(dir.path(), 0o755);
+    let files = std::fs::read_dir(dir.path()).expect("list the certificates");
+    for file in files {
+        readable(&file.expect("a directory entry").path(), 0o644);
+    }
+    dir
+}
+
 async fn sync_failures(cluster: &StaticCluster, i: usize) -> u64 {
     let node = &cluster.nodes[i];
     let report: Option<serde_json::Value> = node.get("/v1/cluster").await.json().await.ok();
@@ -333,6 +359,14 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
     // node-0's clock runs 300 ms ahead (within the 500 ms bound) the whole time. node-3
     // is not a member at first: it joins and leaves in every round. Each node runs as
     // its own user, so that one peer link can be cut.
+    let tls = std::env::var("KACHE_FAULT_TLS")
+        .is_ok_and(|v| v == "1")
+        .then(peer_tls_dir);
+    let tls_dir = tls.as_ref().map(|dir| dir.path().display().to_string());
+    let mut extra = vec!["--tombstone-ttl", "1s", "--anti-entropy-interval", "300ms"];
+    if let Some(dir) = &tls_dir {
+        extra.extend(["--peer-tls-dir", dir.as_str(), "--cluster-id", "faults"]);
+    }
     let mut cluster = StaticCluster::start_with(
         &[
             vec![("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+0.3")],
@@ -342,7 +376,7 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
         ],
         "3",
         &Options {
-            extra: &["--tombstone-ttl", "1s", "--anti-entropy-interval", "300ms"],
+            extra: &extra,
             first_uid: Some(46_100),
             listed: Some(3),
         },
@@ -495,7 +529,12 @@ async fn acknowledged_writes_survive_kills_pauses_cuts_skew_and_moves() {
         report_failure(&history, &timeline, &finals);
     }
     println!(
-        "fault suite: {} ops, {} acknowledged, {} unknown, {faults} faults, {} lost, {} resurrected, {} reads backwards",
+        "fault suite ({} peers): {} ops, {} acknowledged, {} unknown, {faults} faults, {} lost, {} resurrected, {} reads backwards",
+        if tls.is_some() {
+            "mutual TLS"
+        } else {
+            "plaintext"
+        },
         verdict.ops,
         verdict.acknowledged,
         verdict.unknown,
