@@ -304,10 +304,12 @@ async fn read_probes(
     ops
 }
 
-/// Node `i`'s failed peer exchanges so far (`sync.failures` in its report).
 /// Certificates for node-0..node-3 of the cluster "faults", readable by the users the
 /// nodes run as (each its own, for the link cut).
-#[expect(clippy::expect_used, reason = "test setup: a failed step fails the test")]
+#[expect(
+    clippy::expect_used,
+    reason = "test setup: a failed step fails the test"
+)]
 fn peer_tls_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -329,6 +331,7 @@ fn peer_tls_dir() -> tempfile::TempDir {
     dir
 }
 
+/// Node `i`'s failed peer exchanges so far (`sync.failures` in its report).
 async fn sync_failures(cluster: &StaticCluster, i: usize) -> u64 {
     let node = &cluster.nodes[i];
     let report: Option<serde_json::Value> = node.get("/v1/cluster").await.json().await.ok();
