@@ -230,6 +230,13 @@ async fn delete(http: &reqwest::Client, ip: &str, key: &str) -> Result<(), Strin
     }
 }
 
+/// `redis-cli -h ip -p 6379` with the scenarios' admin token, then `args`; must succeed.
+fn redis_cli(ip: &str, args: &[&str]) -> String {
+    let mut all = vec!["-h", ip, "-p", "6379", "-a", TOKEN, "--no-auth-warning"];
+    all.extend_from_slice(args);
+    must("redis-cli", &all, None)
+}
+
 /// The Redis protocol, through a client nobody here wrote: `redis-cli -c` (following the
 /// slot map) reads keys written over HTTP through every pod, a key it writes reads back
 /// over HTTP, and `CLUSTER SLOTS` lists every pod at its RESP port.
@@ -240,83 +247,24 @@ async fn resp_agrees_with_http(
 ) {
     for (n, (key, value)) in keys.iter().take(12).enumerate() {
         let ip = ips.values().nth(n % ips.len()).unwrap();
-        let got = must(
-            "redis-cli",
-            &[
-                "-c",
-                "-h",
-                ip,
-                "-p",
-                "6379",
-                "-a",
-                TOKEN,
-                "--no-auth-warning",
-                "GET",
-                key,
-            ],
-            None,
-        );
+        let got = redis_cli(ip, &["-c", "GET", key]);
         assert_eq!(got.trim_end(), value, "redis-cli -c GET {key} via {ip}");
     }
     for (ordinal, ip) in ips {
         let key = format!("resp-{}-{ordinal}", ips.len());
-        let set = must(
-            "redis-cli",
-            &[
-                "-c",
-                "-h",
-                ip,
-                "-p",
-                "6379",
-                "-a",
-                TOKEN,
-                "--no-auth-warning",
-                "SET",
-                &key,
-                ip,
-            ],
-            None,
-        );
+        let set = redis_cli(ip, &["-c", "SET", &key, ip]);
         assert_eq!(set.trim_end(), "OK");
         assert_eq!(get(http, ip, &key).await, Ok(Some(ip.clone())), "{key}");
     }
     let first = ips.values().next().unwrap();
-    let slots = must(
-        "redis-cli",
-        &[
-            "-h",
-            first,
-            "-p",
-            "6379",
-            "-a",
-            TOKEN,
-            "--no-auth-warning",
-            "CLUSTER",
-            "SLOTS",
-        ],
-        None,
-    );
+    let slots = redis_cli(first, &["CLUSTER", "SLOTS"]);
     for ip in ips.values() {
         assert!(
             slots.contains(ip.as_str()),
             "CLUSTER SLOTS lacks {ip}:\n{slots}"
         );
     }
-    let info = must(
-        "redis-cli",
-        &[
-            "-h",
-            first,
-            "-p",
-            "6379",
-            "-a",
-            TOKEN,
-            "--no-auth-warning",
-            "CLUSTER",
-            "INFO",
-        ],
-        None,
-    );
+    let info = redis_cli(first, &["CLUSTER", "INFO"]);
     assert!(info.contains("cluster_state:ok"), "{info}");
     log(&format!(
         "RESP: redis-cli -c agrees with HTTP on {} pods",

@@ -49,7 +49,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(2048);
     let samples = store_samples(&stats)
         .into_iter()
-        .chain(node_samples(&state));
+        .chain(node_samples(&state))
+        .chain(auth_samples(state.auth()));
     for (name, kind, help, value) in samples {
         let _ = writeln!(
             out,
@@ -66,7 +67,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "kache_http_responses_total{{class=\"{class}\"}} {count}"
         );
     }
-    auth_metrics(state.auth(), &mut out);
+    auth_refusals(state.auth(), &mut out);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
@@ -337,9 +338,9 @@ fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
     samples
 }
 
-/// Client authentication: whether it is on, the users it knows, what it refused.
-fn auth_metrics(auth: &Auth, out: &mut String) {
-    let samples: [Sample; 3] = [
+/// Client authentication: whether it is on, the users it knows, failed re-reads.
+fn auth_samples(auth: &Auth) -> [Sample; 3] {
+    [
         (
             "kache_auth_enabled",
             "gauge",
@@ -358,13 +359,11 @@ fn auth_metrics(auth: &Auth, out: &mut String) {
             "Reads of --auth-dir that failed; the tokens read before stayed in force.",
             auth.reload_failures(),
         ),
-    ];
-    for (name, kind, help, value) in samples {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    ]
+}
+
+/// What client authentication refused, by protocol and reason.
+fn auth_refusals(auth: &Auth, out: &mut String) {
     let _ = writeln!(
         out,
         "# HELP kache_auth_refused_total Client requests refused for want of a valid token \

@@ -11,18 +11,22 @@ use crate::test_support::small_config;
 
 /// A small node (`test_support::small_config`) serving RESP on 127.0.0.1:0.
 async fn node(extra: &[&str]) -> (std::net::SocketAddr, AppState) {
-    let config = small_config(extra);
-    let state = AppState::single_node(&config);
+    let state = AppState::single_node(&small_config(extra));
+    (serving(state.clone()).await, state)
+}
+
+/// Serves RESP (plaintext, single node) for `state` on 127.0.0.1:0; returns the address.
+async fn serving(state: AppState) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(super::serve(
         listener,
-        state.clone(),
+        state,
         false,
         None,
         std::future::pending(),
     ));
-    (addr, state)
+    addr
 }
 
 struct Client(TcpStream);
@@ -377,16 +381,7 @@ async fn node_with_auth() -> (std::net::SocketAddr, AppState, tempfile::TempDir)
     }
     let auth = crate::auth::Auth::load(dir.path().to_owned()).expect("load");
     let state = AppState::single_node(&small_config(&[])).with_auth(auth);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(super::serve(
-        listener,
-        state.clone(),
-        false,
-        None,
-        std::future::pending(),
-    ));
-    (addr, state, dir)
+    (serving(state.clone()).await, state, dir)
 }
 
 const NOAUTH: &str = "-NOAUTH Authentication required.\r\n";

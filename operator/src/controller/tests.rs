@@ -76,6 +76,14 @@ fn writes(log: &Log) -> Vec<String> {
         .collect()
 }
 
+/// The writes of Secrets among them.
+fn secret_writes(log: &Log) -> Vec<String> {
+    writes(log)
+        .into_iter()
+        .filter(|w| w.contains("/secrets"))
+        .collect()
+}
+
 #[tokio::test]
 async fn an_api_error_fails_the_reconcile_and_writes_nothing() {
     let (client, log) = mock_api(|_, _| {
@@ -241,12 +249,8 @@ async fn the_secrets_pass_creates_the_ca_issues_leaves_and_never_writes_what_exi
         .await
         .unwrap();
 
-    let secret_writes: Vec<String> = writes(&log)
-        .into_iter()
-        .filter(|w| w.contains("/secrets"))
-        .collect();
     assert_eq!(
-        secret_writes,
+        secret_writes(&log),
         [
             "POST /api/v1/namespaces/shop/secrets",
             "PATCH /api/v1/namespaces/shop/secrets/demo-client-tls",
@@ -301,12 +305,8 @@ async fn the_admin_token_is_created_when_missing() {
     secrets::ensure(&cc, &ctx, &security, &[], Timestamp::now())
         .await
         .unwrap();
-    let secret_writes: Vec<String> = writes(&log)
-        .into_iter()
-        .filter(|w| w.contains("/secrets"))
-        .collect();
     assert_eq!(
-        secret_writes,
+        secret_writes(&log),
         [
             "POST /api/v1/namespaces/shop/secrets",
             "PATCH /api/v1/namespaces/shop/secrets/demo-peer-tls",
