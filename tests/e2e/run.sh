@@ -31,6 +31,8 @@ export HELM="$bin/helm"
 
 echo "== build kache-kubelet, and the kache-node and kache-operator images (scripts/build-images.sh)"
 cargo build --locked -p process-kubelet --bins
+# The kubectl plugin the scenarios run as `kubectl kache` (tests/tests/e2e/plugin.rs).
+cargo build --locked -p kubectl-kache
 # A second tag of each image (same layers, another version label) for the upgrade scenario.
 KACHE_IMAGE_EXTRA_TAG=0.1.0-upgrade scripts/build-images.sh
 images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
