@@ -64,7 +64,8 @@ pub fn says_the_crd_is_missing() {
     let (ok, _, stderr) = kubectl_kache(&["-n", NS, "status", "scale"], None);
     assert!(!ok, "status without the CRD fails");
     assert!(
-        stderr.contains("the CacheCluster CRD is not installed") && stderr.contains("helm install kache"),
+        stderr.contains("the CacheCluster CRD is not installed")
+            && stderr.contains("helm install kache"),
         "{stderr}"
     );
     log("kubectl kache without the CRD: says to install it");
@@ -101,7 +102,11 @@ impl DuringScale {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let (ok, stdout, stderr) = kubectl_kache(&["-n", NS, "status", &name], None);
-                    let sample = if ok { stdout } else { format!("FAILED: {stderr}") };
+                    let sample = if ok {
+                        stdout
+                    } else {
+                        format!("FAILED: {stderr}")
+                    };
                     samples.lock().unwrap().push(sample);
                     std::thread::sleep(Duration::from_millis(300));
                 }
@@ -137,7 +142,10 @@ impl DuringScale {
                 samples.last().map_or("", String::as_str)
             )
         });
-        assert!(during.contains("MEMBERS") && during.contains("CONDITIONS"), "{during}");
+        assert!(
+            during.contains("MEMBERS") && during.contains("CONDITIONS"),
+            "{during}"
+        );
         log(&format!("kubectl kache status during the scale:\n{during}"));
 
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -145,11 +153,16 @@ impl DuringScale {
             if let Some(status) = self.watch.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "kubectl kache watch did not end after the move");
+            assert!(
+                Instant::now() < deadline,
+                "kubectl kache watch did not end after the move"
+            );
             std::thread::sleep(Duration::from_millis(500));
         };
         let transcript = std::fs::read_to_string(&self.watch_path).unwrap_or_default();
-        log(&format!("kubectl kache watch during the scale:\n{transcript}"));
+        log(&format!(
+            "kubectl kache watch during the scale:\n{transcript}"
+        ));
         assert!(status.success(), "watch failed:\n{transcript}");
         assert!(
             transcript.contains("-> Rebalancing") || transcript.contains("partitions moved ("),
@@ -180,7 +193,10 @@ pub async fn keys_round_trip(client: &Client, name: &str) {
     let (ok, stdout, stderr) = run(&["get", name, "plugin/key 1"], None);
     assert!(ok, "get: {stderr}");
     assert_eq!(stdout, "from-the-plugin");
-    let (ok, _, stderr) = run(&["put", name, "plugin-stdin", "--ttl", "600"], Some("piped value"));
+    let (ok, _, stderr) = run(
+        &["put", name, "plugin-stdin", "--ttl", "600"],
+        Some("piped value"),
+    );
     assert!(ok, "put from stdin: {stderr}");
     assert_eq!(run(&["get", name, "plugin-stdin"], None).1, "piped value");
 
@@ -212,8 +228,9 @@ pub async fn keys_round_trip(client: &Client, name: &str) {
     let (ok, _, stderr) = run(&["status", "no-such-cluster"], None);
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("no CacheCluster \"no-such-cluster\" in namespace \"{NS}\""))
-            && stderr.contains("kubectl get cachecluster -A"),
+        stderr.contains(&format!(
+            "no CacheCluster \"no-such-cluster\" in namespace \"{NS}\""
+        )) && stderr.contains("kubectl get cachecluster -A"),
         "{stderr}"
     );
     let (ok, _, stderr) = run(&["--token", "wrong", "get", name, "plugin-stdin"], None);

@@ -220,7 +220,9 @@ mod tests {
             api_error(500, "InternalError", "etcd is down"),
         );
         assert!(
-            error.to_string().starts_with("get cacheclusters in namespace \"shop\": "),
+            error
+                .to_string()
+                .starts_with("get cacheclusters in namespace \"shop\": "),
             "{error}"
         );
     }

@@ -55,18 +55,23 @@ pub async fn put(
 /// Deletes `key`; a key that was not there is an error, as `get` says.
 pub async fn del(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<()> {
     let path = key_path(KEYS, key);
-    any_pod(pods, |pod| node.call(pod, Method::DELETE, &path, Vec::new()))
-        .await?
-        .map(drop)
-        .ok_or_else(|| Error::KeyNotFound {
-            key: key.to_owned(),
-        })
+    any_pod(pods, |pod| {
+        node.call(pod, Method::DELETE, &path, Vec::new())
+    })
+    .await?
+    .map(drop)
+    .ok_or_else(|| Error::KeyNotFound {
+        key: key.to_owned(),
+    })
 }
 
 /// The partition and owners of `key`.
 pub async fn locate(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<Placement> {
     let path = key_path(PLACEMENT, key);
-    any_pod(pods, |pod| node.get_json::<Placement>(pod, &path, "a key placement")).await
+    any_pod(pods, |pod| {
+        node.get_json::<Placement>(pod, &path, "a key placement")
+    })
+    .await
 }
 
 /// The placement as the command prints it.

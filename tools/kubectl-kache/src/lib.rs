@@ -55,7 +55,11 @@ async fn nodes(
     connection: &Connection,
     name: &str,
     token: Option<String>,
-) -> Result<(kache_operator::crd::CacheCluster, NodeClient, Vec<proxy::PodPort>)> {
+) -> Result<(
+    kache_operator::crd::CacheCluster,
+    NodeClient,
+    Vec<proxy::PodPort>,
+)> {
     let cc = connection.cache_cluster(name).await?;
     let pods = connection.pods(&cc).await?;
     let ports = ready_ports(&cc, &pods)?;
@@ -63,7 +67,12 @@ async fn nodes(
     Ok((cc, NodeClient::new(connection.client.clone(), token), ports))
 }
 
-pub async fn get(connection: &Connection, name: &str, token: Option<String>, key: &str) -> Result<Vec<u8>> {
+pub async fn get(
+    connection: &Connection,
+    name: &str,
+    token: Option<String>,
+    key: &str,
+) -> Result<Vec<u8>> {
     let (_, node, ports) = nodes(connection, name, token).await?;
     keys::get(&node, &ports, key).await
 }
@@ -80,13 +89,23 @@ pub async fn put(
     keys::put(&node, &ports, key, value, ttl_seconds).await
 }
 
-pub async fn del(connection: &Connection, name: &str, token: Option<String>, key: &str) -> Result<()> {
+pub async fn del(
+    connection: &Connection,
+    name: &str,
+    token: Option<String>,
+    key: &str,
+) -> Result<()> {
     let (_, node, ports) = nodes(connection, name, token).await?;
     keys::del(&node, &ports, key).await
 }
 
 /// The placement of `key`, as printed.
-pub async fn locate(connection: &Connection, name: &str, token: Option<String>, key: &str) -> Result<String> {
+pub async fn locate(
+    connection: &Connection,
+    name: &str,
+    token: Option<String>,
+    key: &str,
+) -> Result<String> {
     let (cc, node, ports) = nodes(connection, name, token).await?;
     let placement = keys::locate(&node, &ports, key).await?;
     Ok(keys::render_placement(key, &placement, cc.spec.partitions))

@@ -89,16 +89,16 @@ async fn run(cli: Cli) -> kubectl_kache::Result<()> {
     let token = cli.token;
     let mut stdout = std::io::stdout().lock();
     let out = match cli.command {
-        Command::Status { name } => {
-            kubectl_kache::status(&connection, &name, token).await?.into_bytes()
-        }
+        Command::Status { name } => kubectl_kache::status(&connection, &name, token)
+            .await?
+            .into_bytes(),
         Command::Watch { name, timeout } => {
             drop(stdout);
             return kubectl_kache::watch::run(&connection, &name, timeout).await;
         }
-        Command::Locate { name, key } => {
-            kubectl_kache::locate(&connection, &name, token, &key).await?.into_bytes()
-        }
+        Command::Locate { name, key } => kubectl_kache::locate(&connection, &name, token, &key)
+            .await?
+            .into_bytes(),
         Command::Get { name, key } => {
             let mut value = kubectl_kache::get(&connection, &name, token, &key).await?;
             if std::io::IsTerminal::is_terminal(&stdout) && !value.ends_with(b"\n") {
@@ -106,7 +106,12 @@ async fn run(cli: Cli) -> kubectl_kache::Result<()> {
             }
             value
         }
-        Command::Put { name, key, value, ttl } => {
+        Command::Put {
+            name,
+            key,
+            value,
+            ttl,
+        } => {
             let value = match value {
                 Some(value) => value.into_bytes(),
                 None => {
@@ -143,10 +148,20 @@ mod tests {
 
     #[test]
     fn the_command_line_parses_like_kubectl() {
-        let cli = Cli::try_parse_from(["kubectl-kache", "-n", "shop", "put", "cache", "k", "v", "--ttl", "60"])
-            .expect("parse");
+        let cli = Cli::try_parse_from([
+            "kubectl-kache",
+            "-n",
+            "shop",
+            "put",
+            "cache",
+            "k",
+            "v",
+            "--ttl",
+            "60",
+        ])
+        .expect("parse");
         assert_eq!(cli.namespace.as_deref(), Some("shop"));
         assert!(matches!(cli.command, Command::Put { ttl: Some(60), .. }));
-        Cli::command().debug_assert();
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

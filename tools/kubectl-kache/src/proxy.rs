@@ -59,10 +59,19 @@ pub fn key_path(prefix: &str, key: &str) -> String {
 }
 
 /// A node's HTTP API through the proxy, with the token of the cluster (if auth is on).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeClient {
     client: Client,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for NodeClient {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeClient {
@@ -84,9 +93,7 @@ impl NodeClient {
             Method::DELETE => "delete",
             _ => "get",
         };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(pod.proxy_path(path));
+        let mut request = Request::builder().method(method).uri(pod.proxy_path(path));
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, format!("Bearer {token}"));
         }

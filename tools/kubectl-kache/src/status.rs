@@ -130,7 +130,10 @@ pub fn render(cc: &CacheCluster, views: &[PodView], now: Timestamp) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], &rows));
+        out.push_str(&table(
+            &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"],
+            &rows,
+        ));
     }
 
     if let Some(loss) = &status.last_data_loss {
@@ -230,14 +233,24 @@ fn members_table(status: &CacheClusterStatus, views: &[PodView]) -> String {
                     |r| r.ownership.held_not_owned.to_string(),
                 ),
                 memory.map_or_else(dash, |m| {
-                    format!("{} / {} ({})", bytes(m.used), bytes(m.max), percent(m.used, m.max))
+                    format!(
+                        "{} / {} ({})",
+                        bytes(m.used),
+                        bytes(m.max),
+                        percent(m.used, m.max)
+                    )
                 }),
-                state(member.map(|m| (m.role, m.settled, m.reachable)), by_pod.get(name).copied()),
+                state(
+                    member.map(|m| (m.role, m.settled, m.reachable)),
+                    by_pod.get(name).copied(),
+                ),
             ]
         })
         .collect();
     table(
-        &["POD", "NODE", "ROLE", "EPOCH", "OWNED", "PENDING", "HELD", "MEMORY", "STATE"],
+        &[
+            "POD", "NODE", "ROLE", "EPOCH", "OWNED", "PENDING", "HELD", "MEMORY", "STATE",
+        ],
         &rows,
     )
 }
@@ -260,7 +273,10 @@ fn state(member: Option<(MemberRole, bool, bool)>, view: Option<&PodView>) -> St
                 .waiting_for
                 .as_ref()
                 .map_or_else(String::new, |w| format!(", waiting for {w}"));
-            format!("pulling {}/{}{waiting}", p.partitions_done, p.partitions_total)
+            format!(
+                "pulling {}/{}{waiting}",
+                p.partitions_done, p.partitions_total
+            )
         }
         Some(Ok(report)) if !report.node.ready => "syncing".to_owned(),
         Some(Ok(report)) if report.node.role == Role::Departing => {

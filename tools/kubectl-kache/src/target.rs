@@ -106,7 +106,11 @@ impl Connection {
 
     /// The token for the cluster's nodes: `explicit` (--token, KACHE_TOKEN), else the
     /// generated admin token, else none when the cluster is open.
-    pub async fn token(&self, cc: &CacheCluster, explicit: Option<String>) -> Result<Option<String>> {
+    pub async fn token(
+        &self,
+        cc: &CacheCluster,
+        explicit: Option<String>,
+    ) -> Result<Option<String>> {
         if explicit.is_some() {
             return Ok(explicit);
         }
@@ -221,8 +225,14 @@ mod tests {
 
     #[test]
     fn only_ready_pods_are_reached_on_the_spec_port_and_scheme() {
-        let cc = cluster(r#"{"replicas": 3, "service": {"httpPort": 8080}, "tls": {"client": {"enabled": true}}}"#);
-        let pods = [pod("cache-0", true), pod("cache-1", false), pod("cache-2", true)];
+        let cc = cluster(
+            r#"{"replicas": 3, "service": {"httpPort": 8080}, "tls": {"client": {"enabled": true}}}"#,
+        );
+        let pods = [
+            pod("cache-0", true),
+            pod("cache-1", false),
+            pod("cache-2", true),
+        ];
         let ports = ready_ports(&cc, &pods).expect("ready");
         let names: Vec<&str> = ports.iter().map(|p| p.pod.as_str()).collect();
         assert_eq!(names, ["cache-0", "cache-2"]);

@@ -329,17 +329,40 @@ mod tests {
             }],
             "an idle cluster is not a finished move: the watch waits"
         );
-        assert!(follow.observe(&idle, 3).is_empty(), "nothing new, nothing shown");
+        assert!(
+            follow.observe(&idle, 3).is_empty(),
+            "nothing new, nothing shown"
+        );
 
         let moving = follow.observe(&status(Phase::Rebalancing, 5, Some((true, 10, 108))), 5);
         assert_eq!(moving.len(), 2, "{moving:?}");
-        assert!(matches!(moving[0], Event::Phase { from: Some(Phase::Available), to: Phase::Rebalancing, .. }));
+        assert!(matches!(
+            moving[0],
+            Event::Phase {
+                from: Some(Phase::Available),
+                to: Phase::Rebalancing,
+                ..
+            }
+        ));
         assert_eq!(
             moving[1],
-            Event::Progress { from_epoch: 4, to_epoch: 5, moved: 10, total: 108 }
+            Event::Progress {
+                from_epoch: 4,
+                to_epoch: 5,
+                moved: 10,
+                total: 108
+            }
         );
         let more = follow.observe(&status(Phase::Rebalancing, 5, Some((true, 54, 108))), 5);
-        assert_eq!(more, [Event::Progress { from_epoch: 4, to_epoch: 5, moved: 54, total: 108 }]);
+        assert_eq!(
+            more,
+            [Event::Progress {
+                from_epoch: 4,
+                to_epoch: 5,
+                moved: 54,
+                total: 108
+            }]
+        );
 
         let done = follow.observe(&status(Phase::Available, 5, Some((false, 108, 108))), 5);
         assert_eq!(done.len(), 2, "{done:?}");
@@ -371,7 +394,14 @@ mod tests {
     fn watching_mid_move_follows_it_to_the_end() {
         let mut follow = Follow::default();
         let events = follow.observe(&status(Phase::ScaleDownBlocked, 5, Some((true, 3, 9))), 2);
-        assert!(matches!(events[1], Event::Progress { moved: 3, total: 9, .. }));
+        assert!(matches!(
+            events[1],
+            Event::Progress {
+                moved: 3,
+                total: 9,
+                ..
+            }
+        ));
         let degraded = follow.observe(&status(Phase::Degraded, 5, Some((false, 9, 9))), 2);
         assert!(
             !degraded.iter().any(|e| matches!(e, Event::Done { .. })),
@@ -405,7 +435,9 @@ mod tests {
         };
         assert_eq!(
             line(&done, at).as_deref(),
-            Some("01:02:03  done: epoch 4 -> 5, 108 partitions moved in 1m14s (3.0 MiB and 1200 records streamed)")
+            Some(
+                "01:02:03  done: epoch 4 -> 5, 108 partitions moved in 1m14s (3.0 MiB and 1200 records streamed)"
+            )
         );
         assert_eq!(
             progress_line(4, 5, 41, 108),

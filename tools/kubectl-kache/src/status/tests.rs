@@ -57,7 +57,13 @@ fn rebalancing() -> CacheCluster {
 
 /// A node's `/v1/cluster` as the node writes it (the fields the screen reads, and some
 /// it does not).
-fn report(id: &str, owned: usize, pending: usize, held: usize, moving: Option<(usize, usize)>) -> ClusterReport {
+fn report(
+    id: &str,
+    owned: usize,
+    pending: usize,
+    held: usize,
+    moving: Option<(usize, usize)>,
+) -> ClusterReport {
     serde_json::from_value(json!({
         "protocolVersion": 3,
         "minProtocolVersion": 1,
@@ -111,7 +117,12 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden");
     }
     let expected = std::fs::read_to_string(&path).expect("golden file");
-    assert_eq!(actual, expected, "{} differs; the screen now:\n{actual}", path.display());
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs; the screen now:\n{actual}",
+        path.display()
+    );
 }
 
 #[test]
