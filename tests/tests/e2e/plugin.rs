@@ -75,7 +75,7 @@ pub fn says_the_crd_is_missing() {
 pub struct DuringScale {
     stop: Arc<AtomicBool>,
     samples: Arc<StdMutex<Vec<String>>>,
-    sampler: std::thread::JoinHandle<()>,
+    sampler: Option<std::thread::JoinHandle<()>>,
     watch: std::process::Child,
     watch_path: PathBuf,
 }
@@ -115,7 +115,7 @@ impl DuringScale {
         Self {
             stop,
             samples,
-            sampler,
+            sampler: Some(sampler),
             watch,
             watch_path,
         }
@@ -125,7 +125,9 @@ impl DuringScale {
     /// move.
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.sampler.join();
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
         let during = samples
             .iter()
