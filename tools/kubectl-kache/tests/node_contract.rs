@@ -2,11 +2,6 @@
 //! `GET /v1/cluster/keys/{key}` of a running one-member node parse into the plugin's
 //! types, the status screen shows its memory and ownership, and `locate` renders its
 //! placement.
-#![expect(
-    clippy::expect_used,
-    clippy::unwrap_used,
-    reason = "a failed step of a test should panic with its cause"
-)]
 
 use clap::Parser;
 use k8s_openapi::jiff::Timestamp;
