@@ -1,7 +1,8 @@
 //! `kubectl kache watch NAME`: follows the CacheCluster (a Kubernetes watch, no polling
 //! of the pods) and shows a rebalance as it runs: a line per phase change and a progress
 //! bar of partitions moved of those to move. It ends once a move is over and the
-//! cluster is Available and idle again, on Ctrl-C, or after `--timeout`.
+//! cluster is Available and idle again, on Ctrl-C, or after `--timeout`; the
+//! CacheCluster's deletion ends it with an error.
 //!
 //! [`Follow`] decides from successive statuses what to show; it is pure and tested on
 //! status sequences. A move counts as seen when a rebalance was active, the phase was
@@ -15,7 +16,6 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use k8s_openapi::jiff::Timestamp;
 use kache_operator::crd::{CacheClusterStatus, Phase};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 
 use crate::error::{Error, Result};
@@ -168,9 +168,7 @@ pub async fn run(connection: &Connection, name: &str, timeout: Option<Duration>)
     let cc = connection.cache_cluster(name).await?;
     let mut desired = cc.spec.replicas;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut updates = watcher(connection.cache_clusters(), config)
-        .applied_objects()
-        .boxed();
+    let mut updates = watcher(connection.cache_clusters(), config).boxed();
     let screen = Screen::new();
     let mut follow = Follow::default();
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::MAX / 4));
@@ -188,10 +186,18 @@ pub async fn run(connection: &Connection, name: &str, timeout: Option<Duration>)
         }
         tokio::select! {
             update = updates.next() => match update {
-                Some(Ok(cc)) => {
+                Some(Ok(watcher::Event::Apply(cc) | watcher::Event::InitApply(cc))) => {
                     desired = cc.spec.replicas;
                     next = cc.status.unwrap_or_default();
                 }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    screen.finish();
+                    return Err(Error::NoSuchCluster {
+                        namespace: connection.namespace.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
                 Some(Err(e)) => {
                     screen.finish();
                     return Err(Error::Kube {
