@@ -42,7 +42,13 @@ pub async fn status(connection: &Connection, name: &str, token: Option<String>) 
         Err(e) => (None, Some(e.to_string())),
     };
     let node = NodeClient::new(connection.client.clone(), token);
-    let views = status::views(&node, &ports).await;
+    let mut views = status::views(&node, &ports).await;
+    if token_problem.is_some() {
+        // Every pod refused /v1/stats for the one reason said below.
+        for view in &mut views {
+            view.memory = Err(String::new());
+        }
+    }
     let mut screen = status::render(&cc, &views, Timestamp::now());
     if let Some(problem) = token_problem {
         screen.push_str(&format!("\n! memory needs a token: {problem}\n"));

@@ -25,7 +25,8 @@ pub struct PodView {
     pub pod: String,
     /// `GET /v1/cluster`, or why it could not be had.
     pub report: Result<ClusterReport, String>,
-    /// `GET /v1/stats` (needs a read token), or why not.
+    /// `GET /v1/stats` (needs a read token), or why not (empty when the screen says it
+    /// once for every pod).
     pub memory: Result<Memory, String>,
 }
 
@@ -103,7 +104,7 @@ pub fn render(cc: &CacheCluster, views: &[PodView], now: Timestamp) -> String {
                 .memory
                 .as_ref()
                 .err()
-                .filter(|_| v.report.is_ok())
+                .filter(|e| v.report.is_ok() && !e.is_empty())
                 .map(|e| format!("{}: memory unknown: {e}", v.pod));
             report.into_iter().chain(memory)
         })
