@@ -119,7 +119,7 @@ impl Error {
         source: kube::Error,
     ) -> Self {
         match &source {
-            kube::Error::Api(status) if status.is_forbidden() => Self::Forbidden {
+            kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
                 verb,
                 resource,
                 namespace: namespace.to_owned(),

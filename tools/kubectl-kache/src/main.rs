@@ -10,7 +10,7 @@ use kubectl_kache::target::Connection;
 
 /// A kache CacheCluster at a glance, and its keys, through the Kubernetes API.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl kache", version)]
+#[command(name = "kubectl kache", bin_name = "kubectl kache", version)]
 struct Cli {
     /// The kubeconfig context to use (default: the current one).
     #[arg(long, global = true)]

@@ -3,7 +3,9 @@
 //!
 //! A 404 on the CacheCluster means one of two things, told apart by asking the API
 //! server whether it serves `cacheclusters.kache.dev` at all: the name is wrong, or the
-//! operator's CRD is not installed.
+//! operator's CRD is not installed. Errors are told apart by their HTTP code, not the
+//! `Status` reason: without the CRD the API server answers a plain-text
+//! `404 page not found`, which has none.
 
 use std::collections::BTreeMap;
 
@@ -65,7 +67,7 @@ impl Connection {
     pub async fn cache_cluster(&self, name: &str) -> Result<CacheCluster> {
         match self.cache_clusters().get(name).await {
             Ok(cc) => Ok(cc),
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
                 Err(if self.crd_installed().await {
                     Error::NoSuchCluster {
                         namespace: self.namespace.clone(),
@@ -129,10 +131,10 @@ impl Connection {
             reason,
         };
         let found = api.get(&secret).await.map_err(|e| match e {
-            kube::Error::Api(status) if status.is_forbidden() => {
+            kube::Error::Api(status) if status.code == 403 => {
                 missing(format!("you may not get secrets here: {}", status.message))
             }
-            kube::Error::Api(status) if status.is_not_found() => {
+            kube::Error::Api(status) if status.code == 404 => {
                 missing("it does not exist".to_owned())
             }
             other => missing(other.to_string()),
