@@ -256,20 +256,26 @@ impl Screen {
                 self.print(&progress_line(from_epoch, to_epoch, moved, total));
                 return;
             }
+            self.bar
+                .set_prefix(format!("epoch {from_epoch} -> {to_epoch}"));
+            self.bar.set_length(total);
+            self.bar.set_position(moved);
             if self.bar.is_hidden() {
-                self.bar.set_draw_target(ProgressDrawTarget::stdout());
+                // Drawn from the first progress on, and timed from then.
+                self.bar.reset_elapsed();
                 let style = ProgressStyle::with_template(
                     "{prefix} [{bar:40.cyan/blue}] {pos}/{len} partitions ({percent}%) {elapsed}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 self.bar.set_style(style);
+                self.bar.set_draw_target(ProgressDrawTarget::stdout());
             }
-            self.bar
-                .set_prefix(format!("epoch {from_epoch} -> {to_epoch}"));
-            self.bar.set_length(total);
-            self.bar.set_position(moved);
             return;
+        }
+        if let Event::Done { moved, .. } = *event {
+            // The last status said Available, not the last partitions moved.
+            self.bar.set_position(moved);
         }
         if let Some(text) = line(event, Timestamp::now()) {
             self.print(&text);
