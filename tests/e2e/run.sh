@@ -39,6 +39,9 @@ images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
 # The kubelet's way of running an image, once outside Kubernetes: unpacked, chrooted, as 65532.
 KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --features image-smoke --test image_smoke
 cargo test --locked -p kache-e2e --features e2e --test e2e --no-run
+# kubectl-kache against a bare kube-apiserver and a real node behind the pod proxy (no
+# kubelet; seconds): the plugin's own test, before the long scenarios.
+KACHE_K8S_BIN="$bin" cargo test --locked -p kubectl-kache --features apiserver --test apiserver
 
 cleanup() {
   local rc=$?
