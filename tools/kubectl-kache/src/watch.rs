@@ -175,6 +175,7 @@ pub async fn run(connection: &Connection, name: &str, timeout: Option<Duration>)
     tokio::pin!(deadline);
     // The first status is the one the get returned; the watch repeats it, harmlessly.
     let mut next = cc.status.unwrap_or_default();
+    let mut first = true;
     loop {
         for event in follow.observe(&next, desired) {
             let done = matches!(event, Event::Done { .. });
@@ -183,6 +184,9 @@ pub async fn run(connection: &Connection, name: &str, timeout: Option<Duration>)
                 screen.finish();
                 return Ok(());
             }
+        }
+        if std::mem::take(&mut first) && !follow.saw_move {
+            screen.print("waiting for a membership change (kubectl scale); Ctrl-C stops");
         }
         tokio::select! {
             update = updates.next() => match update {
