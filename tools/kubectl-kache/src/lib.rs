@@ -56,21 +56,22 @@ pub async fn status(connection: &Connection, name: &str, token: Option<String>) 
     Ok(screen)
 }
 
-/// The ready pods of `name` and a client of them with the cluster's token.
-async fn nodes(
-    connection: &Connection,
-    name: &str,
-    token: Option<String>,
-) -> Result<(
-    kache_operator::crd::CacheCluster,
-    NodeClient,
-    Vec<proxy::PodPort>,
-)> {
-    let cc = connection.cache_cluster(name).await?;
-    let pods = connection.pods(&cc).await?;
-    let ports = ready_ports(&cc, &pods)?;
-    let token = connection.token(&cc, token).await?;
-    Ok((cc, NodeClient::new(connection.client.clone(), token), ports))
+/// What a key command talks to: the cluster, a client of its nodes with its token, and
+/// its ready pods.
+struct Nodes {
+    cc: kache_operator::crd::CacheCluster,
+    client: NodeClient,
+    pods: Vec<proxy::PodPort>,
+}
+
+impl Nodes {
+    async fn of(connection: &Connection, name: &str, token: Option<String>) -> Result<Self> {
+        let cc = connection.cache_cluster(name).await?;
+        let pods = ready_ports(&cc, &connection.pods(&cc).await?)?;
+        let token = connection.token(&cc, token).await?;
+        let client = NodeClient::new(connection.client.clone(), token);
+        Ok(Self { cc, client, pods })
+    }
 }
 
 pub async fn get(
@@ -79,8 +80,8 @@ pub async fn get(
     token: Option<String>,
     key: &str,
 ) -> Result<Vec<u8>> {
-    let (_, node, ports) = nodes(connection, name, token).await?;
-    keys::get(&node, &ports, key).await
+    let nodes = Nodes::of(connection, name, token).await?;
+    keys::get(&nodes.client, &nodes.pods, key).await
 }
 
 pub async fn put(
@@ -91,8 +92,8 @@ pub async fn put(
     value: &[u8],
     ttl_seconds: Option<u64>,
 ) -> Result<()> {
-    let (_, node, ports) = nodes(connection, name, token).await?;
-    keys::put(&node, &ports, key, value, ttl_seconds).await
+    let nodes = Nodes::of(connection, name, token).await?;
+    keys::put(&nodes.client, &nodes.pods, key, value, ttl_seconds).await
 }
 
 pub async fn del(
@@ -101,8 +102,8 @@ pub async fn del(
     token: Option<String>,
     key: &str,
 ) -> Result<()> {
-    let (_, node, ports) = nodes(connection, name, token).await?;
-    keys::del(&node, &ports, key).await
+    let nodes = Nodes::of(connection, name, token).await?;
+    keys::del(&nodes.client, &nodes.pods, key).await
 }
 
 /// The placement of `key`, as printed.
@@ -112,7 +113,11 @@ pub async fn locate(
     token: Option<String>,
     key: &str,
 ) -> Result<String> {
-    let (cc, node, ports) = nodes(connection, name, token).await?;
-    let placement = keys::locate(&node, &ports, key).await?;
-    Ok(keys::render_placement(key, &placement, cc.spec.partitions))
+    let nodes = Nodes::of(connection, name, token).await?;
+    let placement = keys::locate(&nodes.client, &nodes.pods, key).await?;
+    Ok(keys::render_placement(
+        key,
+        &placement,
+        nodes.cc.spec.partitions,
+    ))
 }
