@@ -31,12 +31,17 @@ export HELM="$bin/helm"
 
 echo "== build kache-kubelet, and the kache-node and kache-operator images (scripts/build-images.sh)"
 cargo build --locked -p process-kubelet --bins
+# The kubectl plugin the scenarios run as `kubectl kache` (tests/tests/e2e/plugin.rs).
+cargo build --locked -p kubectl-kache
 # A second tag of each image (same layers, another version label) for the upgrade scenario.
 KACHE_IMAGE_EXTRA_TAG=0.1.0-upgrade scripts/build-images.sh
 images="${CARGO_TARGET_DIR:-$root/target}/images/oci"
 # The kubelet's way of running an image, once outside Kubernetes: unpacked, chrooted, as 65532.
 KACHE_IMAGE_STORE="$images" cargo test --locked -p process-kubelet --features image-smoke --test image_smoke
 cargo test --locked -p kache-e2e --features e2e --test e2e --no-run
+# kubectl-kache against a bare kube-apiserver and a real node behind the pod proxy (no
+# kubelet; seconds): the plugin's own test, before the long scenarios.
+KACHE_K8S_BIN="$bin" cargo test --locked -p kubectl-kache --features apiserver --test apiserver
 
 cleanup() {
   local rc=$?

@@ -9,7 +9,8 @@
 //! operator's ServiceAccount holds exactly the RBAC the chart README documents, and a
 //! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). A
 //! cluster whose peer certificates come from cert-manager (a stand-in CRD and signer)
-//! runs on them (`cert_manager`).
+//! runs on them (`cert_manager`). `kubectl kache` shows the first scale's move and
+//! round-trips keys through the pod proxy (`plugin`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -42,6 +43,8 @@ use serde_json::Value as Json;
 
 #[path = "e2e/cert_manager.rs"]
 mod cert_manager;
+#[path = "e2e/plugin.rs"]
+mod plugin;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/tls_auth.rs"]
@@ -518,6 +521,7 @@ async fn kache_on_a_real_control_plane() {
 
     // 1. The chart installs the operator, which then works with only the chart's RBAC.
     //    It watches NS only: its Role lives there, so NS exists first.
+    plugin::says_the_crd_is_missing();
     log("helm install the chart");
     must("kubectl", &["create", "namespace", NS], None);
     must(
@@ -584,6 +588,8 @@ async fn kache_on_a_real_control_plane() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         log(&format!("kubectl scale cc/scale --replicas={to}"));
         let epoch_before = cc_status(&client, "scale").await["epoch"].as_i64().unwrap();
+        // `kubectl kache status` and `watch` follow the first move (the plugin scenario).
+        let plugin = (from == 3).then(|| plugin::DuringScale::start("scale"));
         let started = Instant::now();
         must(
             "kubectl",
@@ -592,6 +598,11 @@ async fn kache_on_a_real_control_plane() {
         );
         let status = wait_available(&client, "scale", to, Duration::from_secs(300)).await;
         let took = started.elapsed();
+        if let Some(plugin) = plugin {
+            tokio::task::spawn_blocking(move || plugin.finish())
+                .await
+                .unwrap();
+        }
         assert!(
             status["epoch"].as_i64().unwrap() > epoch_before,
             "a new epoch was published"
@@ -628,6 +639,7 @@ async fn kache_on_a_real_control_plane() {
         text.contains("Rebalancing"),
         "the status showed the move:\n{text}"
     );
+    plugin::keys_round_trip(&client, "scale").await;
 
     // 4. A config change rolls the pods one by one, and no key is lost.
     log("config change: maxMemory 64MiB -> 96MiB rolls the pods");

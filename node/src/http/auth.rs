@@ -13,14 +13,18 @@
 //! The open routes show no key or value; the operator and Prometheus read them, and the
 //! NetworkPolicy limits who reaches the port (docs/security.md says why each is open).
 //!
-//! The token is `Authorization: Bearer <token>`. With auth off the check is one branch.
+//! The token is `Authorization: Bearer <token>`, or `Kache-Authorization: Bearer <token>`
+//! for clients that reach the node through the Kubernetes API server's pod proxy
+//! (`kubectl kache`): the proxy strips `Authorization`, which carries the caller's own
+//! credentials for the API server. Both go through the same checks; `Authorization` wins
+//! when a request sends both. With auth off the check is one branch.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, Method};
 use axum::response::{IntoResponse, Response};
 use futures::future::{Either, Ready, ready};
 use tower::Service;
@@ -52,9 +56,18 @@ pub fn required(method: &Method, path: &str) -> (Access, &'static str) {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+/// The header that carries the token through the API server's pod proxy, which strips
+/// `Authorization`.
+pub static KACHE_AUTHORIZATION: HeaderName = HeaderName::from_static("kache-authorization");
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case), or
+/// else of a `Kache-Authorization` one.
 fn bearer(request: &Request) -> Option<&[u8]> {
-    let value = request.headers().get(AUTHORIZATION)?.as_bytes();
+    let headers = request.headers();
+    let value = headers
+        .get(AUTHORIZATION)
+        .or_else(|| headers.get(&KACHE_AUTHORIZATION))?
+        .as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     scheme
         .eq_ignore_ascii_case(b"bearer ")
@@ -189,5 +202,25 @@ mod tests {
         assert_eq!(with("Bearer "), None);
         assert_eq!(with("Bearer"), None);
         assert_eq!(with("abc"), None);
+    }
+
+    #[test]
+    fn the_proxy_header_carries_a_token_too() {
+        let request = |headers: &[(&HeaderName, &str)]| {
+            let mut builder = Request::builder();
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            builder.body(axum::body::Body::empty()).expect("request")
+        };
+        let kache = &KACHE_AUTHORIZATION;
+        let only_kache = request(&[(kache, "Bearer abc")]);
+        assert_eq!(bearer(&only_kache), Some(&b"abc"[..]));
+        let lowercase = request(&[(kache, "bearer abc ")]);
+        assert_eq!(bearer(&lowercase), Some(&b"abc"[..]));
+        let not_bearer = request(&[(kache, "Basic YTpi")]);
+        assert_eq!(bearer(&not_bearer), None);
+        let both = request(&[(&AUTHORIZATION, "Bearer first"), (kache, "Bearer second")]);
+        assert_eq!(bearer(&both), Some(&b"first"[..]));
     }
 }

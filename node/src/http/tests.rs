@@ -1074,6 +1074,35 @@ async fn with_auth_each_route_needs_its_role_and_refusals_change_nothing() {
     );
 }
 
+/// `kubectl kache` reaches a node through the API server's pod proxy, which strips
+/// `Authorization`: `Kache-Authorization` passes the same checks with the same answers.
+#[tokio::test]
+async fn the_pod_proxy_header_is_checked_like_authorization() {
+    let (api, _dir) = api_with_auth();
+    let send = |token: &'static str, method: Method, uri: &'static str, body: &'static str| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("kache-authorization", format!("Bearer {token}"))
+            .body(Body::from(body))
+            .expect("request");
+        api.call(request)
+    };
+    let put = send("w-token", Method::PUT, "/v1/keys/proxied", "v").await;
+    assert!(put.status.is_success(), "{}", put.status);
+    let got = send("r-token", Method::GET, "/v1/keys/proxied", "").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, b"v");
+
+    let wrong = send("wrong", Method::GET, "/v1/keys/proxied", "").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.error_code(), "unauthenticated");
+    let forbidden = send("r-token", Method::DELETE, "/v1/keys/proxied", "").await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(forbidden.error_code(), "forbidden");
+    assert_eq!(api.stats().keys, 1, "the refused delete changed nothing");
+}
+
 #[tokio::test]
 async fn a_refused_request_is_answered_without_reading_its_body() {
     use std::sync::Arc;
