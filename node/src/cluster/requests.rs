@@ -146,7 +146,9 @@ impl Cluster {
                 let needed = level.required(targets.read_group_size());
                 self.read_newest(key, &targets, needed).await
             })
-            .await?;
+            .await;
+        self.count_if_forwarded(partition, &newest);
+        let newest = newest?;
         let now = self.inner.store.now_ms();
         Ok(read(newest.as_ref().filter(|r| !r.tombstone).map(
             |record| Found {
@@ -168,10 +170,13 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
         let decided = Decided::default();
-        self.on_current_epoch(|| {
-            self.put_once(key, value, ttl, precondition, consistency, &decided)
-        })
-        .await
+        let written = self
+            .on_current_epoch(|| {
+                self.put_once(key, value, ttl, precondition, consistency, &decided)
+            })
+            .await;
+        self.count_if_forwarded(self.inner.store.partition_of(key), &written);
+        written
     }
 
     /// One [`Cluster::put`] on the routing in force.
@@ -225,8 +230,22 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
         let decided = Decided::default();
-        self.on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
-            .await
+        let deleted = self
+            .on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
+            .await;
+        self.count_if_forwarded(self.inner.store.partition_of(key), &deleted);
+        deleted
+    }
+
+    /// Counts a key request this node served without holding a copy of the key: it went
+    /// to the owners alone. An answer from them (found or not, a precondition failed) is
+    /// "ok"; "error" is a request the owners did not answer enough of.
+    fn count_if_forwarded<T>(&self, partition: u32, result: &Result<T, ClusterError>) {
+        if self.inner.router.owns_in_either(partition) {
+            return;
+        }
+        let ok = matches!(result, Ok(_) | Err(ClusterError::Store(_)));
+        self.inner.metrics.forwarded(self.via, ok);
     }
 
     /// One [`Cluster::delete`] on the routing in force.
