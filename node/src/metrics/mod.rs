@@ -76,7 +76,7 @@ impl Metrics {
             "HTTP responses by status class",
             HttpResponses(http.clone()),
         );
-        let resp = Arc::new(RespCommands::new());
+        let resp = Arc::new(RespCommands::default());
         registry.register(
             "kache_resp_command_duration_seconds",
             "RESP commands by command (lower case; other for unknown ones) and outcome \

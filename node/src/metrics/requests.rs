@@ -24,17 +24,9 @@ pub fn status_class(status: StatusCode) -> usize {
 type MethodCells = [[Histogram; CLASSES.len()]; RouteMethod::ALL.len()];
 
 /// HTTP request latency, one histogram per route, method and status class.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct HttpRequests {
     cells: Box<[MethodCells; Route::ALL.len()]>,
-}
-
-impl Default for HttpRequests {
-    fn default() -> Self {
-        Self {
-            cells: Box::default(),
-        }
-    }
 }
 
 impl HttpRequests {
@@ -118,14 +110,16 @@ pub struct RespCommands {
     cells: Box<[[Histogram; 2]]>,
 }
 
-impl RespCommands {
-    pub fn new() -> Self {
+impl Default for RespCommands {
+    fn default() -> Self {
         let mut names: Vec<&'static str> = crate::resp::command_names().collect();
         names.push("other");
         let cells = names.iter().map(|_| Default::default()).collect();
         Self { names, cells }
     }
+}
 
+impl RespCommands {
     pub fn observe(&self, command: Option<usize>, ok: bool, took: Duration) {
         let other = self.cells.len() - 1;
         let at = command.filter(|&at| at < other).unwrap_or(other);
@@ -189,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_unknown_resp_command_counts_as_other() {
-        let resp = RespCommands::new();
+        let resp = RespCommands::default();
         resp.observe(Some(0), true, Duration::from_micros(5));
         resp.observe(None, false, Duration::from_micros(5));
         resp.observe(Some(usize::MAX), false, Duration::from_micros(5));
