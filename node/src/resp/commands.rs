@@ -191,25 +191,28 @@ fn position(name: &[u8]) -> Option<usize> {
 
 /// Runs one command, writes its reply, and records its latency and outcome.
 pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> Flow {
+    let Some(name) = args.first() else {
+        return Flow::Continue;
+    };
     let started = std::time::Instant::now();
-    let command = args.first().and_then(|name| position(name));
-    let (flow, ok) = execute_untimed(session, args, reply).await;
+    let command = position(name);
+    let spec = command.map(|at| &COMMANDS[at]);
+    let (flow, ok) = execute_untimed(spec, session, args, reply).await;
     session
         .metrics()
         .resp_command(command, ok, started.elapsed());
     flow
 }
 
-/// Runs one command and writes its reply; whether the reply is not an error.
+/// Runs the command `spec` (None: one kache does not know) and writes its reply;
+/// whether the reply is not an error.
 async fn execute_untimed(
+    spec: Option<&'static Spec>,
     session: &mut Session,
     args: &[Bytes],
     reply: &mut Reply<'_>,
 ) -> (Flow, bool) {
-    let Some(name) = args.first() else {
-        return (Flow::Continue, true);
-    };
-    let Some(spec) = lookup(name) else {
+    let Some(spec) = spec else {
         reply.error(&unknown_command(args));
         return (Flow::Continue, false);
     };
