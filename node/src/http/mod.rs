@@ -1,4 +1,4 @@
-//! The client HTTP API (axum): routes, shared request state and response accounting.
+//! The client HTTP API (axum): routes, shared request state and request metrics.
 //!
 //! Layout:
 //! - [`keys`]: `/v1/keys/{key}` GET, HEAD, PUT, DELETE.

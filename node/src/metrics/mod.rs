@@ -164,3 +164,73 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_every_family_in_openmetrics_text() {
+        let metrics = Metrics::new();
+        let took = Duration::from_micros(300);
+        metrics.http_request(Route::Keys, RouteMethod::Put, StatusCode::CREATED, took);
+        metrics.http_request(Route::Keys, RouteMethod::Put, StatusCode::NO_CONTENT, took);
+        metrics.resp_command(Some(0), true, took);
+        metrics.peer_rpcs().observe(
+            "node-1",
+            PeerMethod::Get,
+            took,
+            Some(&tonic::Status::deadline_exceeded("slow")),
+        );
+        metrics.forwarded(Protocol::Resp, false);
+        let scraped = Samples(vec![
+            Sample::one("kache_keys", "Keys held.", SampleValue::Gauge(3)),
+            Sample::one(
+                "kache_hits_total",
+                "Reads that hit.",
+                SampleValue::Counter(7),
+            ),
+            Sample::one("kache_hit_ratio", "Hits.", SampleValue::GaugeF64(0.25)),
+            Sample {
+                name: "kache_auth_refused_total",
+                help: "Refused.",
+                series: vec![(
+                    vec![("protocol", "http"), ("reason", "forbidden")],
+                    SampleValue::Counter(2),
+                )],
+            },
+        ]);
+        let text = metrics.encode(scraped);
+        let put = r#"route="/v1/keys/{key}",method="PUT",outcome="2xx""#;
+        for line in [
+            "# TYPE kache_http_request_duration_seconds histogram\n".to_owned(),
+            format!("kache_http_request_duration_seconds_count{{{put}}} 2\n"),
+            format!("kache_http_request_duration_seconds_sum{{{put}}} 0.0006\n"),
+            // Cumulative: none by 250 µs, both by 500 µs and in every bucket after.
+            format!("kache_http_request_duration_seconds_bucket{{le=\"0.00025\",{put}}} 0\n"),
+            format!("kache_http_request_duration_seconds_bucket{{le=\"0.0005\",{put}}} 2\n"),
+            format!("kache_http_request_duration_seconds_bucket{{le=\"+Inf\",{put}}} 2\n"),
+            "kache_http_responses_total{class=\"2xx\"} 2\n".to_owned(),
+            "kache_resp_command_duration_seconds_count{command=\"get\",outcome=\"ok\"} 1\n"
+                .to_owned(),
+            "kache_peer_rpc_duration_seconds_count{peer=\"node-1\",method=\"Get\",outcome=\"error\"} 1\n"
+                .to_owned(),
+            "kache_peer_rpc_errors_total{peer=\"node-1\",method=\"Get\",code=\"DeadlineExceeded\"} 1\n"
+                .to_owned(),
+            "kache_forwarded_requests_total{protocol=\"resp\",outcome=\"error\"} 1\n".to_owned(),
+            "kache_forwarded_requests_total{protocol=\"http\",outcome=\"ok\"} 0\n".to_owned(),
+            "# TYPE kache_keys gauge\nkache_keys 3\n".to_owned(),
+            "# HELP kache_hits Reads that hit.\n# TYPE kache_hits counter\nkache_hits_total 7\n"
+                .to_owned(),
+            "kache_hit_ratio 0.25\n".to_owned(),
+            "kache_auth_refused_total{protocol=\"http\",reason=\"forbidden\"} 2\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line}: {text}");
+        }
+        assert!(
+            !text.contains("outcome=\"4xx\""),
+            "a cell that saw nothing is left out: {text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
