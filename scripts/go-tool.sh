@@ -3,7 +3,7 @@
 #
 #   scripts/go-tool.sh umoci       # -> ~/.cache/kache/tools/umoci-v0.6.0/umoci
 #   scripts/go-tool.sh actionlint
-#   scripts/go-tool.sh promtool    # node/tests/metrics.rs lints /metrics with it
+#   scripts/go-tool.sh promtool    # Prometheus's rule and metrics checker
 #
 # The tools and their pinned versions are listed below. Each is built inside its
 # own module (so the module's replace directives apply, which `go install
@@ -16,6 +16,7 @@ tool=${1:?usage: scripts/go-tool.sh umoci|actionlint|promtool}
 case "$tool" in
   umoci)      module=github.com/opencontainers/umoci version=v0.6.0  pkg=./cmd/umoci ;;
   actionlint) module=github.com/rhysd/actionlint     version=v1.7.12 pkg=./cmd/actionlint ;;
+  # Prometheus tags its Go module v0.3xx.y for its 3.xx.y releases (promtool is cmd/promtool).
   promtool)   module=github.com/prometheus/prometheus version=v0.316.0 pkg=./cmd/promtool ;;
   *) echo "scripts/go-tool.sh: unknown tool $tool" >&2; exit 2 ;;
 esac
