@@ -282,6 +282,12 @@ async fn forwarded_requests_and_the_peer_calls_behind_them_are_counted() {
         1.0,
         "{failed}"
     );
+    assert_eq!(
+        value(&failed, "kache_quorum_failures_total")
+            - value(&after, "kache_quorum_failures_total"),
+        1.0,
+        "the 503 is a quorum failure: {failed}"
+    );
     assert!(value(&failed, &calls("Get", "error")) >= 1.0, "{failed}");
     let errors: f64 = failed
         .lines()

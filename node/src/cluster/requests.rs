@@ -147,7 +147,7 @@ impl Cluster {
                 self.read_newest(key, &targets, needed).await
             })
             .await;
-        self.count_if_forwarded(partition, &newest);
+        self.count_outcome(partition, &newest);
         let newest = newest?;
         let now = self.inner.store.now_ms();
         Ok(read(newest.as_ref().filter(|r| !r.tombstone).map(
@@ -175,7 +175,7 @@ impl Cluster {
                 self.put_once(key, value, ttl, precondition, consistency, &decided)
             })
             .await;
-        self.count_if_forwarded(self.inner.store.partition_of(key), &written);
+        self.count_outcome(self.inner.store.partition_of(key), &written);
         written
     }
 
@@ -233,19 +233,25 @@ impl Cluster {
         let deleted = self
             .on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
             .await;
-        self.count_if_forwarded(self.inner.store.partition_of(key), &deleted);
+        self.count_outcome(self.inner.store.partition_of(key), &deleted);
         deleted
     }
 
-    /// Counts a key request this node served without holding a copy of the key: it went
-    /// to the owners alone. An answer from them (found or not, a precondition failed) is
-    /// "ok"; "error" is a request the owners did not answer enough of.
-    fn count_if_forwarded<T>(&self, partition: u32, result: &Result<T, ClusterError>) {
+    /// Counts a key request's outcome in the metrics: a request too few replicas
+    /// answered (503 `replicas_unavailable`), and one this node served without holding a
+    /// copy of the key, which went to the owners alone (an answer from them, found or
+    /// not, a precondition failed, is "ok"; "error" is a request they did not answer
+    /// enough of). Nothing is read on the path of a local success.
+    fn count_outcome<T>(&self, partition: u32, result: &Result<T, ClusterError>) {
+        let metrics = &self.inner.metrics;
+        if matches!(result, Err(ClusterError::Unavailable { .. })) {
+            metrics.quorum_failed();
+        }
         if self.inner.router.owns_in_either(partition) {
             return;
         }
         let ok = matches!(result, Ok(_) | Err(ClusterError::Store(_)));
-        self.inner.metrics.forwarded(self.via, ok);
+        metrics.forwarded(self.via, ok);
     }
 
     /// One [`Cluster::delete`] on the routing in force.

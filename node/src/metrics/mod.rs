@@ -53,6 +53,7 @@ struct Shared {
     peers: Arc<PeerRpcs>,
     /// Forwarded requests by protocol (http, resp) and outcome (ok, error).
     forwarded: [[Counter; 2]; 2],
+    quorum_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -113,6 +114,13 @@ impl Metrics {
              the key's owners, by client protocol and outcome",
             forwarded,
         );
+        let quorum_failures = Counter::default();
+        registry.register(
+            "kache_quorum_failures",
+            "Key requests that failed because too few of the key's replicas answered \
+             (HTTP 503 replicas_unavailable, RESP TRYAGAIN)",
+            quorum_failures.clone(),
+        );
         Self {
             shared: Arc::new(Shared {
                 registry,
@@ -120,6 +128,7 @@ impl Metrics {
                 resp,
                 peers,
                 forwarded: forwarded_handles,
+                quorum_failures,
             }),
         }
     }
@@ -149,6 +158,11 @@ impl Metrics {
     /// A key request was sent on to its owners (this node holds no copy).
     pub fn forwarded(&self, protocol: Protocol, ok: bool) {
         self.shared.forwarded[protocol as usize][usize::from(!ok)].inc();
+    }
+
+    /// A key request failed for want of replicas' answers.
+    pub fn quorum_failed(&self) {
+        self.shared.quorum_failures.inc();
     }
 
     /// The exposition: the registered families, then `scraped` (read just now), then
@@ -183,6 +197,7 @@ mod tests {
             Some(&tonic::Status::deadline_exceeded("slow")),
         );
         metrics.forwarded(Protocol::Resp, false);
+        metrics.quorum_failed();
         let scraped = Samples(vec![
             Sample::one("kache_keys", "Keys held.", SampleValue::Gauge(3)),
             Sample::one(
@@ -219,6 +234,7 @@ mod tests {
                 .to_owned(),
             "kache_forwarded_requests_total{protocol=\"resp\",outcome=\"error\"} 1\n".to_owned(),
             "kache_forwarded_requests_total{protocol=\"http\",outcome=\"ok\"} 0\n".to_owned(),
+            "# TYPE kache_quorum_failures counter\nkache_quorum_failures_total 1\n".to_owned(),
             "# TYPE kache_keys gauge\nkache_keys 3\n".to_owned(),
             "# HELP kache_hits Reads that hit.\n# TYPE kache_hits counter\nkache_hits_total 7\n"
                 .to_owned(),
