@@ -41,7 +41,7 @@ pub fn router(metrics: Metrics, health: Health) -> Router {
             "/metrics",
             get(|State((metrics, _)): State<(Metrics, Health)>| async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
                     metrics.render(),
                 )
                     .into_response()
@@ -77,6 +77,12 @@ mod tests {
         );
         health.set_ready();
         assert_eq!(get_status(app.clone(), "/readyz").await, StatusCode::OK);
-        assert_eq!(get_status(app, "/metrics").await, StatusCode::OK);
+        let request = Request::get("/metrics").body(Body::empty()).unwrap();
+        let scrape = app.oneshot(request).await.unwrap();
+        assert_eq!(scrape.status(), StatusCode::OK);
+        assert_eq!(
+            scrape.headers()[header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
     }
 }

@@ -15,6 +15,7 @@ use super::Cluster;
 use super::chunk::{STREAM_IDLE, chunk_charge, record_charge, reserve_chunk};
 use super::membership::Member;
 use super::wire::{is_syncing, proto};
+use crate::metrics::PeerMethod;
 use crate::store::{Applied, BufferGuard, DIGEST_BUCKETS, Record, RecordError};
 
 impl Cluster {
@@ -154,15 +155,19 @@ impl Cluster {
         }
         let view = self.view();
         for member in sync_sources(&view.list, &self.inner.identity.node_id) {
-            let Ok(mut client) = self.inner.replicator.peers().client(member) else {
+            let peers = self.inner.replicator.peers();
+            let Ok(mut client) = peers.client(member) else {
                 continue;
             };
             let request = proto::HelloRequest {
                 sender: Some(self.sender()),
             };
-            let Ok(Ok(reply)) =
-                tokio::time::timeout(Duration::from_secs(1), client.hello(request)).await
-            else {
+            let hello = async {
+                tokio::time::timeout(Duration::from_secs(1), client.hello(request))
+                    .await
+                    .map_err(|_| Status::deadline_exceeded("no answer to Hello within 1 s"))?
+            };
+            let Ok(reply) = peers.timed(&member.id, PeerMethod::Hello, hello).await else {
                 continue;
             };
             let reply = reply.into_inner();
@@ -241,12 +246,15 @@ impl Cluster {
 
     /// Compares `partition`'s digest with `member`'s and pulls the buckets that differ.
     async fn exchange_digests(&self, member: &Member, partition: u32) -> Result<Exchange, Status> {
-        let mut client = self.inner.replicator.peers().client(member)?;
-        let remote = client
-            .partition_digest(proto::DigestRequest {
-                sender: Some(self.sender()),
-                partition,
-            })
+        let peers = self.inner.replicator.peers();
+        let mut client = peers.client(member)?;
+        let request = proto::DigestRequest {
+            sender: Some(self.sender()),
+            partition,
+        };
+        let digest = client.partition_digest(request);
+        let remote = peers
+            .timed(&member.id, PeerMethod::PartitionDigest, digest)
             .await?
             .into_inner()
             .buckets;
@@ -281,6 +289,21 @@ impl Cluster {
     /// source that sends nothing for [`STREAM_IDLE`] (`DEADLINE_EXCEEDED`): a half-open
     /// peer fails the pull instead of stalling it forever.
     pub(crate) async fn pull(
+        &self,
+        member: &Member,
+        partition: u32,
+        buckets: Vec<u32>,
+    ) -> Result<Pulled, Status> {
+        let pull = self.pull_untimed(member, partition, buckets);
+        let peers = self.inner.replicator.peers();
+        peers
+            .timed(&member.id, PeerMethod::StreamPartition, pull)
+            .await
+    }
+
+    /// [`Self::pull`], untimed: the whole stream is one call for the metrics, including
+    /// a pull this node cut short (no room for a chunk: `RESOURCE_EXHAUSTED`).
+    async fn pull_untimed(
         &self,
         member: &Member,
         partition: u32,

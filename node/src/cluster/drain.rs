@@ -19,6 +19,7 @@ use super::chunk::{CHUNK_BYTES, CHUNK_RECORDS, chunk_charge, reserve_chunk};
 use super::membership::Member;
 use super::placement::best_ranked;
 use super::wire::proto;
+use crate::metrics::PeerMethod;
 
 /// What a drain did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,7 +91,8 @@ impl Cluster {
     }
 
     async fn hand_off(&self, partition: u32, holder: &Member) -> Result<u64, tonic::Status> {
-        let mut client = self.inner.replicator.peers().client(holder)?;
+        let peers = self.inner.replicator.peers();
+        let mut client = peers.client(holder)?;
         let mut cursor = None;
         let mut records = 0;
         loop {
@@ -110,12 +112,13 @@ impl Cluster {
                 let _reserved = reserve_chunk(&self.inner.store, chunk_charge(&chunk), || {
                     format!("partition {partition} for a hand-off to '{}'", holder.id)
                 })?;
-                client
-                    .apply(proto::ApplyRequest {
-                        sender: Some(self.sender()),
-                        records: chunk,
-                        hint: true,
-                    })
+                let request = proto::ApplyRequest {
+                    sender: Some(self.sender()),
+                    records: chunk,
+                    hint: true,
+                };
+                peers
+                    .timed(&holder.id, PeerMethod::Apply, client.apply(request))
                     .await?;
             }
             match next {
@@ -175,12 +178,14 @@ impl Cluster {
 
     /// Tells `holder` that this node now holds `partition`, so hints can go.
     pub(super) async fn send_release(&self, holder: &Member, partition: u32) {
-        if let Ok(mut client) = self.inner.replicator.peers().client(holder) {
+        let peers = self.inner.replicator.peers();
+        if let Ok(mut client) = peers.client(holder) {
             let request = proto::ReleaseRequest {
                 sender: Some(self.sender()),
                 partition,
             };
-            if let Err(status) = client.release(request).await {
+            let released = peers.timed(&holder.id, PeerMethod::Release, client.release(request));
+            if let Err(status) = released.await {
                 tracing::debug!(partition, holder = %holder.id, error = %status.message(), "release failed");
             }
         }

@@ -57,7 +57,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::auth::Protocol;
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use clock_watch::{ClockReport, ClockWatch};
 pub use consistency::Consistency;
@@ -118,6 +120,9 @@ pub struct Defaults {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
+    /// The client protocol this handle's requests come from, for the forwarded-requests
+    /// counter: HTTP's handle and RESP's are the same cluster (see [`Cluster::via`]).
+    via: Protocol,
 }
 
 #[derive(Debug)]
@@ -138,6 +143,8 @@ struct Inner {
     /// their data, for the startup sync. A parking_lot mutex, set once before the sync
     /// and read by it.
     loaded: Mutex<Vec<u32>>,
+    /// The node's metrics: the peer client pool and the request paths record into it.
+    metrics: Metrics,
 }
 
 impl Cluster {
@@ -183,12 +190,17 @@ impl Cluster {
     ) -> Self {
         let epoch = list.epoch;
         let max_message = chunk::max_message_bytes(store.limits());
+        let metrics = Metrics::new();
+        let peers = PeerClients::new(discovery, max_message)
+            .with_tls(tls)
+            .with_metrics(metrics.peer_rpcs());
         Self {
+            via: Protocol::Http,
             inner: Arc::new(Inner {
                 router: Router::new(identity.node_id.clone(), list),
                 sync: SyncState::new(Lifecycle::new(Phase::Starting), epoch),
                 fence: DrainFence::default(),
-                replicator: Replicator::new(PeerClients::new(discovery, max_message).with_tls(tls)),
+                replicator: Replicator::new(peers),
                 clock: ClockWatch::new(store.limits().max_clock_offset),
                 store,
                 identity,
@@ -196,6 +208,7 @@ impl Cluster {
                 resp_ports: Mutex::default(),
                 write_order: requests::WriteOrder::default(),
                 loaded: Mutex::default(),
+                metrics,
             }),
         }
     }
@@ -215,6 +228,21 @@ impl Cluster {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// This cluster, its client requests counted as coming over `protocol` (HTTP's
+    /// handle is the default; the RESP listener takes one of its own).
+    #[must_use]
+    pub fn via(&self, protocol: Protocol) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            via: protocol,
+        }
     }
 
     /// The node's lifecycle: the one place its phase lives.

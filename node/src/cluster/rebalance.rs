@@ -25,6 +25,7 @@ use super::membership::Member;
 use super::router::Routing;
 use super::wire::proto;
 use super::{Cluster, Consistency};
+use crate::metrics::PeerMethod;
 
 /// The move towards one epoch, as `GET /v1/cluster` reports it.
 pub use kache_api::report::Progress;
@@ -205,14 +206,18 @@ impl Cluster {
         let mut calls = JoinSet::new();
         for (id, member) in members {
             let id = id.to_owned();
-            let client = self.inner.replicator.peers().client(member);
+            let pool = self.inner.replicator.peers().clone();
+            let client = pool.client(member);
             let request = proto::HelloRequest {
                 sender: Some(self.sender()),
             };
             let peers = self.clone();
             calls.spawn(async move {
                 let reply = match client {
-                    Ok(mut client) => client.hello(request).await,
+                    Ok(mut client) => {
+                        let hello = client.hello(request);
+                        pool.timed(&id, PeerMethod::Hello, hello).await
+                    }
                     Err(status) => Err(status),
                 };
                 let sender = match reply {

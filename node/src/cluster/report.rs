@@ -67,6 +67,11 @@ impl Cluster {
         }
     }
 
+    /// The progress of the current (or last) membership move, for metrics scrapes.
+    pub fn move_progress(&self) -> kache_api::report::Progress {
+        self.inner.sync.progress()
+    }
+
     /// The sync counters alone: cheap, for metrics scrapes.
     pub fn sync_report(&self) -> SyncReport {
         self.inner.sync.report()

@@ -146,7 +146,9 @@ impl Cluster {
                 let needed = level.required(targets.read_group_size());
                 self.read_newest(key, &targets, needed).await
             })
-            .await?;
+            .await;
+        self.count_outcome(partition, &newest);
+        let newest = newest?;
         let now = self.inner.store.now_ms();
         Ok(read(newest.as_ref().filter(|r| !r.tombstone).map(
             |record| Found {
@@ -168,10 +170,13 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<Written, ClusterError> {
         let decided = Decided::default();
-        self.on_current_epoch(|| {
-            self.put_once(key, value, ttl, precondition, consistency, &decided)
-        })
-        .await
+        let written = self
+            .on_current_epoch(|| {
+                self.put_once(key, value, ttl, precondition, consistency, &decided)
+            })
+            .await;
+        self.count_outcome(self.inner.store.partition_of(key), &written);
+        written
     }
 
     /// One [`Cluster::put`] on the routing in force.
@@ -225,8 +230,28 @@ impl Cluster {
         consistency: Option<Consistency>,
     ) -> Result<(), ClusterError> {
         let decided = Decided::default();
-        self.on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
-            .await
+        let deleted = self
+            .on_current_epoch(|| self.delete_once(key, precondition, consistency, &decided))
+            .await;
+        self.count_outcome(self.inner.store.partition_of(key), &deleted);
+        deleted
+    }
+
+    /// Counts a key request's outcome in the metrics: a request too few replicas
+    /// answered (503 `replicas_unavailable`), and one this node served without holding a
+    /// copy of the key, which went to the owners alone (an answer from them, found or
+    /// not, a precondition failed, is "ok"; "error" is a request they did not answer
+    /// enough of). Nothing is read on the path of a local success.
+    fn count_outcome<T>(&self, partition: u32, result: &Result<T, ClusterError>) {
+        let metrics = &self.inner.metrics;
+        if matches!(result, Err(ClusterError::Unavailable { .. })) {
+            metrics.quorum_failed();
+        }
+        if self.inner.router.owns_in_either(partition) {
+            return;
+        }
+        let ok = matches!(result, Ok(_) | Err(ClusterError::Store(_)));
+        metrics.forwarded(self.via, ok);
     }
 
     /// One [`Cluster::delete`] on the routing in force.

@@ -396,6 +396,11 @@ impl Router {
         alone.then(write)
     }
 
+    /// Whether this node owns `partition` in either view (see [`Routing::owns_in_either`]).
+    pub fn owns_in_either(&self, partition: u32) -> bool {
+        self.views.read().owns_in_either(partition)
+    }
+
     /// Whether this node is `partition`'s only owner in the epoch in force.
     pub fn owns_alone(&self, partition: u32) -> bool {
         self.views.read().next.owns_alone(partition)

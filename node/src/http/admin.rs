@@ -1,11 +1,8 @@
-//! Operational endpoints: stats, Prometheus metrics, health, readiness and the OpenAPI
+//! Operational endpoints: stats, Prometheus metrics (OpenMetrics), health, readiness and the OpenAPI
 //! document.
-
-use std::fmt::Write as _;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -15,6 +12,7 @@ use super::error::AppError;
 use crate::auth::Auth;
 use crate::cluster::ClusterReport;
 use crate::lifecycle::Phase;
+use crate::metrics::{Sample, SampleValue, Samples};
 use crate::store::StoreStats;
 use crate::store::persist::PersistReport;
 
@@ -44,42 +42,98 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     })
 }
 
+/// `/metrics`: the node's metrics in the OpenMetrics text format (see [`crate::metrics`]):
+/// the families observed on the request paths, then those read here from the node's
+/// counters.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.store().stats();
-    let mut out = String::with_capacity(2048);
-    let samples = store_samples(&stats)
+    let mut samples: Vec<Sample> = store_samples(&stats)
         .into_iter()
         .chain(node_samples(&state))
-        .chain(auth_samples(state.auth()));
-    for (name, kind, help, value) in samples {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP kache_http_responses_total HTTP responses by status class.\n# TYPE kache_http_responses_total counter"
-    );
-    for (class, count) in state.responses_by_class() {
-        let _ = writeln!(
-            out,
-            "kache_http_responses_total{{class=\"{class}\"}} {count}"
-        );
-    }
-    auth_refusals(state.auth(), &mut out);
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
-        .into_response()
+        .chain(auth_samples(state.auth()))
+        .map(sample)
+        .collect();
+    samples.extend(cluster_samples(&state, &stats));
+    samples.push(auth_refusals(state.auth()));
+    let body = state.metrics().encode(Samples(samples));
+    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
-/// One metric family with a single unlabelled sample: name, type, help and value.
-type Sample = (&'static str, &'static str, &'static str, u64);
+/// One family of a single unlabelled integer sample, as [`Reading`] says.
+fn sample((name, kind, help, value): Reading) -> Sample {
+    let value = match kind {
+        "counter" => SampleValue::Counter(value),
+        _ => SampleValue::Gauge(value),
+    };
+    Sample::one(name, help, value)
+}
+
+/// What the node holds of the cluster, and how it compares with its peers: the ratio of
+/// hits, members, partitions owned, the move in progress, the clock.
+fn cluster_samples(state: &AppState, stats: &StoreStats) -> Vec<Sample> {
+    let reads = stats.hits + stats.misses;
+    let hit_ratio = if reads == 0 {
+        0.0
+    } else {
+        stats.hits as f64 / reads as f64
+    };
+    let routing = state.cluster.routing();
+    let view = &routing.next;
+    let primary = view.self_index.map_or(0, |me| {
+        (0..view.list.partitions)
+            .filter(|&p| view.placement.owners(p).first() == Some(&me))
+            .count()
+    });
+    let progress = state.cluster.move_progress();
+    let pending = if routing.moving() {
+        progress
+            .partitions_total
+            .saturating_sub(progress.partitions_done)
+    } else {
+        0
+    };
+    let clock = state.cluster.clock_report();
+    let seconds = |ms: f64| ms / 1000.0;
+    vec![
+        Sample::one(
+            "kache_hit_ratio",
+            "Reads that found a live key, of all reads since the start (0 before any).",
+            SampleValue::GaugeF64(hit_ratio),
+        ),
+        Sample::one(
+            "kache_members",
+            "Members in the member list in force.",
+            SampleValue::Gauge(view.list.members.len() as u64),
+        ),
+        Sample::one(
+            "kache_partitions_owned",
+            "Partitions this node is the primary (first-ranked) owner of in the list in force.",
+            SampleValue::Gauge(primary as u64),
+        ),
+        Sample::one(
+            "kache_rebalance_partitions_pending",
+            "Partitions this node still has to pull in the membership move in progress (0 when none is).",
+            SampleValue::Gauge(pending as u64),
+        ),
+        Sample::one(
+            "kache_clock_offset_seconds",
+            "This node's clock minus its peers' (median, seconds; positive: ahead).",
+            SampleValue::GaugeF64(seconds(clock.offset_ms as f64)),
+        ),
+        Sample::one(
+            "kache_clock_max_offset_seconds",
+            "The bound on the clock offset (--max-clock-offset): past it the node takes no writes.",
+            SampleValue::GaugeF64(seconds(clock.max_offset_ms as f64)),
+        ),
+    ]
+}
+
+/// One family with a single unlabelled integer sample: its name as exposed, type
+/// ("counter" or "gauge"), help and value.
+type Reading = (&'static str, &'static str, &'static str, u64);
 
 /// The store's counters and gauges.
-fn store_samples(stats: &StoreStats) -> [Sample; 10] {
+fn store_samples(stats: &StoreStats) -> [Reading; 10] {
     [
         (
             "kache_keys",
@@ -145,7 +199,7 @@ fn store_samples(stats: &StoreStats) -> [Sample; 10] {
 }
 
 /// The node's lifecycle, cluster sync counters, connections, clock and process memory.
-fn node_samples(state: &AppState) -> Vec<Sample> {
+fn node_samples(state: &AppState) -> Vec<Reading> {
     let sync = state.cluster.sync_report();
     let mut samples = vec![
         (
@@ -207,7 +261,7 @@ fn node_samples(state: &AppState) -> Vec<Sample> {
 }
 
 /// The data dir (`--data-dir`): the log, snapshots, and what the start found.
-fn persistence_samples(report: &PersistReport) -> [Sample; 13] {
+fn persistence_samples(report: &PersistReport) -> [Reading; 13] {
     [
         (
             "kache_persist_log_bytes_total",
@@ -291,7 +345,7 @@ fn persistence_samples(report: &PersistReport) -> [Sample; 13] {
 }
 
 /// Client HTTP connections and how this node's clock compares with its peers'.
-fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
+fn connection_and_clock_samples(state: &AppState) -> Vec<Reading> {
     let mut samples = Vec::new();
     let connections = state.connections();
     samples.extend([
@@ -339,7 +393,7 @@ fn connection_and_clock_samples(state: &AppState) -> Vec<Sample> {
 }
 
 /// Client authentication: whether it is on, the users it knows, failed re-reads.
-fn auth_samples(auth: &Auth) -> [Sample; 3] {
+fn auth_samples(auth: &Auth) -> [Reading; 3] {
     [
         (
             "kache_auth_enabled",
@@ -363,18 +417,20 @@ fn auth_samples(auth: &Auth) -> [Sample; 3] {
 }
 
 /// What client authentication refused, by protocol and reason.
-fn auth_refusals(auth: &Auth, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP kache_auth_refused_total Client requests refused for want of a valid token \
-         (unauthenticated: HTTP 401, RESP NOAUTH or WRONGPASS) or of a high enough role \
-         (forbidden: HTTP 403, RESP NOPERM).\n# TYPE kache_auth_refused_total counter"
-    );
-    for (protocol, reason, count) in auth.refused() {
-        let _ = writeln!(
-            out,
-            "kache_auth_refused_total{{protocol=\"{protocol}\",reason=\"{reason}\"}} {count}"
-        );
+fn auth_refusals(auth: &Auth) -> Sample {
+    Sample {
+        name: "kache_auth_refused_total",
+        help: "Client requests refused for want of a valid token (unauthenticated: HTTP 401, \
+               RESP NOAUTH or WRONGPASS) or of a high enough role (forbidden: HTTP 403, RESP NOPERM).",
+        series: auth
+            .refused()
+            .map(|(protocol, reason, count)| {
+                (
+                    vec![("protocol", protocol), ("reason", reason)],
+                    SampleValue::Counter(count),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -443,9 +499,4 @@ pub fn resident_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Kept so a status code in a log line reads the same as in a metric.
-pub fn status_class(status: StatusCode) -> usize {
-    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }

@@ -30,30 +30,31 @@ use futures::future::{Either, Ready, ready};
 use tower::Service;
 
 use super::error::AppError;
+use super::route::Route;
 use crate::auth::{Access, Auth, Protocol, Refusal, Role};
 
 /// What a request for `path` with `method` needs, and the route's name for messages
 /// (never the key).
 pub fn required(method: &Method, path: &str) -> (Access, &'static str) {
     let reads = method == Method::GET || method == Method::HEAD;
-    match path {
-        "/healthz" => (Access::Open, "/healthz"),
-        "/readyz" => (Access::Open, "/readyz"),
-        "/metrics" => (Access::Open, "/metrics"),
-        "/v1/cluster" => (Access::Open, "/v1/cluster"),
-        "/v1/openapi.json" => (Access::Open, "/v1/openapi.json"),
-        "/v1/batch/get" => (Access::Needs(Role::Read), "/v1/batch/get"),
-        "/v1/batch/put" => (Access::Needs(Role::ReadWrite), "/v1/batch/put"),
-        "/v1/stats" => (Access::Needs(Role::Read), "/v1/stats"),
-        keys if keys.starts_with(super::keys::KEYS_PREFIX) => {
-            let role = if reads { Role::Read } else { Role::ReadWrite };
-            (Access::Needs(role), "/v1/keys/{key}")
+    let route = Route::of(path);
+    let access = match route {
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::Cluster | Route::OpenApi => {
+            Access::Open
         }
-        placement if placement.starts_with("/v1/cluster/keys/") => {
-            (Access::Needs(Role::Read), "/v1/cluster/keys/{key}")
+        Route::BatchGet | Route::Stats | Route::KeyPlacement | Route::Unmatched => {
+            Access::Needs(Role::Read)
         }
-        _ => (Access::Needs(Role::Read), "this path"),
-    }
+        Route::BatchPut => Access::Needs(Role::ReadWrite),
+        Route::Keys | Route::EmptyKey if reads => Access::Needs(Role::Read),
+        Route::Keys | Route::EmptyKey => Access::Needs(Role::ReadWrite),
+    };
+    let name = match route {
+        Route::Unmatched => "this path",
+        Route::EmptyKey => Route::Keys.template(),
+        route => route.template(),
+    };
+    (access, name)
 }
 
 /// The header that carries the token through the API server's pod proxy, which strips

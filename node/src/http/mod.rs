@@ -1,4 +1,4 @@
-//! The client HTTP API (axum): routes, shared request state and response accounting.
+//! The client HTTP API (axum): routes, shared request state and request metrics.
 //!
 //! Layout:
 //! - [`keys`]: `/v1/keys/{key}` GET, HEAD, PUT, DELETE.
@@ -7,6 +7,7 @@
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`auth`]: the role each route needs, checked before the router (401/403).
 //! - [`serve`]: the listener, with its connection cap and header-read timeout.
+//! - [`route`]: the routes as a closed set, for the token check and the metrics.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
 
@@ -15,26 +16,29 @@ pub mod auth;
 pub mod batch;
 pub mod error;
 pub mod keys;
+pub mod route;
 pub mod serve;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::cluster::wire::Identity;
 use crate::config::{Limits, NodeConfig};
 use crate::lifecycle::Phase;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::persist::Persistence;
 use crate::tls::NodeTls;
@@ -58,8 +62,6 @@ struct Shared {
     limits: Limits,
     default_ttl: Option<Duration>,
     started: Instant,
-    /// Responses by status class (1xx..5xx), for `/metrics`.
-    responses: [AtomicU64; 5],
     connections: Arc<serve::Connections>,
 }
 
@@ -71,7 +73,6 @@ impl AppState {
                 limits: config.limits,
                 default_ttl: config.default_ttl,
                 started: Instant::now(),
-                responses: Default::default(),
                 connections: Arc::new(serve::Connections::new(config.limits.max_connections)),
             }),
             persistence: None,
@@ -147,20 +148,20 @@ impl AppState {
         &self.shared.connections
     }
 
-    pub fn responses_by_class(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        ["1xx", "2xx", "3xx", "4xx", "5xx"]
-            .into_iter()
-            .zip(&self.shared.responses)
-            .map(|(class, count)| (class, count.load(Ordering::Relaxed)))
+    /// The node's metrics (the cluster's handle: one per node).
+    pub fn metrics(&self) -> &Metrics {
+        self.cluster.metrics()
     }
 }
 
-/// The node's HTTP service: the routes behind the token check, wrapped in response
-/// accounting (refusals count as 4xx).
+/// The node's HTTP service: the routes behind the token check, wrapped in request
+/// metrics (refusals are counted under their route too).
 ///
-/// Responses are counted by a `map_response` around the whole router rather than an axum
-/// layer: an axum layer re-boxes every route and ran about 700 ns per request, a third
-/// of a whole GET (measured in-process with `oneshot`).
+/// Requests are measured by a wrapper around the whole router rather than an axum layer:
+/// an axum layer re-boxes every route and ran about 700 ns per request, a third of a
+/// whole GET (measured in-process with `oneshot`). The route comes from
+/// [`route::Route::of`], a few string comparisons, not from the router's `MatchedPath`,
+/// which only a layer inside the router can see.
 pub fn app(
     state: AppState,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
@@ -168,13 +169,79 @@ pub fn app(
 + Send
 + Sync
 + 'static {
-    let counters = state.shared.clone();
+    let metrics = state.metrics().clone();
     let authorized = auth::Authorize::new(router(state.clone()), state.auth);
-    ServiceExt::<Request>::map_response(authorized, move |response: Response| {
-        let class = admin::status_class(response.status());
-        counters.responses[class].fetch_add(1, Ordering::Relaxed);
-        response
-    })
+    Measured {
+        inner: authorized,
+        metrics,
+    }
+}
+
+/// Records each request's route, method, status class and latency.
+#[derive(Debug, Clone)]
+struct Measured<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Service<Request> for Measured<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = MeasuredFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = route::Route::of(request.uri().path());
+        let method = route::RouteMethod::of(request.method());
+        MeasuredFuture {
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            route,
+            method,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request in flight, and what its metric needs when it is answered.
+    struct MeasuredFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Metrics,
+        route: route::Route,
+        method: route::RouteMethod,
+        started: std::time::Instant,
+    }
+}
+
+impl<F> Future for MeasuredFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        this.metrics.http_request(
+            *this.route,
+            *this.method,
+            response.status(),
+            this.started.elapsed(),
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 fn router(state: AppState) -> Router {

@@ -613,7 +613,12 @@ async fn stats_metrics_health_and_readiness() {
     assert_eq!(stats["misses"], 1);
     assert_eq!(stats["node_id"], "test");
 
-    let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
+    let scrape = api.get("/metrics").await;
+    assert_eq!(
+        scrape.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let metrics = String::from_utf8(scrape.body).expect("text");
     assert!(metrics.contains("kache_keys 1\n"), "{metrics}");
     assert!(metrics.contains("kache_misses_total 1\n"), "{metrics}");
     assert!(
@@ -625,6 +630,18 @@ async fn stats_metrics_health_and_readiness() {
         "kache_anti_entropy_rounds_total 0\n",
         "kache_records_pulled_total 0\n",
         "kache_sync_failures_total 0\n",
+        "# TYPE kache_hits counter\n",
+        "# TYPE kache_http_request_duration_seconds histogram\n",
+        // The PUT, the GET that hit, and the GET that missed; the route's template, not the key.
+        "kache_http_request_duration_seconds_count{route=\"/v1/keys/{key}\",method=\"GET\",outcome=\"2xx\"} 1\n",
+        "kache_http_request_duration_seconds_count{route=\"/v1/keys/{key}\",method=\"GET\",outcome=\"4xx\"} 1\n",
+        "kache_http_request_duration_seconds_count{route=\"/v1/stats\",method=\"GET\",outcome=\"2xx\"} 1\n",
+        "kache_hit_ratio 0.5\n",
+        "kache_members 1\n",
+        "kache_partitions_owned 8\n",
+        "kache_rebalance_partitions_pending 0\n",
+        "kache_clock_offset_seconds 0.0\n",
+        "# EOF\n",
     ] {
         assert!(
             metrics.contains(cluster_metric),
@@ -1141,4 +1158,62 @@ async fn without_auth_every_route_answers_without_a_token() {
     assert_eq!(api.get("/v1/stats").await.status, StatusCode::OK);
     let metrics = String::from_utf8(api.get("/metrics").await.body).expect("text");
     assert!(metrics.contains("kache_auth_enabled 0\n"), "{metrics}");
+}
+
+/// The route each path is counted under is the one the router matched it to.
+#[tokio::test]
+async fn every_route_template_is_what_the_router_matched() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::MatchedPath;
+
+    let matched: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = matched.clone();
+    let state = AppState::single_node(&config());
+    let router = router(state).route_layer(axum::middleware::from_fn(
+        move |path: MatchedPath, request: axum::extract::Request, next: axum::middleware::Next| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().expect("lock") = Some(path.as_str().to_owned());
+                next.run(request).await
+            }
+        },
+    ));
+    for (method, path, route) in [
+        (Method::GET, "/v1/keys/a/b", route::Route::Keys),
+        (Method::PUT, "/v1/keys/", route::Route::EmptyKey),
+        (Method::POST, "/v1/batch/get", route::Route::BatchGet),
+        (Method::POST, "/v1/batch/put", route::Route::BatchPut),
+        (Method::GET, "/v1/stats", route::Route::Stats),
+        (Method::GET, "/v1/cluster", route::Route::Cluster),
+        (
+            Method::GET,
+            "/v1/cluster/keys/a",
+            route::Route::KeyPlacement,
+        ),
+        (Method::GET, "/v1/openapi.json", route::Route::OpenApi),
+        (Method::GET, "/metrics", route::Route::Metrics),
+        (Method::GET, "/healthz", route::Route::Healthz),
+        (Method::GET, "/readyz", route::Route::Readyz),
+        (Method::GET, "/v1/nothing", route::Route::Unmatched),
+    ] {
+        *matched.lock().expect("lock") = None;
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        router.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(route::Route::of(path), route, "{path}");
+        let matched = matched.lock().expect("lock").clone();
+        match route {
+            route::Route::Unmatched => assert_eq!(matched, None, "{path}"),
+            route => assert_eq!(
+                matched.map(|m| m.replace("{*", "{")).as_deref(),
+                Some(route.template()),
+                "{path}"
+            ),
+        }
+    }
+    assert_eq!(route::Route::ALL.len(), 12, "a new route needs a row above");
 }

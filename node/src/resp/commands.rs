@@ -179,30 +179,53 @@ pub static COMMANDS: &[Spec] = &[
 
 /// The command named `name`, in any case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    position(name).map(|at| &COMMANDS[at])
 }
 
-/// Runs one command and writes its reply.
+/// Where the command named `name` is in [`COMMANDS`] (its index in the metrics).
+fn position(name: &[u8]) -> Option<usize> {
+    COMMANDS
+        .iter()
+        .position(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Runs one command, writes its reply, and records its latency and outcome.
 pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_>) -> Flow {
     let Some(name) = args.first() else {
         return Flow::Continue;
     };
-    let Some(spec) = lookup(name) else {
+    let started = std::time::Instant::now();
+    let command = position(name);
+    let spec = command.map(|at| &COMMANDS[at]);
+    let (flow, ok) = execute_untimed(spec, session, args, reply).await;
+    session
+        .metrics()
+        .resp_command(command, ok, started.elapsed());
+    flow
+}
+
+/// Runs the command `spec` (None: one kache does not know) and writes its reply;
+/// whether the reply is not an error.
+async fn execute_untimed(
+    spec: Option<&'static Spec>,
+    session: &mut Session,
+    args: &[Bytes],
+    reply: &mut Reply<'_>,
+) -> (Flow, bool) {
+    let Some(spec) = spec else {
         reply.error(&unknown_command(args));
-        return Flow::Continue;
+        return (Flow::Continue, false);
     };
     let count = args.len() as i64;
     if (spec.arity > 0 && count != spec.arity) || (spec.arity < 0 && count < -spec.arity) {
         reply.error(&RespError::arity(spec.name).to_string());
-        return Flow::Continue;
+        return (Flow::Continue, false);
     }
     if session.auth_on() {
         let (access, name) = access(spec, args);
         if let Err((refused, flow)) = session.authorize(access, &name) {
             reply.error(&refused.to_string());
-            return flow;
+            return (flow, false);
         }
     }
     session.count_command();
@@ -212,11 +235,11 @@ pub async fn execute(session: &mut Session, args: &[Bytes], reply: &mut Reply<'_
             // A write's reply goes out only once the log holds it (`--fsync always`). A
             // refused one (an error reply) changed nothing to wait for.
             session.wrote |= spec.flags.contains(&"write");
-            flow
+            (flow, true)
         }
         Err(err) => {
             reply.error(&err.to_string());
-            Flow::Continue
+            (Flow::Continue, false)
         }
     }
 }
@@ -286,6 +309,11 @@ async fn run(
         _ => server::run(name, session, args, reply),
     };
     done.map(|()| Flow::Continue)
+}
+
+/// The name of every command in the table, in its order (the RESP metrics' labels).
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|spec| spec.name)
 }
 
 /// Redis's wording: `ERR unknown command 'x', with args beginning with: 'a' 'b' `.

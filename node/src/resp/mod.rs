@@ -35,6 +35,8 @@ pub mod frame;
 mod keys;
 mod server;
 
+pub use commands::command_names;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,6 +134,11 @@ pub struct Session {
 impl Session {
     pub fn cluster(&self) -> &Cluster {
         &self.shared.app.cluster
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.shared.app.metrics()
     }
 
     /// Waits, if a write ran since the last replies went out, until the log holds it
@@ -347,11 +354,13 @@ impl Session {
 /// when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
-    app: AppState,
+    mut app: AppState,
     clustered: bool,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Key requests from here count as RESP's in the forwarded-requests metric.
+    app.cluster = app.cluster.via(auth::Protocol::Resp);
     let limits = app.limits();
     let connections = Arc::new(Connections::new(limits.max_connections));
     let frame_limits = FrameLimits {

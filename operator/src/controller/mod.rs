@@ -31,7 +31,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::{CacheCluster, CacheClusterStatus};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterSpec, Metrics};
 use crate::resources::config::SettingsError;
 use crate::resources::optional::OperatorPods;
 use crate::resources::{self, Names, names};
@@ -322,7 +322,11 @@ async fn reconcile_cluster(cc: &CacheCluster, ctx: &Context) -> Result<Action> {
     }
     events::publish(cc, ctx, &plan, previous, &status, &losses).await;
     ctx.backoff.reset(&key);
-    ctx.metrics.observe(&key, &status, started.elapsed());
+    let spec = ClusterSpec {
+        replicas_desired: cc.spec.replicas,
+        rebalance_timeout,
+    };
+    ctx.metrics.observe(&key, spec, &status, started.elapsed());
     let waiting_for_certificates = findings
         .cert_manager
         .as_ref()

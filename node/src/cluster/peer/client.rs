@@ -6,6 +6,9 @@
 //! A member without a known address is an `UNAVAILABLE` error, like a failed call, never
 //! "no data". A call that fails on the transport makes discovery look again.
 //!
+//! Every call made through the pool is timed and counted by peer, method and outcome
+//! ([`crate::metrics::peer`]): the hot calls here, the others through [`PeerClients::timed`].
+//!
 //! Under mutual TLS (`--peer-tls-dir`) both kinds of connection are TLS 1.3: the channel
 //! through [`TlsConnect`], a lean connection in its driver; each checks that the server
 //! is the member this node meant to call (`tls::peer`).
@@ -30,6 +33,7 @@ use crate::cluster::wire::{
     is_syncing,
     proto::{self, peer_client::PeerClient},
 };
+use crate::metrics::{PeerMethod, PeerRpcs};
 use crate::tls::PeerTls;
 use crate::tls::peer::{ALPN_H2, ALPN_LEAN};
 
@@ -65,6 +69,8 @@ pub struct PeerClients {
     lean: Arc<Mutex<HashMap<String, Lean>>>,
     /// Mutual TLS for every connection, with `--peer-tls-dir`.
     tls: Option<PeerTls>,
+    /// Latency and failures of every call, by peer and method.
+    metrics: Arc<PeerRpcs>,
 }
 
 /// A member's channel and the address it connects to.
@@ -88,7 +94,31 @@ impl PeerClients {
             channels: Arc::default(),
             lean: Arc::default(),
             tls: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records every call into `metrics` (the node's; a pool made without it keeps its
+    /// own, which nothing exposes).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<PeerRpcs>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs `call`, a call of `method` to `member` (from getting its client to the last
+    /// message), and records its latency and outcome.
+    pub async fn timed<T>(
+        &self,
+        member: &str,
+        method: PeerMethod,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .observe(member, method, started.elapsed(), result.as_ref().err());
+        result
     }
 
     /// Reaches every member over mutual TLS.
@@ -169,7 +199,7 @@ impl PeerClients {
     ) -> Result<proto::GetResponse, Status> {
         self.call(
             member,
-            Kind::Get,
+            (Kind::Get, PeerMethod::Get),
             request,
             |mut client, request| async move { Ok(client.get(request).await?.into_inner()) },
         )
@@ -184,7 +214,7 @@ impl PeerClients {
     ) -> Result<proto::ApplyResponse, Status> {
         self.call(
             member,
-            Kind::Apply,
+            (Kind::Apply, PeerMethod::Apply),
             request,
             |mut client, request| async move { Ok(client.apply(request).await?.into_inner()) },
         )
@@ -194,6 +224,28 @@ impl PeerClients {
     /// One hot call: over `member`'s lean connection, or over gRPC (`grpc`) if the
     /// member refused the lean preface (then nothing was sent, so this is no retry).
     async fn call<Q, R, Grpc, Fut>(
+        &self,
+        member: &Member,
+        (kind, method): (Kind, PeerMethod),
+        request: Q,
+        grpc: Grpc,
+    ) -> Result<R, Status>
+    where
+        Q: prost::Message,
+        R: prost::Message + Default,
+        Grpc: FnOnce(PeerClient<Channel>, Q) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        self.timed(
+            &member.id,
+            method,
+            self.lean_or_grpc(member, kind, request, grpc),
+        )
+        .await
+    }
+
+    /// [`Self::call`]'s call, untimed.
+    async fn lean_or_grpc<Q, R, Grpc, Fut>(
         &self,
         member: &Member,
         kind: Kind,
