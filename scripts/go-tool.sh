@@ -3,6 +3,7 @@
 #
 #   scripts/go-tool.sh umoci       # -> ~/.cache/kache/tools/umoci-v0.6.0/umoci
 #   scripts/go-tool.sh actionlint
+#   scripts/go-tool.sh promtool    # Prometheus's rule and metrics checker
 #
 # The tools and their pinned versions are listed below. Each is built inside its
 # own module (so the module's replace directives apply, which `go install
@@ -11,10 +12,12 @@
 # default ~/.cache/kache), KACHE_BUILD_NICE (default 19).
 set -euo pipefail
 
-tool=${1:?usage: scripts/go-tool.sh umoci|actionlint}
+tool=${1:?usage: scripts/go-tool.sh umoci|actionlint|promtool}
 case "$tool" in
   umoci)      module=github.com/opencontainers/umoci version=v0.6.0  pkg=./cmd/umoci ;;
   actionlint) module=github.com/rhysd/actionlint     version=v1.7.12 pkg=./cmd/actionlint ;;
+  # Prometheus's Go module versions are v0.<minor><patch>: v0.316.0 is Prometheus 3.16.0.
+  promtool)   module=github.com/prometheus/prometheus version=v0.316.0 pkg=./cmd/promtool ;;
   *) echo "scripts/go-tool.sh: unknown tool $tool" >&2; exit 2 ;;
 esac
 
@@ -29,7 +32,7 @@ echo "[go-tool] building $tool $version from the Go module proxy (once)" >&2
 src=$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
 [[ -n "$src" && -d "$src" ]] || { echo "scripts/go-tool.sh: go mod download $module@$version failed" >&2; exit 1; }
 mkdir -p "$dir"
-(cd "$src" && GOFLAGS="-mod=mod -buildvcs=false" nice -n "${KACHE_BUILD_NICE:-19}" \
+(cd "$src" && GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" nice -n "${KACHE_BUILD_NICE:-19}" \
   go build -trimpath -o "$bin.tmp" "$pkg")
 mv "$bin.tmp" "$bin"
 echo "$bin"
