@@ -153,8 +153,8 @@ pub fn alerts(scope: Scope<'_>) -> Vec<Alert> {
             for_: "15m",
             severity: Severity::Warning,
             summary: "CacheCluster {{ $labels.cluster }} cannot scale down (15 minutes)",
-            description: "A scale-down waits because removing the members would lose data or a quorum. \
-                The condition's message says what it waits for.",
+            description: "Members that are to leave may still hold data and do not answer: their pods \
+                stay until they hand off. The condition's message names them.",
         },
         Alert {
             name: "KacheRebalanceStuck",

@@ -60,7 +60,12 @@ const WATCHED_RULES: &[Rule] = &[
         ALL,
     ),
     ("networking.k8s.io", &["networkpolicies"], &[], ALL),
-    ("monitoring.coreos.com", &["servicemonitors"], &[], ALL),
+    (
+        "monitoring.coreos.com",
+        &["servicemonitors", "podmonitors", "prometheusrules"],
+        &[],
+        ALL,
+    ),
     // rbac.certManager=true, as the e2e installs the chart.
     (
         "cert-manager.io",
