@@ -241,7 +241,10 @@ mod tests {
             name: "demo",
         };
         for alert in alerts(scope) {
-            let node = alert.expr.matches("namespace=\"shop\",cachecluster=\"demo\"").count();
+            let node = alert
+                .expr
+                .matches("namespace=\"shop\",cachecluster=\"demo\"")
+                .count();
             let op = alert.expr.matches("cluster=\"shop/demo\"").count();
             let selectors = alert.expr.matches('{').count();
             assert_eq!(

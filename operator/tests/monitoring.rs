@@ -3,6 +3,10 @@
 //! cluster selectors of every query, rate windows), every dashboard query and alert
 //! expression through `promtool check rules`, and every metric name they reference against
 //! `tests/monitoring/metric-names.txt`, the list a scrape of real processes is compared to.
+#![expect(
+    clippy::unwrap_used,
+    reason = "the helpers read committed files and run promtool; a failure there is a failed test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -169,7 +173,10 @@ fn the_dashboard_selects_one_cluster_through_its_variables_and_data_source() {
                 "{title}: selector {{{selector}}} in {expr}"
             );
         }
-        assert!(!expr.contains("{}") && expr.contains('{'), "{title}: {expr}");
+        assert!(
+            !expr.contains("{}") && expr.contains('{'),
+            "{title}: {expr}"
+        );
         // Rate windows follow Grafana's interval and the scrape interval.
         for window in expr.split('[').skip(1) {
             assert!(

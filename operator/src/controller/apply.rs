@@ -154,7 +154,8 @@ async fn monitoring(cc: &CacheCluster, ctx: &Context, security: &Security) {
         if let Err(error) = monitoring_object(cc, ctx, &resource, object).await
             && asked
         {
-            let note = format!("cannot apply the {kind} (is prometheus-operator installed?): {error}");
+            let note =
+                format!("cannot apply the {kind} (is prometheus-operator installed?): {error}");
             events::emit(
                 ctx,
                 cc,

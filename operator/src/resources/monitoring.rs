@@ -89,7 +89,12 @@ pub fn prometheus_rule(cc: &CacheCluster) -> Option<DynamicObject> {
         namespace: &names.namespace,
         name: &names.cluster,
     });
-    Some(object(cc, &prometheus_rule_resource(), spec, &[&rule.labels]))
+    Some(object(
+        cc,
+        &prometheus_rule_resource(),
+        spec,
+        &[&rule.labels],
+    ))
 }
 
 /// The one scrape endpoint, the same in both monitors.
@@ -128,7 +133,7 @@ fn object(
 ) -> DynamicObject {
     let names = Names::of(cc);
     let mut object = DynamicObject::new(&names.cluster, resource);
-    let mut meta = metadata(cc, names.cluster.clone());
+    let mut meta = metadata(cc, names.cluster);
     let ours = meta.labels.take().unwrap_or_default();
     let mut labels = cc.spec.monitoring.labels.clone();
     for more in extra {
@@ -137,7 +142,7 @@ fn object(
     labels.extend(ours);
     meta.labels = Some(labels);
     object.metadata = meta;
-    object.data = json!({ "spec": spec });
+    object.data = Value::Object(serde_json::Map::from_iter([("spec".to_owned(), spec)]));
     object
 }
 
@@ -187,7 +192,11 @@ mod tests {
             .filter(|s| selects(selector, &service_labels(s.clone())))
             .map(|s| s.metadata.name.unwrap())
             .collect();
-        assert_eq!(selected, [Names::of(&cc).peers()], "one Service: each pod scraped once");
+        assert_eq!(
+            selected,
+            [Names::of(&cc).peers()],
+            "one Service: each pod scraped once"
+        );
         let endpoints = spec["endpoints"].as_array().unwrap();
         assert_eq!(endpoints.len(), 1, "one port");
         assert_eq!(endpoints[0]["port"], "http");
@@ -198,7 +207,10 @@ mod tests {
             "the alerts select on the cluster's name"
         );
         assert_eq!(endpoints[0]["relabelings"][0]["replacement"], "demo");
-        assert!(endpoints[0].get("scheme").is_none(), "plain http by default");
+        assert!(
+            endpoints[0].get("scheme").is_none(),
+            "plain http by default"
+        );
         assert!(spec.get("namespaceSelector").is_none(), "its own namespace");
         assert!(pod_monitor(&cc, &security).is_none());
     }
@@ -268,7 +280,10 @@ mod tests {
         let labels = monitor.metadata.labels.unwrap();
         assert_eq!(labels["release"], "prom");
         assert_eq!(labels["app.kubernetes.io/instance"], "demo");
-        assert!(!labels.contains_key("role"), "the rule's labels are the rule's");
+        assert!(
+            !labels.contains_key("role"),
+            "the rule's labels are the rule's"
+        );
         let rule = prometheus_rule(&cc).unwrap();
         let labels = rule.metadata.labels.unwrap();
         assert_eq!(labels["release"], "prom");
