@@ -130,7 +130,7 @@ where
 /// deleted when not. Their CRDs may not be installed (or the chart's
 /// `rbac.serviceMonitors` may be off): a failure is a warning event on the CacheCluster
 /// when the object was asked for, never a failed reconcile.
-async fn monitoring(cc: &CacheCluster, ctx: &Context, security: &Security) {
+pub(super) async fn monitoring(cc: &CacheCluster, ctx: &Context, security: &Security) {
     use resources::monitoring as m;
     let objects = [
         (
