@@ -155,6 +155,14 @@ fn the_dashboard_selects_one_cluster_through_its_variables_and_data_source() {
             panel["title"]
         );
         assert!(!panel["description"].as_str().unwrap_or("").is_empty());
+        assert!(
+            !panel["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{} has no unit",
+            panel["title"]
+        );
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{} has no query", panel["title"]);
         for target in targets {
@@ -218,9 +226,16 @@ fn the_dashboard_has_the_panels_the_issue_asks_for() {
 #[test]
 fn the_dashboard_and_the_alerts_read_only_exported_metrics() {
     let exported = exported();
+    let dashboard = dashboard();
     let mut read = Vec::new();
-    for (title, expr) in queries(&dashboard()) {
+    for (title, expr) in queries(&dashboard) {
         read.push((format!("dashboard: {title}"), expr));
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if variable["type"] == "query" {
+            let definition = variable["definition"].as_str().unwrap().to_owned();
+            read.push((format!("variable {}", variable["name"]), definition));
+        }
     }
     for alert in alerts::alerts(Scope::All) {
         read.push((format!("alert {}", alert.name), alert.expr));
