@@ -186,7 +186,8 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub pod_disruption_budget: PdbSpec,
 
-    /// Prometheus scraping.
+    /// Prometheus scraping (a ServiceMonitor or a PodMonitor) and alerts (a
+    /// PrometheusRule), through prometheus-operator. docs/operations.md, "Monitoring".
     #[serde(default)]
     pub monitoring: Monitoring,
 
