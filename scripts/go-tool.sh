@@ -16,7 +16,7 @@ tool=${1:?usage: scripts/go-tool.sh umoci|actionlint|promtool}
 case "$tool" in
   umoci)      module=github.com/opencontainers/umoci version=v0.6.0  pkg=./cmd/umoci ;;
   actionlint) module=github.com/rhysd/actionlint     version=v1.7.12 pkg=./cmd/actionlint ;;
-  # Prometheus's Go module versions are v0.<minor><patch>: v0.316.0 is Prometheus 3.16.0.
+  # Prometheus tags its Go module v0.3xx.y for its 3.xx.y releases (promtool is cmd/promtool).
   promtool)   module=github.com/prometheus/prometheus version=v0.316.0 pkg=./cmd/promtool ;;
   *) echo "scripts/go-tool.sh: unknown tool $tool" >&2; exit 2 ;;
 esac
