@@ -42,6 +42,8 @@ use serde_json::Value as Json;
 
 #[path = "e2e/cert_manager.rs"]
 mod cert_manager;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/tls_auth.rs"]
@@ -544,6 +546,7 @@ async fn kache_on_a_real_control_plane() {
     tls_auth::create_token_secrets();
     // The Certificate CRD first: `kubectl auth can-i` answers no for an unknown resource.
     cert_manager::install_crd();
+    monitoring::install_crds();
     security::operator_rbac_is_as_documented().await;
 
     // 2. A 3-member cluster becomes Available; keys written through one pod are readable
@@ -558,6 +561,7 @@ async fn kache_on_a_real_control_plane() {
     ));
     assert_runs_from_images(&client).await;
     security::defaults_are_locked_down(&client, "scale").await;
+    monitoring::scraped_once(&client, "scale").await;
     let ips = pod_ips(&client, "scale").await;
     let mut seed = BTreeMap::new();
     for i in 0..2_000 {
