@@ -7,9 +7,11 @@
 //! and a scale 3 -> 1 -> 3 brings back no deleted key and no old value, and deleting the
 //! CacheCluster collects everything it owned (a persistent one's volumes stay). The
 //! operator's ServiceAccount holds exactly the RBAC the chart README documents, and a
-//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). A
-//! cluster whose peer certificates come from cert-manager (a stand-in CRD and signer)
-//! runs on them (`cert_manager`).
+//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). Its
+//! ServiceMonitor selects one Service and one port, and its PodMonitor and PrometheusRule
+//! come and go with the spec (`monitoring`, on stand-in CRDs). A cluster whose peer
+//! certificates come from cert-manager (a stand-in CRD and signer) runs on them
+//! (`cert_manager`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
