@@ -16,6 +16,11 @@ echo "== Redis clients (redis-cli, redis-py, go-redis) on a loopback cluster sca
 tests/resp/run.sh
 echo "== crds/ and charts/kache/templates/crd.yaml match operator/src/crd.rs"
 cargo run --quiet --locked -p kache-operator --bin crdgen -- --check
+echo "== charts/kache/files/prometheus-rules.yaml matches operator/src/alerts.rs; promtool checks and unit-tests it"
+cargo run --quiet --locked -p kache-operator --bin rulegen -- --check
+promtool=$(scripts/go-tool.sh promtool)
+"$promtool" check rules charts/kache/files/prometheus-rules.yaml
+"$promtool" test rules tests/monitoring/rules.test.yaml
 echo "== the module graph has no import cycles (scripts/code-map.py)"
 python3 scripts/code-map.py graph >/dev/null || python3 scripts/code-map.py graph
 echo "== shell scripts parse"
@@ -53,7 +58,8 @@ fi
 for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
   'watchNamespaces={Not_A_Namespace}' 'watchNamespaces={caches,-bad}' watchNamespaces=caches \
   watchAllNamespaces=maybe 'watchAllNamespaces=true,watchNamespaces={caches}' \
-  replicas=2,leaderElection.enabled=false crds.install=maybe rbac.certManager=maybe; do
+  replicas=2,leaderElection.enabled=false crds.install=maybe rbac.certManager=maybe \
+  metrics.prometheusRule.enabled=maybe grafana.dashboard.enabled=maybe grafana.dashboard.namespace=Not_A_Namespace; do
   if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
     echo "helm template accepted the bad value $bad" >&2
     exit 1
@@ -120,6 +126,21 @@ fi
 rendered=$("$helm" template kache charts/kache --namespace kache-system)
 if grep -qE '^kind: ClusterRole(Binding)?$' <<<"$rendered"; then
   echo "charts/kache: the default render has a ClusterRole or ClusterRoleBinding" >&2
+  exit 1
+fi
+# The monitoring extras: the PrometheusRule carries every alert of the rule file, and the
+# dashboard ConfigMap carries the sidecar's label and the dashboard JSON; neither by default.
+rendered=$("$helm" template kache charts/kache --namespace kache-system)
+if grep -qE '^kind: PrometheusRule$|grafana_dashboard' <<<"$rendered"; then
+  echo "charts/kache: the default render has a PrometheusRule or a dashboard ConfigMap" >&2
+  exit 1
+fi
+rendered=$("$helm" template kache charts/kache --namespace kache-system --set metrics.prometheusRule.enabled=true \
+  --set grafana.dashboard.enabled=true --show-only templates/prometheusrule.yaml --show-only templates/dashboard.yaml)
+alerts=$(grep -c '^  - alert: ' charts/kache/files/prometheus-rules.yaml)
+if [ "$(grep -c '^    - alert: ' <<<"$rendered")" != "$alerts" ] || ! grep -q '^    grafana_dashboard: "1"$' <<<"$rendered" ||
+  ! grep -q '"uid": "kache-cluster"' <<<"$rendered"; then
+  echo "charts/kache: the PrometheusRule or the dashboard ConfigMap is not rendered as expected" >&2
   exit 1
 fi
 echo "== manifests/install.yaml matches the chart"

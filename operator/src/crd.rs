@@ -186,7 +186,8 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub pod_disruption_budget: PdbSpec,
 
-    /// Prometheus scraping.
+    /// Prometheus scraping (a ServiceMonitor or a PodMonitor) and alerts (a
+    /// PrometheusRule), through prometheus-operator. docs/operations.md, "Monitoring".
     #[serde(default)]
     pub monitoring: Monitoring,
 
@@ -445,25 +446,60 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+/// Prometheus scraping and alerting through prometheus-operator objects (docs/operations.md,
+/// "Monitoring"). Each object is created when asked for and deleted when turned off; a
+/// missing prometheus-operator CRD is a warning event, never a failed reconcile.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!(has(self.serviceMonitor) && self.serviceMonitor && has(self.podMonitor) && self.podMonitor)"
+)
+    .message("monitoring: set serviceMonitor or podMonitor, not both (each pod would be scraped twice)"))]
 pub struct Monitoring {
-    /// Create a prometheus-operator ServiceMonitor for the nodes' /metrics.
+    /// Create a prometheus-operator ServiceMonitor for the nodes' /metrics: one Service
+    /// (the peer one), one port (`http`), so each pod is scraped once.
     #[serde(default)]
     pub service_monitor: bool,
+    /// Create a prometheus-operator PodMonitor instead: the cache pods' `http` port.
+    #[serde(default)]
+    pub pod_monitor: bool,
     /// Scrape interval.
     #[serde(default = "default_scrape_interval")]
     #[schemars(regex(pattern = r"^[0-9]{1,6}(s|m)$"))]
     pub interval: String,
+    /// Labels on the ServiceMonitor or PodMonitor, e.g. `release: prom` when your
+    /// Prometheus selects monitors by that label. They go on the PrometheusRule too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The alert rules of this cluster (docs/operations.md has a runbook per alert).
+    #[serde(default)]
+    pub prometheus_rule: PrometheusRuleSpec,
 }
 
 impl Default for Monitoring {
     fn default() -> Self {
         Self {
             service_monitor: false,
+            pod_monitor: false,
             interval: default_scrape_interval(),
+            labels: BTreeMap::new(),
+            prometheus_rule: PrometheusRuleSpec::default(),
         }
     }
+}
+
+/// A prometheus-operator PrometheusRule with kache's alerts, scoped to this cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRuleSpec {
+    /// Create the PrometheusRule. The alerts read the metrics a ServiceMonitor or
+    /// PodMonitor of this cluster scrapes (and the operator's own).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Labels on the PrometheusRule on top of `monitoring.labels`, e.g. the
+    /// `ruleSelector` labels of your Prometheus.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_scrape_interval() -> String {

@@ -2,6 +2,7 @@
 //! losing data and reports honest status.
 //!
 //! Layout:
+//! - `alerts`: kache's alert rules, for the PrometheusRules and the chart's rule file.
 //! - `crd`: the CacheCluster types; `crdgen` writes the CRD YAML from them.
 //! - `resources/`: pure builders of every object a CacheCluster owns.
 //! - `members`: the member list the operator publishes and the nodes follow.
@@ -13,6 +14,7 @@
 //! - `scope`: which namespaces the operator watches (all, or a list).
 //! - `metrics` and `telemetry`: Prometheus metrics and health endpoints.
 
+pub mod alerts;
 pub mod controller;
 pub mod crd;
 pub mod leader;

@@ -7,10 +7,12 @@
 //! and a scale 3 -> 1 -> 3 brings back no deleted key and no old value, and deleting the
 //! CacheCluster collects everything it owned (a persistent one's volumes stay). The
 //! operator's ServiceAccount holds exactly the RBAC the chart README documents, and a
-//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). A
-//! cluster whose peer certificates come from cert-manager (a stand-in CRD and signer)
-//! runs on them (`cert_manager`). `kubectl kache` shows the first scale's move and
-//! round-trips keys through the pod proxy (`plugin`).
+//! default CacheCluster gets its NetworkPolicy and placement defaults (`security`). Its
+//! ServiceMonitor selects one Service and one port, and its PodMonitor and PrometheusRule
+//! come and go with the spec (`monitoring`, on stand-in CRDs). A cluster whose peer
+//! certificates come from cert-manager (a stand-in CRD and signer) runs on them
+//! (`cert_manager`). `kubectl kache` shows the first scale's move and round-trips keys
+//! through the pod proxy (`plugin`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -43,6 +45,8 @@ use serde_json::Value as Json;
 
 #[path = "e2e/cert_manager.rs"]
 mod cert_manager;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/plugin.rs"]
 mod plugin;
 #[path = "e2e/security.rs"]
@@ -548,6 +552,7 @@ async fn kache_on_a_real_control_plane() {
     tls_auth::create_token_secrets();
     // The Certificate CRD first: `kubectl auth can-i` answers no for an unknown resource.
     cert_manager::install_crd();
+    monitoring::install_crds();
     security::operator_rbac_is_as_documented().await;
 
     // 2. A 3-member cluster becomes Available; keys written through one pod are readable
@@ -562,6 +567,7 @@ async fn kache_on_a_real_control_plane() {
     ));
     assert_runs_from_images(&client).await;
     security::defaults_are_locked_down(&client, "scale").await;
+    monitoring::scraped_once(&client, "scale").await;
     let ips = pod_ips(&client, "scale").await;
     let mut seed = BTreeMap::new();
     for i in 0..2_000 {

@@ -193,9 +193,10 @@ the reason for each; tests/tests/e2e/security.rs checks the granted rules agains
     resources: ["networkpolicies"]
     verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
   {{- if .Values.rbac.serviceMonitors }}
-  # Optional ServiceMonitor per CacheCluster (spec.monitoring.serviceMonitor).
+  # Optional prometheus-operator objects per CacheCluster (spec.monitoring): a
+  # ServiceMonitor or a PodMonitor, and a PrometheusRule; deleted when turned off.
   - apiGroups: ["monitoring.coreos.com"]
-    resources: ["servicemonitors"]
+    resources: ["servicemonitors", "podmonitors", "prometheusrules"]
     verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
   {{- end }}
   {{- if .Values.rbac.certManager }}

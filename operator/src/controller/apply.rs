@@ -59,7 +59,7 @@ pub(super) async fn objects(
         Some(policy) => apply(client, ns, &policy).await?,
         None => delete::<NetworkPolicy>(client, ns, &names.cluster).await?,
     }
-    service_monitor(cc, ctx).await;
+    monitoring(cc, ctx, security).await;
     Ok(())
 }
 
@@ -126,19 +126,65 @@ where
     }
 }
 
-/// The ServiceMonitor is optional and its CRD may not be installed: a failure is a
-/// warning event, not a failed reconcile.
-async fn service_monitor(cc: &CacheCluster, ctx: &Context) {
+/// The prometheus-operator objects (`spec.monitoring`): each applied when asked for and
+/// deleted when not. Their CRDs may not be installed (or the chart's
+/// `rbac.serviceMonitors` may be off): a failure is a warning event on the CacheCluster
+/// when the object was asked for, never a failed reconcile.
+pub(super) async fn monitoring(cc: &CacheCluster, ctx: &Context, security: &Security) {
+    use resources::monitoring as m;
+    let objects = [
+        (
+            m::service_monitor_resource(),
+            m::service_monitor(cc, security),
+            cc.spec.monitoring.service_monitor,
+        ),
+        (
+            m::pod_monitor_resource(),
+            m::pod_monitor(cc, security),
+            cc.spec.monitoring.pod_monitor,
+        ),
+        (
+            m::prometheus_rule_resource(),
+            m::prometheus_rule(cc),
+            cc.spec.monitoring.prometheus_rule.enabled,
+        ),
+    ];
+    for (resource, object, asked) in objects {
+        let kind = resource.kind.clone();
+        if let Err(error) = monitoring_object(cc, ctx, &resource, object).await
+            && asked
+        {
+            let note =
+                format!("cannot apply the {kind} (is prometheus-operator installed?): {error}");
+            events::emit(
+                ctx,
+                cc,
+                EventType::Warning,
+                &format!("{kind}Failed"),
+                &format!("Apply{kind}"),
+                note,
+            )
+            .await;
+        }
+    }
+}
+
+/// Applies `object`, or deletes the one of that kind named after the cluster when None.
+async fn monitoring_object(
+    cc: &CacheCluster,
+    ctx: &Context,
+    resource: &kube::api::ApiResource,
+    object: Option<DynamicObject>,
+) -> Result<(), kube::Error> {
     let names = Names::of(cc);
-    let resource = resources::optional::service_monitor_resource();
     let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &names.namespace, &resource);
-    let result = match resources::optional::service_monitor(cc) {
-        Some(monitor) => api
+        Api::namespaced_with(ctx.client.clone(), &names.namespace, resource);
+    match object {
+        Some(object) => api
             .patch(
                 &names.cluster,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&monitor),
+                &Patch::Apply(&object),
             )
             .await
             .map(|_| ()),
@@ -147,20 +193,5 @@ async fn service_monitor(cc: &CacheCluster, ctx: &Context) {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(e),
         },
-    };
-    if let Err(error) = result
-        && cc.spec.monitoring.service_monitor
-    {
-        let note =
-            format!("cannot apply the ServiceMonitor (is prometheus-operator installed?): {error}");
-        events::emit(
-            ctx,
-            cc,
-            EventType::Warning,
-            "ServiceMonitorFailed",
-            "ApplyServiceMonitor",
-            note,
-        )
-        .await;
     }
 }

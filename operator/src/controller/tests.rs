@@ -482,3 +482,67 @@ fn a_refused_watch_is_logged_with_the_permission_and_where_it_comes_from() {
         "{line}"
     );
 }
+
+/// An API server without the prometheus-operator CRDs: their paths are 404.
+fn no_prometheus_operator(_method: &str, path: &str) -> (StatusCode, String) {
+    if path.starts_with("/apis/monitoring.coreos.com/") {
+        return (StatusCode::NOT_FOUND, status_body(404, "NotFound"));
+    }
+    (StatusCode::CREATED, "{}".to_owned())
+}
+
+/// The writes to prometheus-operator objects, and the events recorded.
+fn monitoring_writes(log: &Log) -> (Vec<String>, usize) {
+    let writes = writes(log);
+    let events = writes
+        .iter()
+        .filter(|w| w.starts_with("POST") && w.ends_with("/events"))
+        .count();
+    let objects = writes
+        .into_iter()
+        .filter(|w| w.contains("/apis/monitoring.coreos.com/v1/namespaces/shop/"))
+        .map(|w| w.replace("/apis/monitoring.coreos.com/v1/namespaces/shop/", " "))
+        .collect();
+    (objects, events)
+}
+
+#[tokio::test]
+async fn without_prometheus_operator_the_objects_asked_for_are_warnings_and_the_others_deleted() {
+    let (client, log) = mock_api(no_prometheus_operator).await;
+    let ctx = context(client);
+    let mut cc = (*cache_cluster()).clone();
+    cc.spec.monitoring =
+        serde_yaml::from_str("{serviceMonitor: true, prometheusRule: {enabled: true}}").unwrap();
+    let security = resources::security::resolve(&cc, None);
+    // Returns nothing to fail on: a missing CRD never fails the reconcile.
+    apply::monitoring(&cc, &ctx, &security).await;
+    let (objects, events) = monitoring_writes(&log);
+    assert_eq!(
+        objects,
+        [
+            "PATCH  servicemonitors/demo",
+            "DELETE  podmonitors/demo",
+            "PATCH  prometheusrules/demo"
+        ]
+    );
+    assert_eq!(
+        events, 2,
+        "a warning for each object asked for, none for the one turned off"
+    );
+
+    // All off: each is deleted (a 404 is fine) and nothing is worth a warning.
+    let (client, log) = mock_api(no_prometheus_operator).await;
+    let ctx = context(client);
+    let cc = cache_cluster();
+    apply::monitoring(&cc, &ctx, &resources::security::resolve(&cc, None)).await;
+    let (objects, events) = monitoring_writes(&log);
+    assert_eq!(
+        objects,
+        [
+            "DELETE  servicemonitors/demo",
+            "DELETE  podmonitors/demo",
+            "DELETE  prometheusrules/demo"
+        ]
+    );
+    assert_eq!(events, 0);
+}

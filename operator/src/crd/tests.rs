@@ -75,6 +75,9 @@ fn good_specs_pass_the_rules() {
          auth: {tokens: [{secretName: app-readers, role: read}, {secretName: app-writers, role: readwrite}]}",
         "replicas: 3\npersistence: {enabled: true, storageClassName: fast-ssd, size: 1.5Gi, \
          fsync: always, snapshotInterval: 30s, whenDeleted: Delete}",
+        "replicas: 3\nmonitoring: {podMonitor: true, labels: {release: prom}, \
+         prometheusRule: {enabled: true, labels: {role: alert-rules}}}",
+        "replicas: 3\nmonitoring: {serviceMonitor: true, podMonitor: false, interval: 15s}",
     ] {
         if let Err(errors) = validate_cel(&cluster(spec)) {
             panic!("refused {spec}: {errors:?}");
@@ -525,4 +528,26 @@ fn an_issuer_ref_defaults_to_a_cert_manager_issuer_and_excludes_a_secret_name() 
         issuer_ref["properties"]["group"]["default"],
         "cert-manager.io"
     );
+}
+
+#[test]
+fn a_cluster_is_scraped_by_a_service_monitor_or_a_pod_monitor_not_both() {
+    let message = refusal("replicas: 3\nmonitoring: {serviceMonitor: true, podMonitor: true}");
+    assert!(
+        message.contains("set serviceMonitor or podMonitor, not both"),
+        "{message}"
+    );
+    let spec: CacheClusterSpec = serde_yaml::from_str(
+        "replicas: 3\nmonitoring: {podMonitor: true, labels: {release: prom}, prometheusRule: {enabled: true}}",
+    )
+    .unwrap();
+    assert!(spec.monitoring.pod_monitor && !spec.monitoring.service_monitor);
+    assert_eq!(spec.monitoring.labels["release"], "prom");
+    assert!(spec.monitoring.prometheus_rule.enabled);
+    assert!(spec.monitoring.prometheus_rule.labels.is_empty());
+    // A stored object from before these fields reads as everything off.
+    let old: CacheClusterSpec =
+        serde_yaml::from_str("replicas: 3\nmonitoring: {serviceMonitor: true}").unwrap();
+    assert!(!old.monitoring.pod_monitor && !old.monitoring.prometheus_rule.enabled);
+    assert_eq!(old.monitoring.interval, "30s");
 }

@@ -9,7 +9,9 @@
 //! - `statefulset`: the cache pods.
 //! - `pdb`: the PodDisruptionBudget, derived from the replication factor.
 //! - `rbac`: the nodes' ServiceAccount, Role and RoleBinding (least privilege).
-//! - `optional`: the NetworkPolicy and the prometheus-operator ServiceMonitor.
+//! - `optional`: the NetworkPolicy.
+//! - `monitoring`: the prometheus-operator ServiceMonitor or PodMonitor, and the
+//!   PrometheusRule of the cluster's alerts.
 //! - `certs`: the CA and the pods' certificates (default source), and the check of a
 //!   user's TLS Secret.
 //! - `cert_manager`: the cert-manager Certificate of each member, and the peer Secret
@@ -19,6 +21,7 @@
 pub mod cert_manager;
 pub mod certs;
 pub mod config;
+pub mod monitoring;
 pub mod names;
 pub mod optional;
 pub mod pdb;

@@ -1,7 +1,6 @@
-//! Objects a CacheCluster asks for by choice: a NetworkPolicy (on by default) that
-//! keeps the peer port to the cluster's own pods and the client ports to the clients
-//! the spec names, and a prometheus-operator ServiceMonitor (a foreign CRD, hence a
-//! dynamic object).
+//! The NetworkPolicy a CacheCluster asks for by choice (on by default): it keeps the
+//! peer port to the cluster's own pods and the client ports to the clients the spec
+//! names. The prometheus-operator objects are in `monitoring`.
 
 use std::collections::BTreeMap;
 
@@ -11,10 +10,8 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
-use super::names::{Names, SERVICE_ROLE_LABEL, metadata};
-use super::service::PEERS_ROLE;
+use super::names::{Names, metadata};
 use crate::crd::CacheCluster;
 
 /// The label every namespace carries with its own name (Kubernetes sets it, 1.21+).
@@ -121,32 +118,6 @@ fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
         match_labels: (!labels.is_empty()).then_some(labels),
         ..LabelSelector::default()
     }
-}
-
-pub fn service_monitor_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-        "servicemonitors",
-    )
-}
-
-pub fn service_monitor(cc: &CacheCluster) -> Option<DynamicObject> {
-    if !cc.spec.monitoring.service_monitor {
-        return None;
-    }
-    let names = Names::of(cc);
-    let mut monitor = DynamicObject::new(&names.cluster, &service_monitor_resource());
-    monitor.metadata = metadata(cc, names.cluster.clone());
-    // One Service only, so each pod is scraped once (both Services expose `http`).
-    let mut selector = names.selector_labels();
-    selector.insert(SERVICE_ROLE_LABEL.to_owned(), PEERS_ROLE.to_owned());
-    monitor.data = serde_json::json!({
-        "spec": {
-            "selector": {"matchLabels": selector},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": cc.spec.monitoring.interval}],
-        }
-    });
-    Some(monitor)
 }
 
 #[cfg(test)]
@@ -295,29 +266,5 @@ networkPolicy: {clients: [{namespaceSelector: {matchLabels: {team: shop}}}, {ipB
         );
         assert!(OperatorPods::new("ops", "a=b,oops").is_err());
         assert!(OperatorPods::new("ops", "=b").is_err());
-    }
-
-    #[test]
-    fn a_service_monitor_exists_only_when_asked_for() {
-        let plain = cache_cluster("replicas: 3");
-        assert!(service_monitor(&plain).is_none());
-
-        let full = cache_cluster("replicas: 3\nmonitoring: {serviceMonitor: true, interval: 15s}");
-        let monitor = service_monitor(&full).unwrap();
-        assert_eq!(monitor.data["spec"]["endpoints"][0]["interval"], "15s");
-        assert_eq!(monitor.types.unwrap().kind, "ServiceMonitor");
-        // It selects exactly one of the cluster's two Services: each pod scraped once.
-        let selector = monitor.data["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .unwrap()
-            .clone();
-        let selects = |service: k8s_openapi::api::core::v1::Service| {
-            let labels = service.metadata.labels.unwrap();
-            selector
-                .iter()
-                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-        };
-        assert!(selects(crate::resources::service::peer_service(&full)));
-        assert!(!selects(crate::resources::service::client_service(&full)));
     }
 }

@@ -60,7 +60,12 @@ const WATCHED_RULES: &[Rule] = &[
         ALL,
     ),
     ("networking.k8s.io", &["networkpolicies"], &[], ALL),
-    ("monitoring.coreos.com", &["servicemonitors"], &[], ALL),
+    (
+        "monitoring.coreos.com",
+        &["servicemonitors", "podmonitors", "prometheusrules"],
+        &[],
+        ALL,
+    ),
     // rbac.certManager=true, as the e2e installs the chart.
     (
         "cert-manager.io",
@@ -202,6 +207,9 @@ pub async fn operator_rbac_is_as_documented() {
         vec!["patch", "secrets", "-n", NS],
         vec!["create", "certificates.cert-manager.io", "-n", NS],
         vec!["update", &our_lease, "-n", OPERATOR_NAMESPACE],
+        vec!["create", "servicemonitors.monitoring.coreos.com", "-n", NS],
+        vec!["delete", "podmonitors.monitoring.coreos.com", "-n", NS],
+        vec!["patch", "prometheusrules.monitoring.coreos.com", "-n", NS],
     ];
     // The writes that amount to reading Secrets: in the watched namespace only.
     let writes = [
@@ -229,6 +237,12 @@ pub async fn operator_rbac_is_as_documented() {
         vec!["list", "certificates.cert-manager.io", "-n", NS],
         vec!["delete", "certificates.cert-manager.io", "-n", NS],
         vec!["create", "certificates.cert-manager.io", "-n", UNWATCHED],
+        vec![
+            "create",
+            "prometheusrules.monitoring.coreos.com",
+            "-n",
+            UNWATCHED,
+        ],
         vec!["list", "nodes"],
         vec!["delete", "pods", "-n", NS],
         vec!["create", "pods", "--subresource=exec", "-n", NS],
