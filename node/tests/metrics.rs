@@ -302,3 +302,71 @@ async fn forwarded_requests_and_the_peer_calls_behind_them_are_counted() {
         "every failed call has its code counted: {failed}"
     );
 }
+
+/// `tests/monitoring/metric-names.txt`'s `[node]` section: name -> type, as a scrape
+/// names them (a counter with its `_total`).
+fn listed_node_families() -> std::collections::BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/monitoring/metric-names.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "[node]")
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            (
+                fields.next().unwrap().to_owned(),
+                fields.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The families a scrape declares (`# TYPE` lines): name -> type, a counter with its `_total`.
+fn scraped_families(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|declared| {
+            let (name, kind) = declared.split_once(' ').unwrap();
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            (name, kind.to_owned())
+        })
+        .collect()
+}
+
+/// The list the alerts and the dashboard are checked against (operator/tests/monitoring.rs)
+/// is exactly what a node with a data dir exports: nothing listed is missing, nothing
+/// exported is unlisted, and each has the listed type.
+#[tokio::test]
+async fn a_node_exports_exactly_the_families_the_alerts_and_the_dashboard_are_checked_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let node = Node::start(&["--data-dir", &data_dir]);
+    node.wait_ready(Duration::from_secs(10));
+    assert!(node.put_key("k", "v", None).await.status().is_success());
+    let scraped = scraped_families(&scrape(&node).await);
+    let listed = listed_node_families();
+    assert!(listed.len() > 40, "{listed:?}");
+    let differences: Vec<String> = listed
+        .iter()
+        .filter(|(name, kind)| scraped.get(*name) != Some(kind))
+        .map(|(name, kind)| format!("listed {name} {kind}, scraped {:?}", scraped.get(name)))
+        .chain(
+            scraped
+                .iter()
+                .filter(|(name, _)| !listed.contains_key(*name))
+                .map(|(name, kind)| format!("scraped {name} {kind}, not listed")),
+        )
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "tests/monitoring/metric-names.txt [node] and a real scrape differ:\n{}",
+        differences.join("\n")
+    );
+}

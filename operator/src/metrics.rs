@@ -291,8 +291,12 @@ impl Collector for ClusterFamilies {
                 Value::Counter(_) => MetricType::Counter,
                 Value::Gauge(_) | Value::GaugeF64(_) => MetricType::Gauge,
             };
-            // OpenMetrics names a counter's family without the `_total` its sample has.
-            let family_name = name.strip_suffix("_total").unwrap_or(name);
+            // OpenMetrics names a counter's family without the `_total` its sample has. A
+            // gauge keeps its whole name (`..._partitions_total` is a gauge: the size of a move).
+            let family_name = match kind {
+                MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+                _ => name,
+            };
             let mut family = encoder.encode_descriptor(family_name, help, None, kind)?;
             for (cluster, gauges) in clusters.iter() {
                 let labels = [("cluster", cluster.as_str())];
@@ -392,6 +396,9 @@ mod tests {
             "kache_cachecluster_epoch{cluster=\"shop/demo\"} 5\n",
             "kache_cachecluster_members_joined{cluster=\"shop/demo\"} 3\n",
             "kache_cachecluster_replicas_desired{cluster=\"shop/demo\"} 4\n",
+            // A gauge whose name ends in `_total` keeps it (only counters' families drop it).
+            "# TYPE kache_cachecluster_rebalance_partitions_total gauge\n",
+            "kache_cachecluster_rebalance_partitions_total{cluster=\"shop/demo\"} 0\n",
             "kache_cachecluster_rebalance_started_timestamp_seconds{cluster=\"shop/demo\"} 1700000000\n",
             "kache_cachecluster_rebalance_timeout_seconds{cluster=\"shop/demo\"} 1800.0\n",
             "kache_cachecluster_phase{cluster=\"shop/demo\",phase=\"Rebalancing\"} 1\n",

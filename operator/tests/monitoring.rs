@@ -339,3 +339,54 @@ fn the_charts_rule_file_is_what_rulegen_writes_from_the_alerts() {
         "run `cargo run -p kache-operator --bin rulegen`"
     );
 }
+
+/// The `[operator]` section of `tests/monitoring/metric-names.txt` is exactly what the
+/// operator's `/metrics` declares once it has reconciled a cluster and counted a failure:
+/// nothing listed is missing, nothing exported is unlisted, each with the listed type. (The
+/// `[node]` section is compared with a real node's scrape in node/tests/metrics.rs.)
+#[test]
+fn the_operator_exports_exactly_the_families_listed() {
+    use kache_operator::crd::CacheClusterStatus;
+    use kache_operator::metrics::{ClusterSpec, Metrics};
+
+    let metrics = Metrics::default();
+    metrics.observe(
+        "shop/demo",
+        ClusterSpec::default(),
+        &CacheClusterStatus::default(),
+        std::time::Duration::from_millis(5),
+    );
+    metrics.reconcile_failed("kube");
+    let text = metrics.render();
+    let declared: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|declared| {
+            let (name, kind) = declared.split_once(' ').unwrap();
+            let name = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_owned(),
+            };
+            (name, kind.to_owned())
+        })
+        .collect();
+    let list = std::fs::read_to_string(root().join("tests/monitoring/metric-names.txt")).unwrap();
+    let listed: BTreeMap<String, String> = list
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "[operator]")
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next().unwrap().to_owned();
+            (name, fields.next().unwrap().to_owned())
+        })
+        .collect();
+    assert!(listed.len() > 10, "{listed:?}");
+    assert_eq!(
+        listed, declared,
+        "tests/monitoring/metric-names.txt [operator] (left) and the operator's /metrics (right) differ"
+    );
+}
