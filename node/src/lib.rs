@@ -7,6 +7,7 @@
 //! - [`store`]: the partitioned in-memory map with TTL, tombstones and a memory bound.
 //! - [`auth`]: client tokens from `--auth-dir` and their roles, for HTTP and RESP.
 //! - [`http`]: the client REST API.
+//! - [`request_id`]: the id that follows a client request into its peer calls' logs.
 //! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //! - [`tls`]: certificates from mounted directories, reloaded; mutual TLS for peers, TLS for clients.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod request_id;
 pub mod resp;
 pub mod shutdown;
 pub mod store;

@@ -115,6 +115,7 @@ impl Cluster {
                         sender: Some(self.sender()),
                         records: chunk,
                         hint: true,
+                        request_id: String::new(),
                     })
                     .await?;
             }

@@ -7,6 +7,8 @@
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`auth`]: the role each route needs, checked before the router (401/403).
 //! - [`serve`]: the listener, with its connection cap and header-read timeout.
+//! - [`trace`]: the request span (request id, method, route) and the echoed
+//!   `X-Request-Id`.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
 
@@ -16,6 +18,7 @@ pub mod batch;
 pub mod error;
 pub mod keys;
 pub mod serve;
+pub mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,7 +159,7 @@ impl AppState {
 }
 
 /// The node's HTTP service: the routes behind the token check, wrapped in response
-/// accounting (refusals count as 4xx).
+/// accounting (refusals count as 4xx), inside the request span ([`trace`]).
 ///
 /// Responses are counted by a `map_response` around the whole router rather than an axum
 /// layer: an axum layer re-boxes every route and ran about 700 ns per request, a third
@@ -170,31 +173,53 @@ pub fn app(
 + 'static {
     let counters = state.shared.clone();
     let authorized = auth::Authorize::new(router(state.clone()), state.auth);
-    ServiceExt::<Request>::map_response(authorized, move |response: Response| {
+    let counted = ServiceExt::<Request>::map_response(authorized, move |response: Response| {
         let class = admin::status_class(response.status());
         counters.responses[class].fetch_add(1, Ordering::Relaxed);
         response
-    })
+    });
+    tower::service_fn(move |request: Request| trace::traced(counted.clone(), request))
+}
+
+/// The routes' path templates, shared by the router and [`trace::route_of`].
+pub mod routes {
+    /// The key route with an empty key (refused with a clear error).
+    pub const EMPTY_KEY: &str = "/v1/keys/";
+    pub const KEY: &str = "/v1/keys/{*key}";
+    pub const CLUSTER_KEYS_PREFIX: &str = "/v1/cluster/keys/";
+    pub const CLUSTER_KEY: &str = "/v1/cluster/keys/{*key}";
+    pub const BATCH_GET: &str = "/v1/batch/get";
+    pub const BATCH_PUT: &str = "/v1/batch/put";
+    pub const STATS: &str = "/v1/stats";
+    pub const CLUSTER: &str = "/v1/cluster";
+    pub const OPENAPI: &str = "/v1/openapi.json";
+    pub const METRICS: &str = "/metrics";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    /// The routes without a parameter.
+    pub const FIXED: [&str; 8] = [
+        BATCH_GET, BATCH_PUT, STATS, CLUSTER, OPENAPI, METRICS, HEALTHZ, READYZ,
+    ];
 }
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/keys/", any(keys::empty_key))
+        .route(routes::EMPTY_KEY, any(keys::empty_key))
         .route(
-            "/v1/keys/{*key}",
+            routes::KEY,
             get(keys::get_key)
                 .put(keys::put_key)
                 .delete(keys::delete_key),
         )
-        .route("/v1/batch/get", post(batch::get_many))
-        .route("/v1/batch/put", post(batch::put_many))
-        .route("/v1/stats", get(admin::stats))
-        .route("/v1/cluster", get(admin::cluster))
-        .route("/v1/cluster/keys/{*key}", get(admin::key_placement))
-        .route("/v1/openapi.json", get(admin::openapi))
-        .route("/metrics", get(admin::metrics))
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
+        .route(routes::BATCH_GET, post(batch::get_many))
+        .route(routes::BATCH_PUT, post(batch::put_many))
+        .route(routes::STATS, get(admin::stats))
+        .route(routes::CLUSTER, get(admin::cluster))
+        .route(routes::CLUSTER_KEY, get(admin::key_placement))
+        .route(routes::OPENAPI, get(admin::openapi))
+        .route(routes::METRICS, get(admin::metrics))
+        .route(routes::HEALTHZ, get(admin::healthz))
+        .route(routes::READYZ, get(admin::readyz))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         // Bodies are read with explicit per-route limits (see `keys::read_body`).

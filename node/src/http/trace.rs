@@ -1,0 +1,159 @@
+//! The request span around every HTTP request: its id (kept from the client's
+//! `X-Request-Id` or generated, see [`crate::request_id`]), method and route; the id
+//! echoed in the response; and a debug-level `served` line with the status and time.
+//!
+//! It wraps the whole service, authentication included, so a refused request has an id
+//! too. The route is the router's path template (`/v1/keys/{*key}`), never the raw path:
+//! keys stay out of the logs. It is derived from the path by [`route_of`] rather than
+//! axum's `MatchedPath`, which only a layer on every route sees (a per-route layer costs
+//! about 700 ns a request, see [`super::app`]).
+
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+use super::routes;
+use crate::request_id::{self, HEADER, RequestId};
+
+/// Serves `request` with `service` inside its request span and id scope, and echoes the
+/// id in the response's `X-Request-Id`.
+pub async fn traced<S>(service: S, request: Request) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let id = RequestId::from_header(request.headers().get(HEADER));
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.as_str(),
+        method = %request.method(),
+        route = route_of(request.uri().path()),
+    );
+    let header = HeaderValue::from_str(id.as_str());
+    let started = Instant::now();
+    let handled = async move {
+        let response = service.oneshot(request).await?;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "served"
+        );
+        Ok::<_, Infallible>(response)
+    };
+    let mut response = request_id::scope(id, handled.instrument(span)).await?;
+    // Cannot fail: a valid id is visible ASCII.
+    if let Ok(header) = header {
+        response.headers_mut().insert(HEADER, header);
+    }
+    Ok(response)
+}
+
+/// The route template `path` is served by, as the router names it; `other` for a path
+/// no route serves.
+pub fn route_of(path: &str) -> &'static str {
+    if path == routes::EMPTY_KEY {
+        routes::EMPTY_KEY
+    } else if path.starts_with(routes::EMPTY_KEY) {
+        routes::KEY
+    } else if let Some(key) = path.strip_prefix(routes::CLUSTER_KEYS_PREFIX) {
+        if key.is_empty() {
+            "other"
+        } else {
+            routes::CLUSTER_KEY
+        }
+    } else {
+        routes::FIXED
+            .into_iter()
+            .find(|route| *route == path)
+            .unwrap_or("other")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    use super::*;
+    use crate::http::{AppState, app};
+    use crate::test_support::small_config;
+
+    async fn send(request: axum::http::request::Builder) -> Response {
+        let state = AppState::single_node(&small_config(&[]));
+        app(state)
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible")
+    }
+
+    fn echoed(response: &Response) -> &str {
+        response
+            .headers()
+            .get(HEADER)
+            .expect("X-Request-Id echoed")
+            .to_str()
+            .expect("ascii")
+    }
+
+    #[tokio::test]
+    async fn a_valid_client_id_is_echoed_unchanged() {
+        let response = send(
+            Request::put("/v1/keys/a").header("X-Request-Id", "3fa85f64-5717-4562-b3fc-2c963f66afa6"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(echoed(&response), "3fa85f64-5717-4562-b3fc-2c963f66afa6");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_invalid_id_is_replaced_by_a_generated_one() {
+        let missing = send(Request::get("/v1/keys/a")).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let invalid = send(Request::get("/healthz").header("X-Request-Id", "a".repeat(65))).await;
+        assert_eq!(invalid.status(), StatusCode::OK);
+        for response in [&missing, &invalid] {
+            let id = echoed(response);
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        assert_ne!(echoed(&missing), echoed(&invalid));
+    }
+
+    #[tokio::test]
+    async fn unrouted_and_refused_requests_get_an_id_too() {
+        let unrouted = send(Request::get("/nowhere").header("X-Request-Id", "r1")).await;
+        assert_eq!(unrouted.status(), StatusCode::NOT_FOUND);
+        assert_eq!(echoed(&unrouted), "r1");
+        let wrong_method = send(Request::post("/healthz").header("X-Request-Id", "r2")).await;
+        assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(echoed(&wrong_method), "r2");
+    }
+
+    #[test]
+    fn every_path_maps_to_the_template_the_router_serves_it_with() {
+        for (path, route) in [
+            ("/v1/keys/", "/v1/keys/"),
+            ("/v1/keys/a", "/v1/keys/{*key}"),
+            ("/v1/keys/users/42/name", "/v1/keys/{*key}"),
+            ("/v1/cluster/keys/a", "/v1/cluster/keys/{*key}"),
+            ("/v1/cluster/keys/", "other"),
+            ("/v1/cluster", "/v1/cluster"),
+            ("/v1/batch/get", "/v1/batch/get"),
+            ("/v1/batch/put", "/v1/batch/put"),
+            ("/v1/stats", "/v1/stats"),
+            ("/v1/openapi.json", "/v1/openapi.json"),
+            ("/metrics", "/metrics"),
+            ("/healthz", "/healthz"),
+            ("/readyz", "/readyz"),
+            ("/v1/keys", "other"),
+            ("/", "other"),
+            ("/metrics/x", "other"),
+        ] {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+    }
+}
