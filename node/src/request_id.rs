@@ -78,9 +78,7 @@ pub fn current() -> Option<RequestId> {
 
 /// The id for a peer message's `request_id` field: empty outside a request.
 pub fn for_peer() -> String {
-    CURRENT
-        .try_with(|id| id.0.clone())
-        .unwrap_or_default()
+    CURRENT.try_with(|id| id.0.clone()).unwrap_or_default()
 }
 
 /// `future` with the caller's request id and span, for work spawned onto another task
@@ -153,10 +151,7 @@ mod tests {
     #[test]
     fn a_header_is_kept_when_valid_and_replaced_when_not() {
         let valid = axum::http::HeaderValue::from_static("client-id-1");
-        assert_eq!(
-            RequestId::from_header(Some(&valid)).as_str(),
-            "client-id-1"
-        );
+        assert_eq!(RequestId::from_header(Some(&valid)).as_str(), "client-id-1");
         let invalid = axum::http::HeaderValue::from_static("no spaces please");
         let replaced = RequestId::from_header(Some(&invalid));
         assert_ne!(replaced.as_str(), "no spaces please");

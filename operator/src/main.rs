@@ -73,14 +73,8 @@ struct Cli {
 
     /// How log lines are written: text, or json (one object a line). Which lines:
     /// RUST_LOG (default info).
-    #[arg(long, env = env::LOG_FORMAT, default_value = "text", value_parser = log_format_parser())]
+    #[arg(long, env = env::LOG_FORMAT, default_value = "text")]
     log_format: LogFormat,
-}
-
-/// `--log-format`: one of [`LogFormat::NAMES`], listed in `--help` and in the error.
-fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
-    clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
-        .try_map(|name| name.parse::<LogFormat>())
 }
 
 /// Log lines go to stdout, filtered by RUST_LOG (default `info`). In JSON, each line is

@@ -102,7 +102,8 @@ mod tests {
     #[tokio::test]
     async fn a_valid_client_id_is_echoed_unchanged() {
         let response = send(
-            Request::put("/v1/keys/a").header("X-Request-Id", "3fa85f64-5717-4562-b3fc-2c963f66afa6"),
+            Request::put("/v1/keys/a")
+                .header("X-Request-Id", "3fa85f64-5717-4562-b3fc-2c963f66afa6"),
         )
         .await;
         assert_eq!(response.status(), StatusCode::CREATED);
