@@ -98,8 +98,9 @@ pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
 /// with `request_id`, the `method` and the calling member (`from`). None without one
 /// (background work: anti-entropy, drains, RESP), which then costs nothing.
 pub fn peer_span(method: &'static str, request_id: &str, from: &str) -> Option<tracing::Span> {
-    RequestId::parse(request_id)
-        .map(|id| tracing::info_span!("peer", request_id = id.as_str(), method, from))
+    RequestId::parse(request_id).map(
+        |id| tracing::info_span!("peer", request_id = %id.as_str(), method = %method, from = %from),
+    )
 }
 
 #[cfg(test)]

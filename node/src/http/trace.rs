@@ -29,9 +29,9 @@ where
     let id = RequestId::from_header(request.headers().get(HEADER));
     let span = tracing::info_span!(
         "request",
-        request_id = id.as_str(),
+        request_id = %id.as_str(),
         method = %request.method(),
-        route = route_of(request.uri().path()),
+        route = %route_of(request.uri().path()),
     );
     let header = HeaderValue::from_str(id.as_str());
     let started = Instant::now();
