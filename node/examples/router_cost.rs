@@ -4,8 +4,8 @@
 //!     cargo run --release --example router_cost
 //!
 //! Each route is measured without a log subscriber and with the node's own at `info`
-//! (text and JSON, written to a sink): a request's span is created only when a
-//! subscriber wants it, as in a running node.
+//! (text and JSON, written to a sink), and with the request spans on
+//! (`kache_node::request=debug`): they cost only when a subscriber wants them.
 
 #![allow(
     clippy::unwrap_used,
@@ -55,6 +55,11 @@ async fn main() {
         ),
         ("GET /v1/keys/{random}, text logs at info", None, Logs::Text),
         ("GET /v1/keys/{random}, json logs at info", None, Logs::Json),
+        (
+            "GET /v1/keys/{random}, json logs, request spans on",
+            None,
+            Logs::JsonRequests,
+        ),
     ] {
         let _logging = logs.subscriber();
         let start = Instant::now();
@@ -75,19 +80,25 @@ enum Logs {
     Off,
     Text,
     Json,
+    /// JSON with `kache_node::request=debug`: a span and a `served` line per request.
+    JsonRequests,
 }
 
 impl Logs {
     /// The subscriber for this thread (the runtime is current-thread), as `main.rs`
     /// builds it, writing to a sink; None for [`Logs::Off`].
     fn subscriber(self) -> Option<tracing::subscriber::DefaultGuard> {
+        let filter = match self {
+            Self::JsonRequests => "info,kache_node::request=debug",
+            _ => "info",
+        };
         let logs = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::sink);
         match self {
             Self::Off => None,
             Self::Text => Some(tracing::subscriber::set_default(logs.finish())),
-            Self::Json => Some(tracing::subscriber::set_default(
+            Self::Json | Self::JsonRequests => Some(tracing::subscriber::set_default(
                 logs.json()
                     .flatten_event(true)
                     .with_current_span(true)

@@ -17,46 +17,73 @@
 //! dozen signatures that have nothing else to do with it. Work that moves to another task
 //! takes it along with [`carry`]. RESP commands carry no id (see docs/operations.md).
 
+use std::fmt;
 use std::future::Future;
 
+use axum::http::{HeaderName, HeaderValue};
 use tracing::Instrument;
 
 /// The request and response header, and the name under which peers receive it.
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The tracing target of the request spans (`request` on the coordinator, `peer` on a
+/// replica) and of their debug lines: `RUST_LOG=info,kache_node::request=debug` turns
+/// them on (docs/operations.md, "Logs").
+pub const TARGET: &str = "kache_node::request";
 
 /// The longest id accepted from a client.
 pub const MAX_LEN: usize = 64;
 
-/// A validated request id.
+/// A validated request id, kept as the header value it is echoed in: a client's id is
+/// reused without a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
+
+/// Whether `candidate` is 1 to [`MAX_LEN`] characters of `[A-Za-z0-9._-]`: enough for
+/// UUIDs, ULIDs and trace ids, and nothing that could break a log line or a header.
+pub fn is_valid(candidate: &[u8]) -> bool {
+    (1..=MAX_LEN).contains(&candidate.len())
+        && candidate
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
 
 impl RequestId {
-    /// `candidate` as an id, if it is 1 to [`MAX_LEN`] characters of `[A-Za-z0-9._-]`:
-    /// enough for UUIDs, ULIDs and trace ids, and nothing that could break a log line or
-    /// a header.
+    /// `candidate` as an id, if it [`is_valid`].
     pub fn parse(candidate: &str) -> Option<Self> {
-        let valid = (1..=MAX_LEN).contains(&candidate.len())
-            && candidate
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        valid.then(|| Self(candidate.to_owned()))
+        if !is_valid(candidate.as_bytes()) {
+            return None;
+        }
+        HeaderValue::from_str(candidate).ok().map(Self)
     }
 
     /// A fresh id: 16 hex digits (64 random bits; not a secret, only distinct).
     pub fn generate() -> Self {
-        Self(format!("{:016x}", fastrand::u64(..)))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = fastrand::u64(..);
+        let mut digits = [0_u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            *digit = HEX[usize::try_from((bits >> (60 - 4 * i)) & 0xf).unwrap_or(0)];
+        }
+        // Cannot fail: hex digits are visible ASCII.
+        Self(HeaderValue::from_bytes(&digits).unwrap_or(HeaderValue::from_static("0")))
     }
 
     /// The client's id from its `X-Request-Id` header if it is valid, else a fresh one.
-    pub fn from_header(value: Option<&axum::http::HeaderValue>) -> Self {
-        value
-            .and_then(|value| value.to_str().ok())
-            .and_then(Self::parse)
-            .unwrap_or_else(Self::generate)
+    pub fn from_header(value: Option<&HeaderValue>) -> Self {
+        match value {
+            Some(value) if is_valid(value.as_bytes()) => Self(value.clone()),
+            _ => Self::generate(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
+        // Always ASCII: validated or generated.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id as the response header's value.
+    pub fn header(&self) -> &HeaderValue {
         &self.0
     }
 }
@@ -67,8 +94,8 @@ tokio::task_local! {
 }
 
 /// Runs `future` as the handling of request `id`: [`current`] answers `id` inside it.
-pub async fn scope<F: Future>(id: RequestId, future: F) -> F::Output {
-    CURRENT.scope(id, future).await
+pub fn scope<F: Future>(id: RequestId, future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(id, future)
 }
 
 /// The id of the request this task is handling, if any.
@@ -78,7 +105,23 @@ pub fn current() -> Option<RequestId> {
 
 /// The id for a peer message's `request_id` field: empty outside a request.
 pub fn for_peer() -> String {
-    CURRENT.try_with(|id| id.0.clone()).unwrap_or_default()
+    CURRENT
+        .try_with(|id| id.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The current request's id as a log field (`request_id = %request_id::Current`), empty
+/// outside a request: the warnings a failed request writes carry it even when its span
+/// is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Current;
+
+impl fmt::Display for Current {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        CURRENT
+            .try_with(|id| f.write_str(id.as_str()))
+            .unwrap_or(Ok(()))
+    }
 }
 
 /// `future` with the caller's request id and span, for work spawned onto another task
@@ -95,12 +138,18 @@ pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
 }
 
 /// The span a replica's handler runs in when the coordinator sent a valid id: `peer`
-/// with `request_id`, the `method` and the calling member (`from`). None without one
-/// (background work: anti-entropy, drains, RESP), which then costs nothing.
+/// with `request_id`, the `method` and the calling member (`from`), at debug level under
+/// [`TARGET`]. None without an id (background work: anti-entropy, drains, RESP).
 pub fn peer_span(method: &'static str, request_id: &str, from: &str) -> Option<tracing::Span> {
-    RequestId::parse(request_id).map(
-        |id| tracing::info_span!("peer", request_id = %id.as_str(), method = %method, from = %from),
-    )
+    is_valid(request_id.as_bytes()).then(|| {
+        tracing::debug_span!(
+            target: TARGET,
+            "peer",
+            request_id = %request_id,
+            method = %method,
+            from = %from
+        )
+    })
 }
 
 #[cfg(test)]
@@ -117,7 +166,10 @@ mod tests {
             "01HZX.trace_id-9",
             longest.as_str(),
         ] {
-            assert_eq!(RequestId::parse(id).map(|id| id.0), Some(id.to_owned()));
+            assert_eq!(
+                RequestId::parse(id).as_ref().map(RequestId::as_str),
+                Some(id)
+            );
         }
     }
 
@@ -173,9 +225,16 @@ mod tests {
             (current(), spawned.await.expect("join"))
         })
         .await;
-        assert_eq!(inside, Some(id));
+        assert_eq!(inside, Some(id.clone()));
         assert_eq!(spawned, "req-7");
         assert_eq!(current(), None, "gone after the scope");
+
+        let field = scope(id, async { Current.to_string() }).await;
+        assert_eq!(
+            field, "req-7",
+            "the log field of a failed request's warning"
+        );
+        assert_eq!(Current.to_string(), "", "empty outside a request");
     }
 
     #[test]

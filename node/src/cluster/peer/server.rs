@@ -271,7 +271,11 @@ impl PeerService {
             .store()
             .get_record(&request.key)
             .map(proto::Record::from);
-        tracing::debug!(found = record.is_some(), "answered a peer get");
+        tracing::debug!(
+            target: crate::request_id::TARGET,
+            found = record.is_some(),
+            "answered a peer get"
+        );
         Ok(proto::GetResponse {
             record,
             authoritative: self.cluster.holds_completely(partition),
@@ -317,6 +321,7 @@ impl PeerService {
         }
         reply.wall_ms = self.store().now_ms();
         tracing::debug!(
+            target: crate::request_id::TARGET,
             applied = reply.applied,
             stale = reply.stale,
             not_owner = reply.not_owner,
