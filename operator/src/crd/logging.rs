@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Logging {
-    /// text (the default) for people, or json: one object a line, with the request id
-    /// of each client request in `span.request_id` on the node that took it and on the
-    /// replicas it called. docs/operations.md, "Logs".
+    /// text (the default) for people, or json: one object a line, the fields of the
+    /// span it was written in (a request's `request_id`) under `span`.
+    /// docs/operations.md, "Logs".
     #[serde(default)]
     pub format: LogFormat,
 
     /// Which lines, as a tracing filter: a level (error, warn, info, debug, trace) or
-    /// directives such as `info,kache_node=debug`. Unset: info.
+    /// directives. Unset: info. `info,kache_node::request=debug` adds a line per request
+    /// on the node that took it and on its replicas, each with the request id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_:=,.\-]{1,256}$"))]
     pub level: Option<String>,
