@@ -58,7 +58,7 @@ fi
 for bad in replicas=abc image.pullPolicy=Sometimes unknownKey=1 watchNamespace=Not_A_Namespace \
   'watchNamespaces={Not_A_Namespace}' 'watchNamespaces={caches,-bad}' watchNamespaces=caches \
   watchAllNamespaces=maybe 'watchAllNamespaces=true,watchNamespaces={caches}' \
-  replicas=2,leaderElection.enabled=false crds.install=maybe rbac.certManager=maybe \
+  replicas=2,leaderElection.enabled=false crds.install=maybe rbac.certManager=maybe logFormat=yaml \
   metrics.prometheusRule.enabled=maybe grafana.dashboard.enabled=maybe grafana.dashboard.namespace=Not_A_Namespace; do
   if "$helm" template kache charts/kache --set "$bad" >/dev/null 2>&1; then
     echo "helm template accepted the bad value $bad" >&2

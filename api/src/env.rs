@@ -62,9 +62,17 @@ pub const CLIENT_TLS_DIR: &str = "KACHE_CLIENT_TLS_DIR";
 /// or `admin`; each file's content is the user's token). Set: client authentication is
 /// on. Unset or empty: off.
 pub const AUTH_DIR: &str = "KACHE_AUTH_DIR";
+/// How log lines are written: `text` (the default) or `json`, one object a line
+/// ([`crate::logs::LogFormat`]).
+pub const LOG_FORMAT: &str = "KACHE_LOG_FORMAT";
+
+/// Which log lines are written: a tracing `EnvFilter` directive list such as `info` or
+/// `info,kache_node=debug`. Not a `KACHE_*` flag: the standard variable the tracing
+/// ecosystem reads, set by the operator from `spec.logging.level`.
+pub const LOG_FILTER: &str = "RUST_LOG";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 37] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -101,6 +109,7 @@ pub const ALL: [&str; 36] = [
     PEER_TLS_DIR,
     CLIENT_TLS_DIR,
     AUTH_DIR,
+    LOG_FORMAT,
 ];
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //! - [`members`]: the epoch-numbered member list (`members.yaml`), its validation rules.
 //! - [`report`]: a node's report, `GET /v1/cluster`.
 //! - [`env`]: the `KACHE_*` environment variables the node reads and the operator sets.
+//! - [`logs`]: the log line formats both binaries offer (`--log-format`).
 //! - [`units`]: byte sizes, durations and Kubernetes quantities, parsed one way.
 //!
 //! The crate has no runtime: it is serde types and pure functions, so the operator does
 //! not link the node's server and the node does not link the operator's client.
 
 pub mod env;
+pub mod logs;
 pub mod members;
 pub mod report;
 pub mod units;

@@ -2,6 +2,10 @@
 //! a stable way to compare handler changes on a noisy machine (see docs/benchmarks.md).
 //!
 //!     cargo run --release --example router_cost
+//!
+//! Each route is measured without a log subscriber and with the node's own at `info`
+//! (text and JSON, written to a sink), and with the request spans on
+//! (`kache_node::request=debug`): they cost only when a subscriber wants them.
 
 #![allow(
     clippy::unwrap_used,
@@ -41,10 +45,23 @@ async fn main() {
     let uris: Vec<String> = (0..KEYS)
         .map(|i| format!("/v1/keys/key:{:012}", (i * 7919) % KEYS))
         .collect();
-    for (label, path) in [
-        ("GET /healthz", Some("/healthz")),
-        ("GET /v1/keys/{random}", None),
+    for (label, path, logs) in [
+        ("GET /healthz", Some("/healthz"), Logs::Off),
+        ("GET /v1/keys/{random}", None, Logs::Off),
+        (
+            "GET /healthz, text logs at info",
+            Some("/healthz"),
+            Logs::Text,
+        ),
+        ("GET /v1/keys/{random}, text logs at info", None, Logs::Text),
+        ("GET /v1/keys/{random}, json logs at info", None, Logs::Json),
+        (
+            "GET /v1/keys/{random}, json logs, request spans on",
+            None,
+            Logs::JsonRequests,
+        ),
     ] {
+        let _logging = logs.subscriber();
         let start = Instant::now();
         for i in 0..REQUESTS {
             let uri = path.map_or_else(|| uris[(i % KEYS) as usize].clone(), str::to_owned);
@@ -54,5 +71,40 @@ async fn main() {
         }
         let per_request = start.elapsed().as_nanos() / u128::from(REQUESTS);
         println!("{label}: {per_request} ns per request");
+    }
+}
+
+/// Which log subscriber a run has.
+#[derive(Clone, Copy)]
+enum Logs {
+    Off,
+    Text,
+    Json,
+    /// JSON with `kache_node::request=debug`: a span and a `served` line per request.
+    JsonRequests,
+}
+
+impl Logs {
+    /// The subscriber for this thread (the runtime is current-thread), as `main.rs`
+    /// builds it, writing to a sink; None for [`Logs::Off`].
+    fn subscriber(self) -> Option<tracing::subscriber::DefaultGuard> {
+        let filter = match self {
+            Self::JsonRequests => "info,kache_node::request=debug",
+            _ => "info",
+        };
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::sink);
+        match self {
+            Self::Off => None,
+            Self::Text => Some(tracing::subscriber::set_default(logs.finish())),
+            Self::Json | Self::JsonRequests => Some(tracing::subscriber::set_default(
+                logs.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .finish(),
+            )),
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use kache_api::env;
+pub use kache_api::logs::LogFormat;
 pub use kache_api::units::{parse_bytes, parse_duration};
 
 use crate::cluster::discovery::DiscoveryConfig;
@@ -198,6 +199,11 @@ pub struct Cli {
     /// it holds no token. Unset or empty: no authentication. See docs/security.md.
     #[arg(long, env = env::AUTH_DIR)]
     pub auth_dir: Option<PathBuf>,
+
+    /// How log lines are written: text, or json (one object a line, the request id in
+    /// `span.request_id`). Which lines: RUST_LOG (default info).
+    #[arg(long, env = env::LOG_FORMAT, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// How members' peer addresses are found.

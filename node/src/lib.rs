@@ -8,6 +8,8 @@
 //! - [`auth`]: client tokens from `--auth-dir` and their roles, for HTTP and RESP.
 //! - [`http`]: the client REST API.
 //! - [`metrics`]: the Prometheus metrics `/metrics` serves.
+
+//! - [`request_id`]: the id that follows a client request into its peer calls' logs.
 //! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //! - [`tls`]: certificates from mounted directories, reloaded; mutual TLS for peers, TLS for clients.
@@ -24,6 +26,8 @@ pub mod config;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+
+pub mod request_id;
 pub mod resp;
 pub mod shutdown;
 pub mod store;

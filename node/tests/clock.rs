@@ -243,6 +243,7 @@ async fn the_peer_protocol_refuses_forged_versions_and_what_http_refuses() {
                 sender: Some(sender()),
                 records: vec![record],
                 hint: false,
+                request_id: String::new(),
             })
             .await
             .expect_err(what);

@@ -274,6 +274,7 @@ async fn deleted_keys_are_not_resurrected_by_older_versions() {
     let stale = proto::ApplyRequest {
         sender: Some(current()),
         hint: false,
+        request_id: String::new(),
         records: vec![proto::Record {
             key: b"k".to_vec(),
             value: b"old".to_vec(),
@@ -304,6 +305,7 @@ async fn deleted_keys_are_not_resurrected_by_older_versions() {
     let newest = proto::ApplyRequest {
         sender: Some(current()),
         hint: false,
+        request_id: String::new(),
         records: vec![proto::Record {
             key: b"again".to_vec(),
             value: b"v".to_vec(),
@@ -371,6 +373,7 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
     let write = proto::ApplyRequest {
         sender: Some(sender(2)),
         hint: false,
+        request_id: String::new(),
         records: vec![proto::Record {
             key: b"k".to_vec(),
             value: b"x".to_vec(),
@@ -387,6 +390,7 @@ async fn wrong_protocol_versions_and_garbage_are_refused_without_harm() {
     let anonymous = proto::GetRequest {
         sender: None,
         key: b"k".to_vec(),
+        request_id: String::new(),
     };
     assert_eq!(
         peer.get(anonymous).await.unwrap_err().code(),
@@ -504,6 +508,7 @@ async fn anti_entropy_repairs_a_replica_that_missed_writes() {
             sender: Some(current()),
             records,
             hint: false,
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -1402,6 +1407,7 @@ async fn a_late_write_on_the_old_epoch_is_refused_not_lost() {
                 tombstone: false,
             }],
             hint: false,
+            request_id: String::new(),
         })
         .await
         .unwrap()

@@ -118,6 +118,7 @@ fn apply(key: &str) -> proto::ApplyRequest {
     proto::ApplyRequest {
         sender: Some(sender("node-1")),
         hint: false,
+        request_id: String::new(),
         records: vec![proto::Record {
             key: key.as_bytes().to_vec(),
             value: b"planted".to_vec(),

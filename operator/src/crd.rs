@@ -223,6 +223,10 @@ pub struct CacheClusterSpec {
     #[schemars(regex(pattern = r"^[1-9][0-9]{0,8}(s|m|h)$"))]
     pub rebalance_timeout: String,
 
+    /// The cache nodes' log format and filter.
+    #[serde(default)]
+    pub logging: Logging,
+
     /// Extra labels for every object the operator creates (and the pods).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -541,11 +545,13 @@ fn client_peers_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
     schema
 }
 
+mod logging;
 pub mod persistence;
 mod pod;
 pub mod security;
 mod status;
 
+pub use logging::{LogFormat, Logging};
 pub use persistence::{Fsync, Persistence, RetentionPolicy};
 pub use pod::{CacheContainerOverrides, DEFAULT_SHUTDOWN_GRACE_SECONDS, PodOverrides};
 pub use security::{

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
+use kache_api::env;
+use kache_api::logs::LogFormat;
 use kache_operator::resources::optional::OperatorPods;
 use kache_operator::scope::WatchScope;
 use kache_operator::{OperatorConfig, run};
@@ -68,17 +70,35 @@ struct Cli {
         default_value = ""
     )]
     watch_namespace: String,
+
+    /// How log lines are written: text, or json (one object a line). Which lines:
+    /// RUST_LOG (default info).
+    #[arg(long, env = env::LOG_FORMAT, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Log lines go to stdout, filtered by RUST_LOG (default `info`). In JSON, each line is
+/// one object: the event's fields at the top level, the current span's (a
+/// reconciliation's object) under `span`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let identity = match cli.identity {
         Some(identity) if !identity.is_empty() => identity,
         _ => std::env::var("HOSTNAME")

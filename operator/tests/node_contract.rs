@@ -16,7 +16,7 @@ use kache_api::env;
 use kache_node::cluster::Consistency;
 use kache_node::cluster::discovery::DiscoveryConfig;
 use kache_node::cluster::membership::ListRules;
-use kache_node::config::{Cli, MembershipConfig, NodeConfig};
+use kache_node::config::{Cli, LogFormat, MembershipConfig, NodeConfig};
 use kache_node::store::EvictionPolicy;
 use kache_node::store::persist::{FsyncPolicy, PersistConfig};
 use kache_operator::crd::{CacheCluster, CacheClusterSpec};
@@ -111,7 +111,7 @@ fn node_config(environment: &BTreeMap<String, String>) -> (SocketAddr, NodeConfi
     (http_addr, config)
 }
 
-const SPECS: [&str; 7] = [
+const SPECS: [&str; 8] = [
     "replicas: 3",
     "replicas: 5\nreplicationFactor: all\npartitions: 64\nmaxMemory: 256MiB\neviction: lfu\n\
      defaultTtl: 5m\nreadConsistency: one\nwriteConsistency: all\nmaxClockOffset: 250ms\n\
@@ -121,6 +121,7 @@ const SPECS: [&str; 7] = [
     "replicas: 3\npersistence: {enabled: true, fsync: never, snapshotInterval: 90s}",
     "replicas: 3\npersistence: {enabled: true}",
     "replicas: 3\ntls: {client: {enabled: true}}\nauth: {tokens: [{secretName: app, role: read}]}",
+    "replicas: 3\nlogging: {format: json, level: 'warn,kache_node=debug'}",
 ];
 
 #[test]
@@ -130,13 +131,23 @@ fn every_variable_the_operator_sets_is_one_the_node_reads() {
         let environment = pod_environment(&cache_cluster(spec), 0);
         for name in environment.keys() {
             assert!(
-                node_reads.contains(name),
+                // RUST_LOG is read by the node's log filter, not by a flag.
+                node_reads.contains(name) || name == env::LOG_FILTER,
                 "the operator sets {name}, which the node does not read (spec: {spec})"
             );
         }
         for name in [env::NODE_ID, env::NAMESPACE, env::MEMBERS_CONFIGMAP] {
             assert!(environment.contains_key(name), "{name} is missing: {spec}");
         }
+    }
+}
+
+#[test]
+fn the_node_logs_in_the_format_spec_logging_asks_for() {
+    for (spec, format) in [(SPECS[0], LogFormat::Text), (SPECS[7], LogFormat::Json)] {
+        let environment = pod_environment(&cache_cluster(spec), 0);
+        let cli = Cli::try_parse_from_env(&environment).expect("the node reads it");
+        assert_eq!(cli.log_format, format, "{spec}");
     }
 }
 

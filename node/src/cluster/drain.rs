@@ -116,6 +116,7 @@ impl Cluster {
                     sender: Some(self.sender()),
                     records: chunk,
                     hint: true,
+                    request_id: String::new(),
                 };
                 peers
                     .timed(&holder.id, PeerMethod::Apply, client.apply(request))

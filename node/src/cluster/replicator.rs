@@ -15,6 +15,7 @@ use std::future::Future;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tonic::Status;
+use tracing::Instrument;
 
 use super::membership::Member;
 use super::peer::PeerClients;
@@ -136,7 +137,8 @@ impl Replicator {
             }
         }
         if rest == Rest::Finish && !calls.is_empty() {
-            tokio::spawn(async move { while calls.next().await.is_some() {} });
+            // In the request's span still: what the calls log belongs to it.
+            tokio::spawn(async move { while calls.next().await.is_some() {} }.in_current_span());
         }
         errors
     }

@@ -439,6 +439,7 @@ impl Cluster {
         let request = proto::GetRequest {
             sender: Some(self.sender()),
             key: key.to_vec(),
+            request_id: crate::request_id::for_peer(),
         };
         let call = |peers: PeerClients, member: Member| {
             let (request, cluster) = (request.clone(), self.clone());
@@ -547,6 +548,7 @@ impl Cluster {
             sender: Some(sender),
             records: vec![record.into()],
             hint: false,
+            request_id: crate::request_id::for_peer(),
         };
         let call = |peers: PeerClients, member: Member| {
             let (request, cluster) = (request.clone(), self.clone());

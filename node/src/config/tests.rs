@@ -301,3 +301,21 @@ fn auth_is_off_unless_a_directory_is_given() {
     let cli = Cli::try_parse_from_env([(env::AUTH_DIR, "/etc/kache/auth")]).expect("env");
     assert_eq!(cli.auth_dir, Some(PathBuf::from("/etc/kache/auth")));
 }
+
+#[test]
+fn the_log_format_is_text_json_or_a_clear_error() {
+    assert_eq!(cli(&[]).log_format, LogFormat::Text);
+    assert_eq!(cli(&["--log-format", "json"]).log_format, LogFormat::Json);
+    let from_env = Cli::try_parse_from_env([(env::LOG_FORMAT, "json")]).expect("valid");
+    assert_eq!(from_env.log_format, LogFormat::Json);
+    let err = Cli::try_parse_from(["kache-node", "--log-format", "yaml"])
+        .expect_err("not a format")
+        .to_string();
+    let first_line = err.lines().next().unwrap_or_default();
+    assert!(
+        first_line.contains("--log-format")
+            && first_line.contains("'yaml'")
+            && first_line.contains("expected text or json"),
+        "main prints only this line: {first_line}"
+    );
+}

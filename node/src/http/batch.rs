@@ -289,12 +289,13 @@ async fn write_all(
     let mut writes = tokio::task::JoinSet::new();
     for (index, (key, value, ttl)) in decoded.into_iter().enumerate() {
         let cluster = state.cluster.clone();
-        writes.spawn(async move {
+        // Each write's peer calls and log lines belong to the batch's request.
+        writes.spawn(crate::request_id::carry(async move {
             let result = cluster
                 .put(&key, &value, ttl, &Precondition::None, consistency)
                 .await;
             (index, result)
-        });
+        }));
     }
     while let Some(joined) = writes.join_next().await {
         match joined {

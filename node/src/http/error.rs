@@ -132,7 +132,11 @@ impl AppError {
         match err {
             ClusterError::Store(err) => Self::Store(err),
             unavailable @ ClusterError::Unavailable { needed, acked, .. } => {
-                tracing::warn!(error = %unavailable, "write failed: replicas unavailable");
+                tracing::warn!(
+                    error = %unavailable,
+                    request_id = %crate::request_id::Current,
+                    "write failed: replicas unavailable"
+                );
                 Self::WriteIndeterminate {
                     message: unavailable.to_string(),
                     acks: (path == WritePath::WriteOnly).then_some(Acks { acked, needed }),
@@ -140,7 +144,11 @@ impl AppError {
             }
             // Some replicas may have stored it before the others refused: indeterminate.
             superseded @ ClusterError::Superseded { .. } => {
-                tracing::warn!(error = %superseded, "write failed: replicas hold newer versions");
+                tracing::warn!(
+                    error = %superseded,
+                    request_id = %crate::request_id::Current,
+                    "write failed: replicas hold newer versions"
+                );
                 Self::WriteIndeterminate {
                     message: superseded.to_string(),
                     acks: None,
@@ -148,7 +156,11 @@ impl AppError {
             }
             // Replicas on the same epoch may have stored it: indeterminate.
             behind @ ClusterError::Behind { .. } => {
-                tracing::warn!(error = %behind, "write failed: the member list moved on");
+                tracing::warn!(
+                    error = %behind,
+                    request_id = %crate::request_id::Current,
+                    "write failed: the member list moved on"
+                );
                 Self::WriteIndeterminate {
                     message: behind.to_string(),
                     acks: None,
@@ -225,7 +237,11 @@ impl From<ClusterError> for AppError {
         match err {
             ClusterError::Store(err) => Self::Store(err),
             unavailable => {
-                tracing::warn!(error = %unavailable, "request failed: replicas unavailable");
+                tracing::warn!(
+                    error = %unavailable,
+                    request_id = %crate::request_id::Current,
+                    "request failed: replicas unavailable"
+                );
                 Self::Unavailable(unavailable.to_string())
             }
         }
@@ -235,7 +251,11 @@ impl From<ClusterError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if let Self::Internal(source) = &self {
-            tracing::error!(error = %source, "request failed");
+            tracing::error!(
+                error = %source,
+                request_id = %crate::request_id::Current,
+                "request failed"
+            );
         }
         let mut response = (self.status(), Json(ErrorBody { error: self.body() })).into_response();
         if let Self::Unauthenticated(_) = self {

@@ -8,6 +8,8 @@
 //! - [`auth`]: the role each route needs, checked before the router (401/403).
 //! - [`serve`]: the listener, with its connection cap and header-read timeout.
 //! - [`route`]: the routes as a closed set, for the token check and the metrics.
+//! - [`trace`]: the request span (request id, method, route) and the echoed
+//!   `X-Request-Id`.
 //!
 //! The API is documented in `docs/api.md` and served as OpenAPI at `/v1/openapi.json`.
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod keys;
 pub mod route;
 pub mod serve;
+pub mod trace;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -155,7 +158,8 @@ impl AppState {
 }
 
 /// The node's HTTP service: the routes behind the token check, wrapped in request
-/// metrics (refusals are counted under their route too).
+/// metrics (refusals are counted under their route too), inside the request span
+/// ([`trace`]).
 ///
 /// Requests are measured by a wrapper around the whole router rather than an axum layer:
 /// an axum layer re-boxes every route and ran about 700 ns per request, a third of a
@@ -171,10 +175,11 @@ pub fn app(
 + 'static {
     let metrics = state.metrics().clone();
     let authorized = auth::Authorize::new(router(state.clone()), state.auth);
-    Measured {
+    let measured = Measured {
         inner: authorized,
         metrics,
-    }
+    };
+    tower::service_fn(move |request: Request| trace::traced(measured.clone(), request))
 }
 
 /// Records each request's route, method, status class and latency.

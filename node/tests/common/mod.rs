@@ -26,6 +26,9 @@ pub struct Node {
     /// The RESP listener, unless `--resp-addr off`.
     pub resp: Option<SocketAddr>,
     pub logs: std::sync::Mutex<mpsc::Receiver<String>>,
+    /// The log lines up to the one naming the listening addresses (that one included),
+    /// which `logs` no longer has.
+    pub startup_logs: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -62,11 +65,12 @@ impl Node {
     /// tells nodes' traffic apart by its owner to cut one peer link ([`LinkCut`]).
     pub fn start_as(uid: Option<u32>, env: &[(&str, &str)], base: &[&str], args: &[&str]) -> Self {
         let mut command = Command::new(BIN);
+        // `info` unless the test sets its own RUST_LOG.
         command
+            .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .args(base)
             .args(args)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(uid) = uid {
@@ -83,16 +87,15 @@ impl Node {
                 }
             }
         });
+        let mut startup_logs = Vec::new();
         let (addr, resp) = loop {
             let line = logs
                 .recv_timeout(Duration::from_secs(10))
                 .expect("node logs its listening address");
-            let field = |name: &str| {
-                let rest = line.split(name).nth(1)?;
-                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-            };
-            if let Some(addr) = field("http_addr=") {
-                break (addr, field("resp_addr="));
+            let listening = listening_addresses(&line);
+            startup_logs.push(line);
+            if let Some(addresses) = listening {
+                break addresses;
             }
         };
         Self {
@@ -100,6 +103,7 @@ impl Node {
             addr,
             resp,
             logs: std::sync::Mutex::new(logs),
+            startup_logs,
             http: reqwest::Client::new(),
         }
     }
@@ -223,6 +227,20 @@ impl Node {
             .try_iter()
             .any(|line| line.contains(needle))
     }
+}
+
+/// The HTTP and RESP addresses of the node's "listening" line, in either log format
+/// (`http_addr=...` in text, `"http_addr":"..."` in JSON).
+fn listening_addresses(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    if let Ok(Json::Object(fields)) = serde_json::from_str::<Json>(line) {
+        let field = |name: &str| fields.get(name)?.as_str()?.parse::<SocketAddr>().ok();
+        return Some((field("http_addr")?, field("resp_addr")));
+    }
+    let field = |name: &str| {
+        let rest = line.split(name).nth(1)?;
+        rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+    };
+    Some((field("http_addr=")?, field("resp_addr=")))
 }
 
 impl Drop for Node {

@@ -52,6 +52,10 @@ pub enum SettingsError {
         "the CacheCluster has no metadata.uid, which persistent nodes record as their cluster's identity"
     )]
     ClusterId,
+    #[error(
+        "spec.logging.level '{0}' is not a tracing filter: {1} (e.g. info, warn, info,kache_node=debug)"
+    )]
+    LogLevel(String, String),
 }
 
 /// The node settings, as the `KACHE_*` environment variables `kache-node` reads. Sizes
@@ -109,6 +113,25 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
         settings.insert(env::MAX_CLOCK_OFFSET.to_owned(), offset.clone());
     }
     settings.extend(persistence_settings(cc)?);
+    settings.extend(log_settings(cc)?);
+    Ok(settings)
+}
+
+/// The log format, always (the node's default is the same, but written out the setting
+/// shows in the ConfigMap), and the filter when the spec sets one, checked with the
+/// parser the node uses.
+fn log_settings(cc: &CacheCluster) -> Result<Vec<(String, String)>, SettingsError> {
+    let logging = &cc.spec.logging;
+    let mut settings = vec![(
+        env::LOG_FORMAT.to_owned(),
+        logging.format.node_format().as_str().to_owned(),
+    )];
+    if let Some(level) = &logging.level {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map_err(|err| SettingsError::LogLevel(level.clone(), err.to_string()))?;
+        settings.push((env::LOG_FILTER.to_owned(), level.clone()));
+    }
     Ok(settings)
 }
 
@@ -223,6 +246,34 @@ mod tests {
         assert_eq!(settings[env::SERVICE], "demo-peers");
         assert_eq!(settings[env::GRPC_ADDR], "0.0.0.0:7071");
         assert_eq!(settings[env::SHUTDOWN_GRACE], "20s");
+        assert_eq!(settings[env::LOG_FORMAT], "text");
+        assert!(
+            !settings.contains_key(env::LOG_FILTER),
+            "the node's default filter"
+        );
+    }
+
+    #[test]
+    fn the_log_format_and_filter_follow_spec_logging() {
+        let logged =
+            settings("replicas: 3\nlogging: {format: json, level: 'info,kache_node=debug'}");
+        assert_eq!(logged[env::LOG_FORMAT], "json");
+        assert_eq!(logged[env::LOG_FILTER], "info,kache_node=debug");
+        let text = settings_hash(&settings("replicas: 3"));
+        let json = settings_hash(&settings("replicas: 3\nlogging: {format: json}"));
+        assert_ne!(text, json, "a format change rolls the pods");
+    }
+
+    #[test]
+    fn a_log_filter_the_node_cannot_parse_is_refused() {
+        let refused = node_settings(&cache_cluster(
+            "replicas: 3\nlogging: {level: 'info,x=loud'}",
+        ))
+        .expect_err("refused");
+        assert!(
+            matches!(&refused, SettingsError::LogLevel(level, _) if level == "info,x=loud"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -333,6 +333,7 @@ fn planted(member: &str, key: &str) -> proto::ApplyRequest {
     proto::ApplyRequest {
         sender: Some(sender(member)),
         hint: false,
+        request_id: String::new(),
         records: vec![proto::Record {
             key: key.as_bytes().to_vec(),
             value: b"planted".to_vec(),

@@ -259,6 +259,7 @@ impl PeerService {
     /// partition completely (so that its "absent" means absent). Both transports (gRPC
     /// and [`super::lean`]) answer with this.
     pub fn serve_get(&self, request: &proto::GetRequest) -> Result<proto::GetResponse, Status> {
+        let _span = request_span("Get", &request.request_id, request.sender.as_ref());
         self.check_sender(request.sender.as_ref())?;
         self.check_synced()?;
         self.store()
@@ -270,6 +271,11 @@ impl PeerService {
             .store()
             .get_record(&request.key)
             .map(proto::Record::from);
+        tracing::debug!(
+            target: crate::request_id::TARGET,
+            found = record.is_some(),
+            "answered a peer get"
+        );
         Ok(proto::GetResponse {
             record,
             authoritative: self.cluster.holds_completely(partition),
@@ -283,6 +289,7 @@ impl PeerService {
         &self,
         request: proto::ApplyRequest,
     ) -> Result<proto::ApplyResponse, Status> {
+        let _span = request_span("Apply", &request.request_id, request.sender.as_ref());
         let sender = self.check_sender(request.sender.as_ref())?;
         let charge = chunk::chunk_charge(&request.records);
         // Validate the whole batch first, so a bad record changes nothing.
@@ -313,6 +320,14 @@ impl PeerService {
             self.apply_one(record, request.hint, sender.epoch, &mut reply)?;
         }
         reply.wall_ms = self.store().now_ms();
+        tracing::debug!(
+            target: crate::request_id::TARGET,
+            applied = reply.applied,
+            stale = reply.stale,
+            not_owner = reply.not_owner,
+            epoch_behind = reply.epoch_behind,
+            "applied a peer write"
+        );
         Ok(reply)
     }
 
@@ -435,6 +450,18 @@ impl PeerService {
         }
         Ok(record)
     }
+}
+
+/// The span of a peer call made for a client request (`request_id` set): its log lines
+/// carry the coordinator's request id. Entered for the synchronous handler only; `None`
+/// for background calls.
+fn request_span(
+    method: &'static str,
+    request_id: &str,
+    sender: Option<&proto::Sender>,
+) -> Option<tracing::span::EnteredSpan> {
+    let from = sender.map_or("", |sender| sender.node_id.as_str());
+    crate::request_id::peer_span(method, request_id, from).map(tracing::Span::entered)
 }
 
 #[cfg(test)]

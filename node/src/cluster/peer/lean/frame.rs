@@ -180,6 +180,7 @@ mod tests {
         proto::GetRequest {
             sender: None,
             key: key.to_vec(),
+            request_id: String::new(),
         }
     }
 

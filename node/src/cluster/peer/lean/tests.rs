@@ -74,6 +74,7 @@ fn get(key: &[u8]) -> proto::GetRequest {
     proto::GetRequest {
         sender: Some(sender()),
         key: key.to_vec(),
+        request_id: String::new(),
     }
 }
 
@@ -101,6 +102,7 @@ async fn lean_and_grpc_answer_alike_on_one_port() {
             ..proto::Record::default()
         }],
         hint: false,
+        request_id: String::new(),
     };
     let applied: proto::ApplyResponse = lean.call(Kind::Apply, &write).await.expect("apply");
     assert_eq!(applied.applied, 1);
@@ -115,6 +117,7 @@ async fn lean_and_grpc_answer_alike_on_one_port() {
     let anonymous = proto::GetRequest {
         sender: None,
         key: b"a".to_vec(),
+        request_id: String::new(),
     };
     let Err(CallError::Status(by_lean)) =
         lean.call::<proto::GetResponse>(Kind::Get, &anonymous).await

@@ -52,6 +52,7 @@ fn get(key: &[u8]) -> proto::GetRequest {
     proto::GetRequest {
         sender: None,
         key: key.to_vec(),
+        request_id: String::new(),
     }
 }
 
