@@ -193,7 +193,7 @@ pub fn alerts(scope: Scope<'_>) -> Vec<Alert> {
         Alert {
             name: "KacheQuorumFailures",
             expr: format!(
-                "sum by ({by_cluster}) (rate(kache_quorum_failures_total{{{node}}}[5m])) > 0"
+                "sum by ({by_cluster}) (rate(kache_quorum_failures_total{{{node}}}[2m])) > 0"
             ),
             for_: "5m",
             severity: Severity::Critical,

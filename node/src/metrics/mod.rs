@@ -118,7 +118,7 @@ impl Metrics {
         registry.register(
             "kache_quorum_failures",
             "Key requests that failed because too few of the key's replicas answered \
-             (HTTP 503 replicas_unavailable, RESP TRYAGAIN)",
+             (most HTTP 503 replicas_unavailable and RESP TRYAGAIN answers)",
             quorum_failures.clone(),
         );
         Self {

@@ -110,6 +110,22 @@ impl PeerRpcs {
     }
 }
 
+#[cfg(test)]
+impl PeerRpcs {
+    /// Calls of `method` to `peer` that failed with `code`, and all its calls so far.
+    pub fn counts(&self, peer: &str, method: PeerMethod, code: tonic::Code) -> (u64, u64) {
+        let peers = self.peers.read();
+        let Some(cells) = peers.get(peer) else {
+            return (0, 0);
+        };
+        let method = method as usize;
+        let code = usize::try_from(code as i32).unwrap_or(2);
+        let failed = cells.errors[method][code].load(Ordering::Relaxed);
+        let calls = cells.latency[method].iter().map(|h| h.count()).sum();
+        (failed, calls)
+    }
+}
+
 /// `kache_peer_rpc_duration_seconds`.
 #[derive(Debug)]
 pub struct Latency(pub Arc<PeerRpcs>);

@@ -88,6 +88,14 @@ pub enum Error {
         message: String,
     },
 
+    #[error(
+        "the key {key:?} cannot go through the API server's pod proxy: {why}; use the node's HTTP API or a Redis client for it"
+    )]
+    KeyNotProxyable { key: String, why: &'static str },
+
+    #[error("cannot read the value from standard input: {0}")]
+    Stdin(String),
+
     #[error("pod {pod} answered something that is not {what}: {reason}")]
     BadAnswer {
         pod: String,

@@ -25,7 +25,7 @@ pub struct Placement {
 
 /// The value of `key`.
 pub async fn get(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<Vec<u8>> {
-    let path = key_path(KEYS, key);
+    let path = key_path(KEYS, key)?;
     any_pod(pods, |pod| node.call(pod, Method::GET, &path, Vec::new()))
         .await?
         .ok_or_else(|| Error::KeyNotFound {
@@ -41,7 +41,7 @@ pub async fn put(
     value: &[u8],
     ttl_seconds: Option<u64>,
 ) -> Result<()> {
-    let mut path = key_path(KEYS, key);
+    let mut path = key_path(KEYS, key)?;
     if let Some(ttl) = ttl_seconds {
         let _ = write!(path, "?ttl={ttl}");
     }
@@ -54,7 +54,7 @@ pub async fn put(
 
 /// Deletes `key`; a key that was not there is an error, as `get` says.
 pub async fn del(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<()> {
-    let path = key_path(KEYS, key);
+    let path = key_path(KEYS, key)?;
     any_pod(pods, |pod| {
         node.call(pod, Method::DELETE, &path, Vec::new())
     })
@@ -67,7 +67,7 @@ pub async fn del(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<()> {
 
 /// The partition and owners of `key`.
 pub async fn locate(node: &NodeClient, pods: &[PodPort], key: &str) -> Result<Placement> {
-    let path = key_path(PLACEMENT, key);
+    let path = key_path(PLACEMENT, key)?;
     any_pod(pods, |pod| {
         node.get_json::<Placement>(pod, &path, "a key placement")
     })

@@ -116,7 +116,9 @@ async fn run(cli: Cli) -> kubectl_kache::Result<()> {
                 Some(value) => value.into_bytes(),
                 None => {
                     let mut buffer = Vec::new();
-                    let _ = std::io::stdin().read_to_end(&mut buffer);
+                    std::io::stdin()
+                        .read_to_end(&mut buffer)
+                        .map_err(|err| kubectl_kache::Error::Stdin(err.to_string()))?;
                     buffer
                 }
             };

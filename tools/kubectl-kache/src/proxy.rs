@@ -53,9 +53,33 @@ impl PodPort {
     }
 }
 
-/// `prefix` followed by `key`, percent-encoded for a path.
-pub fn key_path(prefix: &str, key: &str) -> String {
-    format!("{prefix}{}", utf8_percent_encode(key, KEY_ESCAPES))
+/// `prefix` followed by `key`, percent-encoded for a path; or why the proxy would not
+/// deliver that key unchanged. The API server decodes the path and cleans it (Go's
+/// `path.Join`), escaped or not: `a/../b` would reach the node as `b`, `a//b` as `a/b`, so
+/// a `del` could delete another key. Such keys are refused here, never rewritten.
+pub fn key_path(prefix: &str, key: &str) -> Result<String> {
+    let refuse = |why| {
+        Err(Error::KeyNotProxyable {
+            key: key.to_owned(),
+            why,
+        })
+    };
+    if key.is_empty() {
+        return refuse("it is empty");
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return refuse("it starts or ends with '/', which the proxy drops");
+    }
+    if key.split('/').any(|segment| segment.is_empty()) {
+        return refuse("it has an empty path segment ('//'), which the proxy merges");
+    }
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return refuse("it has a '.' or '..' path segment, which the proxy resolves");
+    }
+    Ok(format!("{prefix}{}", utf8_percent_encode(key, KEY_ESCAPES)))
 }
 
 /// A node's HTTP API through the proxy, with the token of the cluster (if auth is on).
@@ -186,6 +210,12 @@ pub fn answer(
                 pod: name,
                 message: error.message,
             },
+            // This pod serves nothing now (starting, leaving): the next one may.
+            (StatusCode::SERVICE_UNAVAILABLE, "syncing" | "shutting_down") => Error::Unreachable {
+                pod: name,
+                status,
+                message: error.message,
+            },
             _ => Error::Node {
                 pod: name,
                 status,
@@ -209,7 +239,12 @@ pub fn answer(
             message,
         },
         StatusCode::UNAUTHORIZED => Error::Unauthorized { message },
-        _ if api.as_ref().is_some_and(|s| s.reason != "NotFound") || status.is_server_error() => {
+        // Any refusal of the API server's but a missing resource, a 5xx, or the pod itself
+        // gone (deleted between the list and the call, as in a scale-down): the next pod.
+        _ if api.as_ref().is_some_and(|s| s.reason != "NotFound")
+            || status.is_server_error()
+            || status == StatusCode::NOT_FOUND && api.is_some() =>
+        {
             Error::Unreachable {
                 pod: name,
                 status,
@@ -252,8 +287,23 @@ mod tests {
 
     #[test]
     fn keys_are_escaped_but_keep_their_slashes() {
-        assert_eq!(key_path("/v1/keys/", "user:42"), "/v1/keys/user%3A42");
-        assert_eq!(key_path("/v1/keys/", "a/b c"), "/v1/keys/a/b%20c");
+        assert_eq!(
+            key_path("/v1/keys/", "user:42").unwrap(),
+            "/v1/keys/user%3A42"
+        );
+        assert_eq!(key_path("/v1/keys/", "a/b c").unwrap(), "/v1/keys/a/b%20c");
+        for key in ["", "/a", "a/", "a//b", "a/../b", "./a", "a/.", ".."] {
+            let refused = key_path("/v1/keys/", key);
+            assert!(
+                matches!(refused, Err(Error::KeyNotProxyable { .. })),
+                "{key:?}: {refused:?}"
+            );
+        }
+        // Dots inside a segment are an ordinary key.
+        assert_eq!(
+            key_path("/v1/keys/", "a.b/..c").unwrap(),
+            "/v1/keys/a.b/..c"
+        );
         assert_eq!(key_path("/v1/keys/", "100%"), "/v1/keys/100%25");
         assert_eq!(key_path("/v1/keys/", "é?#"), "/v1/keys/%C3%A9%3F%23");
         assert_eq!(

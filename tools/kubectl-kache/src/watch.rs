@@ -83,7 +83,9 @@ impl Follow {
         {
             self.saw_move = true;
         }
-        if let Some(r) = rebalance.filter(|r| r.active) {
+        // A move whose size is not known yet (0 of 0: the operator has not published the
+        // new member list) has no progress to show.
+        if let Some(r) = rebalance.filter(|r| r.active && r.partitions_total > 0) {
             let now = (r.partitions_moved, r.partitions_total);
             if self.progress != Some(now) {
                 self.progress = Some(now);
@@ -327,6 +329,19 @@ mod tests {
             }),
             ..CacheClusterStatus::default()
         }
+    }
+
+    #[test]
+    fn a_move_of_unknown_size_shows_no_progress_yet() {
+        let mut follow = Follow::default();
+        follow.observe(&status(Phase::Available, 1, Some((false, 0, 0))), 5);
+        let starting = follow.observe(&status(Phase::Rebalancing, 1, Some((true, 0, 0))), 5);
+        assert!(
+            !starting
+                .iter()
+                .any(|event| matches!(event, Event::Progress { .. })),
+            "{starting:?}"
+        );
     }
 
     #[test]

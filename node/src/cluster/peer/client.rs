@@ -107,17 +107,31 @@ impl PeerClients {
     }
 
     /// Runs `call`, a call of `method` to `member` (from getting its client to the last
-    /// message), and records its latency and outcome.
+    /// message), and records its latency and outcome. A call dropped before it answered
+    /// (a read that had its quorum abandons the slower replicas) is recorded as failed
+    /// with `Cancelled` at the time it was dropped: otherwise the slow and hung calls to
+    /// a bad peer, the ones the histogram is for, would never show in it.
     pub async fn timed<T>(
         &self,
         member: &str,
         method: PeerMethod,
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        let started = Instant::now();
+        let mut timer = CallTimer {
+            metrics: &self.metrics,
+            member,
+            method,
+            started: Instant::now(),
+            answered: false,
+        };
         let result = call.await;
-        self.metrics
-            .observe(member, method, started.elapsed(), result.as_ref().err());
+        timer.answered = true;
+        self.metrics.observe(
+            member,
+            method,
+            timer.started.elapsed(),
+            result.as_ref().err(),
+        );
         result
     }
 
@@ -359,9 +373,59 @@ impl tower::Service<Uri> for TlsConnect {
     }
 }
 
+/// Records a peer call that was dropped before it answered (see [`PeerClients::timed`]).
+struct CallTimer<'a> {
+    metrics: &'a PeerRpcs,
+    member: &'a str,
+    method: PeerMethod,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for CallTimer<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let abandoned = Status::cancelled("the caller stopped waiting for the answer");
+            self.metrics.observe(
+                self.member,
+                self.method,
+                self.started.elapsed(),
+                Some(&abandoned),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_dropped_before_it_answered_is_recorded_as_cancelled() {
+        let rpcs = Arc::new(PeerRpcs::default());
+        let clients = PeerClients::new(Discovery::knowing(HashMap::new()), 4 << 20)
+            .with_metrics(rpcs.clone());
+        let answered = clients
+            .timed("b", PeerMethod::Get, async { Ok::<_, Status>(()) })
+            .await;
+        assert!(answered.is_ok());
+        assert_eq!(
+            rpcs.counts("b", PeerMethod::Get, tonic::Code::Cancelled),
+            (0, 1)
+        );
+        // A replica that never answers, abandoned once the read had its quorum.
+        let hung = clients.timed(
+            "b",
+            PeerMethod::Get,
+            std::future::pending::<Result<(), Status>>(),
+        );
+        let abandoned = tokio::time::timeout(Duration::from_millis(10), hung).await;
+        assert!(abandoned.is_err());
+        assert_eq!(
+            rpcs.counts("b", PeerMethod::Get, tonic::Code::Cancelled),
+            (1, 2)
+        );
+    }
 
     fn member(id: &str) -> Member {
         Member {
