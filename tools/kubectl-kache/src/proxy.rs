@@ -304,10 +304,13 @@ mod tests {
             key_path("/v1/keys/", "a.b/..c").unwrap(),
             "/v1/keys/a.b/..c"
         );
-        assert_eq!(key_path("/v1/keys/", "100%"), "/v1/keys/100%25");
-        assert_eq!(key_path("/v1/keys/", "é?#"), "/v1/keys/%C3%A9%3F%23");
+        assert_eq!(key_path("/v1/keys/", "100%").unwrap(), "/v1/keys/100%25");
         assert_eq!(
-            key_path("/v1/cluster/keys/", "a-b.c_d~"),
+            key_path("/v1/keys/", "é?#").unwrap(),
+            "/v1/keys/%C3%A9%3F%23"
+        );
+        assert_eq!(
+            key_path("/v1/cluster/keys/", "a-b.c_d~").unwrap(),
             "/v1/cluster/keys/a-b.c_d~"
         );
     }

@@ -58,7 +58,7 @@ async fn the_plugin_reads_a_real_nodes_answers() {
 
     let key = "user/1 é";
     let put = client
-        .put(format!("{base}{}", key_path("/v1/keys/", key)))
+        .put(format!("{base}{}", key_path("/v1/keys/", key).unwrap()))
         .body("alice")
         .send()
         .await
@@ -76,7 +76,10 @@ async fn the_plugin_reads_a_real_nodes_answers() {
     assert!(memory.used > 0, "the key is charged: {memory:?}");
 
     let placement: Placement = client
-        .get(format!("{base}{}", key_path("/v1/cluster/keys/", key)))
+        .get(format!(
+            "{base}{}",
+            key_path("/v1/cluster/keys/", key).unwrap()
+        ))
         .send()
         .await
         .unwrap()
