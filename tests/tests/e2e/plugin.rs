@@ -129,9 +129,12 @@ impl DuringScale {
             let _ = sampler.join();
         }
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
-        let during = samples
-            .iter()
-            .find(|s| s.contains("Rebalancing epoch") && s.contains("partitions moved"));
+        let during = samples.iter().find(|s| {
+            // The move, counted or not yet (a fast move is over before the operator
+            // has counted its partitions), next to the members' own rows.
+            s.contains("Rebalancing epoch")
+                && (s.contains("partitions moved") || s.contains("partitions not counted yet"))
+        });
         std::fs::write(
             out_dir().join("kubectl-kache-status.txt"),
             samples.join("\n----\n"),

@@ -168,7 +168,15 @@ fn rebalance_line(rebalance: Option<&RebalanceStatus>, now: Timestamp) -> String
         r.records_moved
     );
     let started = r.started_at.as_ref().map(|t| t.0);
-    if r.active {
+    if r.active && r.partitions_total == 0 {
+        // The operator counts a move's partitions from the members' reports; until they
+        // come, there is no fraction to show (it is not 0/0 done).
+        let running = started.map_or_else(String::new, |t| format!(", running {}", age(now, t)));
+        format!(
+            "Rebalancing epoch {} -> {}: partitions not counted yet (the members' rows show their pulls){running}\n",
+            r.from_epoch, r.to_epoch,
+        )
+    } else if r.active {
         let running = started.map_or_else(String::new, |t| format!(", running {}", age(now, t)));
         format!(
             "Rebalancing epoch {} -> {}: {}/{} partitions moved ({}), {streamed}{running}\n",

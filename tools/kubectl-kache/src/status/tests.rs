@@ -168,3 +168,21 @@ fn without_views_the_operator_status_still_fills_the_table() {
     assert!(row.contains("unreachable"), "{row}");
     assert!(row.contains("108"), "the operator's ownership count: {row}");
 }
+
+#[test]
+fn a_move_not_counted_yet_says_so_instead_of_0_of_0_done() {
+    let mut cc = rebalancing();
+    let rebalance = cc
+        .status
+        .as_mut()
+        .and_then(|status| status.rebalance.as_mut())
+        .expect("rebalance");
+    rebalance.partitions_moved = 0;
+    rebalance.partitions_total = 0;
+    let screen = render(&cc, &views(), now());
+    assert!(
+        screen.contains("Rebalancing epoch 4 -> 5: partitions not counted yet"),
+        "{screen}"
+    );
+    assert!(!screen.contains("0/0"), "{screen}");
+}
