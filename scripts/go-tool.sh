@@ -32,7 +32,11 @@ echo "[go-tool] building $tool $version from the Go module proxy (once)" >&2
 src=$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
 [[ -n "$src" && -d "$src" ]] || { echo "scripts/go-tool.sh: go mod download $module@$version failed" >&2; exit 1; }
 mkdir -p "$dir"
+# A temporary name of this process's own: tests running in parallel may build the same
+# tool at once on a fresh machine, and each rename then puts a whole binary in place.
+tmp="$bin.tmp.$$"
+trap 'rm -f "$tmp"' EXIT
 (cd "$src" && GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" nice -n "${KACHE_BUILD_NICE:-19}" \
-  go build -trimpath -o "$bin.tmp" "$pkg")
-mv "$bin.tmp" "$bin"
+  go build -trimpath -o "$tmp" "$pkg")
+mv -f "$tmp" "$bin"
 echo "$bin"
