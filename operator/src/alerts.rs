@@ -135,6 +135,18 @@ pub fn alerts(scope: Scope<'_>) -> Vec<Alert> {
                 Its partitions are served by fewer copies until it is back.",
         },
         Alert {
+            name: "KacheMembersMissing",
+            expr: format!(
+                "kache_cachecluster_pods_ready{{{op}}} < kache_cachecluster_replicas_desired{{{op}}}"
+            ),
+            for_: "15m",
+            severity: Severity::Warning,
+            summary: "CacheCluster {{ $labels.cluster }} has fewer ready pods than spec.replicas",
+            description: "Fewer cache pods pass their readiness probe than the spec asks for, and have for \
+                15 minutes: a pod that is Pending (no node, no volume) has no metrics of its own, so \
+                KacheMemberDown cannot see it.",
+        },
+        Alert {
             name: "KacheClusterDegraded",
             expr: format!(
                 "kache_cachecluster_condition{{{op},type=\"Degraded\",status=\"True\"}} == 1"
