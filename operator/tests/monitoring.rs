@@ -51,9 +51,22 @@ fn queries(dashboard: &Value) -> Vec<(String, String)> {
 
 /// name -> type, from tests/monitoring/metric-names.txt.
 fn exported() -> BTreeMap<String, String> {
+    listed(None)
+}
+
+/// name -> type, from tests/monitoring/metric-names.txt: every section, or only `section`
+/// (`[node]`, `[operator]`).
+fn listed(section: Option<&str>) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(root().join("tests/monitoring/metric-names.txt")).unwrap();
+    let mut current = None;
     text.lines()
         .map(str::trim)
+        .filter(|l| {
+            if l.starts_with('[') {
+                current = Some(*l);
+            }
+            section.is_none_or(|wanted| current == Some(wanted))
+        })
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
         .map(|l| {
             let mut fields = l.split_whitespace();
@@ -370,20 +383,7 @@ fn the_operator_exports_exactly_the_families_listed() {
             (name, kind.to_owned())
         })
         .collect();
-    let list = std::fs::read_to_string(root().join("tests/monitoring/metric-names.txt")).unwrap();
-    let listed: BTreeMap<String, String> = list
-        .lines()
-        .map(str::trim)
-        .skip_while(|line| *line != "[operator]")
-        .skip(1)
-        .take_while(|line| !line.starts_with('['))
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            let mut fields = line.split_whitespace();
-            let name = fields.next().unwrap().to_owned();
-            (name, fields.next().unwrap().to_owned())
-        })
-        .collect();
+    let listed = listed(Some("[operator]"));
     assert!(listed.len() > 10, "{listed:?}");
     assert_eq!(
         listed, declared,

@@ -83,11 +83,10 @@ fn chrono_now() -> String {
         .to_string()
 }
 
-/// Runs a command; returns (success, stdout + stderr).
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
+/// Runs `command` to its end with `stdin` written to it (none: no input), and returns
+/// what it printed.
+fn output(mut command: Command, stdin: Option<&str>) -> std::process::Output {
+    let mut child = command
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -96,7 +95,7 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
     if let Some(input) = stdin {
         use std::io::Write;
         child
@@ -106,7 +105,14 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
             .write_all(input.as_bytes())
             .unwrap();
     }
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command; returns (success, stdout + stderr).
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(repo_root());
+    let output = output(command, stdin);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

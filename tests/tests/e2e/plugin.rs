@@ -28,30 +28,13 @@ pub fn kubectl_kache(args: &[&str], stdin: Option<&str>) -> (bool, String, Strin
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![plugin_dir()];
     dirs.extend(std::env::split_paths(&path));
-    let mut child = Command::new("kubectl")
+    let mut command = Command::new("kubectl");
+    command
         .arg("kache")
         .args(args)
         .env("PATH", std::env::join_paths(dirs).unwrap())
-        .env_remove("KACHE_TOKEN")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
+        .env_remove("KACHE_TOKEN");
+    let output = super::output(command, stdin);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
