@@ -11,7 +11,8 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets --locked
 echo "== the fault suite again, with mutual TLS between the nodes (as a CacheCluster runs by default)"
-KACHE_FAULT_TLS=1 cargo test --locked -p kache-node --test faults
+# (--workspace keeps the features the run above unified, so nothing is compiled twice.)
+KACHE_FAULT_TLS=1 cargo test --workspace --locked --test faults
 echo "== Redis clients (redis-cli, redis-py, go-redis) on a loopback cluster scaling 3 -> 4 -> 2"
 tests/resp/run.sh
 echo "== crds/ and charts/kache/templates/crd.yaml match operator/src/crd.rs"
