@@ -11,6 +11,7 @@
 //! - [`env`]: the `KACHE_*` environment variables the node reads and the operator sets.
 //! - [`logs`]: the log line formats both binaries offer (`--log-format`).
 //! - [`units`]: byte sizes, durations and Kubernetes quantities, parsed one way.
+//! - [`upstreams`]: the read-through upstreams (`spec.upstreams[]`, `upstreams.yaml`).
 //!
 //! The crate has no runtime: it is serde types and pure functions, so the operator does
 //! not link the node's server and the node does not link the operator's client.
@@ -20,3 +21,4 @@ pub mod logs;
 pub mod members;
 pub mod report;
 pub mod units;
+pub mod upstreams;
