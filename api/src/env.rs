@@ -58,6 +58,9 @@ pub const PEER_TLS_DIR: &str = "KACHE_PEER_TLS_DIR";
 /// A directory with the same file names (`ca.crt` not needed): the HTTP and RESP ports
 /// serve TLS only. Unset or empty: plaintext.
 pub const CLIENT_TLS_DIR: &str = "KACHE_CLIENT_TLS_DIR";
+/// A file (`upstreams.yaml`, [`crate::upstreams::UpstreamsFile`]): the HTTP APIs this
+/// node reads through (`/v1/upstreams/{name}/...`). Unset or empty: none.
+pub const UPSTREAMS_FILE: &str = "KACHE_UPSTREAMS_FILE";
 /// A directory of client tokens, `<dir>/<role>/<secret>/<user>` (role `read`, `readwrite`
 /// or `admin`; each file's content is the user's token). Set: client authentication is
 /// on. Unset or empty: off.
@@ -72,7 +75,7 @@ pub const LOG_FORMAT: &str = "KACHE_LOG_FORMAT";
 pub const LOG_FILTER: &str = "RUST_LOG";
 
 /// Every variable above; the node's tests check that its flags read exactly these.
-pub const ALL: [&str; 37] = [
+pub const ALL: [&str; 38] = [
     HTTP_ADDR,
     GRPC_ADDR,
     RESP_ADDR,
@@ -110,6 +113,7 @@ pub const ALL: [&str; 37] = [
     CLIENT_TLS_DIR,
     AUTH_DIR,
     LOG_FORMAT,
+    UPSTREAMS_FILE,
 ];
 
 #[cfg(test)]

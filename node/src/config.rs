@@ -14,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use kache_api::env;
 pub use kache_api::logs::LogFormat;
 pub use kache_api::units::{parse_bytes, parse_duration};
+use kache_api::upstreams::{Upstream, UpstreamConfig, UpstreamsFile, validate_all};
 
 use crate::cluster::discovery::DiscoveryConfig;
 use crate::cluster::discovery::dns::DnsNames;
@@ -204,6 +205,16 @@ pub struct Cli {
     /// `span.request_id`). Which lines: RUST_LOG (default info).
     #[arg(long, env = env::LOG_FORMAT, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Read-through upstreams: a YAML file of `upstreams: [...]`, the objects of a
+    /// CacheCluster's spec.upstreams (docs/readthrough.md). Unset or empty: none.
+    #[arg(long, env = env::UPSTREAMS_FILE)]
+    pub upstreams_file: Option<PathBuf>,
+
+    /// A read-through upstream with every default, as NAME=URL (repeatable), served at
+    /// /v1/upstreams/NAME/...
+    #[arg(long = "upstream", value_name = "NAME=URL")]
+    pub upstream: Vec<String>,
 }
 
 /// How members' peer addresses are found.
@@ -281,6 +292,8 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     /// `None`: client authentication off (`--auth-dir` unset or empty).
     pub auth_dir: Option<PathBuf>,
+    /// Read-through upstreams (`--upstreams-file`, `--upstream`), names unique.
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// Where the node's certificates are, and the cluster its peers must belong to.
@@ -365,6 +378,10 @@ pub enum ConfigError {
     Namespace(&'static str),
     #[error("--snapshot-interval must be at least 1s, got {0:?}")]
     SnapshotInterval(Duration),
+    #[error("--upstreams-file {path}: {problem}")]
+    UpstreamsFile { path: String, problem: String },
+    #[error("read-through upstreams: {0}")]
+    Upstream(String),
 }
 
 impl Cli {
@@ -462,6 +479,7 @@ impl Cli {
                 cluster_id: self.cluster_id.clone(),
                 member: node_id.clone(),
             });
+        let upstreams = self.upstreams()?;
         let dir = |dir: &Option<PathBuf>| dir.clone().filter(|d| !d.as_os_str().is_empty());
         let tls = TlsConfig {
             peer_dir: dir(&self.peer_tls_dir),
@@ -503,7 +521,34 @@ impl Cli {
             persistence,
             tls,
             auth_dir: self.auth_dir.filter(|dir| !dir.as_os_str().is_empty()),
+            upstreams,
         })
+    }
+
+    /// The upstreams of `--upstreams-file` and then `--upstream`, validated together.
+    fn upstreams(&self) -> Result<Vec<UpstreamConfig>, ConfigError> {
+        let mut upstreams = Vec::new();
+        if let Some(path) = self
+            .upstreams_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            let problem = |problem: String| ConfigError::UpstreamsFile {
+                path: path.display().to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path).map_err(|error| problem(error.to_string()))?;
+            let file: UpstreamsFile =
+                serde_yaml::from_str(&text).map_err(|error| problem(error.to_string()))?;
+            upstreams = file.upstreams;
+        }
+        for flag in &self.upstream {
+            let (name, url) = flag
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Upstream(format!("expected NAME=URL, got '{flag}'")))?;
+            upstreams.push(Upstream::with_defaults(name, url));
+        }
+        validate_all(&upstreams).map_err(|error| ConfigError::Upstream(error.to_string()))
     }
 }
 
