@@ -13,6 +13,7 @@
 //! - [`resp`]: the same keyspace over the Redis protocol, with Redis Cluster routing.
 //! - [`shutdown`]: SIGTERM / Ctrl-C.
 //! - [`tls`]: certificates from mounted directories, reloaded; mutual TLS for peers, TLS for clients.
+//! - [`upstream`]: read-through caching of upstream HTTP APIs (`/v1/upstreams/...`).
 //!
 //! - [`cluster`]: membership, discovery, placement, the peer protocol, request routing.
 //!
@@ -34,6 +35,7 @@ pub mod store;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +56,7 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::store::Store;
 use crate::store::persist::{PersistError, Persistence};
 use crate::tls::NodeTls;
+use crate::upstream::ReadThrough;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,6 +76,8 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error("read-through upstreams: the HTTP client could not be built")]
+    Upstreams(#[source] reqwest::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -147,7 +152,15 @@ pub async fn run(
         (single, Vec::new())
     };
     let lifecycle = cluster.lifecycle().clone();
+    let read_through = ReadThrough::new(
+        cluster.clone(),
+        &config.upstreams,
+        config.limits.max_key_bytes,
+        config.limits.max_value_bytes,
+    )
+    .map_err(Error::Upstreams)?;
     let state = AppState::new(cluster.clone(), &config)
+        .with_read_through(read_through.clone())
         .with_persistence(persistence.clone())
         .with_tls(tls.clone())
         .with_auth(auth);
@@ -200,7 +213,8 @@ pub async fn run(
     let peer = match tls.peer {
         Some(_) => PeerService::new(cluster).authenticated(),
         None => PeerService::new(cluster),
-    };
+    }
+    .with_read_through(read_through);
     let peer_incoming = peer::incoming(
         listeners.grpc,
         LeanServer::new(peer.clone()),

@@ -443,6 +443,29 @@ impl Cluster {
         true
     }
 
+    /// The pool of clients to the other members (read-through calls a key's owner).
+    pub(crate) fn peers(&self) -> &PeerClients {
+        self.inner.replicator.peers()
+    }
+
+    /// Every member of the lists in force (both while moving), this node excluded.
+    pub(crate) fn other_members(&self) -> Vec<membership::Member> {
+        let routing = self.routing();
+        let mut members: Vec<membership::Member> = Vec::new();
+        let lists = [
+            Some(&routing.next),
+            routing.moving().then_some(&routing.prev),
+        ];
+        for view in lists.into_iter().flatten() {
+            for member in &view.list.members {
+                if member.id != self.node_id() && !members.iter().any(|m| m.id == member.id) {
+                    members.push(member.clone());
+                }
+            }
+        }
+        members
+    }
+
     /// The key's partition and its owners in the current epoch.
     pub fn placement_of(&self, key: &[u8]) -> (u32, Vec<String>) {
         let partition = self.inner.store.partition_of(key);

@@ -1,6 +1,7 @@
 //! Operational endpoints: stats, Prometheus metrics (OpenMetrics), health, readiness and the OpenAPI
 //! document.
 
+use crate::upstream::{ReadThrough, ReadThroughStats};
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -30,6 +31,9 @@ pub struct StatsBody {
     /// The data dir's state and counters, with `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     persistence: Option<PersistReport>,
+    /// Read-through answers by upstream and the hit ratio, with upstreams configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_through: Option<ReadThroughStats>,
 }
 
 pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
@@ -39,6 +43,10 @@ pub async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         resident_memory_bytes: resident_memory_bytes(),
         store: state.store().stats(),
         persistence: state.persistence().map(|p| p.report()),
+        read_through: state
+            .read_through()
+            .filter(|rt| rt.upstreams().next().is_some())
+            .map(ReadThrough::stats),
     })
 }
 

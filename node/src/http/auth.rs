@@ -48,6 +48,10 @@ pub fn required(method: &Method, path: &str) -> (Access, &'static str) {
         Route::BatchPut => Access::Needs(Role::ReadWrite),
         Route::Keys | Route::EmptyKey if reads => Access::Needs(Role::Read),
         Route::Keys | Route::EmptyKey => Access::Needs(Role::ReadWrite),
+        Route::UpstreamPath | Route::Upstream if reads => Access::Needs(Role::Read),
+        // Purging one URL is a write; purging a whole upstream empties it for everyone.
+        Route::UpstreamPath => Access::Needs(Role::ReadWrite),
+        Route::Upstream => Access::Needs(Role::Admin),
     };
     let name = match route {
         Route::Unmatched => "this path",

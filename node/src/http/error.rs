@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::auth::Role;
 use crate::cluster::ClusterError;
 use crate::store::StoreError;
+use crate::upstream::fetch::FailureKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -63,6 +64,20 @@ pub enum AppError {
         method: String,
         route: &'static str,
     },
+    /// A read-through request for an upstream the node does not have.
+    #[error("{0}")]
+    NoUpstream(String),
+    /// A read-through path outside the upstream's `pathPrefixes`.
+    #[error("{0}")]
+    PathNotAllowed(String),
+    /// A read-through upstream failed and nothing servable was cached: 504 when it did
+    /// not answer in time, else 502.
+    #[error("{message}")]
+    Upstream {
+        upstream: String,
+        kind: FailureKind,
+        message: String,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -80,9 +95,12 @@ impl AppError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::KeyTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::KeyNotFound | Self::NoRoute(_) | Self::Store(StoreError::NotFound) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::KeyNotFound
+            | Self::NoRoute(_)
+            | Self::NoUpstream(_)
+            | Self::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            Self::PathNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Upstream { kind, .. } => kind.status(),
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -108,6 +126,15 @@ impl AppError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::KeyNotFound | Self::Store(StoreError::NotFound) => "key_not_found",
             Self::NoRoute(_) => "no_route",
+            Self::NoUpstream(_) => "no_upstream",
+            Self::PathNotAllowed(_) => "path_not_allowed",
+            Self::Upstream { kind, .. } => match kind {
+                FailureKind::Timeout => "upstream_timeout",
+                FailureKind::Connect => "upstream_unreachable",
+                FailureKind::Protocol => "upstream_protocol_error",
+                FailureKind::CircuitOpen => "upstream_circuit_open",
+                FailureKind::Overloaded => "upstream_overloaded",
+            },
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden { .. } => "forbidden",
@@ -178,11 +205,19 @@ impl AppError {
             Self::WriteIndeterminate { acks, .. } => (Some(Outcome::Indeterminate), *acks),
             _ => (None, None),
         };
+        let upstream = match self {
+            Self::Upstream { upstream, kind, .. } => Some(UpstreamFailure {
+                upstream: upstream.clone(),
+                failure: kind.as_str(),
+            }),
+            _ => None,
+        };
         ErrorDetail {
             code: self.code(),
             message: self.to_string(),
             outcome,
             acks,
+            upstream,
         }
     }
 }
@@ -225,6 +260,17 @@ pub struct ErrorDetail {
     pub outcome: Option<Outcome>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub acks: Option<Acks>,
+    /// Which read-through upstream failed, and how.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamFailure>,
+}
+
+/// A read-through error's upstream and kind of failure (timeout, connect, protocol,
+/// circuit_open, overloaded).
+#[derive(Debug, Serialize)]
+pub struct UpstreamFailure {
+    pub upstream: String,
+    pub failure: &'static str,
 }
 
 #[derive(Serialize)]

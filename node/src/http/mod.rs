@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`keys`]: `/v1/keys/{key}` GET, HEAD, PUT, DELETE.
 //! - [`batch`]: `/v1/batch/get` and `/v1/batch/put`.
+//! - [`upstreams`]: read-through, `/v1/upstreams/{name}/{path}` GET, HEAD and DELETE
+//!   (purge), and `DELETE /v1/upstreams/{name}` (purge all).
 //! - [`admin`]: stats, cluster report, metrics, health, readiness, OpenAPI.
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`auth`]: the role each route needs, checked before the router (401/403).
@@ -21,6 +23,7 @@ pub mod keys;
 pub mod route;
 pub mod serve;
 pub mod trace;
+pub mod upstreams;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::persist::Persistence;
 use crate::tls::NodeTls;
+use crate::upstream::ReadThrough;
 
 /// Per-request state: the cluster (and through it the store) plus what the handlers need
 /// of the config.
@@ -58,6 +62,8 @@ pub struct AppState {
     tls: NodeTls,
     /// Client authentication (off without `--auth-dir`).
     auth: Auth,
+    /// Read-through upstreams (none without `--upstreams-file` or `--upstream`).
+    read_through: Option<ReadThrough>,
 }
 
 #[derive(Debug)]
@@ -81,7 +87,20 @@ impl AppState {
             persistence: None,
             tls: NodeTls::default(),
             auth: Auth::off(),
+            read_through: None,
         }
+    }
+
+    /// Serves `/v1/upstreams/...` through `read_through`.
+    #[must_use]
+    pub fn with_read_through(mut self, read_through: ReadThrough) -> Self {
+        self.read_through = Some(read_through);
+        self
+    }
+
+    /// The read-through upstreams, if any are configured.
+    pub fn read_through(&self) -> Option<&ReadThrough> {
+        self.read_through.as_ref()
     }
 
     /// Reports the certificates in use too.
@@ -258,6 +277,9 @@ fn router(state: AppState) -> Router {
                 .put(keys::put_key)
                 .delete(keys::delete_key),
         )
+        .route("/v1/upstreams/{name}", any(upstreams::dispatch))
+        .route("/v1/upstreams/{name}/", any(upstreams::dispatch))
+        .route("/v1/upstreams/{name}/{*path}", any(upstreams::dispatch))
         .route("/v1/batch/get", post(batch::get_many))
         .route("/v1/batch/put", post(batch::put_many))
         .route("/v1/stats", get(admin::stats))

@@ -25,12 +25,16 @@ pub enum Route {
     Metrics,
     Healthz,
     Readyz,
+    /// `/v1/upstreams/{name}/{path}`: read-through, and the purge of one URL.
+    UpstreamPath,
+    /// `/v1/upstreams/{name}`: the purge of a whole upstream (its root is read too).
+    Upstream,
     /// A path no route serves (404).
     Unmatched,
 }
 
 impl Route {
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 14] = [
         Route::Keys,
         Route::EmptyKey,
         Route::BatchGet,
@@ -42,6 +46,8 @@ impl Route {
         Route::Metrics,
         Route::Healthz,
         Route::Readyz,
+        Route::UpstreamPath,
+        Route::Upstream,
         Route::Unmatched,
     ];
 
@@ -60,6 +66,14 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
+            upstream if upstream.starts_with(super::upstreams::UPSTREAMS_PREFIX) => {
+                let rest = &upstream[super::upstreams::UPSTREAMS_PREFIX.len()..];
+                if rest.contains('/') {
+                    Route::UpstreamPath
+                } else {
+                    Route::Upstream
+                }
+            }
             _ => Route::Unmatched,
         }
     }
@@ -78,6 +92,8 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
+            Route::UpstreamPath => "/v1/upstreams/{name}/{path}",
+            Route::Upstream => "/v1/upstreams/{name}",
             Route::Unmatched => "unmatched",
         }
     }
@@ -154,6 +170,9 @@ mod tests {
         assert_eq!(Route::of("/v1/cluster/keys/k"), Route::KeyPlacement);
         assert_eq!(Route::of("/v1/cluster"), Route::Cluster);
         assert_eq!(Route::of("/nope"), Route::Unmatched);
+        assert_eq!(Route::of("/v1/upstreams/api/a/b"), Route::UpstreamPath);
+        assert_eq!(Route::of("/v1/upstreams/api/"), Route::UpstreamPath);
+        assert_eq!(Route::of("/v1/upstreams/api"), Route::Upstream);
         assert_eq!(RouteMethod::of(&Method::PATCH), RouteMethod::Other);
     }
 }

@@ -1195,6 +1195,12 @@ async fn every_route_template_is_what_the_router_matched() {
         (Method::GET, "/metrics", route::Route::Metrics),
         (Method::GET, "/healthz", route::Route::Healthz),
         (Method::GET, "/readyz", route::Route::Readyz),
+        (
+            Method::GET,
+            "/v1/upstreams/api/a/b",
+            route::Route::UpstreamPath,
+        ),
+        (Method::DELETE, "/v1/upstreams/api", route::Route::Upstream),
         (Method::GET, "/v1/nothing", route::Route::Unmatched),
     ] {
         *matched.lock().expect("lock") = None;
@@ -1215,5 +1221,5 @@ async fn every_route_template_is_what_the_router_matched() {
             ),
         }
     }
-    assert_eq!(route::Route::ALL.len(), 12, "a new route needs a row above");
+    assert_eq!(route::Route::ALL.len(), 14, "a new route needs a row above");
 }

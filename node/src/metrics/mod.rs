@@ -5,7 +5,8 @@
 //! - **Observed on the request paths**, registered once in the node's registry and
 //!   updated as requests are served: HTTP request latency by route, method and status
 //!   class ([`requests`]), RESP command latency ([`requests`]), peer RPC latency and
-//!   errors by peer and method ([`peer`]), and forwarded requests. The label sets of the
+//!   errors by peer and method ([`peer`]), forwarded requests, and read-through per
+//!   upstream ([`upstream`]). The label sets of the
 //!   hot paths are resolved once, into fixed tables of atomic histograms
 //!   ([`histogram`]): serving a request costs two or three relaxed atomic adds and no
 //!   lookup by label.
@@ -20,6 +21,7 @@ pub mod histogram;
 pub mod peer;
 pub mod requests;
 mod samples;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,7 @@ use crate::http::route::{Route, RouteMethod};
 pub use peer::{PeerMethod, PeerRpcs};
 use requests::{HttpRequests, HttpResponses, RespCommands};
 pub use samples::{Sample, SampleValue, Samples};
+pub use upstream::{CacheOutcome, UpstreamMetrics};
 
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -54,6 +57,7 @@ struct Shared {
     /// Forwarded requests by protocol (http, resp) and outcome (ok, error).
     forwarded: [[Counter; 2]; 2],
     quorum_failures: Counter,
+    upstreams: upstream::UpstreamFamilies,
 }
 
 impl Default for Metrics {
@@ -121,6 +125,7 @@ impl Metrics {
              (most HTTP 503 replicas_unavailable and RESP TRYAGAIN answers)",
             quorum_failures.clone(),
         );
+        let upstreams = upstream::UpstreamFamilies::register(&mut registry);
         Self {
             shared: Arc::new(Shared {
                 registry,
@@ -129,6 +134,7 @@ impl Metrics {
                 peers,
                 forwarded: forwarded_handles,
                 quorum_failures,
+                upstreams,
             }),
         }
     }
@@ -158,6 +164,11 @@ impl Metrics {
     /// A key request was sent on to its owners (this node holds no copy).
     pub fn forwarded(&self, protocol: Protocol, ok: bool) {
         self.shared.forwarded[protocol as usize][usize::from(!ok)].inc();
+    }
+
+    /// The read-through series of `upstream`.
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        self.shared.upstreams.handles(upstream)
     }
 
     /// A key request failed for want of replicas' answers.

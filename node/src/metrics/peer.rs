@@ -28,16 +28,20 @@ pub enum PeerMethod {
     PartitionDigest,
     StreamPartition,
     Release,
+    Fill,
+    Purge,
 }
 
 impl PeerMethod {
-    const ALL: [PeerMethod; 6] = [
+    const ALL: [PeerMethod; 8] = [
         PeerMethod::Hello,
         PeerMethod::Get,
         PeerMethod::Apply,
         PeerMethod::PartitionDigest,
         PeerMethod::StreamPartition,
         PeerMethod::Release,
+        PeerMethod::Fill,
+        PeerMethod::Purge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +52,8 @@ impl PeerMethod {
             PeerMethod::PartitionDigest => "PartitionDigest",
             PeerMethod::StreamPartition => "StreamPartition",
             PeerMethod::Release => "Release",
+            PeerMethod::Fill => "Fill",
+            PeerMethod::Purge => "Purge",
         }
     }
 }

@@ -386,6 +386,23 @@ impl Store {
             .sum()
     }
 
+    /// The live keys that start with `prefix`, in every partition (a read-through purge
+    /// of one upstream). Each partition's lock is held while it is scanned.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let now = self.now_ms();
+        let mut keys = Vec::new();
+        for part in &self.shared.partitions {
+            let part = part.lock();
+            for slot in 0..part.len() {
+                let entry = part.slot(slot);
+                if entry.is_live(now) && entry.key().starts_with(prefix) {
+                    keys.push(entry.key().to_vec());
+                }
+            }
+        }
+        keys
+    }
+
     /// Partitions that hold at least one entry (tombstones included).
     pub fn partitions_holding_data(&self) -> Vec<u32> {
         (0..self.shared.partitions.len())

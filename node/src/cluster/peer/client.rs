@@ -42,6 +42,9 @@ pub type Client = PeerClient<Channel>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a read-through `Fill` may take: past any upstream timeout a spec allows
+/// to be useful. The call itself is bounded by the upstream's timeout.
+const FILL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a request waits for discovery to learn a member's address. A new member's
 /// EndpointSlice entry can reach this node a moment after the member list naming it.
 const ADDRESS_WAIT: Duration = Duration::from_secs(3);
@@ -65,6 +68,9 @@ pub struct PeerClients {
     max_message: usize,
     /// A parking_lot mutex, never held across an `.await`: callers clone a client out.
     channels: Arc<Mutex<HashMap<String, Connected>>>,
+    /// Channels for read-through fills, which wait on an upstream and so may take longer
+    /// than [`REQUEST_TIMEOUT`]: each call sets its own deadline.
+    fills: Arc<Mutex<HashMap<String, Connected>>>,
     /// Lean connections, by member; the same kind of lock, for the same reason.
     lean: Arc<Mutex<HashMap<String, Lean>>>,
     /// Mutual TLS for every connection, with `--peer-tls-dir`.
@@ -92,6 +98,7 @@ impl PeerClients {
             discovery,
             max_message,
             channels: Arc::default(),
+            fills: Arc::default(),
             lean: Arc::default(),
             tls: None,
             metrics: Arc::default(),
@@ -159,8 +166,23 @@ impl PeerClients {
     /// A client for `member`. A member without a known address is an `UNAVAILABLE`
     /// error, like a failed call: never "no data".
     pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        self.client_in(member, &self.channels, REQUEST_TIMEOUT)
+    }
+
+    /// A client for `member`'s read-through calls ([`FILL_TIMEOUT`] at most; each call
+    /// sets its own deadline).
+    fn fill_client(&self, member: &Member) -> Result<PeerClient<Channel>, Status> {
+        self.client_in(member, &self.fills, FILL_TIMEOUT)
+    }
+
+    fn client_in(
+        &self,
+        member: &Member,
+        channels: &Mutex<HashMap<String, Connected>>,
+        timeout: Duration,
+    ) -> Result<PeerClient<Channel>, Status> {
         let address = self.known_address(member)?;
-        let mut channels = self.channels.lock();
+        let mut channels = channels.lock();
         if let Some((known, client)) = channels.get(&member.id)
             && *known == address
         {
@@ -169,7 +191,7 @@ impl PeerClients {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| Status::internal(format!("bad peer address {address}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .tcp_keepalive(Some(TCP_KEEPALIVE));
@@ -218,6 +240,50 @@ impl PeerClients {
             |mut client, request| async move { Ok(client.get(request).await?.into_inner()) },
         )
         .await
+    }
+
+    /// A read-through `Fill` on `member` (the key's owner), within `deadline`.
+    pub async fn fill(
+        &self,
+        member: &Member,
+        request: proto::FillRequest,
+        deadline: Duration,
+    ) -> Result<proto::FillResponse, Status> {
+        let call = async {
+            let mut client = self.fill_client(member)?;
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(deadline);
+            match tokio::time::timeout(deadline, client.fill(request)).await {
+                Ok(answer) => Ok(answer?.into_inner()),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "member '{}' did not answer a fill within {deadline:?}",
+                    member.id
+                ))),
+            }
+        };
+        let answer = self.timed(&member.id, PeerMethod::Fill, call).await;
+        // Only a failure to connect says the address may be stale: a fill that timed out
+        // waited on the upstream.
+        if let Err(status) = &answer
+            && status.code() == tonic::Code::Unavailable
+        {
+            self.failed(&member.id, status);
+        }
+        answer
+    }
+
+    /// A read-through `Purge` on `member`.
+    pub async fn purge(
+        &self,
+        member: &Member,
+        request: proto::PurgeRequest,
+    ) -> Result<proto::PurgeResponse, Status> {
+        let call = async { Ok(self.client(member)?.purge(request).await?.into_inner()) };
+        let answer = self.timed(&member.id, PeerMethod::Purge, call).await;
+        if let Err(status) = &answer {
+            self.failed(&member.id, status);
+        }
+        answer
     }
 
     /// A peer `Apply` on `member`, over the lean transport when it speaks it.

@@ -37,6 +37,7 @@ use crate::cluster::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, proto, speaks
 use crate::cluster::{Admission, Cluster};
 use crate::store::{Applied, DIGEST_BUCKETS, Record, RecordError, Store};
 use crate::tls::identity::PeerName;
+use crate::upstream::ReadThrough;
 use proto::peer_server::Peer;
 
 /// Concurrent requests (HTTP/2 streams) on one peer connection. A member forwards every
@@ -91,6 +92,8 @@ pub struct PeerService {
     /// Under mutual TLS: checks each call's caller against the member list. `None` on
     /// a plaintext port, where nothing is checked.
     authorizer: Option<Authorizer>,
+    /// Read-through: fills and purges asked by other nodes (none: `NOT_FOUND`).
+    read_through: Option<ReadThrough>,
 }
 
 impl PeerService {
@@ -100,7 +103,21 @@ impl PeerService {
             cluster,
             streams: Arc::new(Semaphore::new(MAX_PARTITION_STREAMS)),
             authorizer: None,
+            read_through: None,
         }
+    }
+
+    /// Answers `Fill` and `Purge` with `read_through`.
+    #[must_use]
+    pub fn with_read_through(mut self, read_through: ReadThrough) -> Self {
+        self.read_through = Some(read_through);
+        self
+    }
+
+    fn read_through(&self) -> Result<&ReadThrough, Status> {
+        self.read_through
+            .as_ref()
+            .ok_or_else(|| Status::not_found("this node has no read-through upstreams"))
     }
 
     /// Requires every call to come from a listed member, named by its certificate
@@ -227,6 +244,42 @@ impl Peer for PeerService {
             sender: Some(self.cluster.sender()),
             prev_list,
         }))
+    }
+
+    async fn fill(
+        &self,
+        request: Request<proto::FillRequest>,
+    ) -> Result<Response<proto::FillResponse>, Status> {
+        self.authorize(&request).await?;
+        let request = request.into_inner();
+        self.check_sender(request.sender.as_ref())?;
+        let read_through = self.read_through()?.clone();
+        let id = crate::request_id::RequestId::parse(&request.request_id);
+        let background = request.background;
+        let fill = async move {
+            let fill = read_through.serve_fill(request);
+            match id {
+                Some(id) => crate::request_id::scope(id, fill).await,
+                None => fill.await,
+            }
+        };
+        if background {
+            // A stale-while-revalidate refresh: the caller does not wait.
+            tokio::spawn(fill);
+            return Ok(Response::new(proto::FillResponse::default()));
+        }
+        fill.await.map(Response::new)
+    }
+
+    async fn purge(
+        &self,
+        request: Request<proto::PurgeRequest>,
+    ) -> Result<Response<proto::PurgeResponse>, Status> {
+        self.authorize(&request).await?;
+        let request = request.into_inner();
+        self.check_sender(request.sender.as_ref())?;
+        let purged = self.read_through()?.purge_here(&request.upstream);
+        Ok(Response::new(proto::PurgeResponse { purged }))
     }
 
     async fn get(

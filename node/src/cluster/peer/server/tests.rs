@@ -236,6 +236,20 @@ impl proto::peer_server::Peer for Silent {
         Err(Status::unimplemented("silent"))
     }
 
+    async fn fill(
+        &self,
+        _: tonic::Request<proto::FillRequest>,
+    ) -> Result<tonic::Response<proto::FillResponse>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
+
+    async fn purge(
+        &self,
+        _: tonic::Request<proto::PurgeRequest>,
+    ) -> Result<tonic::Response<proto::PurgeResponse>, Status> {
+        Err(Status::unimplemented("silent"))
+    }
+
     async fn get(
         &self,
         _: tonic::Request<proto::GetRequest>,
