@@ -227,6 +227,15 @@ pub struct CacheClusterSpec {
     #[serde(default)]
     pub logging: Logging,
 
+    /// Upstream HTTP APIs the cluster reads through: a GET of
+    /// `/v1/upstreams/{name}/{path}` on any node is answered from the cache, or fetched
+    /// from the upstream's url + path on a miss (docs/readthrough.md). At most 32. A
+    /// change rolls the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "upstreams::list_schema")]
+    #[x_kube(validation = upstreams::unique_names())]
+    pub upstreams: Vec<Upstream>,
+
     /// Extra labels for every object the operator creates (and the pods).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -550,6 +559,7 @@ pub mod persistence;
 mod pod;
 pub mod security;
 mod status;
+pub mod upstreams;
 
 pub use logging::{LogFormat, Logging};
 pub use persistence::{Fsync, Persistence, RetentionPolicy};
@@ -561,6 +571,7 @@ pub use status::{
     AuthMode, AuthStatus, CacheClusterStatus, DataLossStatus, MemberRole, MemberStatus, Phase,
     RebalanceStatus, TlsSource, TlsStatus,
 };
+pub use upstreams::{CircuitBreaker, Upstream};
 
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,10 @@ use kache_node::store::persist::{FsyncPolicy, PersistConfig};
 use kache_operator::crd::{CacheCluster, CacheClusterSpec};
 use kache_operator::members::{MemberList, ReplicationFactor, ids};
 use kache_operator::report;
-use kache_operator::resources::config::{node_config_map, node_settings, settings_hash};
+use kache_operator::resources::config::{
+    UPSTREAMS_KEY, node_config_map, node_settings, settings_hash, upstreams_config_map,
+    upstreams_file,
+};
 use kache_operator::resources::security;
 use kache_operator::resources::statefulset::statefulset;
 
@@ -67,7 +70,7 @@ fn pod_environment(cc: &CacheCluster, ordinal: u32) -> BTreeMap<String, String> 
         cc,
         3,
         "kache/node:test",
-        &settings_hash(&settings),
+        &settings_hash(&settings, upstreams_file(cc).expect("valid").as_deref()),
         &security::resolve(cc, None),
     );
     let pod = sts
@@ -341,4 +344,76 @@ async fn the_operator_reads_a_real_nodes_report() {
     assert!(report.joined(1), "{report:?}");
     let _ = stop.send(());
     let _ = node.await;
+}
+
+/// The upstreams a spec lists reach the node as the same upstreams: the operator's
+/// `upstreams.yaml` (its ConfigMap's one key), at the path `KACHE_UPSTREAMS_FILE` names
+/// inside the mounted directory, read by the node's own `--upstreams-file`.
+#[test]
+fn the_node_reads_through_the_upstreams_the_spec_lists() {
+    let spec = "replicas: 3\nupstreams:\n- name: prices\n  url: https://prices.example.com/v2/\n  \
+                keyHeaders: [Accept-Language]\n  forwardHeaders: [Authorization]\n  \
+                pathPrefixes: [/v2/]\n  maxObjectSize: 256KiB\n  staleIfError: 5m\n  \
+                circuitBreaker: {failureThreshold: 2, openFor: 1m}\n\
+                - name: users\n  url: http://users.shop.svc:8080";
+    let cc = cache_cluster(spec);
+    let text = upstreams_file(&cc).expect("valid").expect("a file");
+    let config_map = upstreams_config_map(&cc, &text);
+    let mut environment = pod_environment(&cc, 0);
+    let in_pod = environment[env::UPSTREAMS_FILE].clone();
+
+    // The pod's path is the mount of that ConfigMap plus its key.
+    let sts = statefulset(
+        &cc,
+        3,
+        "kache/node:test",
+        "h",
+        &security::resolve(&cc, None),
+    );
+    let pod = sts
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("a pod template");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.config_map.as_ref().map(|c| &c.name) == config_map.metadata.name.as_ref())
+        .expect("the ConfigMap is a volume");
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .expect("and mounted");
+    assert_eq!(in_pod, format!("{}/{UPSTREAMS_KEY}", mount.mount_path));
+
+    // The kubelet writes each key as a file; here, a temporary one.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join(UPSTREAMS_KEY);
+    let data = config_map.data.expect("data");
+    std::fs::write(&file, &data[UPSTREAMS_KEY]).expect("written");
+    environment.insert(
+        env::UPSTREAMS_FILE.to_owned(),
+        file.to_str().expect("utf-8").to_owned(),
+    );
+    let (_, config) = node_config(&environment);
+    let expected = kache_api::upstreams::validate_all(
+        &cc.spec
+            .upstreams
+            .iter()
+            .map(|u| u.to_node())
+            .collect::<Vec<_>>(),
+    )
+    .expect("valid");
+    assert_eq!(config.upstreams, expected);
+    assert_eq!(config.upstreams[0].max_object_bytes, 256 << 10);
+    assert_eq!(config.upstreams[0].stale_if_error, Duration::from_secs(300));
+    assert_eq!(config.upstreams[0].failure_threshold, 2);
+    assert_eq!(config.upstreams[1].url, "http://users.shop.svc:8080");
+
+    // None listed: the node is told of no file and reads through nothing.
+    let plain = pod_environment(&cache_cluster("replicas: 3"), 0);
+    assert!(!plain.contains_key(env::UPSTREAMS_FILE));
+    assert!(node_config(&plain).1.upstreams.is_empty());
 }

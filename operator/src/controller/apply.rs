@@ -3,6 +3,7 @@
 //! scale-down shrinks the StatefulSet only after the list without the departed members
 //! is out.
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -47,9 +48,23 @@ pub(super) async fn objects(
         members.metadata.resource_version = list_version;
         apply(client, ns, &members).await?;
     }
-    let hash = resources::config::settings_hash(&settings);
+    // The file before the pods that read it; deleted only once the StatefulSet no longer
+    // mounts it.
+    let upstreams = resources::config::upstreams_file(cc)?;
+    if let Some(text) = &upstreams {
+        apply(
+            client,
+            ns,
+            &resources::config::upstreams_config_map(cc, text),
+        )
+        .await?;
+    }
+    let hash = resources::config::settings_hash(&settings, upstreams.as_deref());
     let sts = resources::statefulset::statefulset(cc, replicas, &ctx.node_image, &hash, security);
     apply(client, ns, &sts).await?;
+    if upstreams.is_none() {
+        delete::<ConfigMap>(client, ns, &names.upstreams()).await?;
+    }
 
     match resources::pdb::pod_disruption_budget(cc) {
         Some(pdb) => apply(client, ns, &pdb).await?,

@@ -546,3 +546,114 @@ async fn without_prometheus_operator_the_objects_asked_for_are_warnings_and_the_
     );
     assert_eq!(events, 0);
 }
+
+/// The mock API of `upstreams_*`: every apply succeeds (answered with an empty object of
+/// its kind), every delete finds nothing.
+fn objects_api(method: &str, path: &str) -> (StatusCode, String) {
+    let kinds = [
+        ("serviceaccounts", "v1", "ServiceAccount"),
+        (
+            "rolebindings",
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+        ),
+        ("roles", "rbac.authorization.k8s.io/v1", "Role"),
+        ("services", "v1", "Service"),
+        ("configmaps", "v1", "ConfigMap"),
+        ("statefulsets", "apps/v1", "StatefulSet"),
+        ("poddisruptionbudgets", "policy/v1", "PodDisruptionBudget"),
+        ("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy"),
+    ];
+    let found = kinds
+        .iter()
+        .find(|(plural, _, _)| path.contains(&format!("/{plural}/")));
+    match (method, found) {
+        ("PATCH", Some((_, api_version, kind))) => (
+            StatusCode::OK,
+            serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {}})
+                .to_string(),
+        ),
+        _ => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
+    }
+}
+
+/// The writes of ConfigMaps and the StatefulSet, in order, without the API prefix.
+async fn apply_writes(spec: &str) -> Vec<String> {
+    let (client, log) = mock_api(objects_api).await;
+    let ctx = context(client);
+    let mut cc = CacheCluster::new("demo", serde_yaml::from_str(spec).unwrap());
+    cc.metadata.namespace = Some("shop".to_owned());
+    cc.metadata.uid = Some("uid-1".to_owned());
+    let plan = scale::plan(&desired(&cc), &scale::Observed::default());
+    let security = resources::security::resolve(&cc, None);
+    apply::objects(&cc, &ctx, &plan, 3, None, &security)
+        .await
+        .unwrap();
+    writes(&log)
+        .into_iter()
+        .filter(|w| w.contains("/configmaps/") || w.contains("/statefulsets/"))
+        .map(|w| {
+            w.replace("/api/v1/namespaces/shop/", " ")
+                .replace("/apis/apps/v1/namespaces/shop/", " ")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn upstreams_are_written_before_the_pods_that_read_them_and_deleted_after() {
+    assert_eq!(
+        apply_writes("replicas: 3\nupstreams: [{name: api, url: 'http://api'}]").await,
+        [
+            "PATCH  configmaps/demo-config",
+            "PATCH  configmaps/demo-members",
+            "PATCH  configmaps/demo-upstreams",
+            "PATCH  statefulsets/demo",
+        ]
+    );
+    assert_eq!(
+        apply_writes("replicas: 3").await,
+        [
+            "PATCH  configmaps/demo-config",
+            "PATCH  configmaps/demo-members",
+            "PATCH  statefulsets/demo",
+            "DELETE  configmaps/demo-upstreams",
+        ],
+        "none listed: the StatefulSet stops mounting it first"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_the_nodes_would_refuse_applies_nothing() {
+    // A spec CEL would refuse (stored before the rule, say). `reconcile_cluster` checks
+    // the settings before it applies anything (the plan turns Invalid, with this message);
+    // `apply::objects` itself stops before any ConfigMap or the StatefulSet as well.
+    let mut cc = (*cache_cluster()).clone();
+    cc.spec.upstreams =
+        serde_yaml::from_str("[{name: api, url: 'http://a'}, {name: api, url: 'http://b'}]")
+            .unwrap();
+    let error = resources::config::node_settings(&cc).expect_err("duplicate names");
+    assert_eq!(
+        error.to_string(),
+        "spec.upstreams: upstream 'api' is listed twice; names must be unique"
+    );
+    let (client, log) = mock_api(objects_api).await;
+    let ctx = context(client);
+    let plan = scale::plan(&desired(&cc), &scale::Observed::default());
+    let result = apply::objects(
+        &cc,
+        &ctx,
+        &plan,
+        3,
+        None,
+        &resources::security::resolve(&cc, None),
+    )
+    .await;
+    assert!(matches!(result, Err(Error::Settings(_))), "{result:?}");
+    assert!(
+        !writes(&log)
+            .iter()
+            .any(|w| w.contains("configmaps") || w.contains("statefulsets")),
+        "{:?}",
+        writes(&log)
+    );
+}

@@ -551,3 +551,228 @@ fn a_cluster_is_scraped_by_a_service_monitor_or_a_pod_monitor_not_both() {
     assert!(!old.monitoring.pod_monitor && !old.monitoring.prometheus_rule.enabled);
     assert_eq!(old.monitoring.interval, "30s");
 }
+
+const UPSTREAM: &str =
+    "replicas: 3\nupstreams:\n- name: prices\n  url: https://prices.example.com/v2/\n";
+
+#[test]
+fn upstreams_pass_the_rules_when_valid() {
+    for extra in [
+        "",
+        "  keyHeaders: [Accept-Language, X-Tenant]\n  forwardHeaders: [Authorization]\n  \
+         pathPrefixes: [/v1/, /public]\n  maxObjectSize: 512KiB\n  timeout: 2500ms\n  \
+         defaultTtl: 0s\n  circuitBreaker: {failureThreshold: 1, openFor: 1m}\n\
+         - name: users-2\n  url: 'http://users.shop.svc:8080'",
+    ] {
+        let spec = format!("{UPSTREAM}{extra}");
+        if let Err(errors) = validate_cel(&cluster(&spec)) {
+            panic!("refused {spec}: {errors:?}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_upstream_is_refused_with_what_to_fix() {
+    let upstream = |fields: &str| format!("replicas: 3\nupstreams:\n- {{{fields}}}");
+    for (fields, expected) in [
+        ("name: Prices, url: 'http://a'", "must be a DNS label"),
+        ("name: -a, url: 'http://a'", "must be a DNS label"),
+        (
+            "name: a, url: 'ftp://a'",
+            "upstreams[].url must be http:// or https://",
+        ),
+        ("name: a, url: 'http://'", "upstreams[].url"),
+        ("name: a, url: 'http://user@a'", "no user info"),
+        ("name: a, url: 'http://a/p?q=1'", "query (?)"),
+        ("name: a, url: 'http://a/p#f'", "fragment (#)"),
+        ("name: a, url: 'http://a/b c'", "spaces"),
+        (
+            "name: a, url: 'http://a', timeout: 0s",
+            "timeout must be more than 0s",
+        ),
+        (
+            "name: a, url: 'http://a', connectTimeout: 00ms",
+            "connectTimeout must be more than 0s",
+        ),
+        (
+            "name: a, url: 'http://a', maxObjectSize: 0MiB",
+            "maxObjectSize must be more than 0",
+        ),
+        (
+            "name: a, url: 'http://a', keyHeaders: ['Accept Language']",
+            "keyHeaders: each must be a header name",
+        ),
+        (
+            "name: a, url: 'http://a', forwardHeaders: ['x:y']",
+            "forwardHeaders: each must be a header name",
+        ),
+        (
+            "name: a, url: 'http://a', forwardHeaders: [HOST]",
+            "forwardHeaders: connection, keep-alive",
+        ),
+        (
+            "name: a, url: 'http://a', keyHeaders: [Range]",
+            "are managed by the cache",
+        ),
+        (
+            "name: a, url: 'http://a', forwardHeaders: [If-None-Match]",
+            "are managed by the cache",
+        ),
+        (
+            "name: a, url: 'http://a', forwardHeaders: [kache-authorization]",
+            "are managed by the cache",
+        ),
+        (
+            "name: a, url: 'http://a', pathPrefixes: [v1]",
+            "pathPrefixes: each must start with '/'",
+        ),
+        (
+            "name: a, url: 'http://a', pathPrefixes: [/a/../b]",
+            "pathPrefixes",
+        ),
+        (
+            "name: a, url: 'http://a', pathPrefixes: [//a]",
+            "pathPrefixes",
+        ),
+        (
+            "name: a, url: 'http://a', pathPrefixes: ['/a?b']",
+            "pathPrefixes",
+        ),
+    ] {
+        let message = refusal(&upstream(fields));
+        assert!(message.contains(expected), "{fields}: {message}");
+    }
+    let twice = format!("{UPSTREAM}- name: prices\n  url: 'http://other'\n");
+    let message = refusal(&twice);
+    assert!(message.contains("each name may appear once"), "{message}");
+}
+
+/// What CEL does not check, the schema does: patterns and bounds the API server applies
+/// before the rules (kube's client-side evaluator runs the rules only), and the bounds
+/// that keep the rules' cost estimate within the API server's budget.
+#[test]
+fn the_upstreams_schema_bounds_every_list_and_string() {
+    use kache_api::upstreams::{MAX_LIST_LEN, MAX_NAME_LEN, MAX_UPSTREAMS};
+    let crd = serde_json::to_value(CacheCluster::crd()).unwrap();
+    let list = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["upstreams"];
+    assert_eq!(list["maxItems"], MAX_UPSTREAMS);
+    assert!(list["x-kubernetes-validations"].is_array());
+    let item = &list["items"];
+    assert_eq!(
+        item["required"],
+        serde_json::json!(["name", "url"]),
+        "everything else has a default"
+    );
+    let fields = &item["properties"];
+    assert_eq!(fields["name"]["maxLength"], MAX_NAME_LEN);
+    assert_eq!(fields["url"]["maxLength"], 2048);
+    for list in ["keyHeaders", "forwardHeaders", "pathPrefixes"] {
+        assert_eq!(fields[list]["maxItems"], MAX_LIST_LEN, "{list}");
+        assert!(fields[list]["items"]["maxLength"].is_u64(), "{list}");
+        assert!(
+            fields[list]["x-kubernetes-validations"].is_array(),
+            "{list}"
+        );
+    }
+    for duration in [
+        "connectTimeout",
+        "timeout",
+        "defaultTtl",
+        "negativeTtl",
+        "staleIfError",
+        "staleWhileRevalidate",
+    ] {
+        assert_eq!(
+            fields[duration]["pattern"], r"^[0-9]{1,9}(ms|s|m|h|d)$",
+            "{duration}"
+        );
+    }
+    let breaker = &fields["circuitBreaker"]["properties"];
+    assert_eq!(breaker["openFor"]["pattern"], r"^[0-9]{1,9}(ms|s|m|h|d)$");
+    assert_eq!(breaker["failureThreshold"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(fields["maxConcurrency"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(fields["maxConcurrency"]["maximum"].as_f64(), Some(10000.0));
+    assert_eq!(
+        fields["maxObjectSize"]["pattern"],
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["maxMemory"]["pattern"]
+    );
+    // The API server fills the node's defaults into a stored object.
+    let defaults = kache_api::upstreams::Upstream::with_defaults("a", "http://a");
+    assert_eq!(fields["timeout"]["default"], defaults.timeout);
+    assert_eq!(
+        fields["connectTimeout"]["default"],
+        defaults.connect_timeout
+    );
+    assert_eq!(fields["defaultTtl"]["default"], defaults.default_ttl);
+    assert_eq!(fields["negativeTtl"]["default"], defaults.negative_ttl);
+    assert_eq!(fields["maxObjectSize"]["default"], defaults.max_object_size);
+    assert_eq!(
+        fields["maxConcurrency"]["default"],
+        defaults.max_concurrency
+    );
+    assert_eq!(fields["staleIfError"]["default"], defaults.stale_if_error);
+}
+
+#[test]
+fn an_upstream_converts_to_the_nodes_field_for_field() {
+    use kache_api::upstreams as api;
+    let spec: CacheClusterSpec = serde_yaml::from_str(
+        "replicas: 3\nupstreams:\n- name: prices\n  url: https://p/v2\n  connectTimeout: 1s\n  \
+         timeout: 3s\n  defaultTtl: 30s\n  negativeTtl: 5s\n  maxObjectSize: 2MiB\n  \
+         keyHeaders: [Accept]\n  forwardHeaders: [Authorization]\n  pathPrefixes: [/v2/]\n  \
+         maxConcurrency: 8\n  staleIfError: 1m\n  staleWhileRevalidate: 10s\n  \
+         circuitBreaker: {failureThreshold: 2, openFor: 30s}",
+    )
+    .unwrap();
+    assert_eq!(
+        spec.upstreams[0].to_node(),
+        api::Upstream {
+            name: "prices".into(),
+            url: "https://p/v2".into(),
+            connect_timeout: "1s".into(),
+            timeout: "3s".into(),
+            default_ttl: "30s".into(),
+            negative_ttl: "5s".into(),
+            max_object_size: "2MiB".into(),
+            key_headers: vec!["Accept".into()],
+            forward_headers: vec!["Authorization".into()],
+            path_prefixes: vec!["/v2/".into()],
+            max_concurrency: 8,
+            stale_if_error: "1m".into(),
+            stale_while_revalidate: "10s".into(),
+            circuit_breaker: api::CircuitBreaker {
+                failure_threshold: 2,
+                open_for: "30s".into(),
+            },
+        }
+    );
+    // Unset fields take the node's defaults, from the same functions.
+    let minimal: CacheClusterSpec = serde_yaml::from_str(UPSTREAM).unwrap();
+    assert_eq!(
+        minimal.upstreams[0].to_node(),
+        api::Upstream::with_defaults("prices", "https://prices.example.com/v2/")
+    );
+    let none: CacheClusterSpec = serde_yaml::from_str("replicas: 3").unwrap();
+    assert!(none.upstreams.is_empty());
+    assert!(
+        !serde_json::to_string(&none).unwrap().contains("upstreams"),
+        "an empty list is left out of what the operator writes"
+    );
+}
+
+#[test]
+fn more_upstreams_than_the_node_takes_are_refused_by_the_schema() {
+    // The list's maxItems is the API server's; the operator checks it again.
+    let spec = format!(
+        "replicas: 3\nupstreams: [{}]",
+        (0..33)
+            .map(|i| format!("{{name: u{i}, url: 'http://a'}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let cc = cluster(&spec);
+    let refused = crate::resources::config::node_settings(&cc).expect_err("33 upstreams");
+    assert!(refused.to_string().contains("at most 32"), "{refused}");
+}

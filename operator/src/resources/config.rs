@@ -1,7 +1,14 @@
-//! The two ConfigMaps: node settings (`<name>-config`, read by the pods as environment
+//! The ConfigMaps: node settings (`<name>-config`, read by the pods as environment
 //! variables) and the member list (`<name>-members`, watched by the nodes through the
 //! API). They are separate on purpose: a settings change must roll the pods, and a
 //! membership change must not.
+//!
+//! With `spec.upstreams`, a third one, `<name>-upstreams`, holds `upstreams.yaml`
+//! ([`UpstreamsFile`]): a file, because the node reads its upstreams from a file, mounted
+//! at [`UPSTREAMS_DIR`] (statefulset.rs), and a ConfigMap of its own, because every key of
+//! `<name>-config` becomes a variable. `KACHE_UPSTREAMS_FILE` names it only when the list
+//! is not empty, and the file's text is part of [`settings_hash`], so a change rolls the
+//! pods like any setting.
 //!
 //! The variables are named by [`kache_api::env`] and their values checked with
 //! [`kache_api::units`], as the node names and parses them; `tests/node_contract.rs`
@@ -14,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use kache_api::env;
 use kache_api::units::{self, Quantity, UnitError};
+use kache_api::upstreams::{UpstreamError, UpstreamsFile, validate_all};
 use kube::ResourceExt;
 
 use super::names::{Names, metadata};
@@ -56,7 +64,15 @@ pub enum SettingsError {
         "spec.logging.level '{0}' is not a tracing filter: {1} (e.g. info, warn, info,kache_node=debug)"
     )]
     LogLevel(String, String),
+    #[error("spec.upstreams: {0}")]
+    Upstreams(UpstreamError),
 }
+
+/// Where the cache container finds `upstreams.yaml`: the `<name>-upstreams` ConfigMap,
+/// mounted read-only (under /etc/kache, which CEL keeps free of the user's mounts).
+pub const UPSTREAMS_DIR: &str = "/etc/kache/upstreams";
+/// The ConfigMap's one key, and the file's name in [`UPSTREAMS_DIR`].
+pub const UPSTREAMS_KEY: &str = "upstreams.yaml";
 
 /// The node settings, as the `KACHE_*` environment variables `kache-node` reads. Sizes
 /// and durations are checked with the parsers the node uses, so a value is refused here,
@@ -114,7 +130,27 @@ pub fn node_settings(cc: &CacheCluster) -> Result<BTreeMap<String, String>, Sett
     }
     settings.extend(persistence_settings(cc)?);
     settings.extend(log_settings(cc)?);
+    if upstreams_file(cc)?.is_some() {
+        settings.insert(
+            env::UPSTREAMS_FILE.to_owned(),
+            format!("{UPSTREAMS_DIR}/{UPSTREAMS_KEY}"),
+        );
+    }
     Ok(settings)
+}
+
+/// The text of `upstreams.yaml`, checked with the validation the node runs at start
+/// (after the schema and CEL, which refuse the same mistakes at admission); None when
+/// the spec lists no upstream, and the node reads through nothing.
+pub fn upstreams_file(cc: &CacheCluster) -> Result<Option<String>, SettingsError> {
+    if cc.spec.upstreams.is_empty() {
+        return Ok(None);
+    }
+    let file = UpstreamsFile {
+        upstreams: cc.spec.upstreams.iter().map(|u| u.to_node()).collect(),
+    };
+    validate_all(&file.upstreams).map_err(SettingsError::Upstreams)?;
+    Ok(Some(file.to_yaml()))
 }
 
 /// The log format, always (the node's default is the same, but written out the setting
@@ -188,14 +224,21 @@ fn max_memory(cc: &CacheCluster) -> Result<Option<String>, SettingsError> {
     Ok(Some((bytes / 4 * 3).to_string()))
 }
 
-/// A short, stable hash of the node settings for the pod-template annotation.
-pub fn settings_hash(settings: &BTreeMap<String, String>) -> String {
+/// A short, stable hash of the node settings and `upstreams.yaml` (from
+/// [`upstreams_file`]) for the pod-template annotation. Without upstreams it is the hash
+/// of the settings alone, as before they existed, so an operator upgrade rolls no pod.
+pub fn settings_hash(settings: &BTreeMap<String, String>, upstreams: Option<&str>) -> String {
     let mut hasher = Sha256::new();
     for (key, value) in settings {
         hasher.update(key.as_bytes());
         hasher.update(b"=");
         hasher.update(value.as_bytes());
         hasher.update(b"\n");
+    }
+    if let Some(text) = upstreams {
+        hasher.update(UPSTREAMS_KEY.as_bytes());
+        hasher.update(b"=");
+        hasher.update(text.as_bytes());
     }
     hasher
         .finalize()
@@ -210,6 +253,18 @@ pub fn node_config_map(cc: &CacheCluster, settings: &BTreeMap<String, String>) -
     ConfigMap {
         metadata: metadata(cc, Names::of(cc).config()),
         data: Some(settings.clone()),
+        ..ConfigMap::default()
+    }
+}
+
+/// The `<name>-upstreams` ConfigMap holding `text` (from [`upstreams_file`]).
+pub fn upstreams_config_map(cc: &CacheCluster, text: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(cc, Names::of(cc).upstreams()),
+        data: Some(BTreeMap::from([(
+            UPSTREAMS_KEY.to_owned(),
+            text.to_owned(),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -259,8 +314,8 @@ mod tests {
             settings("replicas: 3\nlogging: {format: json, level: 'info,kache_node=debug'}");
         assert_eq!(logged[env::LOG_FORMAT], "json");
         assert_eq!(logged[env::LOG_FILTER], "info,kache_node=debug");
-        let text = settings_hash(&settings("replicas: 3"));
-        let json = settings_hash(&settings("replicas: 3\nlogging: {format: json}"));
+        let text = settings_hash(&settings("replicas: 3"), None);
+        let json = settings_hash(&settings("replicas: 3\nlogging: {format: json}"), None);
         assert_ne!(text, json, "a format change rolls the pods");
     }
 
@@ -384,12 +439,93 @@ mod tests {
         }
     }
 
+    const UPSTREAMS: &str = "replicas: 3\nupstreams:\n- name: prices\n  url: https://prices.example.com/v2\n  \
+        timeout: 5s\n  keyHeaders: [Accept-Language]\n  circuitBreaker: {failureThreshold: 3}\n- name: users\n  url: http://users:8080";
+
+    #[test]
+    fn upstreams_reach_the_nodes_as_a_file_the_node_parses() {
+        let cc = cache_cluster(UPSTREAMS);
+        let text = upstreams_file(&cc).unwrap().expect("a file");
+        let parsed = UpstreamsFile::parse(&text).expect("the node's parser takes it");
+        assert_eq!(
+            parsed.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["prices", "users"]
+        );
+        assert_eq!(parsed[0].url, "https://prices.example.com/v2");
+        assert_eq!(parsed[0].timeout, std::time::Duration::from_secs(5));
+        assert_eq!(parsed[0].key_headers, ["accept-language"]);
+        assert_eq!(parsed[0].failure_threshold, 3);
+        assert_eq!(parsed[1].max_concurrency, 64, "the node's default");
+        let settings = settings(UPSTREAMS);
+        assert_eq!(
+            settings[env::UPSTREAMS_FILE],
+            "/etc/kache/upstreams/upstreams.yaml"
+        );
+        let map = upstreams_config_map(&cc, &text);
+        assert_eq!(map.metadata.name.as_deref(), Some("demo-upstreams"));
+        assert_eq!(map.data.unwrap()[UPSTREAMS_KEY], text);
+        // None listed: no file, no variable, and the settings the cluster had before.
+        let plain = cache_cluster("replicas: 3");
+        assert_eq!(upstreams_file(&plain), Ok(None));
+        assert!(!self::settings("replicas: 3").contains_key(env::UPSTREAMS_FILE));
+    }
+
+    #[test]
+    fn an_upstream_change_rolls_the_pods() {
+        let hash = |spec: &str| {
+            let cc = cache_cluster(spec);
+            settings_hash(
+                &node_settings(&cc).unwrap(),
+                upstreams_file(&cc).unwrap().as_deref(),
+            )
+        };
+        let longer = UPSTREAMS.replace("timeout: 5s", "timeout: 6s");
+        assert_ne!(hash(UPSTREAMS), hash(&longer), "a field of one upstream");
+        assert_ne!(hash(UPSTREAMS), hash("replicas: 3"), "added or removed");
+        assert_eq!(hash(UPSTREAMS), hash(UPSTREAMS));
+        assert_eq!(
+            hash("replicas: 3"),
+            settings_hash(&settings("replicas: 3"), None),
+            "without upstreams, the hash clusters had before them: an upgrade rolls nothing"
+        );
+    }
+
+    #[test]
+    fn an_upstream_the_nodes_would_refuse_is_refused() {
+        // Each gets past a schema from before the rule (or CEL altogether).
+        for (upstreams, expected) in [
+            (
+                "[{name: a, url: http://x}, {name: a, url: http://y}]",
+                "listed twice",
+            ),
+            ("[{name: a, url: http://x, timeout: 0s}]", "more than 0s"),
+            ("[{name: a, url: 'http://u@x'}]", "user info"),
+            (
+                "[{name: a, url: http://x, forwardHeaders: [Host]}]",
+                "managed by the cache",
+            ),
+            (
+                "[{name: a, url: http://x, defaultTtl: 99999999999999999999d}]",
+                "defaultTtl",
+            ),
+        ] {
+            let spec = format!("replicas: 3\nupstreams: {upstreams}");
+            let refused = node_settings(&cache_cluster(&spec)).expect_err(&spec);
+            assert!(matches!(refused, SettingsError::Upstreams(_)), "{refused}");
+            let message = refused.to_string();
+            assert!(
+                message.starts_with("spec.upstreams: ") && message.contains(expected),
+                "{spec}: {message}"
+            );
+        }
+    }
+
     #[test]
     fn the_hash_changes_with_settings_and_only_with_them() {
         let a = "replicas: 3\nmaxMemory: 256MiB";
         let scaled = "replicas: 5\nmaxMemory: 256MiB\nreplicationFactor: 2";
         let resized = "replicas: 3\nmaxMemory: 512MiB";
-        let hash = |spec: &str| settings_hash(&settings(spec));
+        let hash = |spec: &str| settings_hash(&settings(spec), None);
         assert_eq!(hash(a), hash(scaled), "scaling must not roll pods");
         assert_ne!(hash(a), hash(resized));
         let persistent = "replicas: 3\nmaxMemory: 256MiB\npersistence: {enabled: true}";

@@ -66,6 +66,11 @@ impl Names {
         format!("{}-config", self.cluster)
     }
 
+    /// The ConfigMap of `upstreams.yaml`, when the spec lists upstreams.
+    pub fn upstreams(&self) -> String {
+        format!("{}-upstreams", self.cluster)
+    }
+
     /// The ConfigMap of the member list.
     pub fn members(&self) -> String {
         format!("{}-members", self.cluster)

@@ -13,6 +13,9 @@
 //! TLS and auth (`security.rs`) add Secret volumes under /etc/kache, the node's
 //! `KACHE_*_DIR` variables, and HTTPS probes when the client ports serve TLS.
 //!
+//! With `spec.upstreams`, the `<name>-upstreams` ConfigMap is mounted read-only where
+//! `KACHE_UPSTREAMS_FILE` (config.rs) points; without, neither is there.
+//!
 //! With `spec.persistence` enabled, each member gets a claim from a volume claim template,
 //! mounted where its data directory is, and a startup probe that lets it load its data
 //! before the liveness probe counts. Without it, the StatefulSet is what it always was.
@@ -24,16 +27,17 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, VolumeMount, VolumeResourceRequirements,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kache_api::env;
 
+use super::config::UPSTREAMS_DIR;
 use super::names::{CONFIG_HASH_ANNOTATION, Names, labels, metadata};
 use super::security::Security;
 use crate::crd::persistence::{MOUNT_PATH, VOLUME_NAME};
@@ -97,6 +101,7 @@ fn pod_template(
     // The user's volumes, then the operator's (CEL keeps the user's off kache-* names).
     let mut volumes = pod.volumes.clone();
     volumes.extend(security.volumes());
+    volumes.extend(upstreams_volume(cc, names));
     containers.extend(pod.sidecars.iter().cloned());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -285,15 +290,15 @@ fn container(
         // the liveness probe starts counting.
         startup_probe: persistence(cc).map(|_| http_probe(scheme, "/healthz", 5, 120)),
         resources: spec.resources.clone(),
-        volume_mounts: non_empty(&volume_mounts(cc, security)),
+        volume_mounts: non_empty(&volume_mounts(cc, names, security)),
         security_context: Some(container_security_context(user.security_context.as_ref())),
         ..Container::default()
     }
 }
 
-/// The user's mounts, then the persistence volume's and the Secrets' (CEL refuses a user
-/// mount at their paths).
-fn volume_mounts(cc: &CacheCluster, security: &Security) -> Vec<VolumeMount> {
+/// The user's mounts, then the persistence volume's, the Secrets' and the upstreams'
+/// (CEL refuses a user mount at their paths).
+fn volume_mounts(cc: &CacheCluster, names: &Names, security: &Security) -> Vec<VolumeMount> {
     let mut mounts = cc.spec.cache_container.volume_mounts.clone();
     if persistence(cc).is_some() {
         mounts.push(VolumeMount {
@@ -303,7 +308,32 @@ fn volume_mounts(cc: &CacheCluster, security: &Security) -> Vec<VolumeMount> {
         });
     }
     mounts.extend(security.volume_mounts());
+    if upstreams_volume(cc, names).is_some() {
+        mounts.push(VolumeMount {
+            name: UPSTREAMS_VOLUME.to_owned(),
+            mount_path: UPSTREAMS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     mounts
+}
+
+/// The pod volume of `upstreams.yaml` (CEL keeps the user's volumes off kache-* names).
+const UPSTREAMS_VOLUME: &str = "kache-upstreams";
+
+/// The `<name>-upstreams` ConfigMap as a volume, when the spec lists upstreams. Not
+/// optional: a pod told to read the file must not start without it.
+fn upstreams_volume(cc: &CacheCluster, names: &Names) -> Option<Volume> {
+    (!cc.spec.upstreams.is_empty()).then(|| Volume {
+        name: UPSTREAMS_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.upstreams(),
+            optional: Some(false),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    })
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {

@@ -482,3 +482,47 @@ fn user_mounts_come_before_the_data_volume() {
         "the StatefulSet controller adds the claim's volume"
     );
 }
+
+#[test]
+fn upstreams_are_mounted_where_the_node_is_told_to_read_them() {
+    let cc = cache_cluster("replicas: 3\nupstreams: [{name: api, url: 'http://api:8080'}]");
+    let pod = build(&cc, 3, "img", "h")
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "kache-upstreams")
+        .expect("the upstreams volume");
+    let source = volume.config_map.as_ref().expect("a ConfigMap volume");
+    assert_eq!(source.name, "demo-upstreams");
+    assert_eq!(source.optional, Some(false));
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "kache-upstreams")
+        .expect("the upstreams mount");
+    assert_eq!(mount.read_only, Some(true));
+    let settings = crate::resources::config::node_settings(&cc).unwrap();
+    let file = std::path::Path::new(&settings[env::UPSTREAMS_FILE]);
+    assert_eq!(
+        file.parent(),
+        Some(std::path::Path::new(&mount.mount_path)),
+        "KACHE_UPSTREAMS_FILE is in the mounted directory"
+    );
+    assert_eq!(
+        file.file_name().and_then(|f| f.to_str()),
+        Some(crate::resources::config::UPSTREAMS_KEY),
+        "and named as the ConfigMap's key"
+    );
+
+    let plain = build(&cache_cluster("replicas: 3"), 3, "img", "h");
+    let pod = plain.spec.unwrap().template.spec.unwrap();
+    assert!(pod.volumes.is_none(), "no volume without upstreams");
+    assert!(pod.containers[0].volume_mounts.is_none());
+}
