@@ -13,7 +13,7 @@
 //! - `stale-while-revalidate` and `stale-if-error` (RFC 5861) from the response, else
 //!   the upstream's defaults, and none under `must-revalidate`, `proxy-revalidate` or
 //!   `no-cache`;
-//! - a 5xx is never stored, nor a `Vary: *`.
+//! - a 5xx is never stored, nor a `Vary: *`, nor a response that sets a cookie.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -225,7 +225,7 @@ fn directives(headers: &HeaderMap) -> Directives {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
     /// `no-store`, `private`, an `Authorization` without `public`, a status a cache may
-    /// not reuse, a 5xx or `Vary: *`.
+    /// not reuse, a 5xx, `Vary: *` or a `Set-Cookie`.
     Uncacheable,
 }
 
@@ -241,7 +241,13 @@ pub fn store(
 ) -> Result<Stored, NotStored> {
     let response = response_parts(status, headers);
     let policy = CachePolicy::new_options(request, &response, now, CacheOptions::default());
-    if status.is_server_error() || !policy.is_storable() || vary_star(headers) {
+    // A Set-Cookie is for one client: such a response is not stored (Varnish's
+    // built-in VCL passes it too), even when the upstream calls it public.
+    if status.is_server_error()
+        || !policy.is_storable()
+        || vary_star(headers)
+        || headers.contains_key("set-cookie")
+    {
         return Err(NotStored::Uncacheable);
     }
     let varied = varied(headers, |name| {

@@ -156,6 +156,18 @@ impl UpstreamClient {
             FetchError { kind, message }
         };
         let name = &self.config.name;
+        let answer = self.fetch_once(target, extra, &fail).await;
+        self.metrics.circuit(self.breaker.is_open());
+        answer
+    }
+
+    async fn fetch_once(
+        &self,
+        target: &Target,
+        extra: &[(HeaderName, HeaderValue)],
+        fail: &impl Fn(FailureKind, String) -> FetchError,
+    ) -> Result<Fetched, FetchError> {
+        let name = &self.config.name;
         self.breaker.admit().map_err(|open| {
             fail(
                 FailureKind::CircuitOpen,
