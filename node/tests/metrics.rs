@@ -341,13 +341,19 @@ fn scraped_families(text: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 /// The list the alerts and the dashboard are checked against (operator/tests/monitoring.rs)
-/// is exactly what a node with a data dir exports: nothing listed is missing, nothing
+/// is exactly what a node with a data dir and an upstream exports: nothing listed is missing, nothing
 /// exported is unlisted, and each has the listed type.
 #[tokio::test]
 async fn a_node_exports_exactly_the_families_the_alerts_and_the_dashboard_are_checked_against() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().display().to_string();
-    let node = Node::start(&["--data-dir", &data_dir]);
+    // An upstream (never called) brings the read-through families.
+    let node = Node::start(&[
+        "--data-dir",
+        &data_dir,
+        "--upstream",
+        "api=http://127.0.0.1:9",
+    ]);
     node.wait_ready(Duration::from_secs(10));
     assert!(node.put_key("k", "v", None).await.status().is_success());
     let scraped = scraped_families(&scrape(&node).await);
