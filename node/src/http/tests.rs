@@ -705,6 +705,8 @@ async fn openapi_documents_every_route() {
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/v1/openapi.json", &["get"]),
+        ("/v1/upstreams/{name}/{path}", &["get", "head", "delete"]),
+        ("/v1/upstreams/{name}", &["delete"]),
     ] {
         for method in methods {
             assert!(
@@ -713,7 +715,10 @@ async fn openapi_documents_every_route() {
             );
             // The security the document states is the one `auth::required` enforces.
             let operation = &paths[path][method];
-            let concrete = path.replace("{key}", "k");
+            let concrete = path
+                .replace("{key}", "k")
+                .replace("{name}", "api")
+                .replace("{path}", "a");
             let verb = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
             let label = format!("{method} {path}");
             match auth::required(&verb, &concrete).0 {
