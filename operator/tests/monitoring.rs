@@ -184,12 +184,15 @@ fn the_dashboard_selects_one_cluster_through_its_variables_and_data_source() {
     }
 
     for (title, expr) in queries(&dashboard) {
-        // Every selector names this cluster: the nodes' by namespace and the monitors'
-        // `cachecluster` label, the operator's by its `cluster` label.
+        // Every selector names this cluster first: the nodes' by namespace and the
+        // monitors' `cachecluster` label, the operator's by its `cluster` label (further
+        // matchers may follow, such as a read-through outcome).
         for selector in expr.split('{').skip(1) {
             let selector = selector.split('}').next().unwrap();
+            let node = "namespace=\"$namespace\", cachecluster=\"$cluster\"";
             assert!(
-                selector == "namespace=\"$namespace\", cachecluster=\"$cluster\""
+                selector == node
+                    || selector.starts_with(&format!("{node}, "))
                     || selector == "cluster=\"$namespace/$cluster\"",
                 "{title}: selector {{{selector}}} in {expr}"
             );
