@@ -95,6 +95,14 @@ async fn answer(State(up): State<Arc<Upstream>>, request: Request) -> Response {
                 reply(200, &[cc, ("etag", tag)], body)
             }
         }
+        "swr" => reply(
+            200,
+            &[(
+                "cache-control",
+                "max-age=1, stale-while-revalidate=30".into(),
+            )],
+            body,
+        ),
         "nostore" => reply(200, &[("cache-control", "no-store".into())], body),
         "private" => reply(
             200,
@@ -311,6 +319,23 @@ async fn freshness_revalidation_and_what_is_never_stored() {
     );
     assert_eq!(up.not_modified.load(Ordering::SeqCst), 1);
     assert_eq!(get(a, "/etag/x").await.1, "HIT");
+
+    // stale-while-revalidate: past max-age the stale response is served at once while
+    // the owner refreshes it in the background; then the refreshed one is a hit.
+    assert_eq!(get(a, "/swr/x").await.1, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, cache, body) = get(b, "/swr/x").await;
+    assert_eq!((cache.as_str(), body.as_str()), ("STALE", "/swr/x #1"));
+    let mut refreshed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if get(a, "/swr/x").await == (200, "HIT".into(), "/swr/x #2".into()) {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(refreshed, "the background refresh stored the new response");
+    assert_eq!(up.count("/swr/x"), 2);
 
     // no-store, private and a Set-Cookie without public are never stored.
     for path in ["/nostore/x", "/private/x", "/cookie/x"] {

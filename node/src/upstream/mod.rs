@@ -60,6 +60,9 @@ struct Inner {
     cluster: Cluster,
     upstreams: HashMap<String, Arc<UpstreamClient>>,
     flights: Flights<Arc<Filled>>,
+    /// Background refreshes (stale-while-revalidate) this node has asked for: one per
+    /// key at a time, however many stale hits ask.
+    refreshes: Flights<()>,
     max_key_bytes: usize,
 }
 
@@ -152,6 +155,7 @@ impl ReadThrough {
                 cluster,
                 upstreams: clients,
                 flights: Flights::default(),
+                refreshes: Flights::default(),
                 max_key_bytes,
             }),
         })
@@ -205,18 +209,31 @@ impl ReadThrough {
             match stored.freshness(now_ms()) {
                 Freshness::Fresh => return Ok(reply_from(&stored, CacheOutcome::Hit)),
                 Freshness::StaleWhileRevalidate => {
-                    let this = self.clone();
-                    let (client, target, key) = (client.clone(), target.clone(), key.to_vec());
-                    tokio::spawn(async move {
-                        // The owner's fill finds it stale and revalidates it, once.
-                        let _ = this.fill_at_owner(&client, &target, &key, true).await;
-                    });
+                    self.refresh_in_background(client, target, key);
                     return Ok(reply_from(&stored, CacheOutcome::Stale));
                 }
                 Freshness::StaleIfError | Freshness::Expired => {}
             }
         }
         self.fill_at_owner(client, target, key, false).await
+    }
+
+    /// Asks the owner to refresh `key` (it finds it stale and revalidates it), once per
+    /// key at a time from this node.
+    fn refresh_in_background(&self, client: &Arc<UpstreamClient>, target: &Target, key: &[u8]) {
+        let this = self.clone();
+        let (client, target, key) = (client.clone(), target.clone(), key.to_vec());
+        let flight_key = target.flight_key(&key);
+        tokio::spawn(crate::request_id::carry(async move {
+            let refreshing = this.clone();
+            let _ = this
+                .inner
+                .refreshes
+                .run(flight_key, move || async move {
+                    let _ = refreshing.fill_at_owner(&client, &target, &key, true).await;
+                })
+                .await;
+        }));
     }
 
     /// The stored response for `key`, if there is one that `target` may be given: a
@@ -274,6 +291,23 @@ impl ReadThrough {
                         // The owner's response was for one request only: fetch our own.
                         None => return self.fetch_alone(client, target).await,
                     }
+                }
+                // The owner waited on the upstream past its timeout: filling here would
+                // only wait again.
+                Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                    cluster
+                        .metrics()
+                        .forwarded(crate::auth::Protocol::Http, false);
+                    return Err(ReadError::Upstream {
+                        upstream: client.config.name.clone(),
+                        error: FetchError {
+                            kind: FailureKind::Timeout,
+                            message: format!(
+                                "the owner of this key (member '{}') did not get a response from upstream '{}' within {deadline:?}",
+                                owner.id, client.config.name
+                            ),
+                        },
+                    });
                 }
                 Err(status) => {
                     cluster
