@@ -120,6 +120,7 @@ async fn answer(State(up): State<Arc<Upstream>>, request: Request) -> Response {
                 format!("{lang} #{n}"),
             )
         }
+        "big" => reply(200, &[long], format!("{path} #{n} {}", "x".repeat(2 << 20))),
         "missing" => reply(404, &[], body),
         "error" => reply(500, &[("cache-control", "max-age=600".into())], body),
         "flaky" => {
@@ -719,4 +720,61 @@ fn invalid_upstream_files_stop_the_node_with_the_reason() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("NAME=URL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_max_object_size_are_passed_through_whole_and_never_stored() {
+    let (up, addr) = upstream().await;
+    let config = api_timeout(addr, "10s", "  maxObjectSize: 1MiB\n");
+    let cluster = cluster(&config, 3);
+    for round in 0..2 {
+        for node in &cluster.nodes {
+            let (status, cache, body) = get(node, "/big/x").await;
+            assert_eq!((status, cache.as_str()), (200, "MISS"), "round {round}");
+            let tail = body.split(' ').nth(2).unwrap_or_default();
+            assert_eq!(tail.len(), 2 << 20, "the whole body");
+        }
+    }
+    // Never stored, so each request fetches; one asked of a node that is not the key's
+    // owner fetches twice (the owner's response is too large to send between nodes).
+    let fetched = up.count("/big/x");
+    assert!((6..=12).contains(&fetched), "{fetched}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_concurrency_wait_for_a_slot_then_fail_with_overloaded() {
+    let (_up, addr) = upstream().await;
+    // One slot, a 1 s timeout, and /hang takes 3 s: the first request holds the slot
+    // until 1 s, the second gets it then and holds it until 2 s, so the third (asked at
+    // 0.2 s) waits its whole second for a slot.
+    let config = api(
+        addr,
+        "  maxConcurrency: 1\n  circuitBreaker: {failureThreshold: 1000}\n",
+    );
+    let node = Node::start(&["--upstreams-file", &config.file]);
+    let mut asked = Vec::new();
+    for i in 0..3 {
+        let (http, url) = (
+            node.http.clone(),
+            node.url(&format!("/v1/upstreams/api/hang/{i}")),
+        );
+        asked.push(tokio::spawn(async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            let error: Json = response.json().await.unwrap();
+            let code = error["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (status, code)
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answers = Vec::new();
+    for task in asked {
+        answers.push(task.await.unwrap());
+    }
+    assert_eq!(answers[0], (504, "upstream_timeout".to_owned()));
+    assert_eq!(answers[1], (504, "upstream_timeout".to_owned()));
+    assert_eq!(answers[2], (504, "upstream_overloaded".to_owned()));
 }

@@ -65,7 +65,8 @@ pub enum FailureKind {
     Protocol,
     /// The circuit breaker is open.
     CircuitOpen,
-    /// `timeout` passed waiting for one of the `maxConcurrency` slots.
+    /// `timeout` passed waiting for one of the `maxConcurrency` slots (then the
+    /// request would have had `timeout` again for the response).
     Overloaded,
 }
 
@@ -177,9 +178,9 @@ impl UpstreamClient {
                 ),
             )
         })?;
+        // At most `timeout` waiting for a slot, then `timeout` for the response.
         let timeout = self.config.timeout;
-        let deadline = Instant::now() + timeout;
-        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+        let _slot = match tokio::time::timeout(timeout, self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             _ => {
                 return Err(fail(
@@ -199,6 +200,7 @@ impl UpstreamClient {
             request = request.header(header, value);
         }
         let started = std::time::Instant::now();
+        let deadline = Instant::now() + timeout;
         self.metrics.in_flight(1);
         let answered = tokio::time::timeout_at(deadline, self.read(request, self.max_body)).await;
         self.metrics.in_flight(-1);
