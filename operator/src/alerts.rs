@@ -233,6 +233,18 @@ pub fn alerts(scope: Scope<'_>) -> Vec<Alert> {
             description: "The node's clock is further than spec.maxClockOffset from most of its peers'; it takes \
                 no writes until they agree.",
         },
+        Alert {
+            name: "KacheUpstreamCircuitOpen",
+            expr: format!(
+                "max by ({by_cluster}, upstream) (kache_upstream_circuit_open{{{node}}}) == 1"
+            ),
+            for_: "5m",
+            severity: Severity::Warning,
+            summary: "CacheCluster {{ $labels.namespace }}/{{ $labels.cachecluster }} has stopped calling upstream {{ $labels.upstream }}",
+            description: "The read-through upstream failed failureThreshold times in a row and its circuit \
+                breaker keeps refusing requests: misses answer 502 upstream_circuit_open unless a stale \
+                copy may be served.",
+        },
     ]
 }
 
