@@ -9,7 +9,9 @@
 # 1. Hit throughput, one core each: one kache node (--worker-threads 1) and one varnishd
 #    (one thread pool), each in turn pinned to SERVER_CPU; KEYSPACE URLs warmed through
 #    it, then wrk -t1 -c50 pinned to CLIENT_CPU GETs random URLs of the keyspace. Reports
-#    requests/s, p99 and the upstream requests during the window (0: all hits). For
+#    requests/s, p99, the server's CPU time per request (user + system, from /proc; on a
+#    shared machine a server may not get its whole core) and the upstream requests
+#    during the window (0: all hits). For
 #    reference, the same wrk against kache's plain GET /v1/keys/{key}, values of the same
 #    size, on the same node.
 # 2. Cold herd: 3 kache nodes (static members, RF=2) and 3 varnishd, each system with a
@@ -36,9 +38,13 @@ run_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 # shellcheck source=lib.sh
 source "$here/lib.sh"
-bench_require "apt-get install -y varnish wrk curl util-linux" \
-  varnishd wrk curl taskset python3
+bench_require "apt-get install -y varnish wrk curl util-linux procps" \
+  varnishd wrk curl taskset pgrep python3
 bench_workdir
+# varnishd's shared-memory log lives in its work dir, which Varnish wants on tmpfs (as
+# /var/lib/varnish is when packaged); $work may be on disk.
+shm=$(mktemp -d /dev/shm/kache-readthrough.XXXXXX)
+trap 'bench_cleanup; rm -rf "$shm"' EXIT INT TERM
 kache_bin=$(kache_binary "$root")
 
 upstream_port=$BASE
@@ -81,14 +87,15 @@ wait_ready() {
 
 # start_varnish INDEX [PARAMS...]: varnishd in the foreground, its own work dir, the
 # upstream as its one backend and the builtin VCL (a 200 with max-age is cached). As
-# root, -j none keeps it from switching to the varnish user, which cannot enter $work.
+# root, -j none keeps it from switching to the varnish user, which cannot enter $work
+# or $shm.
 cat >"$work/bench.vcl" <<EOF
 vcl 4.1;
 backend upstream { .host = "127.0.0.1"; .port = "$upstream_port"; }
 EOF
 start_varnish() {
   local i=$1; shift
-  "${pin[@]}" varnishd -F -j none -n "$work/varnish-$i" -a "127.0.0.1:$(varnish_port "$i")" -f "$work/bench.vcl" \
+  "${pin[@]}" varnishd -F -j none -n "$shm/varnish-$i" -a "127.0.0.1:$(varnish_port "$i")" -f "$work/bench.vcl" \
     -s malloc,256m -p thread_pool_min=100 -p thread_pool_max=2000 "$@" >"$work/varnish-$i.log" 2>&1 &
   pids+=($!); servers+=($!)
 }
@@ -96,7 +103,19 @@ start_varnish() {
 # "1.83ms" / "812.00us" / "1.02s" -> milliseconds
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }' <<<"$1"; }
 
-# wrk_run PORT SCRIPT PATH_FORMAT -> "rps p99_ms non2xx"
+# CPU time (user + system, clock ticks) of PID and its child processes: varnishd's
+# manager does no request work, its child does.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+clk_tck=$(getconf CLK_TCK)
+us_per() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$clk_tck" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "n/a" }'; }
+
+# wrk_run PORT SCRIPT PATH_FORMAT -> "rps p99_ms non2xx requests"
 wrk_run() {
   KEYSPACE=$KEYSPACE PATH_FORMAT=$3 taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" \
     -d"${DURATION}s" --latency -s "$here/$2" "http://127.0.0.1:$1" >"$work/wrk.out"
@@ -105,7 +124,7 @@ wrk_run() {
   [ -n "$rps" ] || { echo "wrk failed:" >&2; cat "$work/wrk.out" >&2; exit 1; }
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' "$work/wrk.out")")
   bad=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket-errors"}' "$work/wrk.out" | head -1)
-  echo "$rps $p99 ${bad:-0}"
+  echo "$rps $p99 ${bad:-0} $(awk '/requests in/ {print $1}' "$work/wrk.out")"
 }
 
 # herd PORTS PATH_FORMAT URLS EACH [CONCURRENCY] -> one JSON line (bench/herd.py)
@@ -114,18 +133,22 @@ herd() { python3 "$here/herd.py" "$@"; }
 field() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); print($2)" "$1"; }
 non200() { field "$1" 'j["requests"] - j["status"].get("200", 0)'; }
 
-# hits NAME PORT PATH_FORMAT: warm KEYSPACE URLs, check a second pass, then wrk; writes
-# "rps p99_ms non2xx upstream_during_window second_pass_xcache" to $work/NAME.hits
+# hits NAME PID PORT PATH_FORMAT: warm KEYSPACE URLs, check a second pass, then wrk;
+# writes "rps p99_ms non2xx upstream_in_window cpu_us_per_request second_pass_xcache"
+# to $work/NAME.hits. CPU per request is the server's own: on a shared machine the
+# server may not get its whole core, and then requests/s says less than it seems.
 hits() {
-  local name=$1 port=$2 path=$3 warm again before after rps p99 bad
+  local name=$1 pid=$2 port=$3 path=$4 warm again before after rps p99 bad n cpu0 cpu1
   warm=$(herd "$port" "$path" "$KEYSPACE" 1 "$CONNECTIONS")
   [ "$(non200 "$warm")" = 0 ] || { echo "$name: warming failed: $warm" >&2; exit 1; }
   again=$(herd "$port" "$path" "$KEYSPACE" 1 "$CONNECTIONS")
   read -r before _ <<<"$(upstream_count)"
+  cpu0=$(cpu_ticks "$pid")
   wrk_run "$port" wrk-paths.lua "$path" >"$work/$name.wrk"
+  cpu1=$(cpu_ticks "$pid")
   read -r after _ <<<"$(upstream_count)"
-  read -r rps p99 bad <"$work/$name.wrk"
-  echo "$rps $p99 $bad $((after - before)) $(field "$again" 'json.dumps(j["xcache"], separators=(",", ":"))')" >"$work/$name.hits"
+  read -r rps p99 bad n <"$work/$name.wrk"
+  echo "$rps $p99 $bad $((after - before)) $(us_per "$cpu0" "$cpu1" "$n") $(field "$again" 'json.dumps(j["xcache"], separators=(",", ":"))')" >"$work/$name.hits"
 }
 
 echo "# kache vs Varnish, read-through: $(date -u +%FT%TZ), $(nproc) CPUs, $(varnishd -V 2>&1 | head -1 | awk '{print $2}' | tr -d '(')"
@@ -137,26 +160,29 @@ if run_part hits; then
   pin=(taskset -c "$SERVER_CPU")
   start_kache 0 --worker-threads 1 --max-memory 1GiB
   wait_ready 0
-  hits kache "$(kache_http 0)" "/v1/upstreams/api/item/%d"
-  read -r k_rps k_p99 k_bad k_up k_again <"$work/kache.hits"
+  hits kache "${servers[0]}" "$(kache_http 0)" "/v1/upstreams/api/item/%d"
+  read -r k_rps k_p99 k_bad k_up k_cpu k_again <"$work/kache.hits"
   # The same node's plain key GET, values of the same size, as a reference point.
   python3 "$here/load.py" kache "127.0.0.1:$(kache_http 0)" "$KEYSPACE" "$BODY_BYTES"
+  cpu0=$(cpu_ticks "${servers[0]}")
   wrk_run "$(kache_http 0)" wrk-get.lua unused >"$work/keys.wrk"
-  read -r kv_rps kv_p99 kv_bad <"$work/keys.wrk"
+  cpu1=$(cpu_ticks "${servers[0]}")
+  read -r kv_rps kv_p99 kv_bad kv_n <"$work/keys.wrk"
+  kv_cpu=$(us_per "$cpu0" "$cpu1" "$kv_n")
   stop_all
 
   start_varnish 0 -p thread_pools=1
   wait_port "$(varnish_port 0)" 200
-  hits varnish "$(varnish_port 0)" "/item/%d"
-  read -r v_rps v_p99 v_bad v_up v_again <"$work/varnish.hits"
+  hits varnish "${servers[0]}" "$(varnish_port 0)" "/item/%d"
+  read -r v_rps v_p99 v_bad v_up v_cpu v_again <"$work/varnish.hits"
   stop_all
   pin=()
 
-  printf '\n%-24s %12s %10s %8s %22s\n' "hits (one core each)" rps p99_ms non2xx upstream_in_window
-  printf '%-24s %12s %10s %8s %22s\n' "kache read-through" "$k_rps" "$k_p99" "$k_bad" "$k_up"
-  printf '%-24s %12s %10s %8s %22s\n' "varnish" "$v_rps" "$v_p99" "$v_bad" "$v_up"
-  printf '%-24s %12s %10s %8s\n' "kache GET /v1/keys" "$kv_rps" "$kv_p99" "$kv_bad"
-  echo "ratio kache/varnish: rps $(ratio "$k_rps" "$v_rps"), p99 $(ratio "$k_p99" "$v_p99"); read-through / plain GET on kache: $(ratio "$k_rps" "$kv_rps")"
+  printf '\n%-24s %12s %10s %12s %8s %20s\n' "hits (one core each)" rps p99_ms cpu_us/req non2xx upstream_in_window
+  printf '%-24s %12s %10s %12s %8s %20s\n' "kache read-through" "$k_rps" "$k_p99" "$k_cpu" "$k_bad" "$k_up"
+  printf '%-24s %12s %10s %12s %8s %20s\n' "varnish" "$v_rps" "$v_p99" "$v_cpu" "$v_bad" "$v_up"
+  printf '%-24s %12s %10s %12s %8s\n' "kache GET /v1/keys" "$kv_rps" "$kv_p99" "$kv_cpu" "$kv_bad"
+  echo "ratio kache/varnish: rps $(ratio "$k_rps" "$v_rps"), p99 $(ratio "$k_p99" "$v_p99"), cpu/req $(ratio "$k_cpu" "$v_cpu"); read-through / plain GET on kache: rps $(ratio "$k_rps" "$kv_rps")"
   echo "second warm pass, X-Cache: kache $k_again; varnish $v_again"
 fi
 
