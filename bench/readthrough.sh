@@ -11,9 +11,8 @@
 #    it, then wrk -t1 -c50 pinned to CLIENT_CPU GETs random URLs of the keyspace. Reports
 #    requests/s, p99, the server's CPU time per request (user + system, from /proc; on a
 #    shared machine a server may not get its whole core) and the upstream requests
-#    during the window (0: all hits). For
-#    reference, the same wrk against kache's plain GET /v1/keys/{key}, values of the same
-#    size, on the same node.
+#    during the window (0: all hits). For reference, the same wrk against kache's plain
+#    GET /v1/keys/{key}, values of the same size, on the same node.
 # 2. Cold herd: 3 kache nodes (static members, RF=2) and 3 varnishd, each system with a
 #    fresh count. HERD_URLS cold URLs x HERD_EACH requests, all in flight at once, spread
 #    round-robin over the 3 instances (bench/herd.py). Reports the upstream requests:
@@ -69,13 +68,13 @@ upstream_count() {
   curl -sf "127.0.0.1:$upstream_port/__count" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["total"], c["distinct"])'
 }
 
-# start_kache INDEX [FLAGS...]: a node with the upstream "api"; its pid in $pids
+# start_kache INDEX [FLAGS...]: a node with the upstream "api", run under $pin
 start_kache() {
   local i=$1; shift
   "${pin[@]}" "$kache_bin" --node-id "node-$i" --http-addr "127.0.0.1:$(kache_http "$i")" \
     --grpc-addr "127.0.0.1:$(kache_grpc "$i")" --resp-addr off \
     --upstream "api=http://127.0.0.1:$upstream_port" "$@" 2>"$work/kache-$i.log" &
-  pids+=($!); servers+=($!)
+  pids+=("$!"); servers+=("$!")
 }
 wait_ready() {
   for _ in $(seq 1 300); do
@@ -97,7 +96,7 @@ start_varnish() {
   local i=$1; shift
   "${pin[@]}" varnishd -F -j none -n "$shm/varnish-$i" -a "127.0.0.1:$(varnish_port "$i")" -f "$work/bench.vcl" \
     -s malloc,256m -p thread_pool_min=100 -p thread_pool_max=2000 "$@" >"$work/varnish-$i.log" 2>&1 &
-  pids+=($!); servers+=($!)
+  pids+=("$!"); servers+=("$!")
 }
 
 # "1.83ms" / "812.00us" / "1.02s" -> milliseconds
@@ -107,6 +106,7 @@ to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ 
 # manager does no request work, its child does.
 cpu_ticks() {
   local pid total=0
+  # shellcheck disable=SC2046 # one child pid a line
   for pid in "$1" $(pgrep -P "$1" || true); do
     total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
   done
@@ -130,7 +130,7 @@ wrk_run() {
 # herd PORTS PATH_FORMAT URLS EACH [CONCURRENCY] -> one JSON line (bench/herd.py)
 herd() { python3 "$here/herd.py" "$@"; }
 # field JSON EXPR: a value of herd's JSON line, e.g. field "$out" 'j["status"].get("200", 0)'
-field() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); print($2)" "$1"; }
+field() { python3 -c "import json,sys; j=json.loads(sys.argv[1]); v=$2; print(json.dumps(v, separators=(',', ':')) if isinstance(v, dict) else v)" "$1"; }
 non200() { field "$1" 'j["requests"] - j["status"].get("200", 0)'; }
 
 # hits NAME PID PORT PATH_FORMAT: warm KEYSPACE URLs, check a second pass, then wrk;
@@ -148,7 +148,7 @@ hits() {
   cpu1=$(cpu_ticks "$pid")
   read -r after _ <<<"$(upstream_count)"
   read -r rps p99 bad n <"$work/$name.wrk"
-  echo "$rps $p99 $bad $((after - before)) $(us_per "$cpu0" "$cpu1" "$n") $(field "$again" 'json.dumps(j["xcache"], separators=(",", ":"))')" >"$work/$name.hits"
+  echo "$rps $p99 $bad $((after - before)) $(us_per "$cpu0" "$cpu1" "$n") $(field "$again" 'j["xcache"]')" >"$work/$name.hits"
 }
 
 echo "# kache vs Varnish, read-through: $(date -u +%FT%TZ), $(nproc) CPUs, $(varnishd -V 2>&1 | head -1 | awk '{print $2}' | tr -d '(')"
