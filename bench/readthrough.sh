@@ -43,7 +43,8 @@ bench_workdir
 # varnishd's shared-memory log lives in its work dir, which Varnish wants on tmpfs (as
 # /var/lib/varnish is when packaged); $work may be on disk.
 shm=$(mktemp -d /dev/shm/kache-readthrough.XXXXXX)
-trap 'bench_cleanup; rm -rf "$shm"' EXIT INT TERM
+trap 'bench_cleanup; rm -rf "$shm"' EXIT
+trap 'exit 143' INT TERM   # stop here; the EXIT trap cleans up once
 kache_bin=$(kache_binary "$root")
 
 upstream_port=$BASE
