@@ -124,8 +124,10 @@ wrk_run() {
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   [ -n "$rps" ] || { echo "wrk failed:" >&2; cat "$work/wrk.out" >&2; exit 1; }
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' "$work/wrk.out")")
-  bad=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket-errors"}' "$work/wrk.out" | head -1)
-  echo "$rps $p99 ${bad:-0} $(awk '/requests in/ {print $1}' "$work/wrk.out")"
+  # "Non-2xx or 3xx responses: N", "Socket errors: connect C, read R, write W, timeout T"
+  bad=$(awk '/Non-2xx/ {n=$5} /Socket errors/ {gsub(",", ""); s="+sock:" $4 "/" $6 "/" $8 "/" $10}
+    END {print (n == "" ? 0 : n) s}' "$work/wrk.out")
+  echo "$rps $p99 $bad $(awk '/requests in/ {print $1}' "$work/wrk.out")"
 }
 
 # herd PORTS PATH_FORMAT URLS EACH [CONCURRENCY] -> one JSON line (bench/herd.py)
@@ -184,6 +186,7 @@ if run_part hits; then
   printf '%-24s %12s %10s %12s %8s %20s\n' "varnish" "$v_rps" "$v_p99" "$v_cpu" "$v_bad" "$v_up"
   printf '%-24s %12s %10s %12s %8s\n' "kache GET /v1/keys" "$kv_rps" "$kv_p99" "$kv_cpu" "$kv_bad"
   echo "ratio kache/varnish: rps $(ratio "$k_rps" "$v_rps"), p99 $(ratio "$k_p99" "$v_p99"), cpu/req $(ratio "$k_cpu" "$v_cpu"); read-through / plain GET on kache: rps $(ratio "$k_rps" "$kv_rps")"
+  echo "non2xx: non-2xx responses, then +sock:connect/read/write/timeout when wrk saw socket errors"
   echo "second warm pass, X-Cache: kache $k_again; varnish $v_again"
 fi
 
