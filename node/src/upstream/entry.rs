@@ -26,9 +26,8 @@ use kache_api::upstreams::UpstreamConfig;
 /// The first byte of every stored response; another value is not read.
 const FORMAT: u8 = 1;
 
-/// Response headers never stored or served from the cache: hop-by-hop ones (RFC 9110
-/// 7.6.1), and the ones the cache writes itself.
-const NOT_STORED: &[&str] = &[
+/// Hop-by-hop response headers (RFC 9110 7.6.1): never passed on, never stored.
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -36,11 +35,14 @@ const NOT_STORED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "content-length",
-    "age",
-    "x-cache",
-    "set-cookie",
 ];
+
+/// Response headers never stored or served from the cache: hop-by-hop ones, and the
+/// ones the cache writes itself.
+fn not_stored(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    HOP_BY_HOP.contains(&name) || ["content-length", "age", "x-cache", "set-cookie"].contains(&name)
+}
 
 /// A response as the cache holds it.
 #[derive(Debug, Clone)]
@@ -273,7 +275,7 @@ pub fn revalidated(
         http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
             let mut headers = stale.headers.clone();
             for (name, value) in &parts.headers {
-                if !NOT_STORED.contains(&name.as_str()) && name != "date" {
+                if !not_stored(name) && name != "date" {
                     headers.insert(name.clone(), value.clone());
                 }
             }
@@ -323,7 +325,7 @@ fn stored_from_policy(
     };
     let mut kept = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if !NOT_STORED.contains(&name.as_str()) {
+        if !not_stored(name) {
             kept.append(name.clone(), value.clone());
         }
     }

@@ -841,18 +841,9 @@ fn headers_to_proto(headers: &HeaderMap) -> Vec<proto::HttpHeader> {
 
 /// An upstream response's headers as passed to the client: without hop-by-hop ones.
 fn passed_headers(headers: &HeaderMap) -> HeaderMap {
-    const HOP: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if !HOP.contains(&name.as_str()) {
+        if !entry::HOP_BY_HOP.contains(&name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
