@@ -123,6 +123,10 @@ async fn answer(State(up): State<Arc<Upstream>>, request: Request) -> Response {
         "big" => reply(200, &[long], format!("{path} #{n} {}", "x".repeat(2 << 20))),
         "missing" => reply(404, &[], body),
         "error" => reply(500, &[("cache-control", "max-age=600".into())], body),
+        "failing" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            reply(500, &[], body)
+        }
         "flaky" => {
             if up.down.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -273,6 +277,22 @@ async fn concurrent_cold_requests_across_nodes_make_one_upstream_request_per_url
     }
     assert_eq!(up.total(), 101);
 
+    // A 5xx is not stored but is shared by the requests waiting on it; a private
+    // response goes to one of them, and each of the others fetches its own.
+    let answers = run(vec!["/failing/herd".to_owned(); 200]).await;
+    assert!(answers.iter().all(|(status, _, _)| *status == 500));
+    assert_eq!(
+        up.count("/failing/herd"),
+        1,
+        "a failing upstream, one request per key"
+    );
+    let answers = run(vec!["/private/herd".to_owned(); 20]).await;
+    let mut bodies: Vec<&str> = answers.iter().map(|(_, _, body)| body.as_str()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 20, "each client its own private response");
+    let before = up.total();
+
     // Hits from every node afterwards, and the stats say so.
     for node in &cluster.nodes {
         let (status, cache, body) = get(node, "/slow/one").await;
@@ -291,7 +311,7 @@ async fn concurrent_cold_requests_across_nodes_make_one_upstream_request_per_url
         metrics.contains("kache_upstream_requests_total{upstream=\"api\",cache=\"hit\"}"),
         "{metrics}"
     );
-    assert_eq!(up.total(), 101, "hits reach nobody");
+    assert_eq!(up.total(), before, "hits reach nobody");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,6 +349,26 @@ fn stored_from_policy(
     }
 }
 
+/// Whether a response is for the one client that asked: it sets a cookie, or says
+/// `private` or `no-store`. Such a response is never shared, even with requests waiting
+/// on the same fetch; any other response that is not stored (a 5xx) is.
+pub fn personal(headers: &HeaderMap) -> bool {
+    headers.contains_key("set-cookie")
+        || headers
+            .get_all("cache-control")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|d| {
+                d.split('=')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .any(|d| d == "private" || d == "no-store")
+}
+
 /// The conditional headers that revalidate `stale`: `If-None-Match` with its ETag,
 /// `If-Modified-Since` with its Last-Modified.
 pub fn validators(stale: &Stored) -> Vec<(HeaderName, HeaderValue)> {

@@ -92,9 +92,9 @@ enum Filled {
         body: Bytes,
         cache: CacheOutcome,
     },
-    /// A response for one request only: not cacheable (it may set a cookie for its
-    /// client), or too large to hold. The first request takes it; the others fetch
-    /// their own, as Varnish's hit-for-pass does.
+    /// A response for one request only: it sets a cookie or says `private` or
+    /// `no-store`, or it is too large to hold. The first request takes it; the others
+    /// fetch their own, as Varnish's hit-for-pass does.
     ForOne(Mutex<Option<Reply>>),
     /// The upstream failed and nothing servable was cached.
     Failed(FetchError),
@@ -459,12 +459,20 @@ impl ReadThrough {
                 self.save(key, &stored).await;
                 shared(&stored, CacheOutcome::Miss)
             }
-            Err(entry::NotStored::Uncacheable) => for_one(Reply {
+            Err(entry::NotStored::Uncacheable) if entry::personal(&headers) => for_one(Reply {
                 status,
                 headers: passed_headers(&headers),
                 body: ReplyBody::Full(body),
                 cache: CacheOutcome::Miss,
             }),
+            // Not stored, but the same for everyone who asked (a 5xx): the waiting
+            // requests share it rather than each ask a failing upstream again.
+            Err(entry::NotStored::Uncacheable) => Filled::Shared {
+                status,
+                headers: passed_headers(&headers),
+                body,
+                cache: CacheOutcome::Miss,
+            },
         }
     }
 
