@@ -155,7 +155,6 @@ impl UpstreamClient {
             self.metrics.fetch_error(kind);
             FetchError { kind, message }
         };
-        let name = &self.config.name;
         let answer = self.fetch_once(target, extra, &fail).await;
         self.metrics.circuit(self.breaker.is_open());
         answer
