@@ -251,8 +251,38 @@ pub async fn reads_through(client: &Client, http: &reqwest::Client) {
         },
     )
     .await;
+    // The change rolls the pods (the nodes read the file at start); the new ones have no
+    // upstream to read through.
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    eventually(
+        "the StatefulSet rolled every pod",
+        Duration::from_secs(180),
+        || async {
+            let set = sts.get(NAME).await.ok()?;
+            let status = set.status?;
+            // Judged on the patched spec, not on a status from before it.
+            let rolled = status.observed_generation == set.metadata.generation
+                && status.current_revision == status.update_revision
+                && status.updated_replicas == Some(3)
+                && status.ready_replicas == Some(3);
+            rolled.then_some(())
+        },
+    )
+    .await;
+    wait_available(client, NAME, 3, Duration::from_secs(120)).await;
+    for (ordinal, ip) in pod_ips(client, NAME).await {
+        let response = http
+            .get(format!("http://{ip}:{HTTP_PORT}/v1/upstreams/api/items/42"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{NAME}-{ordinal}");
+        let error: Json = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "no_upstream", "{NAME}-{ordinal}");
+    }
     log(&format!(
-        "upstreams removed from the spec: {NAME}-upstreams deleted"
+        "upstreams removed from the spec: {NAME}-upstreams deleted, the pods rolled, \
+         /v1/upstreams/api/... answers 404 no_upstream on each"
     ));
 
     must(
