@@ -12,7 +12,9 @@
 //! come and go with the spec (`monitoring`, on stand-in CRDs). A cluster whose peer
 //! certificates come from cert-manager (a stand-in CRD and signer) runs on them
 //! (`cert_manager`). `kubectl kache` shows the first scale's move and round-trips keys
-//! through the pod proxy (`plugin`).
+//! through the pod proxy (`plugin`). A cluster with `spec.upstreams` reads through an
+//! upstream HTTP API the test runs, one upstream request for the whole cluster per URL
+//! (`readthrough`).
 //!
 //! Run by `tests/e2e/run.sh`, which starts the control plane and the kubelet and sets
 //! KUBECONFIG; built only with `--features e2e`.
@@ -49,6 +51,8 @@ mod cert_manager;
 mod monitoring;
 #[path = "e2e/plugin.rs"]
 mod plugin;
+#[path = "e2e/readthrough.rs"]
+mod readthrough;
 #[path = "e2e/security.rs"]
 mod security;
 #[path = "e2e/tls_auth.rs"]
@@ -817,7 +821,12 @@ async fn kache_on_a_real_control_plane() {
     )
     .await;
 
-    // 8. cert-manager (a stand-in CRD and signer) issues the peer certificates of a
+    // 8. Read-through: a 3-member cluster with an upstream misses once and then hits on
+    //    any pod, 200 concurrent requests for a cold URL make one upstream request, and
+    //    the upstreams' ConfigMap follows the spec.
+    readthrough::reads_through(&client, &http).await;
+
+    // 9. cert-manager (a stand-in CRD and signer) issues the peer certificates of a
     //    2-member cluster: it serves, replicates, and presents what the stand-in issued.
     cert_manager::issued_by_cert_manager(&client, &http).await;
     log("all scenarios passed");
