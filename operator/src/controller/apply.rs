@@ -3,6 +3,7 @@
 //! scale-down shrinks the StatefulSet only after the list without the departed members
 //! is out.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -48,8 +49,10 @@ pub(super) async fn objects(
         members.metadata.resource_version = list_version;
         apply(client, ns, &members).await?;
     }
-    // The file before the pods that read it; deleted only once the StatefulSet no longer
-    // mounts it.
+    // The file before the pods that read it; deleted only once no pod of the StatefulSet
+    // mounts it: its rollout to a template without it is complete (until then a pod of
+    // the old revision, recreated after an eviction, would wait on the missing volume).
+    // A later reconcile deletes it.
     let upstreams = resources::config::upstreams_file(cc)?;
     if let Some(text) = &upstreams {
         apply(
@@ -61,8 +64,8 @@ pub(super) async fn objects(
     }
     let hash = resources::config::settings_hash(&settings, upstreams.as_deref());
     let sts = resources::statefulset::statefulset(cc, replicas, &ctx.node_image, &hash, security);
-    apply(client, ns, &sts).await?;
-    if upstreams.is_none() {
+    let applied = apply_returning(client, ns, &sts).await?;
+    if upstreams.is_none() && rolled_out(&applied) {
         delete::<ConfigMap>(client, ns, &names.upstreams()).await?;
     }
 
@@ -104,6 +107,36 @@ where
         + Serialize
         + std::fmt::Debug,
 {
+    apply_returning(client, ns, object).await.map(drop)
+}
+
+/// Whether every pod of `sts` (as the API server answered an apply) runs its current
+/// template: the controller has seen this generation and no pod is on another revision.
+fn rolled_out(sts: &StatefulSet) -> bool {
+    let Some(status) = &sts.status else {
+        return false;
+    };
+    let generation = sts.metadata.generation.unwrap_or(i64::MAX);
+    let replicas = sts
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1);
+    status.observed_generation.unwrap_or(0) >= generation
+        && status.current_revision.is_some()
+        && status.current_revision == status.update_revision
+        && status.updated_replicas.unwrap_or(0) >= replicas
+}
+
+/// Server-side applies `object`; the object as the API server now holds it.
+async fn apply_returning<K>(client: &Client, ns: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = object.meta().name.clone().unwrap_or_default();
     let mut object = object.clone();
@@ -122,8 +155,7 @@ where
         &Patch::Apply(value),
     )
     .await
-    .map_err(|e| Error::kube(&format!("apply {} {name}", K::kind(&())), e))?;
-    Ok(())
+    .map_err(|e| Error::kube(&format!("apply {} {name}", K::kind(&())), e))
 }
 
 async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<()>

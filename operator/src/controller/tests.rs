@@ -548,8 +548,17 @@ async fn without_prometheus_operator_the_objects_asked_for_are_warnings_and_the_
 }
 
 /// The mock API of `upstreams_*`: every apply succeeds (answered with an empty object of
-/// its kind), every delete finds nothing.
+/// its kind; a StatefulSet whose rollout is complete), every delete finds nothing.
 fn objects_api(method: &str, path: &str) -> (StatusCode, String) {
+    objects_api_rolling(method, path, "rev-1")
+}
+
+/// [`objects_api`], with the StatefulSet still rolling out (pods on another revision).
+fn objects_api_mid_rollout(method: &str, path: &str) -> (StatusCode, String) {
+    objects_api_rolling(method, path, "rev-2")
+}
+
+fn objects_api_rolling(method: &str, path: &str, update_revision: &str) -> (StatusCode, String) {
     let kinds = [
         ("serviceaccounts", "v1", "ServiceAccount"),
         (
@@ -568,6 +577,17 @@ fn objects_api(method: &str, path: &str) -> (StatusCode, String) {
         .iter()
         .find(|(plural, _, _)| path.contains(&format!("/{plural}/")));
     match (method, found) {
+        ("PATCH", Some((_, api_version, "StatefulSet"))) => (
+            StatusCode::OK,
+            serde_json::json!({
+                "apiVersion": api_version, "kind": "StatefulSet",
+                "metadata": {"generation": 2},
+                "spec": {"replicas": 3, "selector": {}, "serviceName": "demo-peers", "template": {}},
+                "status": {"replicas": 3, "observedGeneration": 2, "updatedReplicas": 3,
+                    "currentRevision": "rev-1", "updateRevision": update_revision},
+            })
+            .to_string(),
+        ),
         ("PATCH", Some((_, api_version, kind))) => (
             StatusCode::OK,
             serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {}})
@@ -579,7 +599,11 @@ fn objects_api(method: &str, path: &str) -> (StatusCode, String) {
 
 /// The writes of ConfigMaps and the StatefulSet, in order, without the API prefix.
 async fn apply_writes(spec: &str) -> Vec<String> {
-    let (client, log) = mock_api(objects_api).await;
+    apply_writes_with(spec, objects_api).await
+}
+
+async fn apply_writes_with(spec: &str, api: Answer) -> Vec<String> {
+    let (client, log) = mock_api(api).await;
     let ctx = context(client);
     let mut cc = CacheCluster::new("demo", serde_yaml::from_str(spec).unwrap());
     cc.metadata.namespace = Some("shop".to_owned());
@@ -619,6 +643,15 @@ async fn upstreams_are_written_before_the_pods_that_read_them_and_deleted_after(
             "DELETE  configmaps/demo-upstreams",
         ],
         "none listed: the StatefulSet stops mounting it first"
+    );
+    assert_eq!(
+        apply_writes_with("replicas: 3", objects_api_mid_rollout).await,
+        [
+            "PATCH  configmaps/demo-config",
+            "PATCH  configmaps/demo-members",
+            "PATCH  statefulsets/demo",
+        ],
+        "kept while a pod of the old revision may still mount it"
     );
 }
 

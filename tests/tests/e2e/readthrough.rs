@@ -227,7 +227,7 @@ pub async fn reads_through(client: &Client, http: &reqwest::Client) {
         "200 concurrent GETs of a cold URL over 3 pods: 1 upstream request; X-Cache {by_cache:?}"
     ));
 
-    // Without upstreams, the ConfigMap goes (once the StatefulSet no longer mounts it).
+    // Without upstreams, the pods roll and then the ConfigMap goes.
     must(
         "kubectl",
         &[
@@ -243,14 +243,6 @@ pub async fn reads_through(client: &Client, http: &reqwest::Client) {
         ],
         None,
     );
-    eventually(
-        &format!("{NAME}-upstreams deleted"),
-        Duration::from_secs(120),
-        || async {
-            (!exists::<ConfigMap>(client, &format!("{NAME}-upstreams")).await).then_some(())
-        },
-    )
-    .await;
     // The change rolls the pods (the nodes read the file at start); the new ones have no
     // upstream to read through.
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
@@ -266,6 +258,16 @@ pub async fn reads_through(client: &Client, http: &reqwest::Client) {
                 && status.updated_replicas == Some(3)
                 && status.ready_replicas == Some(3);
             rolled.then_some(())
+        },
+    )
+    .await;
+    // Only then is the ConfigMap deleted: a pod of the old revision recreated during
+    // the roll would still mount it.
+    eventually(
+        &format!("{NAME}-upstreams deleted"),
+        Duration::from_secs(120),
+        || async {
+            (!exists::<ConfigMap>(client, &format!("{NAME}-upstreams")).await).then_some(())
         },
     )
     .await;
