@@ -179,6 +179,21 @@ impl ReadThrough {
         })
     }
 
+    /// Upstream `name`, the request for `path` (raw, below `/v1/upstreams/{name}`) with
+    /// `query` and `headers`, normalised, and its cache key.
+    fn resolve(
+        &self,
+        name: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<(Arc<UpstreamClient>, Target, Vec<u8>), ReadError> {
+        let client = self.upstream(name)?;
+        let target = Target::new(&client.config, path, query, headers)?;
+        let key = target.cache_key(&client.config, self.inner.max_key_bytes);
+        Ok((client, target, key))
+    }
+
     /// A client's `GET` (or `HEAD`) of `path` (raw, below `/v1/upstreams/{name}`) with
     /// `query` and `headers`.
     pub async fn get(
@@ -188,9 +203,7 @@ impl ReadThrough {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Reply, ReadError> {
-        let client = self.upstream(name)?;
-        let target = Target::new(&client.config, path, query, headers)?;
-        let key = target.cache_key(&client.config, self.inner.max_key_bytes);
+        let (client, target, key) = self.resolve(name, path, query, headers)?;
         let answer = self.read(&client, &target, &key).await;
         client.metrics.answered(match &answer {
             Ok(reply) => reply.cache,
@@ -260,7 +273,7 @@ impl ReadThrough {
         background: bool,
     ) -> Result<Reply, ReadError> {
         let cluster = &self.inner.cluster;
-        let (partition, _) = cluster.placement_of(key);
+        let partition = cluster.store().partition_of(key);
         let view = cluster.view();
         let owner = view.owners(partition).next().cloned();
         if let Some(owner) = owner.filter(|owner| owner.id != cluster.node_id()) {
@@ -529,9 +542,6 @@ impl ReadThrough {
         &self,
         request: proto::FillRequest,
     ) -> Result<proto::FillResponse, tonic::Status> {
-        let client = self
-            .upstream(&request.upstream)
-            .map_err(|error| tonic::Status::not_found(error.to_string()))?;
         let (path, query) = match request.path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (request.path_and_query.as_str(), None),
@@ -544,9 +554,12 @@ impl ReadThrough {
                 .map_err(|_| tonic::Status::invalid_argument("a header value is not valid"))?;
             headers.append(name, value);
         }
-        let target = Target::new(&client.config, path, query, &headers)
-            .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?;
-        let key = target.cache_key(&client.config, self.inner.max_key_bytes);
+        let (client, target, key) = self
+            .resolve(&request.upstream, path, query, &headers)
+            .map_err(|error| match error {
+                ReadError::NoUpstream(..) => tonic::Status::not_found(error.to_string()),
+                _ => tonic::Status::invalid_argument(error.to_string()),
+            })?;
         let Some(filled) = self.filled(&client, &target, &key).await else {
             return Ok(alone());
         };
@@ -590,10 +603,9 @@ impl ReadThrough {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<bool, PurgeError> {
-        let client = self.upstream(name).map_err(PurgeError::Read)?;
-        let target = Target::new(&client.config, path, query, headers)
-            .map_err(|error| PurgeError::Read(error.into()))?;
-        let key = target.cache_key(&client.config, self.inner.max_key_bytes);
+        let (_, _, key) = self
+            .resolve(name, path, query, headers)
+            .map_err(PurgeError::Read)?;
         match self
             .inner
             .cluster

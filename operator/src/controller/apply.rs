@@ -64,17 +64,17 @@ pub(super) async fn objects(
     }
     let hash = resources::config::settings_hash(&settings, upstreams.as_deref());
     let sts = resources::statefulset::statefulset(cc, replicas, &ctx.node_image, &hash, security);
-    let applied = apply_returning(client, ns, &sts).await?;
+    let applied = apply(client, ns, &sts).await?;
     if upstreams.is_none() && rolled_out(&applied) {
         delete::<ConfigMap>(client, ns, &names.upstreams()).await?;
     }
 
     match resources::pdb::pod_disruption_budget(cc) {
-        Some(pdb) => apply(client, ns, &pdb).await?,
+        Some(pdb) => drop(apply(client, ns, &pdb).await?),
         None => delete::<PodDisruptionBudget>(client, ns, &names.cluster).await?,
     }
     match resources::optional::network_policy(cc, &ctx.operator_pods) {
-        Some(policy) => apply(client, ns, &policy).await?,
+        Some(policy) => drop(apply(client, ns, &policy).await?),
         None => delete::<NetworkPolicy>(client, ns, &names.cluster).await?,
     }
     monitoring(cc, ctx, security).await;
@@ -99,17 +99,6 @@ pub(super) async fn status(
     Ok(())
 }
 
-pub(super) async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<()>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    apply_returning(client, ns, object).await.map(drop)
-}
-
 /// Whether every pod of `sts` (as the API server answered an apply) runs its current
 /// template: the controller has seen this generation and no pod is on another revision.
 fn rolled_out(sts: &StatefulSet) -> bool {
@@ -129,7 +118,7 @@ fn rolled_out(sts: &StatefulSet) -> bool {
 }
 
 /// Server-side applies `object`; the object as the API server now holds it.
-async fn apply_returning<K>(client: &Client, ns: &str, object: &K) -> Result<K>
+pub(super) async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
